@@ -1,0 +1,42 @@
+"""The `tunesmith` command: thin typer commands that build a recipe and call the library."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from tunesmith.errors import TunesmithError
+
+app = typer.Typer(
+    name="tunesmith",
+    help="Fine-tune language models end to end, and see what happens inside.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _register() -> None:
+    from tunesmith.cli import generate, inspect, plan, recipe, sft  # noqa: F401  (commands register on import)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _register()
+    try:
+        app()
+    except TunesmithError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.format()}", highlight=False, markup=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; checkpoints written so far are kept (resume with --resume RUN_DIR)")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

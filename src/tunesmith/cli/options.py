@@ -1,0 +1,99 @@
+"""Typed command-line flags for the common recipe fields, generated from one table.
+
+Each flag is a shortcut for `--set <path>=<value>`; its help text is the field's
+description in recipes/schema.py, so `--help`, YAML and docs never disagree.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Optional
+
+import typer
+
+from tunesmith.recipes.schema import Recipe
+
+# flag name -> (recipe path, type)
+RECIPE_FLAGS: dict[str, tuple[str, type]] = {
+    "model": ("model.name", str),
+    "precision": ("model.precision", str),
+    "method": ("method", str),
+    "dataset": ("data.dataset", str),
+    "eval_dataset": ("data.eval_dataset", str),
+    "max_length": ("data.max_length", int),
+    "packing": ("data.packing", bool),
+    "train_on_prompt": ("data.train_on_prompt", bool),
+    "output_dir": ("output_dir", str),
+    "per_device_train_batch_size": ("training.per_device_train_batch_size", int),
+    "gradient_accumulation_steps": ("training.gradient_accumulation_steps", int),
+    "num_train_epochs": ("training.num_train_epochs", float),
+    "max_steps": ("training.max_steps", int),
+    "learning_rate": ("training.learning_rate", float),
+    "lr_scheduler_type": ("training.lr_scheduler_type", str),
+    "warmup_ratio": ("training.warmup_ratio", float),
+    "logging_steps": ("training.logging_steps", int),
+    "save_strategy": ("training.save_strategy", str),
+    "save_steps": ("training.save_steps", int),
+    "save_total_limit": ("training.save_total_limit", int),
+    "gradient_checkpointing": ("training.gradient_checkpointing", bool),
+    "seed": ("training.seed", int),
+    "lora_r": ("lora.r", int),
+    "preset": ("lora.preset", str),
+    "use_dora": ("lora.use_dora", bool),
+    "merge": ("merge", bool),
+}
+
+
+def field_help(path: str) -> str:
+    model = Recipe
+    *parents, name = path.split(".")
+    for part in parents:
+        model = model.model_fields[part].annotation
+    info = model.model_fields[name]
+    default = info.default
+    return f"{info.description or ''} [recipe: {path}, default: {default}]"
+
+
+def recipe_options(*names: str):
+    """Add `--flag` options (from RECIPE_FLAGS) to a command; they reach it as `overrides: dict`."""
+    chosen = names or tuple(RECIPE_FLAGS)
+
+    def decorate(func):
+        signature = inspect.signature(func)
+        params = [p for p in signature.parameters.values() if p.name != "overrides"]
+        for name in chosen:
+            path, kind = RECIPE_FLAGS[name]
+            flag = name.replace("_", "-")
+            decl = f"--{flag}/--no-{flag}" if kind is bool else f"--{flag}"
+            option = typer.Option(None, decl, help=field_help(path), rich_help_panel="Recipe fields", show_default=False)
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind]))
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            overrides = {RECIPE_FLAGS[n][0]: kwargs.pop(n) for n in chosen if kwargs.get(n) is not None}
+            for n in chosen:
+                kwargs.pop(n, None)
+            return func(*args, overrides=overrides, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=params)
+        return wrapper
+
+    return decorate
+
+
+def build_recipe(recipe_file, sets: list[str] | None, overrides: dict):
+    """Recipe file < --set items < typed flags."""
+    from tunesmith.recipes import load_recipe
+    from tunesmith.recipes.load import parse_override
+
+    merged: dict = {}
+    for item in sets or []:
+        path, value = parse_override(item)
+        merged[".".join(path)] = value
+    merged.update(overrides)
+    return load_recipe(recipe_file, merged)
+
+
+RECIPE_OPTION = typer.Option(None, "--recipe", "-c", help="Recipe YAML file.", exists=False)
+SET_OPTION = typer.Option(None, "--set", help="Override any recipe field: --set training.learning_rate=1e-4 (repeatable).")

@@ -1,0 +1,82 @@
+"""`tunesmith plan`: print what a recipe will do before training (and check the data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tunesmith.cli.main import app, console
+from tunesmith.cli.options import RECIPE_OPTION, SET_OPTION, build_recipe, recipe_options
+
+
+def _steps(steps: list[int], limit: int = 8) -> str:
+    if len(steps) <= limit:
+        return ", ".join(map(str, steps)) or "none"
+    return f"{', '.join(map(str, steps[:3]))}, ..., {', '.join(map(str, steps[-2:]))} ({len(steps)} in all)"
+
+
+def _gib(n: int) -> str:
+    return f"{n / 1024**3:.2f} GiB" if n >= 1024**3 / 10 else f"{n / 1024**2:.0f} MiB"
+
+
+def render(plan) -> None:
+    from tunesmith.report.plots import sparkline
+
+    s = plan.schedule
+    t = console.print
+    if plan.data_summary:
+        t(f"[bold]data[/]            {plan.data_summary}")
+    else:
+        t(f"[bold]data[/]            {plan.num_examples:,} examples (--num-examples)")
+    t(f"[bold]precision[/]       {plan.precision.name} ({plan.precision.reason})")
+    share = plan.trainable_parameters / plan.total_parameters * 100
+    t(f"[bold]parameters[/]      {plan.trainable_parameters:,} trainable of {plan.total_parameters:,} ({share:.2f}%), method {plan.method}")
+    t(f"[bold]batch[/]           {s.per_device_train_batch_size} per device x {s.world_size} device(s) x {s.gradient_accumulation_steps} accumulation = {s.effective_batch_size} sequences per step (effective batch size)")
+    t(f"[bold]steps[/]           {s.steps_per_epoch} per epoch ({s.micro_batches_per_epoch} micro-batches of {s.num_sequences:,} sequences); {s.total_steps} optimizer steps = {s.num_epochs:g} epochs")
+    t(f"[bold]warmup[/]          {s.warmup_steps} steps")
+    kept = f" (kept: {_steps(s.kept_checkpoints)})" if s.kept_checkpoints != s.checkpoint_steps else ""
+    t(f"[bold]checkpoints[/]     {_steps(s.checkpoint_steps)}{kept}")
+    t(f"[bold]logging[/]         {_steps(s.logging_steps)}")
+    if s.eval_steps:
+        t(f"[bold]evaluation[/]      {_steps(s.eval_steps)}")
+    lr = s.learning_rates
+    if lr:
+        t(f"[bold]learning rate[/]   {sparkline(lr)}  peak {max(lr):.2e}, first {lr[0]:.2e}, last {lr[-1]:.2e}")
+    m = plan.memory_bytes
+    total = sum(m.values())
+    parts = ", ".join(f"{k} {_gib(v)}" for k, v in m.items())
+    t(f"[bold]memory (est.)[/]   {_gib(total)}: {parts}")
+    for note in plan.notes:
+        t(f"[yellow]note:[/] {note}")
+
+
+@app.command()
+@recipe_options()
+def plan(
+    recipe: Optional[Path] = RECIPE_OPTION,
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_OPTION.help),
+    num_examples: Optional[int] = typer.Option(None, "--num-examples", min=1, help="Plan for N examples instead of loading the dataset."),
+    num_devices: Optional[int] = typer.Option(None, "--num-devices", min=1, help="Data-parallel devices (default: WORLD_SIZE or 1)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the learning-rate curve with checkpoints to this PNG."),
+    overrides: dict = None,
+):
+    """Show the schedule, checkpoints, learning-rate curve and memory a recipe implies, and check its data."""
+    from tunesmith.train.plan import make_plan
+
+    result = make_plan(build_recipe(recipe, set_, overrides), num_examples=num_examples, world_size=num_devices)
+    if plot:
+        from tunesmith.report.plots import plot_series
+
+        s = result.schedule
+        steps = list(range(1, s.total_steps + 1))
+        plot_series(plot, {"learning rate": (steps, s.learning_rates)}, "learning-rate schedule", "optimizer step", "learning rate", {"checkpoint": s.checkpoint_steps})
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    render(result)
+    if plot:
+        console.print(f"plot: {plot}")

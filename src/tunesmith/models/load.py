@@ -1,0 +1,94 @@
+"""Resolve what the user typed after `--model` to files on disk, and load them.
+
+Accepted: a built-in name (`smollm2-135m-instruct`), a local model directory, a
+PEFT adapter directory (its base is loaded too), a tunesmith run directory (its
+`model/`), a local `.gguf` file, or a Hub id (only where the Hub can be reached).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunesmith.errors import ModelError
+from tunesmith.models.builtin import BUILTIN_MODELS, builtin_gguf, converted_gguf_dir
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's weights are: `path` is a transformers directory; `adapter` a PEFT adapter on top of it."""
+
+    spec: str
+    path: str
+    adapter: str | None = None
+
+
+def resolve_model(spec: str) -> ModelSource:
+    """Turn a `--model` value into a `ModelSource`, converting GGUF files once and caching them."""
+    if spec in BUILTIN_MODELS:
+        return ModelSource(spec, str(converted_gguf_dir(builtin_gguf(spec), spec)))
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelSource(spec, str(converted_gguf_dir(path.resolve())))
+    if path.is_dir():
+        if (path / "model").is_dir() and (path / "recipe.yaml").is_file():  # a tunesmith run directory
+            return resolve_model(str(path / "model"))
+        if (path / "adapter_config.json").is_file():
+            base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            if not base:
+                raise ModelError(f"{path}/adapter_config.json names no base_model_name_or_path", hint="set it to the base model")
+            return ModelSource(spec, resolve_model(base).path, adapter=str(path))
+        if (path / "config.json").is_file():
+            return ModelSource(spec, str(path))
+        raise ModelError(
+            f"the directory '{spec}' holds no model (no config.json, adapter_config.json or run directory)",
+            hint="point --model at a directory written by save_pretrained, a tunesmith run, or a .gguf file",
+        )
+    if path.exists():
+        raise ModelError(f"'{spec}' is a file but not a .gguf model", hint="use a .gguf file or a model directory")
+    if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        from tunesmith.hub import require_hub
+
+        require_hub("model", spec, local_hint=f"use a local directory, a .gguf file, or the built-in '{next(iter(BUILTIN_MODELS))}'")
+        return ModelSource(spec, spec)
+    close = difflib.get_close_matches(spec, list(BUILTIN_MODELS), n=1)
+    raise ModelError(
+        f"model '{spec}' is neither a built-in name, a local path nor a Hub id (org/name)",
+        hint=f"did you mean '{close[0]}'?" if close else f"built-in models: {', '.join(BUILTIN_MODELS)}",
+    )
+
+
+def load_tokenizer(spec: str | ModelSource):
+    """The tokenizer (with chat template) of a model; a pad token is set (eos) when the model has none."""
+    from transformers import AutoTokenizer
+
+    source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
+    # An adapter directory carries the tokenizer it was trained with (chat template included).
+    tokenizer = AutoTokenizer.from_pretrained(source.adapter or source.path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(spec: str | ModelSource, *, dtype=None, merge_adapter: bool = False, trainable: bool = False):
+    """Load the model (and its adapter, if any) on CPU in `dtype` (torch dtype; default float32)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype or torch.float32)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load model '{source.spec}': {exc}".splitlines()[0]) from exc
+    if source.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, source.adapter, is_trainable=trainable)
+        if merge_adapter:
+            model = model.merge_and_unload()
+    return model

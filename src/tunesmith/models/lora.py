@@ -1,0 +1,113 @@
+"""LoRA targets: which linear modules in which decoder layers get an adapter.
+
+Selections are rules of (module names, layer range). Presets are named rule sets
+from practice; a recipe's `target_modules` + `layers` is a one-rule selection.
+The same `select_targets` feeds both `inspect modules` and the trainer, so what
+the inspector marks is what gets trained.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tunesmith.errors import RecipeError
+
+KNOWN_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
+
+# preset -> list of (module names, layer range). Ranges split the decoder into thirds.
+PRESETS: dict[str, list[tuple[tuple[str, ...], str]]] = {
+    # Few examples: adapt late layers (task-specific features) and the MLP up-projection there.
+    "limited-data": [(("q_proj", "v_proj", "up_proj"), "high")],
+    # Little memory: fewest adapters, attention q/v in the middle layers only.
+    "limited-hardware": [(("q_proj", "v_proj"), "mid")],
+    # Tone/style: early attention patterns (q,k), mid-layer values, and the MLP output projection everywhere.
+    "precise-tone": [(("q_proj", "k_proj"), "low"), (("v_proj",), "mid"), (("down_proj",), "all")],
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # full module name, e.g. model.layers.3.self_attn.q_proj
+    layer: int | None
+    kind: str  # leaf name, e.g. q_proj
+    in_features: int
+    out_features: int
+
+
+def layer_range(which, num_layers: int) -> set[int]:
+    """`all|low|mid|high` (thirds of the stack) or explicit indices -> set of layer indices."""
+    if isinstance(which, list):
+        bad = [i for i in which if not 0 <= i < num_layers]
+        if bad:
+            raise RecipeError(f"lora.layers has {bad}, but the model has layers 0..{num_layers - 1}")
+        return set(which)
+    third = num_layers / 3
+    bounds = {"all": (0, num_layers), "low": (0, round(third)), "mid": (round(third), round(2 * third)), "high": (round(2 * third), num_layers)}
+    lo, hi = bounds[which]
+    return set(range(lo, hi))
+
+
+def linear_modules(model) -> list[Target]:
+    """Every nn.Linear inside a decoder layer (lm_head and embeddings excluded)."""
+    import torch.nn as nn
+
+    found = []
+    for name, module in model.named_modules():
+        match = LAYER_INDEX.search(f".{name}.")
+        if isinstance(module, nn.Linear) and match:
+            found.append(Target(name, int(match.group(1)), name.rsplit(".", 1)[-1], module.in_features, module.out_features))
+    return found
+
+
+def num_layers(model) -> int:
+    return model.config.num_hidden_layers
+
+
+def selection_rules(lora) -> list[tuple[tuple[str, ...] | str, object]]:
+    if lora.preset:
+        return PRESETS[lora.preset]
+    modules = lora.target_modules if lora.target_modules == "all-linear" else tuple(lora.target_modules)
+    return [(modules, lora.layers)]
+
+
+def select_targets(model, lora) -> list[Target]:
+    """The modules the LoRA section (or its preset) selects, in model order."""
+    candidates = linear_modules(model)
+    kinds = {t.kind for t in candidates}
+    chosen: set[str] = set()
+    for modules, layers in selection_rules(lora):
+        if modules != "all-linear":
+            unknown = [m for m in modules if m not in kinds]
+            if unknown:
+                raise RecipeError(
+                    f"lora.target_modules names {unknown}, which this model does not have",
+                    hint=f"this model's linear modules: {', '.join(sorted(kinds))} (or 'all-linear')",
+                )
+        indices = layer_range(layers, num_layers(model))
+        chosen |= {t.name for t in candidates if t.layer in indices and (modules == "all-linear" or t.kind in modules)}
+    if not chosen:
+        raise RecipeError("the LoRA selection matches no module", hint="widen lora.layers or lora.target_modules")
+    return [t for t in candidates if t.name in chosen]
+
+
+def lora_parameter_count(targets: list[Target], r: int, use_dora: bool = False) -> int:
+    """Trainable parameters: A (r x in) + B (out x r) per target, plus DoRA's magnitude vector (out)."""
+    return sum(r * (t.in_features + t.out_features) + (t.out_features if use_dora else 0) for t in targets)
+
+
+def build_lora_config(model, lora):
+    """A peft.LoraConfig with the selected modules spelled out by full name."""
+    from peft import LoraConfig
+
+    targets = select_targets(model, lora)
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=[t.name for t in targets],
+        use_dora=lora.use_dora,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )

@@ -1,0 +1,118 @@
+"""The recipe: one pydantic model per section, every default in this file.
+
+Training field names are Hugging Face `TrainingArguments` names, so what users know
+carries over; every field has a description, which `--help` and the docs reuse.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tunesmith.models.builtin import DEFAULT_MODEL
+
+DEMO_PROMPTS = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "Give me a tip for staying healthy.",
+]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    name: str = Field(DEFAULT_MODEL, description="Built-in model name, local model/adapter/run directory, .gguf file, or Hub id.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto: bf16 where the hardware has fast bf16 (CUDA cc>=8, CPU with avx512_bf16/AMX), fp16 on older GPUs, else fp32."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(None, description="Attention kernel; default: sdpa.")
+
+
+class LoraSection(Section):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int | None = Field(None, ge=1, description="LoRA scaling numerator; default 2*r.")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        ["q_proj", "v_proj"], description="Module names to adapt (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj) or 'all-linear'."
+    )
+    layers: Literal["all", "low", "mid", "high"] | list[int] = Field("all", description="Which decoder layers: all, low/mid/high third, or a list of indices.")
+    preset: Literal["limited-data", "limited-hardware", "precise-tone"] | None = Field(
+        None, description="Named module/layer selection from practice; overrides target_modules and layers."
+    )
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+
+    @property
+    def alpha(self) -> int:
+        return self.lora_alpha or 2 * self.r
+
+
+class DataSection(Section):
+    dataset: str = Field("pirate", description="Built-in name (pirate), local file/directory (jsonl, json, csv, parquet) or datasets Hub name.")
+    eval_dataset: str | None = Field(None, description="Evaluation data; default: the built-in's eval split (pirate -> pirate-eval), else none.")
+    format: str = Field("auto", description="auto, text, prompt_completion, messages, alpaca or sharegpt.")
+    max_length: int = Field(512, ge=8, description="Longest example in tokens (after the chat template).")
+    truncation: Literal["truncate", "drop"] = Field("truncate", description="What to do with longer examples.")
+    train_on_prompt: bool = Field(False, description="Also train on prompt/user tokens (default: completion/assistant only).")
+    packing: bool = Field(False, description="Pack several examples into each max_length sequence (TRL best-fit-decreasing).")
+
+
+class TrainingSection(Section):
+    per_device_train_batch_size: int = Field(4, ge=1, description="Examples per device per micro-batch.")
+    gradient_accumulation_steps: int = Field(4, ge=1, description="Micro-batches per optimizer step.")
+    num_train_epochs: float = Field(3.0, gt=0, description="Passes over the data (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Total optimizer steps; wins over num_train_epochs when > 0.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial", "inverse_sqrt"] = Field(
+        "cosine", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of total steps spent warming up (rounded up to whole steps).")
+    warmup_steps: int = Field(0, ge=0, description="Warmup steps; wins over warmup_ratio when > 0.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0: off).")
+    optim: str = Field("adamw_torch", description="Optimizer name as in TrainingArguments.")
+    logging_strategy: Literal["steps", "epoch", "no"] = Field("steps", description="When to log metrics.")
+    logging_steps: int = Field(5, ge=1, description="Log every N optimizer steps.")
+    logging_first_step: bool = Field(False, description="Also log the first step.")
+    save_strategy: Literal["steps", "epoch", "no"] = Field("epoch", description="When to write a checkpoint.")
+    save_steps: int = Field(500, ge=1, description="Checkpoint every N steps (save_strategy=steps).")
+    save_total_limit: int | None = Field(2, ge=1, description="Keep only the newest N checkpoints (None: all).")
+    eval_strategy: Literal["steps", "epoch", "no"] = Field("no", description="When to compute eval loss.")
+    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (eval_strategy=steps).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    seed: int = Field(42, description="Seed for weights init, data order and dropout.")
+    report_to: list[str] = Field([], description="Extra metric sinks: tensorboard, wandb, mlflow (metrics.jsonl is always written).")
+    dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _listify(cls, value):
+        return [value] if isinstance(value, str) else value
+
+
+class SampleSection(Section):
+    prompts: list[str] = Field(DEMO_PROMPTS, description="Prompts answered before and after training, side by side.")
+    max_new_tokens: int = Field(48, ge=1, description="Tokens generated per answer.")
+    temperature: float = Field(0.0, ge=0, description="0: greedy.")
+
+
+class Recipe(Section):
+    method: Literal["full", "lora", "qlora"] = Field("lora", description="full fine-tuning, LoRA, or QLoRA (4-bit base, CUDA only).")
+    model: ModelSection = ModelSection()
+    lora: LoraSection = LoraSection()
+    data: DataSection = DataSection()
+    training: TrainingSection = TrainingSection()
+    sample: SampleSection = SampleSection()
+    output_dir: str | None = Field(None, description="Run directory; default runs/<method>-<timestamp>.")
+    merge: bool = Field(False, description="Also write a merged full model (LoRA) to <run>/merged.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        t = self.training
+        if t.save_strategy == "steps" and t.save_steps < 1:
+            raise ValueError("training.save_steps must be >= 1 when save_strategy is steps")
+        if t.max_steps == 0:
+            raise ValueError("training.max_steps is 0; use -1 to train by epochs or a positive number of steps")
+        return self

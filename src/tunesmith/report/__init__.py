@@ -1,0 +1,1 @@
+"""Showing numbers to people: terminal sparklines and PNG plots."""

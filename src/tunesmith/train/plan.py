@@ -1,0 +1,125 @@
+"""`tunesmith plan`: everything a run will do, computed before it does it.
+
+The data is loaded, templated and validated exactly as training does (so the plan
+doubles as the data check), the schedule comes from `schedule.py` (the arithmetic
+the Trainer follows), and the parameter counts from the same LoRA selection the
+trainer applies.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+from tunesmith.models.precision import Precision, resolve_precision
+from tunesmith.recipes.schema import Recipe
+from tunesmith.train.schedule import Schedule, compute_schedule
+
+GIB = 1024**3
+
+
+@dataclass
+class Plan:
+    schedule: Schedule
+    precision: Precision
+    method: str
+    model: str
+    total_parameters: int
+    trainable_parameters: int
+    memory_bytes: dict[str, int]
+    data_summary: str | None = None
+    num_examples: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        s = asdict(self.schedule)
+        out = {
+            "model": self.model,
+            "method": self.method,
+            "precision": self.precision.name,
+            "precision_reason": self.precision.reason,
+            "num_examples": self.num_examples,
+            **s,
+            "total_parameters": self.total_parameters,
+            "trainable_parameters": self.trainable_parameters,
+            "memory_bytes": self.memory_bytes,
+            "memory_gib_total": round(sum(self.memory_bytes.values()) / GIB, 3),
+            "data": self.data_summary,
+            "notes": self.notes,
+        }
+        return out
+
+
+def meta_model(model_name: str):
+    """The model's architecture with no weights (meta device): shapes and counts in milliseconds."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tunesmith.models.load import resolve_model
+
+    config = AutoConfig.from_pretrained(resolve_model(model_name).path)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def parameter_counts(recipe: Recipe, model) -> tuple[int, int]:
+    """(total, trainable) parameters for the recipe's method; LoRA counts are what peft will create."""
+    from tunesmith.models.lora import lora_parameter_count, select_targets
+
+    total = sum(p.numel() for p in model.parameters())
+    if recipe.method == "full":
+        return total, total
+    targets = select_targets(model, recipe.lora)
+    return total, lora_parameter_count(targets, recipe.lora.r, recipe.lora.use_dora)
+
+
+def estimate_memory(config, total: int, trainable: int, precision: Precision, method: str, batch: int, seq_len: int, checkpointing: bool) -> dict[str, int]:
+    """Rough bytes for weights, gradients, AdamW state and activations of one micro-batch.
+
+    Activations follow Korthikanti et al. (2022): per layer ~ s*b*h*(34 + 5*a*s/h) bytes in
+    16-bit, doubled in fp32; with gradient checkpointing only each layer's input (2*s*b*h)
+    is kept plus one layer recomputed. Logits add s*b*vocab*4 bytes twice (fp32 loss + grad).
+    """
+    half = precision.name in ("bf16", "fp16")
+    # LoRA/QLoRA freeze the base: it is stored in the compute dtype (4-bit for QLoRA);
+    # full fine-tuning keeps fp32 master weights and autocasts.
+    weight_bytes = {"qlora": 0.5, "lora": 2 if half else 4, "full": 4}[method]
+    h, layers, heads, vocab = config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.vocab_size
+    s, b = seq_len, batch
+    per_layer = s * b * h * (34 + 5 * heads * s / h) * (1 if half else 2)
+    activations = (2 * s * b * h * layers + per_layer) if checkpointing else per_layer * layers
+    return {
+        "weights": int(total * weight_bytes),
+        "gradients": int(trainable * 4),
+        "optimizer": int(trainable * 8),
+        "activations": int(activations + 2 * s * b * vocab * 4),
+    }
+
+
+def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int | None = None, world_size: int | None = None) -> Plan:
+    """The plan for `recipe` on `dataset` (loaded as training would) or on `num_examples` examples."""
+    world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    notes: list[str] = []
+    data_summary = None
+    seq_len = recipe.data.max_length
+    if num_examples is None:
+        from tunesmith.train.data import prepare_training_data
+
+        prepared = prepare_training_data(recipe, dataset or recipe.data.dataset)
+        num_examples = prepared.report.num_examples
+        num_sequences = prepared.num_sequences
+        seq_len = min(seq_len, prepared.report.max_tokens) if not recipe.data.packing else seq_len
+        data_summary = prepared.summary()
+    else:
+        num_sequences = num_examples
+        if recipe.data.packing:
+            notes.append("packing is on: with --num-examples the plan counts one sequence per example; pass --dataset for the packed count")
+    schedule = compute_schedule(recipe.training, num_sequences, world)
+    precision = resolve_precision(recipe.model.precision)
+    model = meta_model(recipe.model.name)
+    total, trainable = parameter_counts(recipe, model)
+    memory = estimate_memory(
+        model.config, total, trainable, precision, recipe.method,
+        recipe.training.per_device_train_batch_size, seq_len, recipe.training.gradient_checkpointing,
+    )
+    return Plan(schedule, precision, recipe.method, recipe.model.name, total, trainable, memory, data_summary, num_examples, notes)
