@@ -26,7 +26,9 @@ def render(plan) -> None:
     from tunesmith.report.plots import sparkline
 
     s = plan.schedule
-    t = console.print
+    def t(line: str) -> None:
+        console.print(line, soft_wrap=True, highlight=False)
+
     if plan.data_summary:
         t(f"[bold]data[/]            {plan.data_summary}")
     else:

