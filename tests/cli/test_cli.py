@@ -43,7 +43,7 @@ def test_set_and_flags_precedence(tmp_path):
 def test_recipe_command_lists_every_field():
     result = runner.invoke(app, ["recipe"])
     assert result.exit_code == 0
-    assert "per_device_train_batch_size: 4  #" in result.output and "lora_alpha: null" in result.output
+    assert "per_device_train_batch_size: 8  #" in result.output and "lora_alpha: null" in result.output
 
 
 def test_inspect_modules_marks_preset():

@@ -23,11 +23,11 @@ def test_layer_thirds_cover_the_stack_once():
         layer_range([31], 30)
 
 
-def test_default_selection_is_q_v_everywhere(smol_meta):
+def test_default_selection_is_attention_everywhere(smol_meta):
     targets = select_targets(smol_meta, lora())
-    assert {t.kind for t in targets} == {"q_proj", "v_proj"} and len(targets) == 60
-    # q: 576->576, v: 576->192; r=16: 16*(576+576) + 16*(576+192) per layer
-    assert lora_parameter_count(targets, 16) == 30 * (16 * 1152 + 16 * 768)
+    assert {t.kind for t in targets} == {"q_proj", "k_proj", "v_proj", "o_proj"} and len(targets) == 120
+    # q, o: 576->576; k, v: 576->192 (3 kv heads of 64); r=16: 16*(in+out) each
+    assert lora_parameter_count(targets, 16) == 30 * 16 * (1152 + 768 + 768 + 1152)
 
 
 def test_presets(smol_meta):

@@ -40,4 +40,5 @@ def test_warmup_and_lr_curve():
 
 def test_world_size_divides_batches():
     s = compute_schedule(load_recipe().training, 1000, world_size=2)
-    assert s.effective_batch_size == 32 and s.micro_batches_per_epoch == 125 and s.steps_per_epoch == 32
+    # defaults: 8 per device x 2 devices x 2 accumulation; 1000 / 16 = 62.5 -> 63 micro-batches -> 32 steps
+    assert s.effective_batch_size == 32 and s.micro_batches_per_epoch == 63 and s.steps_per_epoch == 32

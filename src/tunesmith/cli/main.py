@@ -25,8 +25,23 @@ def _register() -> None:
     from tunesmith.cli import generate, inspect, plan, recipe, sft  # noqa: F401  (commands register on import)
 
 
-def main() -> None:
+def quiet_libraries() -> None:
+    """Our progress display replaces the libraries' bars and deprecation chatter."""
+    import warnings
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def main() -> None:
+    quiet_libraries()
     _register()
     try:
         app()

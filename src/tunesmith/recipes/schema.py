@@ -19,6 +19,11 @@ DEMO_PROMPTS = [
 ]
 
 
+# Measured on the pirate demo (SmolLM2-135M, 48 steps): LoRA at 2e-4 barely moved the style
+# (loss 3.5 -> 2.6); 1e-3 learned it (-> 1.7) and kept the facts.
+DEFAULT_LEARNING_RATE = {"lora": 1e-3, "qlora": 1e-3, "full": 2e-5}
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -36,7 +41,7 @@ class LoraSection(Section):
     lora_alpha: int | None = Field(None, ge=1, description="LoRA scaling numerator; default 2*r.")
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
     target_modules: list[str] | Literal["all-linear"] = Field(
-        ["q_proj", "v_proj"], description="Module names to adapt (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj) or 'all-linear'."
+        ["q_proj", "k_proj", "v_proj", "o_proj"], description="Module names to adapt (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj) or 'all-linear'."
     )
     layers: Literal["all", "low", "mid", "high"] | list[int] = Field("all", description="Which decoder layers: all, low/mid/high third, or a list of indices.")
     preset: Literal["limited-data", "limited-hardware", "precise-tone"] | None = Field(
@@ -60,11 +65,11 @@ class DataSection(Section):
 
 
 class TrainingSection(Section):
-    per_device_train_batch_size: int = Field(4, ge=1, description="Examples per device per micro-batch.")
-    gradient_accumulation_steps: int = Field(4, ge=1, description="Micro-batches per optimizer step.")
+    per_device_train_batch_size: int = Field(8, ge=1, description="Examples per device per micro-batch.")
+    gradient_accumulation_steps: int = Field(2, ge=1, description="Micro-batches per optimizer step.")
     num_train_epochs: float = Field(3.0, gt=0, description="Passes over the data (ignored when max_steps > 0).")
     max_steps: int = Field(-1, description="Total optimizer steps; wins over num_train_epochs when > 0.")
-    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    learning_rate: float | None = Field(None, gt=0, description="Peak learning rate; default 1e-3 for LoRA/QLoRA (small adapters on small models), 2e-5 for full fine-tuning.")
     lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial", "inverse_sqrt"] = Field(
         "cosine", description="Learning-rate schedule after warmup."
     )
@@ -111,6 +116,8 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _check(self):
         t = self.training
+        if t.learning_rate is None:
+            t.learning_rate = DEFAULT_LEARNING_RATE[self.method]
         if t.save_strategy == "steps" and t.save_steps < 1:
             raise ValueError("training.save_steps must be >= 1 when save_strategy is steps")
         if t.max_steps == 0:

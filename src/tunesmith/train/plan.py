@@ -69,8 +69,8 @@ def parameter_counts(recipe: Recipe, model) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     if recipe.method == "full":
         return total, total
-    targets = select_targets(model, recipe.lora)
-    return total, lora_parameter_count(targets, recipe.lora.r, recipe.lora.use_dora)
+    trainable = lora_parameter_count(select_targets(model, recipe.lora), recipe.lora.r, recipe.lora.use_dora)
+    return total + trainable, trainable  # the adapter's weights add to the model
 
 
 def estimate_memory(config, total: int, trainable: int, precision: Precision, method: str, batch: int, seq_len: int, checkpointing: bool) -> dict[str, int]:
