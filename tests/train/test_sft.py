@@ -43,7 +43,7 @@ def test_lora_result_is_a_vanilla_peft_adapter_and_merges(tiny_recipe):
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     with torch.no_grad():
         assert torch.allclose(peft_model(ids).logits, merged(ids).logits, atol=1e-4)
-    for name in ("recipe.yaml", "environment.json", "metrics.jsonl", "README.md"):
+    for name in ("recipe.yaml", "environment.json", "metrics.jsonl", "README.md", "loss.png"):
         assert (result.run_dir / name).is_file(), name
 
 

@@ -238,6 +238,7 @@ def run_sft(recipe: Recipe | None = None, *, resume: str | None = None, console:
             (path / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
 
     model_dir = run.save_final("model", save)
+    run.plot_losses()
     after = generate(trainer.model, tokenizer, recipe.sample.prompts, **sample) if recipe.sample.prompts else []
     merged = None
     if recipe.merge and recipe.method != "full":

@@ -1,0 +1,150 @@
+"""A run directory holds everything about one training run.
+
+    <run>/recipe.yaml        the fully resolved recipe (re-runnable: tunesmith sft --recipe <run>/recipe.yaml)
+    <run>/environment.json   versions and hardware
+    <run>/metrics.jsonl      one JSON object per logged step (train and eval)
+    <run>/checkpoint-N/      Trainer checkpoints (model/adapter, optimizer, scheduler, RNG, trainer state)
+    <run>/model/             the final adapter or model, with tokenizer and chat template
+    <run>/merged/            (LoRA + --merge) base with the adapter merged in
+    <run>/loss.png           train/eval loss curves
+    <run>/README.md          model card: what was trained on what, and how it went
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunesmith.errors import TunesmithError
+
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @classmethod
+    def new(cls, output_dir: str | None, method: str) -> "RunDir":
+        path = Path(output_dir or f"runs/{method}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if path.exists() and any(path.iterdir()):
+            raise TunesmithError(
+                f"the run directory '{path}' already exists and is not empty",
+                hint=f"continue it with --resume {path}, or choose another --output-dir",
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    @property
+    def recipe_file(self) -> Path:
+        return self.path / "recipe.yaml"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints, oldest first; one without trainer_state.json (written last) was cut off mid-save."""
+        found = []
+        for child in self.path.iterdir() if self.path.is_dir() else []:
+            match = CHECKPOINT.match(child.name)
+            if match and (child / "trainer_state.json").is_file():
+                found.append((int(match.group(1)), child))
+        return sorted(found)
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Write a file atomically (tmp + rename), so a crash never leaves half a file."""
+        target = self.path / name
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, target)
+        return target
+
+    def write_environment(self, precision) -> None:
+        import importlib.metadata as md
+
+        versions = {}
+        for pkg in ("tunesmith", "torch", "transformers", "peft", "trl", "datasets", "accelerate"):
+            try:
+                versions[pkg] = md.version(pkg)
+            except md.PackageNotFoundError:
+                versions[pkg] = None
+        env = {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "precision": precision.name,
+            "precision_reason": precision.reason,
+            "device": precision.device,
+            "versions": versions,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        self.write_text("environment.json", json.dumps(env, indent=2) + "\n")
+
+    def save_final(self, name: str, save) -> Path:
+        """Call `save(tmp_dir)` then move the result to <run>/<name> atomically."""
+        target = self.path / name
+        tmp = self.path / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save(tmp)
+        if target.exists():
+            old = self.path / f".{name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+        return target
+
+    def plot_losses(self) -> Path | None:
+        """<run>/loss.png: train (and eval) loss against optimizer step, from metrics.jsonl."""
+        from tunesmith.report.plots import plot_series
+
+        metrics = self.read_metrics()
+        series = {}
+        for key, label in (("loss", "train loss"), ("eval_loss", "eval loss")):
+            points = [(m["step"], m[key]) for m in metrics if key in m]
+            if points:
+                series[label] = ([x for x, _ in points], [y for _, y in points])
+        if not series:
+            return None
+        return plot_series(self.path / "loss.png", series, f"{self.path.name}: loss", "optimizer step", "loss")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_file.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+
+
+def find_resume_point(path: str) -> tuple[RunDir, Path]:
+    """`--resume` takes a run directory (its newest complete checkpoint) or one checkpoint directory."""
+    p = Path(path)
+    if CHECKPOINT.match(p.name) and p.is_dir():
+        if not (p / "trainer_state.json").is_file():
+            raise TunesmithError(f"'{p}' is an incomplete checkpoint (no trainer_state.json)", hint="resume from the run directory to take the newest complete one")
+        run = RunDir(p.parent)
+        checkpoint = p
+    else:
+        run = RunDir(p)
+        if not p.is_dir():
+            raise TunesmithError(f"cannot resume: '{p}' does not exist", hint="pass a run directory (runs/sft-...) or one of its checkpoint-N directories")
+        complete = run.checkpoints()
+        if not complete:
+            raise TunesmithError(f"cannot resume: '{p}' has no complete checkpoint", hint="checkpoints are written per training.save_strategy; start a new run instead")
+        checkpoint = complete[-1][1]
+    if not run.recipe_file.is_file():
+        raise TunesmithError(f"cannot resume: '{run.path}' has no recipe.yaml, so it is not a tunesmith run directory")
+    return run, checkpoint
