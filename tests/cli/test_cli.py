@@ -15,7 +15,7 @@ ISSUE_PLAN = ["plan", "--num-examples", "1000", "--per-device-train-batch-size",
 def test_plan_json_has_the_issue_numbers():
     result = runner.invoke(app, [*ISSUE_PLAN, "--json"])
     assert result.exit_code == 0, result.output
-    plan = json.loads(result.output)
+    plan = json.loads(result.stdout)  # progress and notes go to stderr
     assert plan["effective_batch_size"] == 16
     assert plan["steps_per_epoch"] == 63
     assert plan["total_steps"] == 189
@@ -36,7 +36,7 @@ def test_set_and_flags_precedence(tmp_path):
     f = tmp_path / "r.yaml"
     f.write_text("training:\n  logging_steps: 3\n  max_steps: 10\n")
     result = runner.invoke(app, ["plan", "-c", str(f), "--num-examples", "50", "--set", "training.max_steps=20", "--logging-steps", "5", "--json"])
-    plan = json.loads(result.output)
+    plan = json.loads(result.stdout)
     assert plan["total_steps"] == 20 and plan["logging_steps"] == [5, 10, 15, 20]
 
 

@@ -54,8 +54,13 @@ def converted_gguf_dir(gguf: Path, name: str | None = None) -> Path:
     target = cache_dir() / "models" / f"{name or gguf.stem}-{key}"
     if (target / "config.json").is_file():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import sys
 
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    print(f"converting {gguf.name} to a transformers model once (about 20 s); cached in {target}", file=sys.stderr)
+    hf_logging.disable_progress_bar()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
     try:
