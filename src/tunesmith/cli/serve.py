@@ -1,0 +1,30 @@
+"""`tunesmith serve`: an OpenAI-compatible HTTP API for a model, adapter or run directory."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import typer
+
+from tunesmith.cli.main import app, console
+
+
+@app.command()
+def serve(
+    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; the default serves this machine only."),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+    name: Optional[str] = typer.Option(None, help="Model id clients send (default: the --model value)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="TUNESMITH_API_KEY", help="Require 'Authorization: Bearer KEY' (or set TUNESMITH_API_KEY)."),
+):
+    """Serve POST /v1/chat/completions, POST /v1/completions (stream: true as SSE), GET /v1/models, GET /health."""
+    import uvicorn
+
+    from tunesmith.serve import Engine, create_app
+
+    engine = Engine(model, name=name)
+    console.print(f"serving '{engine.name}' on http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        console.print("[yellow]warning:[/] bound beyond this machine without --api-key: anyone who can reach the port can use it")
+    uvicorn.run(create_app(engine, api_key=api_key), host=host, port=port, log_level="warning")
