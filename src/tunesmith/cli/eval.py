@@ -1,0 +1,61 @@
+"""`tunesmith eval`: loss, perplexity and generation diagnostics with verdicts; JSON for machines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tunesmith.cli.main import app, console
+
+
+@app.command("eval")
+def evaluate(
+    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file."),
+    data: str = typer.Option("pirate-eval", "--data", help="Eval data: built-in name, file or directory (any format the data layer knows)."),
+    train_data: Optional[str] = typer.Option(None, "--train-data", help="Training data, to detect memorization (default: a run directory's own dataset)."),
+    reference_model: Optional[str] = typer.Option(None, "--reference-model", help="Measure drift: mean per-token KL(model || reference)."),
+    match: Optional[str] = typer.Option(None, "--match", help="Score answers: exact, contains or regex against each row's --answers-field (else the reference reply)."),
+    answers_field: str = typer.Option("answer", "--answers-field", help="Row field holding the short answer for --match."),
+    max_prompts: int = typer.Option(16, min=1, help="Prompts to generate for."),
+    max_new_tokens: int = typer.Option(64, min=1, help="Tokens per generation."),
+    max_length: int = typer.Option(1024, min=8, help="Longest eval example in tokens."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report as JSON here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """Evaluate a model: loss/perplexity, template leakage, repetition, memorization, drift and accuracy."""
+    from tunesmith.data import prepare_dataset
+    from tunesmith.errors import TunesmithError
+    from tunesmith.evaluate import diagnose
+    from tunesmith.models import load_model, load_tokenizer, resolve_model
+
+    if match and match not in ("exact", "contains", "regex"):
+        raise TunesmithError(f"--match is '{match}'; expected exact, contains or regex")
+    source = resolve_model(model)
+    tokenizer = load_tokenizer(source)
+    lm = load_model(source)
+    if train_data is None and (Path(model) / "recipe.yaml").is_file():
+        from tunesmith.recipes import load_recipe
+
+        train_data = load_recipe(Path(model) / "recipe.yaml").data.dataset
+    train = prepare_dataset(train_data, tokenizer, max_length=max_length).examples if train_data else None
+    reference = load_model(reference_model) if reference_model else None
+    eval_data = prepare_dataset(data, tokenizer, max_length=max_length)
+    answers = None
+    if match:
+        from tunesmith.data import read_rows
+
+        found = [record.get(answers_field) for _, record in read_rows(data)]
+        answers = [str(a) for a in found] if all(a is not None for a in found) else None
+    report = diagnose(lm, tokenizer, eval_data, name=model, train_examples=train, reference=reference,
+                      max_prompts=max_prompts, max_new_tokens=max_new_tokens, match=match, answers=answers)
+    if output:
+        output.write_text(json.dumps(report.to_json(), indent=2))
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+        return
+    report.render(console)
+    if output:
+        console.print(f"report: {output}")

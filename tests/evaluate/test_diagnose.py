@@ -1,0 +1,48 @@
+import json
+import math
+
+import torch
+from typer.testing import CliRunner
+
+from tunesmith.data import prepare_dataset
+from tunesmith.evaluate import diagnose, drift, eval_loss
+
+
+def test_loss_matches_the_model_and_kl_behaves(tiny_model_dir, smol_tokenizer):
+    from tunesmith.models import load_model
+
+    model = load_model(tiny_model_dir)
+    data = prepare_dataset("pirate-eval", smol_tokenizer, max_length=128)
+    small = data.dataset.select(range(3))
+    loss, ppl = eval_loss(model, small, batch_size=2)
+    by_hand = []
+    for row in small:
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([row["input_ids"]]), labels=torch.tensor([row["labels"]]))
+        by_hand.append((out.loss.item(), sum(1 for x in row["labels"][1:] if x != -100)))
+    expected = sum(l * n for l, n in by_hand) / sum(n for _, n in by_hand)
+    assert abs(loss - expected) < 1e-4 and abs(ppl / math.exp(expected) - 1) < 1e-5
+    assert drift(model, model, small) == 0.0
+    other = load_model(tiny_model_dir)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    assert drift(model, other, small) > 0.0
+
+
+def test_diagnose_report_and_cli(tiny_model_dir, smol_tokenizer, tmp_path):
+    from tunesmith.models import load_model
+
+    data = prepare_dataset("pirate-eval", smol_tokenizer, max_length=128)
+    report = diagnose(load_model(tiny_model_dir), smol_tokenizer, data, train_examples=data.examples, max_prompts=3, max_new_tokens=6, match="contains")
+    names = {d.name for d in report.diagnostics}
+    assert {"eval_loss", "perplexity", "leakage_rate", "distinct_2", "stopped_rate", "memorization_rate", "accuracy"} <= names
+    assert all(d.verdict in ("fine", "watch", "bad", "info") for d in report.diagnostics)
+
+    from tunesmith.cli.main import _register, app
+
+    _register()
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["eval", "-m", tiny_model_dir, "--max-prompts", "2", "--max-new-tokens", "4", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "perplexity" in result.output and json.loads(out.read_text())["diagnostics"]
