@@ -105,3 +105,12 @@ def test_nan_loss_stops_with_a_hint(tiny_recipe):
 def test_qlora_on_cpu_says_so(tiny_recipe):
     with pytest.raises(TunesmithError, match="QLoRA needs a CUDA GPU"):
         run_sft(tiny_recipe(method="qlora"), live=False)
+
+
+def test_end_of_run_diagnostics_on_the_eval_split(tiny_recipe, chat_jsonl):
+    recipe = tiny_recipe(**{"training.max_steps": 2, "training.save_strategy": "no", "data.eval_dataset": chat_jsonl, "sample.max_new_tokens": 4})
+    result = run_sft(recipe, live=False)
+    report = json.loads((result.run_dir / "diagnostics.json").read_text())
+    names = {d["name"] for d in report["diagnostics"]}
+    assert {"perplexity", "leakage_rate", "memorization_rate", "stopped_rate"} <= names
+    assert result.eval_loss is not None and result.diagnostics["perplexity"].value > 1

@@ -38,6 +38,8 @@ def sft(
         for i, prompt in enumerate(prompts):
             table.add_row(prompt, *([result.before[i]] if result.before else []), result.after[i])
         console.print(table)
+    if result.diagnostics is not None:
+        result.diagnostics.render(console)
     loss = f"final train loss {result.train_loss:.4f}" if result.train_loss is not None else ""
     if result.eval_loss is not None:
         loss += f", eval loss {result.eval_loss:.4f}"

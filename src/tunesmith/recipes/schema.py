@@ -101,6 +101,7 @@ class SampleSection(Section):
     prompts: list[str] = Field(DEMO_PROMPTS, description="Prompts answered before and after training, side by side.")
     max_new_tokens: int = Field(48, ge=1, description="Tokens generated per answer.")
     temperature: float = Field(0.0, ge=0, description="0: greedy.")
+    diagnostics: bool = Field(True, description="After training, run the cheap eval diagnostics (leakage, repetition, memorization) on the eval split.")
 
 
 class Recipe(Section):

@@ -7,6 +7,7 @@
     <run>/model/             the final adapter or model, with tokenizer and chat template
     <run>/merged/            (LoRA + --merge) base with the adapter merged in
     <run>/loss.png           train/eval loss curves
+    <run>/diagnostics.json   end-of-run eval diagnostics (leakage, repetition, memorization)
     <run>/README.md          model card: what was trained on what, and how it went
 """
 

@@ -36,6 +36,7 @@ class SFTResult:
     after: list[str] = field(default_factory=list)
     merged_dir: Path | None = None
     trainable_parameters: int = 0
+    diagnostics: object = None  # evaluate.DiagnosticsReport on the eval split
 
 
 def trainer_arguments(recipe: Recipe, run: RunDir, precision: Precision, has_eval: bool):
@@ -240,10 +241,16 @@ def run_sft(recipe: Recipe | None = None, *, resume: str | None = None, console:
     model_dir = run.save_final("model", save)
     run.plot_losses()
     after = generate(trainer.model, tokenizer, recipe.sample.prompts, **sample) if recipe.sample.prompts else []
+    diagnostics = None
+    if recipe.sample.diagnostics and data.eval is not None:
+        from tunesmith.evaluate import diagnose
+
+        diagnostics = diagnose(trainer.model, tokenizer, data.eval, name=str(run.path), train_examples=data.train.examples, max_prompts=8, max_new_tokens=recipe.sample.max_new_tokens)
+        run.write_text("diagnostics.json", json.dumps(diagnostics.to_json(), indent=2) + "\n")
     merged = None
     if recipe.merge and recipe.method != "full":
         merged_model = load_model(str(model_dir), merge_adapter=True)
         merged = run.save_final("merged", lambda p: (merged_model.save_pretrained(p), tokenizer.save_pretrained(p)))
-    result = SFTResult(run.path, model_dir, trainer.state.global_step, train_loss, eval_loss, time.perf_counter() - started, before, after, merged, trainable)
+    result = SFTResult(run.path, model_dir, trainer.state.global_step, train_loss, eval_loss, time.perf_counter() - started, before, after, merged, trainable, diagnostics)
     write_model_card(run, recipe, data, result, trainable, total)
     return result
