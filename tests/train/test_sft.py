@@ -114,3 +114,13 @@ def test_end_of_run_diagnostics_on_the_eval_split(tiny_recipe, chat_jsonl):
     names = {d["name"] for d in report["diagnostics"]}
     assert {"perplexity", "leakage_rate", "memorization_rate", "stopped_rate"} <= names
     assert result.eval_loss is not None and result.diagnostics["perplexity"].value > 1
+
+
+def test_missing_metric_sink_is_explained_before_the_run(tiny_recipe, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb installed")
+    with pytest.raises(TunesmithError, match="report_to asks for wandb, but the package 'wandb' is not installed"):
+        run_sft(tiny_recipe(**{"training.report_to": ["wandb"]}), live=False)
+    assert not (tmp_path / "run").exists()

@@ -39,11 +39,26 @@ class SFTResult:
     diagnostics: object = None  # evaluate.DiagnosticsReport on the eval split
 
 
+SINK_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio", "comet_ml": "comet_ml"}
+
+
+def check_report_to(sinks: list[str]) -> None:
+    """Each extra metric sink must be known and installed; say which package to add instead of failing later."""
+    import importlib.util
+
+    for sink in sinks:
+        if sink not in SINK_PACKAGES:
+            raise TunesmithError(f"training.report_to has '{sink}'", hint=f"known sinks: {', '.join(SINK_PACKAGES)} (metrics.jsonl is always written)")
+        if importlib.util.find_spec(SINK_PACKAGES[sink]) is None:
+            raise TunesmithError(f"training.report_to asks for {sink}, but the package '{SINK_PACKAGES[sink]}' is not installed", hint=f"pip install {SINK_PACKAGES[sink]}, or drop it from report_to")
+
+
 def trainer_arguments(recipe: Recipe, run: RunDir, precision: Precision, has_eval: bool):
     """SFTConfig from the recipe: TrainingArguments names pass straight through."""
     from trl import SFTConfig
 
     t = recipe.training
+    check_report_to(t.report_to)
     return SFTConfig(
         output_dir=str(run.path),
         per_device_train_batch_size=t.per_device_train_batch_size,
@@ -179,6 +194,7 @@ def run_sft(recipe: Recipe | None = None, *, resume: str | None = None, console:
     precision = resolve_precision(recipe.model.precision)
     if recipe.method == "qlora":
         check_qlora(precision)
+    check_report_to(recipe.training.report_to)
     if not resume:
         run = RunDir.new(recipe.output_dir, "sft")
         run.write_text("recipe.yaml", dump_recipe(recipe.model_copy(update={"output_dir": str(run.path)})))
