@@ -25,7 +25,7 @@ def modules(
 ):
     """List the LoRA-targetable linear modules per decoder layer and mark what the recipe/preset selects."""
     from tunesmith.models.lora import linear_modules, lora_parameter_count, select_targets
-    from tunesmith.train.plan import meta_model
+    from tunesmith.models.load import meta_model
 
     if target_modules:
         overrides["lora.target_modules"] = target_modules if target_modules == "all-linear" else target_modules.split(",")

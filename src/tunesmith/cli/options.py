@@ -96,4 +96,4 @@ def build_recipe(recipe_file, sets: list[str] | None, overrides: dict):
 
 
 RECIPE_OPTION = typer.Option(None, "--recipe", "-c", help="Recipe YAML file.", exists=False)
-SET_OPTION = typer.Option(None, "--set", help="Override any recipe field: --set training.learning_rate=1e-4 (repeatable).")
+SET_HELP = "Override any recipe field: --set training.learning_rate=1e-4 (repeatable)."

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from tunesmith.cli.main import app, console
-from tunesmith.cli.options import RECIPE_OPTION, SET_OPTION, build_recipe, recipe_options
+from tunesmith.cli.options import RECIPE_OPTION, SET_HELP, build_recipe, recipe_options
 
 
 def _steps(steps: list[int], limit: int = 8) -> str:
@@ -59,7 +59,7 @@ def render(plan) -> None:
 @recipe_options()
 def plan(
     recipe: Optional[Path] = RECIPE_OPTION,
-    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_OPTION.help),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     num_examples: Optional[int] = typer.Option(None, "--num-examples", min=1, help="Plan for N examples instead of loading the dataset."),
     num_devices: Optional[int] = typer.Option(None, "--num-devices", min=1, help="Data-parallel devices (default: WORLD_SIZE or 1)."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),

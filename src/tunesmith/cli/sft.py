@@ -9,14 +9,14 @@ import typer
 from rich.table import Table
 
 from tunesmith.cli.main import app, console
-from tunesmith.cli.options import RECIPE_OPTION, SET_OPTION, build_recipe, recipe_options
+from tunesmith.cli.options import RECIPE_OPTION, SET_HELP, build_recipe, recipe_options
 
 
 @app.command()
 @recipe_options()
 def sft(
     recipe: Optional[Path] = RECIPE_OPTION,
-    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_OPTION.help),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue a run: its directory (newest complete checkpoint) or one checkpoint-N directory."),
     overrides: dict = None,
 ):

@@ -92,3 +92,13 @@ def load_model(spec: str | ModelSource, *, dtype=None, merge_adapter: bool = Fal
         if merge_adapter:
             model = model.merge_and_unload()
     return model
+
+
+def meta_model(model_name: str):
+    """The model's architecture with no weights (meta device): shapes and counts in milliseconds."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(resolve_model(model_name).path)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)

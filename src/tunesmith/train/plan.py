@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
+from tunesmith.models.load import meta_model
 from tunesmith.models.precision import Precision, resolve_precision
 from tunesmith.recipes.schema import Recipe
 from tunesmith.train.schedule import Schedule, compute_schedule
@@ -48,18 +49,6 @@ class Plan:
             "notes": self.notes,
         }
         return out
-
-
-def meta_model(model_name: str):
-    """The model's architecture with no weights (meta device): shapes and counts in milliseconds."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from tunesmith.models.load import resolve_model
-
-    config = AutoConfig.from_pretrained(resolve_model(model_name).path)
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
 
 
 def parameter_counts(recipe: Recipe, model) -> tuple[int, int]:
