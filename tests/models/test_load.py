@@ -46,3 +46,11 @@ def test_adapter_dir_loads_its_base(tiny_model_dir, tmp_path):
     from peft import PeftModel
 
     assert isinstance(model, PeftModel)
+
+
+def test_adapter_on_a_builtin_base_moved_cache(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/elsewhere/cache/models/smollm2-135m-instruct-0123456789"}))
+    src = resolve_model(str(adapter))
+    assert src.path == resolve_model("smollm2-135m-instruct").path and src.adapter == str(adapter)

@@ -42,6 +42,10 @@ def resolve_model(spec: str) -> ModelSource:
             base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
             if not base:
                 raise ModelError(f"{path}/adapter_config.json names no base_model_name_or_path", hint="set it to the base model")
+            # A built-in base is recorded by its cache path; on another machine that cache may be elsewhere.
+            builtin = next((name for name in BUILTIN_MODELS if Path(base).name.startswith(f"{name}-")), None)
+            if builtin and not Path(base).exists():
+                base = builtin
             return ModelSource(spec, resolve_model(base).path, adapter=str(path))
         if (path / "config.json").is_file():
             return ModelSource(spec, str(path))
