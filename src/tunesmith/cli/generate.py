@@ -33,8 +33,7 @@ def read_prompts(path: Path) -> list:
         elif isinstance(record, dict) and isinstance(record.get("messages"), list):
             from tunesmith.data.formats import check_messages
 
-            messages = record["messages"]
-            prompts.append(check_messages(messages + [{"role": "assistant", "content": "x"}], where)[:-1] if messages and messages[-1].get("role") != "assistant" else messages)
+            prompts.append(check_messages(record["messages"], where, require_assistant=False))
         else:
             raise TunesmithError("expected an object with a 'prompt' string or a 'messages' list", where=where)
     if not prompts:

@@ -45,8 +45,8 @@ def _string(record: dict, key: str, where: str, fmt: str, *, allow_empty: bool =
     return value
 
 
-def check_messages(messages, where: str, field: str = "messages") -> list[dict]:
-    """Validate a list of {role, content} messages; at least one assistant turn to learn from."""
+def check_messages(messages, where: str, field: str = "messages", require_assistant: bool = True) -> list[dict]:
+    """Validate a list of {role, content} messages; at least one assistant turn to learn from unless told."""
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{field} is {'empty' if messages == [] else 'a ' + type(messages).__name__}; expected a non-empty list of {{role, content}}", where=where)
     out = []
@@ -59,7 +59,7 @@ def check_messages(messages, where: str, field: str = "messages") -> list[dict]:
         if not isinstance(content, str):
             raise DataError(f"{field}[{i}].content is {'missing' if content is None else 'a ' + type(content).__name__}; expected a string", where=where)
         out.append({"role": role, "content": content})
-    if not any(m["role"] == "assistant" for m in out):
+    if require_assistant and not any(m["role"] == "assistant" for m in out):
         raise DataError(f"{field} has no assistant message, so there is nothing to learn", where=where, hint="each conversation needs at least one assistant turn")
     if any(m["role"] == "assistant" and not m["content"].strip() for m in out):
         raise DataError(f"{field} has an empty assistant message", where=where)
@@ -73,21 +73,8 @@ def _text(record, where):
 def _prompt_completion(record, where):
     prompt, completion = record.get("prompt"), record.get("completion")
     if isinstance(prompt, list) and isinstance(completion, list):  # conversational prompt/completion
-        prompt = check_messages(prompt, where, "prompt")  if any(m.get("role") == "assistant" for m in prompt if isinstance(m, dict)) else _plain_messages(prompt, where, "prompt")
-        return {"messages": prompt + check_messages(completion, where, "completion")}
+        return {"messages": check_messages(prompt, where, "prompt", require_assistant=False) + check_messages(completion, where, "completion")}
     return {"prompt": _string(record, "prompt", where, "prompt_completion", allow_empty=True), "completion": _string(record, "completion", where, "prompt_completion")}
-
-
-def _plain_messages(messages, where, field):
-    """Messages that may lack an assistant turn (a conversational prompt)."""
-    if not isinstance(messages, list) or not messages:
-        raise DataError(f"{field} is empty or not a list; expected a list of {{role, content}}", where=where)
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise DataError(f"{field}[{i}].role is {m.get('role') if isinstance(m, dict) else m!r}; expected system, user or assistant", where=where)
-        if not isinstance(m.get("content"), str):
-            raise DataError(f"{field}[{i}].content is not a string", where=where)
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def _messages(record, where):

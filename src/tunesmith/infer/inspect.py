@@ -20,8 +20,9 @@ def walk(model, tokenizer, prompt: str, params: SamplingParams, *, steps: int = 
         logits = model(input_ids=ids).logits[0, -1]
         previous = ids[0] if params.repetition_penalty != 1.0 else None
         e = explain(logits, params, previous, rows=rows)
-        chosen = int(sample(next_token_distribution(logits.unsqueeze(0), params, previous.unsqueeze(0) if previous is not None else None), generator)[0])
-        final = next_token_distribution(logits.unsqueeze(0), params, previous.unsqueeze(0) if previous is not None else None)[0]
+        final = next_token_distribution(logits.unsqueeze(0), params, previous.unsqueeze(0) if previous is not None else None)
+        chosen = int(sample(final, generator)[0])
+        final = final[0]
         out.append({
             "step": step,
             "context_tail": tokenizer.decode(ids[0, -8:]),
