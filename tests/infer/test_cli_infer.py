@@ -1,8 +1,12 @@
+"""`tunesmith generate`: prompts from flags and files, JSONL results, errors that name the file and line."""
+
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from tunesmith.cli.main import _register, app
+from tunesmith.errors import TunesmithError
 
 _register()
 runner = CliRunner()
@@ -10,45 +14,44 @@ runner = CliRunner()
 
 def test_generate_batch_file_to_jsonl(tiny_model_dir, tmp_path):
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text(json.dumps({"prompt": "hi"}) + "\n" + json.dumps({"messages": [{"role": "user", "content": "yo"}]}) + "\n")
+    prompts.write_text(json.dumps({"prompt": "hi"}) + "\n\n" + json.dumps({"messages": [{"role": "user", "content": "yo"}]}) + "\n")
     out = tmp_path / "out.jsonl"
-    result = runner.invoke(app, ["generate", "-m", tiny_model_dir, "--prompts-file", str(prompts), "-o", str(out), "--max-new-tokens", "4", "--batch-size", "2"])
+    result = runner.invoke(app, ["generate", "-m", tiny_model_dir, "--prompts-file", str(prompts), "-o", str(out), "--max-new-tokens", "4",
+                                 "--batch-size", "2", "--temperature", "0.8", "--top-k", "20", "--min-p", "0.01", "--seed", "3"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert len(rows) == 2 and all(r["finish_reason"] in ("stop", "length") and r["completion_tokens"] <= 4 for r in rows)
+    assert [r["prompt"] for r in rows] == ["hi", [{"role": "user", "content": "yo"}]]
+    assert all(set(r) == {"prompt", "text", "finish_reason", "prompt_tokens", "completion_tokens"} and r["completion_tokens"] <= 4 for r in rows)
+    again = tmp_path / "again.jsonl"
+    runner.invoke(app, ["generate", "-m", tiny_model_dir, "--prompts-file", str(prompts), "-o", str(again), "--max-new-tokens", "4",
+                        "--batch-size", "2", "--temperature", "0.8", "--top-k", "20", "--min-p", "0.01", "--seed", "3"])
+    assert again.read_text() == out.read_text()  # same seed, same output
 
 
-def test_generate_bad_file_names_the_line(tiny_model_dir, tmp_path):
+def test_generate_text_file_and_prompt_flags(tiny_model_dir, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("one\n\ntwo\n")
+    result = runner.invoke(app, ["generate", "-m", tiny_model_dir, "-p", "zero", "--prompts-file", str(prompts), "--no-chat", "--max-new-tokens", "3"])
+    assert result.exit_code == 0, result.output
+    assert result.output.index("> zero\n") < result.output.index("> one\n") < result.output.index("> two\n")
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"prompt": "hi"}\n{oops\n', ":2: not valid JSON"),
+    ('{"prompt": "hi"}\n{"text": "x"}\n', ":2: expected an object with a 'prompt' string or a 'messages' list"),
+    ('{"messages": [{"role": "robot", "content": "x"}]}\n', ":1: messages[0].role is 'robot'"),
+    ('{"prompt": ""}\n', ":1: 'prompt' is empty"),
+    ("\n\n", "has no prompts"),
+])
+def test_bad_prompts_file_names_the_line(tiny_model_dir, tmp_path, content, message):
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text(json.dumps({"prompt": "hi"}) + "\n{oops\n")
-    from tunesmith.errors import TunesmithError
-
+    prompts.write_text(content)
     result = runner.invoke(app, ["generate", "-m", tiny_model_dir, "--prompts-file", str(prompts)])
-    assert isinstance(result.exception, TunesmithError) and f"{prompts}:2: not valid JSON" in str(result.exception)
+    assert isinstance(result.exception, TunesmithError) and message in str(result.exception)
 
 
-def test_chat_through_a_pipe(tiny_model_dir):
-    result = runner.invoke(app, ["chat", "-m", tiny_model_dir, "--max-new-tokens", "5"], input="hello\n/temperature 0\n/top_k 5\n/reset\nagain\n/exit\nnever\n")
-    assert result.exit_code == 0, result.output
-    assert result.output.count("assistant> ") == 2
-    assert "temperature = 0.0" in result.output and "top_k = 5" in result.output and "history cleared" in result.output
-
-
-def test_chat_session_keeps_history(tiny_model_dir):
-    from tunesmith.infer.chat import ChatSession
-    from tunesmith.models import load_model, load_tokenizer
-
-    s = ChatSession(load_model(tiny_model_dir), load_tokenizer(tiny_model_dir), max_new_tokens=3)
-    s.handle("one")
-    s.handle("two")
-    assert [m["role"] for m in s.history] == ["user", "assistant", "user", "assistant"]
-    assert s.handle("/top_p 2")[1].startswith("/top_p '2' rejected")
-    assert s.handle("/exit")[0] == "exit"
-
-
-def test_inspect_logits_json(tiny_model_dir):
-    result = runner.invoke(app, ["inspect", "logits", "-m", tiny_model_dir, "-p", "Shanghai is in", "--top-k", "3", "--rows", "4", "--steps", "2", "--json"])
-    assert result.exit_code == 0, result.output
-    steps = json.loads(result.stdout)
-    assert len(steps) == 2 and len(steps[0]["tokens"]) == 4 and steps[0]["kept"]["top_k"] == 3
-    assert sum(t["p_final"] for t in steps[0]["tokens"]) == __import__("pytest").approx(1.0, abs=1e-5)
+def test_bad_flags_are_errors_not_tracebacks(tiny_model_dir, tmp_path):
+    cases = [["--top-p", "1.5", "-p", "x"], [], ["--prompts-file", str(tmp_path / "missing.txt")], ["-p", "x", "-o", str(tmp_path / "no" / "o.jsonl")]]
+    for extra in cases:
+        result = runner.invoke(app, ["generate", "-m", tiny_model_dir, *extra])
+        assert isinstance(result.exception, TunesmithError), (extra, result.exception)

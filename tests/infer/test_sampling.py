@@ -1,4 +1,4 @@
-"""The sampling maths against hand-computed values, and generation using exactly it."""
+"""The sampling maths against hand-computed values and against Hugging Face's own logits warpers."""
 
 import math
 
@@ -6,109 +6,130 @@ import pytest
 import torch
 
 from tunesmith.errors import TunesmithError
-from tunesmith.infer import SamplingParams, complete, explain, generate, next_token_distribution
+from tunesmith.infer.sampling import SamplingParams, explain, next_token_distribution, sample
 
 LOGITS = torch.tensor([4.2, 1.5, -2.0, -3.5])
+# exp: 66.686, 4.4817, 0.13534, 0.030197; sum 71.333
+SOFTMAX = [0.93485, 0.062827, 0.0018972, 0.00042333]
+
+
+def sig3(x: float) -> float:
+    return float(f"{x:.3g}")
 
 
 def test_softmax_of_the_issue_example():
     e = explain(LOGITS, SamplingParams())
-    # exp(4.2)=66.686, exp(1.5)=4.4817, exp(-2)=0.13534, exp(-3.5)=0.030197; sum 71.333
-    assert e.p_softmax == pytest.approx([0.935, 0.0628, 0.0019, 0.000423], abs=5e-4)
-    assert e.p_final == pytest.approx(e.p_softmax, abs=1e-6)
-    assert e.cumulative[-1] == pytest.approx(1.0)
+    assert [sig3(p) for p in e.p_softmax] == [0.935, 0.0628, 0.0019, 0.000423]
+    assert [round(p, 3) for p in e.p_softmax[:3]] == [0.935, 0.063, 0.002] and round(e.p_softmax[3], 4) == 0.0004
+    assert e.p_final == pytest.approx(SOFTMAX, rel=1e-4)  # no filter: final == softmax
+    assert e.cumulative == pytest.approx([0.93485, 0.99768, 0.99958, 1.0], rel=1e-4)
+    assert e.kept_counts == {"top_k": 4, "top_p": 4, "min_p": 4, "final": 4}
 
 
-def test_temperature_flattens():
+def test_temperature_2_flattens():
     e = explain(LOGITS, SamplingParams(temperature=2.0))
-    z = [math.exp(x / 2) for x in LOGITS.tolist()]
-    assert e.p_temperature == pytest.approx([v / sum(z) for v in z], rel=1e-5)  # 0.7513, 0.1947, 0.0338, 0.0203
+    # exp(2.1, 0.75, -1, -1.75) = 8.1662, 2.1170, 0.36788, 0.17377; sum 10.825
+    assert e.p_temperature == pytest.approx([0.75439, 0.19557, 0.033985, 0.016053], rel=1e-4)
+    assert e.p_softmax == pytest.approx(SOFTMAX, rel=1e-4)  # the plain softmax column is unchanged
+    assert e.entropy_final > e.entropy_softmax
 
 
-def test_top_k_renormalises():
+def test_top_k_2_renormalises():
     e = explain(LOGITS, SamplingParams(top_k=2))
     assert e.kept_top_k == [True, True, False, False]
-    assert e.p_final == pytest.approx([66.686 / 71.168, 4.4817 / 71.168, 0, 0], rel=1e-3)
+    assert e.p_final == pytest.approx([66.686 / 71.168, 4.4817 / 71.168, 0, 0], rel=1e-4)  # 0.93703, 0.06297
 
 
-def test_top_p_keeps_the_token_that_crosses():
-    assert explain(LOGITS, SamplingParams(top_p=0.9)).kept_counts["final"] == 1  # 0.935 >= 0.9
-    assert explain(LOGITS, SamplingParams(top_p=0.95)).kept_counts["final"] == 2  # 0.935 < 0.95 <= 0.998
+def test_top_p_keeps_the_token_that_crosses_the_threshold():
+    assert explain(LOGITS, SamplingParams(top_p=0.9)).kept_counts["final"] == 1  # 0.935 >= 0.9 already
+    e = explain(LOGITS, SamplingParams(top_p=0.95))  # 0.935 < 0.95 <= 0.998: the second token crosses it
+    assert e.kept_top_p == [True, True, False, False]
+    assert e.p_final == pytest.approx([0.93703, 0.06297, 0, 0], rel=1e-4)
 
 
-def test_min_p_and_greedy():
-    assert explain(LOGITS, SamplingParams(min_p=0.05)).kept_counts["min_p"] == 2  # 0.0628 >= 0.05*0.935; 0.0019 is not
+def test_top_p_measures_what_top_k_left():
+    # p = 0.5, 0.3, 0.2; top-k 2 leaves 0.625, 0.375, which already reaches top_p 0.6 (as HF's warpers do)
+    e = explain(torch.tensor([0.5, 0.3, 0.2]).log(), SamplingParams(top_k=2, top_p=0.6))
+    assert e.cumulative[:2] == pytest.approx([0.625, 1.0])
+    assert e.kept_top_p == [True, False, False] and e.p_final == pytest.approx([1.0, 0, 0])
+
+
+def test_min_p_is_relative_to_the_top_token():
+    e = explain(LOGITS, SamplingParams(min_p=0.05))  # threshold 0.05 * 0.935 = 0.0467: 0.0628 stays, 0.0019 goes
+    assert e.kept_min_p == [True, True, False, False] and e.kept_counts["min_p"] == 2
+
+
+def test_at_least_the_top_token_survives():
+    for params in (SamplingParams(top_p=1e-9), SamplingParams(min_p=1.0), SamplingParams(top_k=1, top_p=1e-9, min_p=1.0)):
+        assert next_token_distribution(LOGITS[None], params).tolist() == [[1.0, 0.0, 0.0, 0.0]]
+
+
+def test_greedy_is_one_hot_after_the_repetition_penalty():
     assert next_token_distribution(LOGITS[None], SamplingParams(temperature=0)).tolist() == [[1.0, 0.0, 0.0, 0.0]]
+    # penalty 3 on token 0: 4.2 / 3 = 1.4 < 1.5, so token 1 wins
+    probs = next_token_distribution(LOGITS[None], SamplingParams(temperature=0, repetition_penalty=3.0), torch.tensor([[0]]))
+    assert probs.tolist() == [[0.0, 1.0, 0.0, 0.0]]
 
 
 def test_repetition_penalty_hf_convention():
-    probs = next_token_distribution(LOGITS[None], SamplingParams(repetition_penalty=2.0), torch.tensor([[0, 2]]))
-    z = torch.tensor([2.1, 1.5, -4.0, -3.5]).softmax(-1)  # 4.2/2, -2.0*2
-    assert torch.allclose(probs[0], z, atol=1e-6)
+    # tokens 0 and 2 seen: positive 4.2 is divided (2.1), negative -2.0 multiplied (-4.0)
+    probs = next_token_distribution(LOGITS[None], SamplingParams(repetition_penalty=2.0), torch.tensor([[0, 2, 2]]))
+    assert probs[0].tolist() == pytest.approx([0.64319, 0.35299, 0.0014426, 0.0023784], rel=1e-4)
+    assert explain(LOGITS, SamplingParams(repetition_penalty=2.0), torch.tensor([0, 2])).logits == pytest.approx([2.1, 1.5, -3.5, -4.0])
 
 
-def test_bad_params_are_explained():
-    with pytest.raises(TunesmithError, match="top_p is 1.5"):
-        SamplingParams(top_p=1.5)
-    with pytest.raises(TunesmithError, match="temperature is -1"):
-        SamplingParams(temperature=-1)
+@pytest.mark.parametrize("kwargs", [
+    dict(temperature=0.7), dict(top_k=10), dict(top_p=0.8), dict(min_p=0.1), dict(temperature=1.3, top_k=20, top_p=0.9),
+    dict(temperature=0.5, top_k=50, top_p=0.95, min_p=0.05), dict(top_p=0.5, repetition_penalty=1.3),
+])
+def test_equals_hugging_face_warpers(kwargs):
+    from transformers.generation.logits_process import (
+        MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+    )
+
+    torch.manual_seed(0)
+    logits, seen = torch.randn(3, 200) * 3, torch.randint(0, 200, (3, 12))
+    p = SamplingParams(**kwargs)
+    scores = RepetitionPenaltyLogitsProcessor(p.repetition_penalty)(seen, logits.clone()) if p.repetition_penalty != 1 else logits.clone()
+    for warper in (TemperatureLogitsWarper(p.temperature), p.top_k and TopKLogitsWarper(p.top_k), p.top_p < 1 and TopPLogitsWarper(p.top_p),
+                   p.min_p and MinPLogitsWarper(p.min_p)):
+        scores = warper(seen, scores) if warper else scores
+    assert torch.allclose(next_token_distribution(logits, p, seen), scores.softmax(-1), atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    from tunesmith.models import load_model, load_tokenizer
-
-    return load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
-
-
-def test_greedy_equals_transformers_generate(tiny):
-    model, tok = tiny
-    prompts = ["hello there", "a much longer prompt so that the batch needs left padding"]
-    ours = complete(model, tok, prompts, max_new_tokens=12)
-    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True) for p in prompts]
-    tok.padding_side = "left"
-    batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    tok.padding_side = "right"
-    ref = model.generate(**batch, max_new_tokens=12, do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    for mine, row in zip(ours, ref[:, batch["input_ids"].shape[1]:]):
-        expected = [t for t in row.tolist() if t != tok.pad_token_id]
-        assert mine.token_ids == expected[: len(mine.token_ids)] and len(mine.token_ids) >= len(expected) - 1
+def test_explain_is_the_distribution_generation_samples_from():
+    torch.manual_seed(1)
+    logits, params = torch.randn(500), SamplingParams(temperature=0.8, top_k=40, top_p=0.9, min_p=0.02)
+    e = explain(logits, params, rows=10)
+    full = next_token_distribution(logits[None], params)[0]
+    assert torch.equal(e.distribution, full)
+    assert e.p_final == full[e.token_ids].tolist() and e.kept_counts["final"] == int((full > 0).sum())
+    assert e.p_temperature == sorted(e.p_temperature, reverse=True) and len(e.token_ids) == 10
 
 
-def test_seed_reproduces_and_stop_strings_cut(tiny):
-    model, tok = tiny
-    params = SamplingParams(temperature=1.0, top_k=50)
-    a = complete(model, tok, ["x"], params, seed=5, max_new_tokens=15)
-    b = complete(model, tok, ["x"], params, seed=5, max_new_tokens=15)
-    assert a[0].token_ids == b[0].token_ids
-    text = a[0].text
-    if len(text) > 4:
-        stop = text[2:4]
-        cut = complete(model, tok, ["x"], params, seed=5, max_new_tokens=15, stop=[stop])[0]
-        assert cut.finish_reason == "stop" and stop not in cut.text and text.startswith(cut.text.strip()[:2])
+def test_entropy_in_nats():
+    assert explain(torch.zeros(4), SamplingParams()).entropy_softmax == pytest.approx(math.log(4))
+    assert explain(LOGITS, SamplingParams(top_k=1)).entropy_final == 0.0
 
 
-def test_streamed_deltas_add_up(tiny):
-    model, tok = tiny
-    deltas = []
-    result = complete(model, tok, ["stream me"], max_new_tokens=10, on_token=lambda i, d: deltas.append(d))[0]
-    assert "".join(deltas).strip() == result.text
-    assert "<|im_start|>" not in result.text and "<|im_end|>" not in result.text
+def test_top_k_keeps_ties_with_the_kth_token_as_hf_does():
+    assert explain(torch.tensor([2.0, 1.0, 1.0, 0.0]), SamplingParams(top_k=2)).kept_counts["top_k"] == 3
 
 
-def test_inspector_shows_the_distribution_generation_samples(tiny):
-    from tunesmith.infer.inspect import walk
+def test_sample_is_reproducible_and_greedy_leaves_the_generator_alone():
+    probs = torch.tensor([[0.5, 0.5, 0.0], [0.1, 0.2, 0.7]])
+    draws = [sample(probs, torch.Generator().manual_seed(3)).tolist() for _ in range(2)]
+    assert draws[0] == draws[1] and draws[0][0] != 2
+    g = torch.Generator().manual_seed(3)
+    state = g.get_state()
+    assert sample(torch.tensor([[0.0, 1.0]]), g).tolist() == [1] and torch.equal(g.get_state(), state)
 
-    model, tok = tiny
-    params = SamplingParams(temperature=0.7, top_k=20, top_p=0.9)
-    steps = walk(model, tok, "Shanghai is in", params, steps=3, rows=5, seed=11)
-    ids = tok("Shanghai is in", return_tensors="pt")["input_ids"]
-    generator = torch.Generator().manual_seed(11)
-    for step in steps:
-        with torch.no_grad():
-            probs = next_token_distribution(model(input_ids=ids).logits[:, -1], params)
-        assert [r["p_final"] for r in step["tokens"]] == pytest.approx(probs[0, [r["token_id"] for r in step["tokens"]]].tolist(), abs=1e-7)
-        chosen = int(torch.multinomial(probs, 1, generator=generator))
-        assert chosen == step["chosen_id"]
-        ids = torch.cat([ids, torch.tensor([[chosen]])], -1)
-    assert set(steps[0]) >= {"tokens", "kept", "entropy_softmax", "entropy_final", "chosen"}
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(temperature=-1), "temperature is -1"), (dict(top_p=1.5), "top_p is 1.5"), (dict(top_p=0), "top_p is 0"),
+    (dict(top_k=-2), "top_k is -2"), (dict(top_k=2.5), "top_k is 2.5; it must be an integer"), (dict(min_p=2), "min_p is 2"),
+    (dict(repetition_penalty=0), "repetition_penalty is 0"), (dict(temperature=float("nan")), "finite"),
+])
+def test_bad_params_are_explained(kwargs, message):
+    with pytest.raises(TunesmithError, match=message.replace(".", r"\.")):
+        SamplingParams(**kwargs)

@@ -103,9 +103,10 @@ def test_same_seed_same_output(client):
         (json.dumps({"model": "tiny", "messages": "hello"}).encode(), 400, "messages"),
         (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}).encode(), 400, "temperature"),
         (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "word " * 400}]}).encode(), 400, "context"),
+        (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "word " * 400}], "stream": True}).encode(), 400, "context"),
         (json.dumps({"model": "tiny", "prompt": "x" * 2_000_000}).encode(), 413, "limit"),
     ],
-    ids=["malformed", "unknown-model", "negative-max", "huge-max", "wrong-type", "bad-temperature", "too-long-prompt", "oversized-body"],
+    ids=["malformed", "unknown-model", "negative-max", "huge-max", "wrong-type", "bad-temperature", "too-long-prompt", "too-long-streamed", "oversized-body"],
 )
 def test_bad_input_gets_openai_shaped_4xx_and_server_keeps_serving(server, client, body, status, needle):
     path = "/v1/completions" if b'"prompt"' in body[:40] else "/v1/chat/completions"

@@ -16,6 +16,8 @@ def chat(
     temperature: float = typer.Option(0.7, min=0.0, help="0 = greedy."),
     top_p: float = typer.Option(0.95, help="Nucleus sampling (1 = off)."),
     top_k: int = typer.Option(0, min=0, help="0 = off."),
+    min_p: float = typer.Option(0.0, help="Keep tokens with p >= min_p * p_max (0 = off)."),
+    repetition_penalty: float = typer.Option(1.0, help="> 1 discourages repeating tokens (1 = off)."),
     max_new_tokens: int = typer.Option(256, min=1, help="Longest reply in tokens."),
     system: Optional[str] = typer.Option(None, help="System prompt."),
     seed: Optional[int] = typer.Option(None, help="Seed for sampling."),
@@ -28,7 +30,7 @@ def chat(
 
     source = resolve_model(model)
     session = ChatSession(load_model(source, dtype=resolve_precision("auto").dtype), load_tokenizer(source),
-                          SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k), max_new_tokens, system, seed=seed)
+                          SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty), max_new_tokens, system, seed=seed)
     tty = sys.stdin.isatty()
     if tty:
         console.print(f"chatting with {model}; {HELP}", highlight=False)
@@ -39,16 +41,14 @@ def chat(
             break
         if not tty and line == "":
             break
-        if line.strip() in ("/help", "/?"):
-            console.print(HELP, highlight=False)
-            continue
-        if line.strip() and not line.strip().startswith("/"):
+        message = bool(line.strip()) and not line.lstrip().startswith("/")
+        if message:
             sys.stdout.write("assistant> ")
             sys.stdout.flush()
         kind, text = session.handle(line, on_delta=lambda d: (sys.stdout.write(d), sys.stdout.flush()))
         if kind == "exit":
             break
-        if kind == "reply":
+        if message:
             sys.stdout.write("\n")
-        elif text:
-            console.print(f"[dim]{text}[/]", highlight=False)
+        if text and kind == "info":
+            console.print(text, style="dim", highlight=False, markup=False)

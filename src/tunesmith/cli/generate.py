@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -16,8 +17,14 @@ def read_prompts(path: Path) -> list:
     """A .txt file (one prompt per line) or .jsonl ({"prompt": str} or {"messages": [...]} per line)."""
     if not path.is_file():
         raise TunesmithError(f"prompts file '{path}' does not exist")
+    if path.suffix == ".json":
+        raise TunesmithError(f"prompts file '{path}' is .json", hint="use .jsonl (one JSON object per line) or .txt (one prompt per line)")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise TunesmithError(f"prompts file '{path}' is not UTF-8 text (byte {exc.start})") from None
     prompts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         if path.suffix != ".jsonl":
@@ -29,6 +36,8 @@ def read_prompts(path: Path) -> list:
         except json.JSONDecodeError as exc:
             raise TunesmithError(f"not valid JSON: {exc.msg}", where=where) from None
         if isinstance(record, dict) and isinstance(record.get("prompt"), str):
+            if not record["prompt"]:
+                raise TunesmithError("'prompt' is empty", where=where)
             prompts.append(record["prompt"])
         elif isinstance(record, dict) and isinstance(record.get("messages"), list):
             from tunesmith.data.formats import check_messages
@@ -68,18 +77,28 @@ def generate(
     prompts = list(prompt or []) + (read_prompts(prompts_file) if prompts_file else [])
     if not prompts:
         raise TunesmithError("no prompt given", hint="pass --prompt TEXT (repeatable) or --prompts-file FILE")
+    if output and not output.parent.is_dir():
+        raise TunesmithError(f"cannot write '{output}': folder '{output.parent}' does not exist")
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty)
     source = resolve_model(model)
     lm = load_model(source, dtype=resolve_precision(precision).dtype)
     tokenizer = load_tokenizer(source)
-    results = complete(lm, tokenizer, prompts, params, chat=chat, max_new_tokens=max_new_tokens, stop=stop, seed=seed, batch_size=batch_size, system=system)
+    stream = len(prompts) == 1 and not output  # one reply to a terminal: show it as it comes
+    on_token = (lambda i, delta: (sys.stdout.write(delta), sys.stdout.flush())) if stream else None
+    results = complete(lm, tokenizer, prompts, params, chat=chat, max_new_tokens=max_new_tokens, stop=stop, seed=seed, batch_size=batch_size,
+                       system=system, on_token=on_token)
+    if stream:
+        sys.stdout.write("\n")
+        return
     if output:
-        with open(output, "w") as fh:
-            for p, r in zip(prompts, results):
-                fh.write(json.dumps({"prompt": p, "text": r.text, "finish_reason": r.finish_reason, "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens}) + "\n")
+        rows = [{"prompt": p, "text": r.text, "finish_reason": r.finish_reason, "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens} for p, r in zip(prompts, results)]
+        try:
+            output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+        except OSError as exc:
+            raise TunesmithError(f"cannot write '{output}': {exc.strerror}") from None
         console.print(f"wrote {len(results)} results to {output}")
         return
     for p, r in zip(prompts, results):
         if len(prompts) > 1:
-            console.print(f"[bold]> {p if isinstance(p, str) else p[-1]['content']}[/]", highlight=False)
+            console.print(f"> {p if isinstance(p, str) else p[-1]['content']}", style="bold", highlight=False, markup=False)
         console.print(r.text, highlight=False, markup=False)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tunesmith.cli.inspect import inspect_app
@@ -29,31 +30,45 @@ def logits(
 ):
     """Next-token table: logit, softmax, temperature, cumulative, which filters keep it, final probability."""
     from tunesmith.infer.inspect import walk
-    from tunesmith.infer.sampling import SamplingParams, entropy_bits
+    from tunesmith.infer.sampling import SamplingParams
     from tunesmith.models import load_model, load_tokenizer, resolve_model
 
-    source = resolve_model(model)
-    tokenizer = load_tokenizer(source)
-    lm = load_model(source)
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty)
-    result = walk(lm, tokenizer, prompt, params, steps=steps, rows=rows, chat=chat, seed=seed)
+    source = resolve_model(model)
+    result = walk(load_model(source), load_tokenizer(source), prompt, params, steps=steps, rows=rows, chat=chat, seed=seed)
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2, ensure_ascii=False))
         return
     for step in result:
-        table = Table(title=f"step {step['step']}: after {step['context_tail']!r}", title_justify="left")
-        for col in ("rank", "token", "logit", "p softmax", f"p (T={temperature:g})", "cumulative", "top-k", "top-p", "min-p", "p final"):
-            table.add_column(col, justify="right" if col not in ("token",) else "left")
-        mark = lambda b: "[green]✓[/]" if b else "[red]✗[/]"  # noqa: E731
-        for r in step["tokens"]:
-            style = "bold" if r["token_id"] == step["chosen_id"] else None
-            table.add_row(str(r["rank"]), repr(r["token"]), f"{r['logit']:.3f}", f"{r['p_softmax']:.4f}", f"{r['p_temperature']:.4f}", f"{r['cumulative']:.4f}",
-                          mark(r["top_k"]), mark(r["top_p"]), mark(r["min_p"]), f"{r['p_final']:.4f}", style=style)
-        console.print(table)
-        k = step["kept"]
+        table = render_step(step, params)
+        # a terminal shrinks the columns to fit; a pipe or file gets the whole table
+        width = console.measure(table, options=console.options.update(max_width=1000)).maximum
+        (console if console.is_terminal else Console(width=max(console.width, width))).print(table)
+        sampling = not params.greedy  # greedy switches every filter off
+        on = {"top_k": sampling and top_k > 0, "top_p": sampling and top_p < 1, "min_p": sampling and min_p > 0, "final": True}
+        k = {name: f"{n:,}" if on[name] else "off" for name, n in step["kept"].items()}
         console.print(
-            f"kept of {step['vocab_size']:,}: top-k {k['top_k']:,}, top-p {k['top_p']:,}, min-p {k['min_p']:,}, all filters {k['final']:,}; "
-            f"entropy {entropy_bits(step['entropy_softmax']):.2f} bits before filters, {entropy_bits(step['entropy_final']):.2f} after; "
+            f"{'greedy (T=0): ' if params.greedy else ''}kept of {step['vocab_size']:,}: top-k {k['top_k']}, top-p {k['top_p']}, min-p {k['min_p']}, all filters {k['final']}; "
+            f"entropy {step['entropy_bits_softmax']:.2f} bits before filters, {step['entropy_bits_final']:.2f} after; "
             f"chose {step['chosen']!r} (p={step['chosen_p']:.4f})",
             highlight=False,
+            markup=False,
         )
+    if top_k and top_p < 1:
+        console.print("[dim]top-p measures what top-k left (renormalised), as Hugging Face does; · = already removed by top-k[/]")
+
+
+def render_step(step: dict, params) -> Table:
+    table = Table(title=f"step {step['step']}: after {escape(repr(step['context_tail']))}", title_justify="left")
+    cumulative = "cum. after top-k" if params.top_k else "cumulative"
+    for col in ("rank", "token", "logit", "p softmax", f"p (T={params.temperature:g})", cumulative, "top-k", "top-p", "min-p", "p final"):
+        table.add_column(col, justify="left" if col == "token" else "right")
+    for r in step["tokens"]:
+        top_p = mark(r["top_p"]) if r["top_k"] else "[dim]·[/]"
+        table.add_row(str(r["rank"]), escape(repr(r["token"])), f"{r['logit']:.3f}", f"{r['p_softmax']:.4f}", f"{r['p_temperature']:.4f}", f"{r['cumulative']:.4f}",
+                      mark(r["top_k"]), top_p, mark(r["min_p"]), f"{r['p_final']:.4f}", style="bold" if r["token_id"] == step["chosen_id"] else None)
+    return table
+
+
+def mark(kept: bool) -> str:
+    return "[green]✓[/]" if kept else "[red]✗[/]"

@@ -9,12 +9,15 @@ from tunesmith.errors import TunesmithError
 from tunesmith.infer.generate import complete
 from tunesmith.infer.sampling import SamplingParams
 
-HELP = "commands: /temperature T, /top_k K, /top_p P, /min_p P, /max_tokens N, /system TEXT, /reset, /exit"
-SETTINGS = {"/temperature": ("temperature", float), "/top_k": ("top_k", int), "/top_p": ("top_p", float), "/min_p": ("min_p", float)}
+HELP = "commands: /temperature T, /top_k K, /top_p P, /min_p P, /repetition_penalty R, /max_tokens N, /system TEXT, /reset, /exit"
+SETTINGS = {"/temperature": ("temperature", float), "/top_k": ("top_k", int), "/top_p": ("top_p", float), "/min_p": ("min_p", float),
+            "/repetition_penalty": ("repetition_penalty", float)}
 
 
 @dataclass
 class ChatSession:
+    """One conversation: feed it input lines with `handle`; replies stream through `on_delta` and join the history."""
+
     model: object
     tokenizer: object
     params: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7, top_p=0.95))
@@ -29,11 +32,16 @@ class ChatSession:
         if not line:
             return "info", None
         if not line.startswith("/"):
-            return "reply", self.reply(line, on_delta)
+            try:
+                return "reply", self.reply(line, on_delta)
+            except TunesmithError as exc:  # e.g. the history outgrew the context: say so, keep the session
+                return "info", f"{exc.message}; /reset clears the history"
         command, _, arg = line.partition(" ")
         arg = arg.strip()
         if command in ("/exit", "/quit"):
             return "exit", None
+        if command in ("/help", "/?"):
+            return "info", HELP
         if command == "/reset":
             self.history.clear()
             return "info", "history cleared"
@@ -56,9 +64,9 @@ class ChatSession:
         return "info", f"unknown command {command}; {HELP}"
 
     def reply(self, text: str, on_delta: Callable[[str], None] | None = None) -> str:
-        self.history.append({"role": "user", "content": text})
-        messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
+        """Answer `text` in the context of the history; raises TunesmithError (history unchanged) if it cannot."""
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history + [{"role": "user", "content": text}]
         result = complete(self.model, self.tokenizer, [messages], self.params, max_new_tokens=self.max_new_tokens, seed=self.seed,
                           on_token=(lambda i, d: on_delta(d)) if on_delta else None)[0]
-        self.history.append({"role": "assistant", "content": result.text})
+        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": result.text}]
         return result.text

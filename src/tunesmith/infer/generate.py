@@ -1,39 +1,55 @@
 """Batched generation: our own decode loop, so every token is drawn from `sampling.next_token_distribution`.
 
-Prompts are left-padded into one batch; position ids follow the attention mask (as
-transformers does), the KV cache carries the prefix. A row stops at an end-of-turn/eos
-token, at a stop string (cut before it) or at max_new_tokens. `on_token(row, delta)`
-streams text as it becomes stable (no half multi-byte characters, no partial stop string).
+Prompts are left-padded into one batch; position ids count only real tokens (as transformers
+does), the KV cache carries the prefix. A row stops at an end-of-turn/eos token, at a stop
+string (text cut before it), at max_new_tokens or at the model's context length.
+`on_token(index, delta)` streams text as it becomes stable: no half multi-byte character, no
+prefix of a stop string, and the deltas of a row add up to its `Completion.text` exactly.
+
+Re-entrant: no state outside the call except the torch generator (a server may call `complete`
+from a worker thread while the model sits in eval mode).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Union
 
 import torch
 
+from tunesmith.errors import TunesmithError
 from tunesmith.infer.sampling import SamplingParams, next_token_distribution, sample
+
+Prompt = Union[str, list[dict]]  # raw text, or chat messages [{"role", "content"}, ...]
 
 
 @dataclass
 class Completion:
-    text: str
-    token_ids: list[int] = field(default_factory=list)
-    finish_reason: str = "length"  # "stop" (eos or stop string) | "length"
+    text: str  # the reply: no special/template tokens, cut before a stop string
+    token_ids: list[int] = field(default_factory=list)  # generated tokens, without the closing eos
+    finish_reason: str = "length"  # "stop" (eos/end-of-turn or stop string) | "length"
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # tokens sampled, the closing eos included (what usage bills)
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
-    """Token ids that end a reply: the tokenizer's eos plus the model's generation_config eos ids."""
+    """Token ids that end a reply: the tokenizer's eos, the model's generation_config eos ids, and the
+    special token the chat template closes an assistant turn with (when eos is something else)."""
     ids = {tokenizer.eos_token_id}
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    ids |= set(configured if isinstance(configured, list) else [configured])
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            turn = tokenizer.apply_chat_template([{"role": "user", "content": "x"}, {"role": "assistant", "content": "MARK"}], tokenize=False)
+            after = tokenizer(turn[turn.rindex("MARK") + 4 :], add_special_tokens=False)["input_ids"]
+            if after and after[0] in tokenizer.all_special_ids:
+                ids.add(after[0])
+        except Exception:  # a template that cannot render this tiny chat has no end-of-turn to learn from
+            pass
     return sorted(i for i in ids if i is not None)
 
 
-def render_prompt(tokenizer, prompt, chat: bool = True, system: str | None = None) -> str:
+def render_prompt(tokenizer, prompt: Prompt, chat: bool = True, system: str | None = None) -> str:
     """A string prompt (templated as one user turn when chat) or a list of messages (always templated)."""
     if isinstance(prompt, list):
         messages = prompt
@@ -46,112 +62,147 @@ def render_prompt(tokenizer, prompt, chat: bool = True, system: str | None = Non
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def _held_back(text: str, stops: list[str]) -> int:
-    """Characters at the end of `text` that might still become a stop string (or finish a character)."""
-    if text.endswith("\ufffd"):
-        return 1
-    return max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+def is_templated(tokenizer, prompt: Prompt, chat: bool) -> bool:
+    return isinstance(prompt, list) or (chat and bool(getattr(tokenizer, "chat_template", None)))
+
+
+def encode_prompt(tokenizer, prompt: Prompt, chat: bool = True, system: str | None = None) -> list[int]:
+    """Token ids of one prompt; a templated prompt brings its own bos, raw text gets the tokenizer's."""
+    templated = is_templated(tokenizer, prompt, chat)
+    return tokenizer(render_prompt(tokenizer, prompt, chat, system), add_special_tokens=not templated)["input_ids"]
+
+
+def _held_back(text: str, stops: list[str], strip: bool) -> int:
+    """Characters at the end of `text` that are not stable yet: an unfinished character (U+FFFD),
+    the start of a stop string, or (when replies are stripped) whitespace that may turn out to be the end."""
+    unfinished = len(text) - len(text.rstrip("\ufffd"))
+    partial_stop = max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+    trailing_space = len(text) - len(text.rstrip()) if strip else 0
+    return max(unfinished, partial_stop, trailing_space)
 
 
 class _Row:
-    def __init__(self, stops: list[str]):
+    """One sequence: its tokens, its decoded text and how much of that has been streamed."""
+
+    def __init__(self, stops: list[str], strip: bool, budget: int):
+        self.stops, self.strip, self.budget = stops, strip, budget
         self.tokens: list[int] = []
-        self.sampled = 0  # tokens drawn, the closing eos included (what usage counts)
+        self.sampled = 0
         self.text = ""
         self.sent = 0
         self.finish: str | None = None
-        self.stops = stops
 
-    def update(self, tokenizer, token: int, eos: set[int]) -> str:
-        """Add a token; return the newly stable text."""
+    def add(self, tokenizer, token: int, eos: set[int]) -> str:
+        """Take one sampled token; return the text that became stable."""
         self.sampled += 1
         if token in eos:
-            self.finish = "stop"
-            delta = self.text[self.sent :]
-            self.sent = len(self.text)
-            return delta
+            return self.close("stop")
         self.tokens.append(token)
-        self.text = tokenizer.decode(self.tokens, skip_special_tokens=True)
-        cut = min((i for i in (self.text.find(s) for s in self.stops) if i >= 0), default=-1)
+        text = tokenizer.decode(self.tokens, skip_special_tokens=True)
+        self.text = text.lstrip() if self.strip else text
+        cut = min((i for i in (self.text.find(s) for s in self.stops if s) if i >= 0), default=-1)
         if cut >= 0:
             self.text = self.text[:cut]
-            self.finish = "stop"
-            end = len(self.text)
-        else:
-            end = len(self.text) - _held_back(self.text, self.stops)
-        delta = self.text[self.sent : end] if end > self.sent else ""
-        self.sent = max(self.sent, end)
+            return self.close("stop")
+        if self.sampled >= self.budget:
+            return self.close("length")
+        stable = len(self.text) - _held_back(self.text, self.stops, self.strip)
+        delta = self.text[self.sent : stable]
+        self.sent = max(self.sent, stable)
+        return delta
+
+    def close(self, reason: str) -> str:
+        """Finish the row; return what was held back and is now final."""
+        self.finish = reason
+        if self.strip:
+            self.text = self.text.rstrip()
+        delta = self.text[self.sent :]
+        self.sent = len(self.text)
         return delta
 
 
 @torch.no_grad()
-def _complete_batch(model, tokenizer, texts, params, max_new_tokens, stops, generator, chat, on_token, offset):
-    eos = set(stop_token_ids(model, tokenizer))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos))
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
-    finally:
-        tokenizer.padding_side = side
+def _complete_batch(model, tokenizer, prompt_ids, strips, params, max_new_tokens, eos, stops, generator, on_token, offset) -> list[Completion]:
     device = next(model.parameters()).device
-    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-    prompt_lengths = mask.sum(-1).tolist()
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
+    context = getattr(model.config, "max_position_embeddings", None) or 10**9
+    width = max(len(p) for p in prompt_ids)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=device)  # (B, T), left-padded
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # real tokens count 0, 1, 2...; padding is masked anyway
+    rows = [_Row(stops, strip, min(max_new_tokens, context - len(p))) for p, strip in zip(prompt_ids, strips)]
+    # the repetition penalty looks at prompt and reply; padding reads as the (real) last prompt token instead
+    seen = torch.where(mask.bool(), ids, ids[:, -1:])
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    rows = [_Row(stops) for _ in texts]
-    history = ids
-    for _ in range(max_new_tokens):
-        probs = next_token_distribution(out.logits[:, -1, :], params, history if params.repetition_penalty != 1.0 else None)
-        tokens = sample(probs, generator)
+    while True:
+        probs = next_token_distribution(out.logits[:, -1, :], params, seen if params.repetition_penalty != 1.0 else None)
+        tokens = sample(probs, generator)  # (B,)
         for i, row in enumerate(rows):
             if row.finish is None:
-                delta = row.update(tokenizer, int(tokens[i]), eos)
+                delta = row.add(tokenizer, int(tokens[i]), eos)
                 if delta and on_token:
                     on_token(offset + i, delta)
             else:
                 tokens[i] = pad
         if all(r.finish for r in rows):
             break
-        history = torch.cat([history, tokens[:, None]], dim=-1)
+        seen = torch.cat([seen, tokens[:, None]], dim=-1)
         mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=-1)
         positions = positions[:, -1:] + 1
         out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions, past_key_values=out.past_key_values, use_cache=True)
-    results = []
-    for i, (row, n_prompt) in enumerate(zip(rows, prompt_lengths)):
-        if row.finish is None and on_token and row.sent < len(row.text):  # flush what was held back
-            on_token(offset + i, row.text[row.sent :])
-        results.append(Completion(row.text.strip() if chat else row.text, row.tokens, row.finish or "length", int(n_prompt), row.sampled))
-    return results
+    return [Completion(r.text, r.tokens, r.finish, len(p), r.sampled) for r, p in zip(rows, prompt_ids)]
 
 
 def complete(
     model,
     tokenizer,
-    prompts: list,
+    prompts: list[Prompt],
     params: SamplingParams | None = None,
     *,
     chat: bool = True,
     max_new_tokens: int = 64,
     stop: list[str] | None = None,
     seed: int | None = None,
+    generator: torch.Generator | None = None,
     batch_size: int = 8,
     system: str | None = None,
     on_token: Callable[[int, str], None] | None = None,
 ) -> list[Completion]:
-    """Generate for each prompt (a string, or a list of {role, content} messages)."""
+    """Generate for each prompt: a string (one user turn when `chat`, raw text otherwise) or a message list.
+
+    params: default greedy. seed (or a generator of your own) makes sampling reproducible for the same
+    prompts and batch_size. Chat replies are stripped of surrounding whitespace; raw completions are not.
+    on_token(prompt_index, text_delta) streams each reply as it is decoded."""
     params = params or SamplingParams(temperature=0.0)
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    texts = [render_prompt(tokenizer, p, chat, system) for p in prompts]
+    if max_new_tokens < 1 or batch_size < 1:
+        raise TunesmithError(f"max_new_tokens ({max_new_tokens}) and batch_size ({batch_size}) must be at least 1")
+    device = next(model.parameters()).device
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    elif generator is None:
+        generator = torch.Generator(device=device)
+        generator.seed()  # fresh entropy, without touching torch's global generator
+    prompt_ids = [encode_prompt(tokenizer, p, chat, system) for p in prompts]
+    strips = [is_templated(tokenizer, p, chat) for p in prompts]  # chat replies are stripped, raw continuations kept as is
+    eos = set(stop_token_ids(model, tokenizer))
+    context = getattr(model.config, "max_position_embeddings", None)
+    for number, ids in enumerate(prompt_ids, 1):
+        if not ids:
+            raise TunesmithError(f"prompt {number} is empty", hint="give at least one character of text to continue")
+        if context and len(ids) >= context:
+            raise TunesmithError(f"prompt {number} has {len(ids)} tokens; the model's context is {context}", hint="shorten the prompt (or the chat history)")
     was_training = model.training
-    model.eval()
+    if was_training:  # only touch the mode when we must: a served model stays in eval and is never flipped
+        model.eval()
     try:
         results = []
-        for start in range(0, len(texts), batch_size):
-            results += _complete_batch(model, tokenizer, texts[start : start + batch_size], params, max_new_tokens, list(stop or []), generator, chat or isinstance(prompts[start], list), on_token, start)
+        for start in range(0, len(prompts), batch_size):
+            chunk = slice(start, start + batch_size)
+            results += _complete_batch(model, tokenizer, prompt_ids[chunk], strips[chunk], params, max_new_tokens, eos, list(stop or []), generator, on_token, start)
         return results
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
 
 
 def generate(
@@ -171,7 +222,7 @@ def generate(
     batch_size: int = 8,
     system: str | None = None,
 ) -> list[str]:
-    """Answer each prompt; greedy when temperature == 0. Returns replies without special tokens."""
+    """Answer each prompt; greedy when temperature == 0. Returns the reply texts (no special tokens)."""
     params = SamplingParams(temperature=temperature, top_k=top_k or 0, top_p=top_p or 1.0, min_p=min_p or 0.0, repetition_penalty=repetition_penalty or 1.0)
     results = complete(model, tokenizer, prompts, params, chat=chat, max_new_tokens=max_new_tokens, stop=stop, seed=seed, batch_size=batch_size, system=system)
     return [r.text for r in results]

@@ -1,19 +1,22 @@
 """The sampling maths, in one place: logits -> the distribution the next token is drawn from.
 
-`generate` draws from `next_token_distribution`; `inspect logits` shows `explain`, which
-runs the very same function, so what the inspector prints is what generation does.
+`generate` draws from `next_token_distribution`; `inspect logits` shows `explain`; both run
+`_steps`, so what the inspector prints is what generation does.
 
-Order (as Hugging Face applies its logits processors):
+Order, as Hugging Face applies its logits processors, each seeing what the previous left:
     repetition penalty -> temperature -> top-k -> top-p -> min-p -> renormalise
-top-p keeps the smallest set of most likely tokens whose probability reaches top_p (the token
-that crosses the threshold is kept); min-p keeps tokens with p >= min_p * p_max; at least one
-token always survives. temperature == 0 means greedy: all mass on the arg-max.
+- top-k keeps the k most likely tokens (ties with the k-th are kept, as HF does);
+- top-p keeps the smallest set of most likely tokens whose probability reaches top_p, measured
+  on the distribution top-k left (renormalised), and the token that crosses the threshold is kept;
+- min-p keeps tokens with p >= min_p * p_max (a ratio, so top-k/top-p renormalising cannot change it).
+A token survives when every filter keeps it; the most likely token always survives.
+temperature == 0 means greedy: all mass on the arg-max (after the repetition penalty).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,23 +25,26 @@ from tunesmith.errors import TunesmithError
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 1.0
+    temperature: float = 1.0  # 0: greedy
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
     min_p: float = 0.0  # 0: off
     repetition_penalty: float = 1.0  # 1: off
 
     def __post_init__(self):
-        if self.temperature < 0:
-            raise TunesmithError(f"temperature is {self.temperature}; it must be >= 0 (0 = greedy)")
-        if self.top_k < 0:
-            raise TunesmithError(f"top_k is {self.top_k}; it must be >= 0 (0 = off)")
-        if not 0 < self.top_p <= 1:
-            raise TunesmithError(f"top_p is {self.top_p}; it must be in (0, 1] (1 = off)")
-        if not 0 <= self.min_p <= 1:
-            raise TunesmithError(f"min_p is {self.min_p}; it must be in [0, 1] (0 = off)")
-        if self.repetition_penalty <= 0:
-            raise TunesmithError(f"repetition_penalty is {self.repetition_penalty}; it must be > 0 (1 = off)")
+        def check(ok: bool, name: str, rule: str):
+            if not ok:
+                raise TunesmithError(f"{name} is {getattr(self, name)!r}; it must be {rule}")
+
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
+            value = getattr(self, name)
+            check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), name, "a finite number")
+        check(isinstance(self.top_k, int) and not isinstance(self.top_k, bool), "top_k", "an integer")
+        check(self.temperature >= 0, "temperature", ">= 0 (0 = greedy)")
+        check(self.top_k >= 0, "top_k", ">= 0 (0 = off)")
+        check(0 < self.top_p <= 1, "top_p", "in (0, 1] (1 = off)")
+        check(0 <= self.min_p <= 1, "min_p", "in [0, 1] (0 = off)")
+        check(self.repetition_penalty > 0, "repetition_penalty", "> 0 (1 = off, > 1 discourages repeats)")
 
     @property
     def greedy(self) -> bool:
@@ -47,43 +53,66 @@ class SamplingParams:
 
 def penalise(logits: torch.Tensor, previous_ids: torch.Tensor | None, penalty: float) -> torch.Tensor:
     """HF convention: for tokens already present, positive logits are divided by `penalty`, negative multiplied.
-    logits (B, V); previous_ids (B, T) of token ids (padding must not be a real token or be masked by caller)."""
+
+    logits (B, V); previous_ids (B, T) token ids (repeats are fine; padding must be replaced by the caller)."""
     if penalty == 1.0 or previous_ids is None or previous_ids.numel() == 0:
         return logits
-    seen = torch.gather(logits, 1, previous_ids)
-    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
-    return logits.scatter(1, previous_ids, seen)
+    seen = logits.gather(1, previous_ids)
+    return logits.scatter(1, previous_ids, torch.where(seen > 0, seen / penalty, seen * penalty))
 
 
-def filter_masks(probs: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keep-masks (B, V) of top-k, top-p and min-p, each computed on `probs` (after temperature)."""
-    vocab = probs.shape[-1]
-    order = probs.argsort(dim=-1, descending=True)
-    ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(vocab).expand_as(order))
-    keep_k = ranks < params.top_k if params.top_k > 0 else torch.ones_like(probs, dtype=torch.bool)
-    sorted_probs = probs.gather(-1, order)
-    before = sorted_probs.cumsum(-1) - sorted_probs  # mass strictly above each token
-    keep_p_sorted = before < params.top_p if params.top_p < 1.0 else torch.ones_like(probs, dtype=torch.bool)
-    keep_p = keep_p_sorted.gather(-1, ranks)
-    keep_min = probs >= params.min_p * probs.max(-1, keepdim=True).values if params.min_p > 0 else torch.ones_like(probs, dtype=torch.bool)
-    return keep_k, keep_p, keep_min
+@dataclass
+class _Steps:
+    """Every intermediate of one sampling step, all (B, V)."""
+
+    logits: torch.Tensor  # after repetition penalty
+    p_temperature: torch.Tensor  # softmax(logits / T); plain softmax when greedy
+    cumulative: torch.Tensor | None  # mass top-p sees up to and including each token (top-k survivors, renormalised)
+    keep_top_k: torch.Tensor
+    keep_top_p: torch.Tensor
+    keep_min_p: torch.Tensor
+    keep: torch.Tensor  # all filters together, the arg-max forced in
+    final: torch.Tensor  # what the next token is drawn from
+
+
+def _steps(logits: torch.Tensor, params: SamplingParams, previous_ids: torch.Tensor | None, cumulative_column: bool = False) -> _Steps:
+    """The whole pipeline for (B, V) logits; `next_token_distribution` and `explain` both read it.
+
+    The cumulative mass needs a sort of the vocabulary; generation only pays for it when top-p is on
+    (`cumulative_column` asks for it anyway, for the inspector's table; it changes no probability)."""
+    logits = penalise(logits.float(), previous_ids, params.repetition_penalty)
+    scaled = logits / (params.temperature or 1.0)
+    probs = torch.softmax(scaled, dim=-1)
+    top = scaled.argmax(-1, keepdim=True)  # (B, 1), the token greedy decoding picks
+    off = torch.ones_like(probs, dtype=torch.bool)  # a filter that is switched off (or greedy) keeps everything
+    sampling = not params.greedy
+    # on logits, not probabilities: tokens whose probability underflows to 0 must not tie with the k-th
+    keep_k = scaled >= scaled.topk(min(params.top_k, probs.shape[-1]), dim=-1).values[..., -1:] if sampling and params.top_k > 0 else off
+    # top-p sees what top-k left, renormalised; sorted descending, a token is kept while the mass above it is < top_p
+    top_p_on = sampling and params.top_p < 1.0
+    cumulative = None
+    if top_p_on or cumulative_column:
+        after_k = probs * keep_k
+        after_k = after_k / after_k.sum(-1, keepdim=True)
+        ranked, order = after_k.sort(-1, descending=True)  # order: (B, V) token ids by rank
+        cumulative = torch.empty_like(ranked).scatter_(-1, order, ranked.cumsum(-1))  # back to token-id order
+    keep_p = keep_k & (cumulative - after_k < params.top_p) if top_p_on else off
+    keep_min = probs >= params.min_p * probs.gather(-1, top) if sampling and params.min_p > 0 else off
+    keep = (keep_k & keep_p & keep_min) if sampling else torch.zeros_like(off)
+    keep = keep.scatter(-1, top, True)
+    kept = probs * keep
+    return _Steps(logits, probs, cumulative, keep_k, keep_p, keep_min, keep, kept / kept.sum(-1, keepdim=True))
 
 
 def next_token_distribution(logits: torch.Tensor, params: SamplingParams, previous_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, V) logits -> (B, V) probabilities the next token is sampled from (float32)."""
-    logits = penalise(logits.float(), previous_ids, params.repetition_penalty)
-    if params.greedy:
-        return torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
-    probs = torch.softmax(logits / params.temperature, dim=-1)
-    keep_k, keep_p, keep_min = filter_masks(probs, params)
-    keep = keep_k & keep_p & keep_min
-    keep.scatter_(-1, probs.argmax(-1, keepdim=True), True)  # never filter everything away
-    kept = probs * keep
-    return kept / kept.sum(-1, keepdim=True)
+    """(B, V) logits -> (B, V) float32 probabilities the next token is drawn from (one-hot when greedy).
+
+    previous_ids (B, T): the tokens the repetition penalty looks at (prompt and generated so far)."""
+    return _steps(logits, params, previous_ids).final
 
 
 def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, V) -> (B,) token ids; arg-max for one-hot (greedy) rows without touching the generator."""
+    """(B, V) -> (B,) token ids. One-hot rows (greedy, or one survivor) take the arg-max and leave the generator alone."""
     if bool(((probs == 1.0).sum(-1) == 1).all()):
         return probs.argmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
@@ -91,54 +120,56 @@ def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> tor
 
 @dataclass
 class Explanation:
-    """Per-token view of one step, sorted by probability after temperature (descending)."""
+    """One step, token by token, sorted by probability after temperature (descending); the first `rows` tokens."""
 
     token_ids: list[int]
     logits: list[float]  # after repetition penalty
-    p_softmax: list[float]
+    p_softmax: list[float]  # plain softmax of the logits
     p_temperature: list[float]
-    cumulative: list[float]
+    cumulative: list[float]  # the mass top-p compares with top_p (equals the running sum of p_temperature when top-k is off)
     kept_top_k: list[bool]
     kept_top_p: list[bool]
     kept_min_p: list[bool]
-    p_final: list[float]
-    kept_counts: dict[str, int]
-    entropy_softmax: float  # nats
-    entropy_final: float  # nats
+    p_final: list[float]  # renormalised over the survivors; 0 for filtered tokens
+    kept_counts: dict[str, int]  # top_k, top_p, min_p, final: tokens each keeps out of vocab_size
+    entropy_softmax: float  # nats, of p_softmax over the whole vocabulary
+    entropy_final: float  # nats, of p_final
     vocab_size: int
+    distribution: torch.Tensor = field(repr=False)  # (V,) the whole final distribution: what generation samples from
 
 
-def _entropy(p: torch.Tensor) -> float:
-    nz = p[p > 0]
-    return float(-(nz * nz.log()).sum())
-
-
-def explain(logits: torch.Tensor, params: SamplingParams, previous_ids: torch.Tensor | None = None, rows: int | None = None) -> Explanation:
-    """The maths of `next_token_distribution` for one (V,) logits vector, token by token."""
-    row = penalise(logits.float().unsqueeze(0), previous_ids.unsqueeze(0) if previous_ids is not None else None, params.repetition_penalty)
-    final = next_token_distribution(logits.unsqueeze(0), params, previous_ids.unsqueeze(0) if previous_ids is not None else None)[0]
-    p_soft = torch.softmax(row, -1)[0]
-    p_temp = p_soft if params.greedy else torch.softmax(row / params.temperature, -1)[0]
-    keep_k, keep_p, keep_min = (m[0] for m in filter_masks(p_temp.unsqueeze(0), params if not params.greedy else SamplingParams()))
-    order = p_temp.argsort(descending=True)[: rows or p_temp.numel()]
-    cumulative = p_temp[p_temp.argsort(descending=True)].cumsum(0)
-    pick = lambda t: [float(x) for x in t[order]]  # noqa: E731
-    return Explanation(
-        token_ids=[int(i) for i in order],
-        logits=pick(row[0]),
-        p_softmax=pick(p_soft),
-        p_temperature=pick(p_temp),
-        cumulative=[float(x) for x in cumulative[: len(order)]],
-        kept_top_k=[bool(x) for x in keep_k[order]],
-        kept_top_p=[bool(x) for x in keep_p[order]],
-        kept_min_p=[bool(x) for x in keep_min[order]],
-        p_final=pick(final),
-        kept_counts={"top_k": int(keep_k.sum()), "top_p": int(keep_p.sum()), "min_p": int(keep_min.sum()), "final": int((final > 0).sum())},
-        entropy_softmax=_entropy(p_soft),
-        entropy_final=_entropy(final),
-        vocab_size=p_temp.numel(),
-    )
+def entropy(p: torch.Tensor) -> float:
+    """Shannon entropy in nats of a (V,) distribution (0 * log 0 = 0)."""
+    return float(torch.special.entr(p).sum()) + 0.0  # entr = -p ln p (0 at p = 0); + 0.0 turns -0.0 into 0.0
 
 
 def entropy_bits(nats: float) -> float:
     return nats / math.log(2)
+
+
+def explain(logits: torch.Tensor, params: SamplingParams, previous_ids: torch.Tensor | None = None, rows: int | None = None) -> Explanation:
+    """What `next_token_distribution` does to one (V,) logits vector; previous_ids (T,) for the repetition penalty."""
+    s = _steps(logits.unsqueeze(0), params, previous_ids.unsqueeze(0) if previous_ids is not None else None, cumulative_column=True)
+    s = _Steps(**{name: t[0] for name, t in vars(s).items()})  # the one row, (V,) each
+    p_softmax = torch.softmax(s.logits, -1)
+    order = s.p_temperature.argsort(descending=True)[:rows]
+
+    def pick(t: torch.Tensor, kind=float) -> list:
+        return [kind(x) for x in t[order]]
+
+    return Explanation(
+        token_ids=[int(i) for i in order],
+        logits=pick(s.logits),
+        p_softmax=pick(p_softmax),
+        p_temperature=pick(s.p_temperature),
+        cumulative=pick(s.cumulative),
+        kept_top_k=pick(s.keep_top_k, bool),
+        kept_top_p=pick(s.keep_top_p, bool),
+        kept_min_p=pick(s.keep_min_p, bool),
+        p_final=pick(s.final),
+        kept_counts={"top_k": int(s.keep_top_k.sum()), "top_p": int(s.keep_top_p.sum()), "min_p": int(s.keep_min_p.sum()), "final": int(s.keep.sum())},
+        entropy_softmax=entropy(p_softmax),
+        entropy_final=entropy(s.final),
+        vocab_size=len(s.logits),
+        distribution=s.final,
+    )

@@ -19,9 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from tunesmith.errors import TunesmithError
 from tunesmith.serve.schemas import ChatRequest, CompletionRequest
 
 MAX_BODY_BYTES = 1_000_000
+DRAIN_BYTES = 64_000_000  # a body up to this size is read (and dropped) before the 413, so the client sees the answer
 
 
 def error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> JSONResponse:
@@ -46,9 +48,10 @@ class Engine:
         self.created = int(time.time())
 
     def prompt_tokens(self, prompt) -> int:
-        if isinstance(prompt, list):
-            return len(self.tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True))
-        return len(self.tokenizer(prompt)["input_ids"])
+        """The prompt's length exactly as generation will encode it (chat template included)."""
+        from tunesmith.infer.generate import encode_prompt
+
+        return len(encode_prompt(self.tokenizer, prompt, chat=isinstance(prompt, list)))
 
     def run(self, prompt, req, on_delta=None):
         """Generate for a chat (list of messages) or a raw prompt; returns a Completion."""
@@ -81,6 +84,10 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
                     return error(401, "invalid or missing API key", "authentication_error", code="invalid_api_key")
             length = request.headers.get("content-length")
             if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+                if int(length) <= DRAIN_BYTES:
+                    # read and drop the body first: answering mid-upload resets the client's connection
+                    async for _ in request.stream():
+                        pass
                 return error(413, f"request body is {length} bytes; the limit is {MAX_BODY_BYTES}")
         return await call_next(request)
 
@@ -114,7 +121,10 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         created = int(time.time())
         if req.stream:
             return StreamingResponse(stream(req, prompt, kind, rid, created), media_type="text/event-stream")
-        result = await asyncio.to_thread(engine.run, prompt, req)
+        try:
+            result = await asyncio.to_thread(engine.run, prompt, req)
+        except TunesmithError as exc:  # bad input found while encoding (an empty prompt, say)
+            return error(400, str(exc), param="messages" if kind == "chat" else "prompt")
         usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens, "total_tokens": result.prompt_tokens + result.completion_tokens}
         if kind == "chat":
             choice = {"index": 0, "message": {"role": "assistant", "content": result.text}, "finish_reason": result.finish_reason}
