@@ -85,8 +85,8 @@ def trainer_arguments(recipe: Recipe, run: RunDir, precision: Precision, has_eva
         seed=t.seed,
         report_to=t.report_to or "none",
         dataloader_num_workers=t.dataloader_num_workers,
-        bf16=precision.name == "bf16",
-        fp16=precision.name == "fp16",
+        bf16=precision.name == "bf16" and uses_autocast(recipe, precision),
+        fp16=precision.name == "fp16" and uses_autocast(recipe, precision),
         use_cpu=precision.device == "cpu",
         max_length=recipe.data.max_length,
         packing=recipe.data.packing,
@@ -104,6 +104,13 @@ def base_weights_dtype(recipe: Recipe, precision: Precision):
     import torch
 
     return precision.dtype if recipe.method == "lora" else torch.float32
+
+
+def uses_autocast(recipe: Recipe, precision: Precision) -> bool:
+    """Mixed-precision autocast around the forward pass: needed over fp32 master weights (full fine-tuning)
+    and kept on GPUs; a CPU LoRA run on a base already stored in bf16 runs faster without it (measured:
+    autocast's per-op casts cost ~20% of the step, see benchmarks/README.md)."""
+    return recipe.method == "full" or precision.device == "cuda"
 
 
 def check_qlora(precision: Precision) -> None:
@@ -180,7 +187,7 @@ def write_model_card(run: RunDir, recipe: Recipe, data: TrainingData, result: SF
 def run_sft(recipe: Recipe | None = None, *, resume: str | None = None, console: Console | None = None, live: bool | None = None, callbacks=()) -> SFTResult:
     """Train per `recipe` (or continue the run/checkpoint `resume`) and return where the result is."""
     import torch
-    from trl import SFTTrainer
+    from tunesmith.train.trainer import CompactLossSFTTrainer
 
     console = console or Console()
     started = time.perf_counter()
@@ -221,7 +228,7 @@ def run_sft(recipe: Recipe | None = None, *, resume: str | None = None, console:
         f"{schedule.total_steps} steps of {schedule.effective_batch_size} sequences ({schedule.num_epochs:g} epochs)"
     )
     guard = NanGuard(precision.name)
-    trainer = SFTTrainer(
+    trainer = CompactLossSFTTrainer(
         model=model,
         args=trainer_arguments(recipe, run, precision, data.eval is not None),
         train_dataset=data.train.dataset,

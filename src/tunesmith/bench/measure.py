@@ -1,0 +1,128 @@
+"""What the benchmarks measure with: the matmul peak, memory, FLOPs, and a training-step meter."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+
+
+def matmul_peak(size: int = 4096, repeats: int = 5, dtype: str = "bfloat16") -> float:
+    """Best GFLOP/s of a large square `torch.matmul` in `dtype` on this machine, now (threads as configured)."""
+    import torch
+
+    dt = getattr(torch, dtype)
+    a, b = torch.randn(size, size, dtype=dt), torch.randn(size, size, dtype=dt)
+    torch.matmul(a, b)  # warm-up: packing buffers, thread pool
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * size**3 / best / 1e9
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1e6 if sys.platform == "darwin" else rss / 1024
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def training_flops(config, lora_params: int, sequence_lengths: list[int], scored_tokens: int) -> float:
+    """FLOPs a LoRA step needs for these sequences, counted the way the work is defined, not as a kernel did it.
+
+    Per real token: 2*N forward + 2*N backward (input gradients; the frozen base gets no weight gradient) over
+    the decoder's linear weights N, plus 6*N_lora for the trainable adapters. Causal attention per sequence of
+    length L: 2*layers*width*L^2 forward, 3x for forward+backward. The LM head (vocab*width) costs 4*vocab*width
+    per *scored* token only: the loss needs no other position's logits. Padding is not work.
+    """
+    width, layers = config.hidden_size, config.num_hidden_layers
+    heads, kv = config.num_attention_heads, getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or width // heads
+    per_layer = width * heads * head_dim * 2 + width * kv * head_dim * 2 + 3 * width * config.intermediate_size
+    body = layers * per_layer
+    tokens = sum(sequence_lengths)
+    attention = sum(6 * layers * heads * head_dim * length**2 for length in sequence_lengths)
+    return tokens * (4 * body + 6 * lora_params) + attention + scored_tokens * 4 * config.vocab_size * width
+
+
+def trainer_meter():
+    """A TrainerCallback that records, per optimizer step, wall time, real tokens seen and the logged loss
+    (and keeps the model and arguments the trainer really ran with)."""
+    from transformers import TrainerCallback
+
+    class Meter(TrainerCallback):
+        def __init__(self):
+            self.steps: list[tuple[float, int]] = []  # (time at step end, num_input_tokens_seen)
+            self.losses: list[float] = []
+            self.model = self.args = None
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.model, self.args = model, args
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps.append((time.perf_counter(), int(state.num_input_tokens_seen)))
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.losses.append(float(logs["loss"]))
+
+        def figures(self) -> dict:
+            """Tokens/s over steps 2..N (step 1 carries one-off warm-up: allocator, thread pool, lazy init)."""
+            (t0, n0), (t1, n1) = self.steps[0], self.steps[-1]
+            return {
+                "steps": len(self.steps),
+                "tokens": n1,
+                "timed_tokens": n1 - n0,
+                "timed_seconds": t1 - t0,
+                "tokens_per_s": (n1 - n0) / (t1 - t0) if t1 > t0 else None,
+                "seconds_per_step": (t1 - t0) / (len(self.steps) - 1) if len(self.steps) > 1 else None,
+                "losses": self.losses,
+                "final_loss": self.losses[-1] if self.losses else None,
+            }
+
+    return Meter()
+
+
+def batch_counter():
+    """Records each micro-batch's real sequence lengths and scored tokens, by the optimizer step it belongs to.
+
+    Installs itself around `trl.SFTTrainer.training_step` (both sides' trainers are SFTTrainers) in this
+    process only: the benchmark worker runs one training and exits.
+    """
+    import torch
+    from trl import SFTTrainer
+
+    class Counter:
+        def __init__(self):
+            self.micro_batches: list[tuple[int, list[int], int]] = []  # (global step, lengths, scored tokens)
+
+        def record(self, step: int, inputs: dict) -> None:
+            mask = inputs.get("attention_mask")
+            if mask is not None and mask.dim() == 2:
+                lengths = mask.sum(1).tolist()
+            else:  # padding-free rows: each sequence restarts at position 0
+                pos = inputs["position_ids"].flatten()
+                starts = torch.nonzero(pos == 0).flatten().tolist() + [len(pos)]
+                lengths = [b - a for a, b in zip(starts, starts[1:])]
+            self.micro_batches.append((step, lengths, int((inputs["labels"][:, 1:] != -100).sum())))
+
+        def since(self, step: int) -> tuple[list[int], int]:
+            """Sequence lengths and scored tokens of the optimizer steps after the first `step`."""
+            chosen = [m for m in self.micro_batches if m[0] >= step]
+            return [n for m in chosen for n in m[1]], sum(m[2] for m in chosen)
+
+    counter = Counter()
+    original = SFTTrainer.training_step
+
+    def training_step(self, model, inputs, *args, **kwargs):
+        counter.record(self.state.global_step, inputs)
+        return original(self, model, inputs, *args, **kwargs)
+
+    SFTTrainer.training_step = training_step
+    return counter

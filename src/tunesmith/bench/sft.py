@@ -1,0 +1,151 @@
+"""Fine-tuning speed: a plain TRL script against `tunesmith sft`, on the same job, in separate processes.
+
+The job (`Job`) fixes what both sides train: the embedded SmolLM2, the built-in pirate chats
+(loss on the assistant replies), LoRA r=16 / alpha 32 / dropout 0.05 on q_proj and v_proj, the same
+optimizer steps, batch, max_length, learning rate and schedule. Everything else is each side's own:
+
+- baseline: what TRL's docs show, with SFTConfig's defaults for everything the job does not fix
+  (on a CPU that is: fp32 weights, bf16 autocast, gradient checkpointing, padded batches);
+- tunesmith: `run_sft` with tunesmith's defaults.
+
+Each run is a fresh `python -m tunesmith.bench.worker` process (its peak memory is its own, nothing
+warm carries over) and runs alternate A B A B...; the report gives medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tunesmith.bench.measure import batch_counter, matmul_peak, median, peak_rss_mb, trainer_meter, training_flops
+
+SIDES = ("baseline", "tunesmith")
+
+
+@dataclass
+class Job:
+    steps: int = 5
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 2
+    max_length: int = 512
+    learning_rate: float = 1e-3
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.05
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    seed: int = 42
+
+
+def pirate_prompt_completion():
+    """The built-in pirate chats as TRL's conversational prompt/completion rows (TRL then trains on the completion only)."""
+    from datasets import Dataset
+
+    from tunesmith.data.readers import BUILTIN_DATASETS
+
+    rows = [json.loads(line) for line in Path(BUILTIN_DATASETS["pirate"]).read_text().splitlines() if line.strip()]
+    return Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
+
+
+def run_baseline(job: Job, output_dir: str, meter) -> dict:
+    """The script a TRL user writes (the docs' LoRA example), plus the job's fixed settings."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from tunesmith.models.builtin import DEFAULT_MODEL
+    from tunesmith.models.load import resolve_model
+
+    path = resolve_model(DEFAULT_MODEL).path  # the GGUF converted once to a normal model directory
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    args = SFTConfig(
+        output_dir=output_dir,
+        max_steps=job.steps,
+        per_device_train_batch_size=job.batch_size,
+        gradient_accumulation_steps=job.gradient_accumulation_steps,
+        max_length=job.max_length,
+        learning_rate=job.learning_rate,
+        lr_scheduler_type=job.lr_scheduler_type,
+        warmup_steps=job.warmup_ratio,
+        seed=job.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        include_num_input_tokens_seen="non_padding",
+    )
+    peft_config = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout, target_modules=job.target_modules, task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=pirate_prompt_completion(), processing_class=tokenizer, peft_config=peft_config, callbacks=[meter])
+    trainer.train()
+    return {
+        "settings": {"weights": str(model.dtype).removeprefix("torch."), "autocast": "bf16" if args.bf16 else ("fp16" if args.fp16 else "none"),
+                     "gradient_checkpointing": args.gradient_checkpointing, "packing": args.packing, "padding_free": args.padding_free},
+    }
+
+
+def run_tunesmith(job: Job, output_dir: str, meter) -> dict:
+    """`tunesmith sft` with its defaults, on the job's settings."""
+    from rich.console import Console
+
+    from tunesmith.recipes import load_recipe
+    from tunesmith.train.sft import run_sft, uses_autocast
+    from tunesmith.models.precision import resolve_precision
+
+    recipe = load_recipe(None, {
+        "training.max_steps": job.steps,
+        "training.per_device_train_batch_size": job.batch_size,
+        "training.gradient_accumulation_steps": job.gradient_accumulation_steps,
+        "data.max_length": job.max_length,
+        "training.learning_rate": job.learning_rate,
+        "training.lr_scheduler_type": job.lr_scheduler_type,
+        "training.warmup_ratio": job.warmup_ratio,
+        "training.seed": job.seed,
+        "lora.r": job.lora_r,
+        "lora.lora_alpha": job.lora_alpha,
+        "lora.lora_dropout": job.lora_dropout,
+        "lora.target_modules": job.target_modules,
+        "training.logging_steps": 1,
+        "training.save_strategy": "no",
+        "sample.prompts": [],
+        "sample.diagnostics": False,
+        "output_dir": output_dir,
+    })
+    run_sft(recipe, console=Console(file=sys.stderr), live=False, callbacks=[meter])
+    precision = resolve_precision(recipe.model.precision)
+    args = meter.args
+    return {
+        "settings": {"weights": precision.name, "autocast": precision.name if uses_autocast(recipe, precision) else "none",
+                     "gradient_checkpointing": args.gradient_checkpointing, "packing": args.packing, "padding_free": args.padding_free},
+    }
+
+
+def run_side(side: str, job: Job) -> dict:
+    """Train one side once in this process; its figures (tokens/s over steps 2..N, peak memory, losses, FLOPs)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    meter, counter = trainer_meter(), batch_counter()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{side}-") as tmp:
+        settings = (run_baseline if side == "baseline" else run_tunesmith)(job, tmp, meter)["settings"]
+    figures = meter.figures()
+    model = meter.model
+    lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    lengths, scored = counter.since(step=1)  # the timed window: steps 2..N
+    flops = training_flops(model.config, lora, lengths, scored)
+    figures.update(
+        side=side,
+        peak_rss_mb=peak_rss_mb(),
+        settings=settings,
+        timed_real_tokens=sum(lengths),
+        timed_scored_tokens=scored,
+        timed_flops=flops,
+        gflops_per_s=flops / figures["timed_seconds"] / 1e9 if figures["timed_seconds"] else None,
+        threads=torch.get_num_threads(),
+    )
+    return figures

@@ -1,0 +1,115 @@
+"""The compact loss is the usual causal-LM loss: same value, same gradients, same training curve as TRL's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tunesmith.train.loss import causal_lm_loss, linear_cross_entropy
+
+
+@pytest.mark.parametrize("chunk", [5, 1024])
+def test_linear_cross_entropy_matches_full_logits(chunk):
+    torch.manual_seed(0)
+    hidden = torch.randn(13, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (13,))
+
+    total, stats = linear_cross_entropy(hidden, weight, targets, chunk=chunk)
+    (2.5 * total).backward()
+    got = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+
+    logits = hidden @ weight.t()
+    expected = F.cross_entropy(logits, targets, reduction="sum")
+    (2.5 * expected).backward()
+
+    assert torch.allclose(total, expected, rtol=1e-6)
+    assert torch.allclose(got[0], hidden.grad, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(got[1], weight.grad, rtol=1e-5, atol=1e-6)
+    probs = logits.detach().softmax(-1)
+    assert int(stats.tokens) == 13
+    assert int(stats.correct) == int((logits.argmax(-1) == targets).sum())
+    assert stats.entropy.item() == pytest.approx(-(probs * probs.log()).sum().item(), rel=1e-5)
+
+
+def test_frozen_head_gets_no_gradient():
+    hidden = torch.randn(4, 8, requires_grad=True)
+    weight = torch.randn(20, 8)
+    total, _ = linear_cross_entropy(hidden, weight, torch.tensor([1, 2, 3, 4]))
+    total.backward()
+    assert hidden.grad is not None and weight.grad is None
+
+
+def _batch(tokenizer):
+    rows = [tokenizer("Arr, matey, the sea be calm today.")["input_ids"], tokenizer("Ahoy!")["input_ids"]]
+    width = max(map(len, rows))
+    ids = torch.full((2, width), tokenizer.pad_token_id)
+    mask = torch.zeros((2, width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    labels = ids.clone()
+    labels[mask == 0] = -100
+    labels[:, :2] = -100  # a "prompt" that is not scored
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+@pytest.mark.parametrize("adapter", [False, True])
+def test_causal_lm_loss_equals_the_models_own(tiny_model_dir, smol_tokenizer, adapter):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    if adapter:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    params = [p for p in model.parameters() if p.requires_grad]
+    batch = _batch(smol_tokenizer)
+
+    ours, stats = causal_lm_loss(model, batch)
+    ours.backward()
+    ours_grads = [p.grad.clone() for p in params]
+    model.zero_grad()
+
+    theirs = model(**batch).loss
+    theirs.backward()
+
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
+    assert int(stats.tokens) == int((batch["labels"][:, 1:] != -100).sum())
+    for a, p in zip(ours_grads, params):
+        assert torch.allclose(a, p.grad, rtol=1e-3, atol=1e-6)  # fp32 sums in another order
+
+
+def test_trainer_curve_equals_trls(tiny_model_dir, smol_tokenizer, chat_jsonl, tmp_path):
+    """Same model, data and seed: CompactLossSFTTrainer logs the losses and accuracies SFTTrainer logs."""
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from tunesmith.train.trainer import CompactLossSFTTrainer
+
+    data = load_dataset("json", data_files=chat_jsonl, split="train")
+
+    def curve(cls):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        args = SFTConfig(
+            output_dir=str(tmp_path / cls.__name__), max_steps=4, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+            learning_rate=1e-2, logging_steps=1, save_strategy="no", report_to="none", bf16=False, use_cpu=True,
+            max_length=64, gradient_checkpointing=False, seed=0, data_seed=0,
+        )
+        trainer = cls(model=model, args=args, train_dataset=data, processing_class=smol_tokenizer,
+                      peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+        trainer.train()
+        return [h for h in trainer.state.log_history if "loss" in h]
+
+    ours, theirs = curve(CompactLossSFTTrainer), curve(SFTTrainer)
+    assert len(ours) == len(theirs) == 4
+    for a, b in zip(ours, theirs):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+        assert a["mean_token_accuracy"] == pytest.approx(b["mean_token_accuracy"], abs=1e-6)
+        assert a["entropy"] == pytest.approx(b["entropy"], rel=1e-3)
+        assert a["num_tokens"] == b["num_tokens"]
