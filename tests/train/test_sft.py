@@ -107,6 +107,19 @@ def test_qlora_on_cpu_says_so(tiny_recipe):
         run_sft(tiny_recipe(method="qlora"), live=False)
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model.attn_implementation": "flash_attention_2"}, "flash_attention_2, which runs on CUDA GPUs only"),
+        ({"training.use_liger_kernel": True}, "Liger's kernels are Triton GPU kernels and this machine has no CUDA GPU"),
+    ],
+)
+def test_gpu_kernels_on_cpu_say_so(tiny_recipe, tmp_path, overrides, message):
+    with pytest.raises(TunesmithError, match=message):
+        run_sft(tiny_recipe(**overrides), live=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_end_of_run_diagnostics_on_the_eval_split(tiny_recipe, chat_jsonl):
     recipe = tiny_recipe(**{"training.max_steps": 2, "training.save_strategy": "no", "data.eval_dataset": chat_jsonl, "sample.max_new_tokens": 4})
     result = run_sft(recipe, live=False)

@@ -55,6 +55,7 @@ def pirate_prompt_completion():
 
 def run_baseline(job: Job, output_dir: str, meter) -> dict:
     """The script a TRL user writes (the docs' LoRA example), plus the job's fixed settings."""
+    import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -79,14 +80,12 @@ def run_baseline(job: Job, output_dir: str, meter) -> dict:
         save_strategy="no",
         report_to="none",
         include_num_input_tokens_seen="non_padding",
+        use_cpu=not torch.cuda.is_available(),  # SFTConfig's bf16 default stops on a GPU-less machine with a message saying to set this
     )
     peft_config = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout, target_modules=job.target_modules, task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=pirate_prompt_completion(), processing_class=tokenizer, peft_config=peft_config, callbacks=[meter])
     trainer.train()
-    return {
-        "settings": {"weights": str(model.dtype).removeprefix("torch."), "autocast": "bf16" if args.bf16 else ("fp16" if args.fp16 else "none"),
-                     "gradient_checkpointing": args.gradient_checkpointing, "packing": args.packing, "padding_free": args.padding_free},
-    }
+    return settings_of(meter)
 
 
 def run_tunesmith(job: Job, output_dir: str, meter) -> dict:
@@ -94,8 +93,7 @@ def run_tunesmith(job: Job, output_dir: str, meter) -> dict:
     from rich.console import Console
 
     from tunesmith.recipes import load_recipe
-    from tunesmith.train.sft import run_sft, uses_autocast
-    from tunesmith.models.precision import resolve_precision
+    from tunesmith.train.sft import run_sft
 
     recipe = load_recipe(None, {
         "training.max_steps": job.steps,
@@ -117,11 +115,20 @@ def run_tunesmith(job: Job, output_dir: str, meter) -> dict:
         "output_dir": output_dir,
     })
     run_sft(recipe, console=Console(file=sys.stderr), live=False, callbacks=[meter])
-    precision = resolve_precision(recipe.model.precision)
-    args = meter.args
+    return settings_of(meter)
+
+
+def settings_of(meter) -> dict:
+    """What a side really ran with, read off the trainer's model and arguments."""
+    model, args = meter.model, meter.args
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return {
-        "settings": {"weights": precision.name, "autocast": precision.name if uses_autocast(recipe, precision) else "none",
-                     "gradient_checkpointing": args.gradient_checkpointing, "packing": args.packing, "padding_free": args.padding_free},
+        "weights": str(base.dtype).removeprefix("torch."),
+        "autocast": "bf16" if args.bf16 else ("fp16" if args.fp16 else "none"),
+        "attention": base.config._attn_implementation,
+        "gradient_checkpointing": bool(args.gradient_checkpointing),
+        "packing": bool(args.packing),
+        "padding_free": bool(args.padding_free),
     }
 
 
@@ -132,7 +139,7 @@ def run_side(side: str, job: Job) -> dict:
 
     meter, counter = trainer_meter(), batch_counter()
     with tempfile.TemporaryDirectory(prefix=f"bench-{side}-") as tmp:
-        settings = (run_baseline if side == "baseline" else run_tunesmith)(job, tmp, meter)["settings"]
+        settings = (run_baseline if side == "baseline" else run_tunesmith)(job, tmp, meter)
     figures = meter.figures()
     model = meter.model
     lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)

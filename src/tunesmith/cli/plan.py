@@ -34,6 +34,8 @@ def render(plan) -> None:
     else:
         t(f"[bold]data[/]            {plan.num_examples:,} examples (--num-examples)")
     t(f"[bold]precision[/]       {plan.precision.name} ({plan.precision.reason})")
+    if plan.speed:
+        t(f"[bold]speed[/]           {plan.speed.summary()}")
     share = plan.trainable_parameters / plan.total_parameters * 100
     t(f"[bold]parameters[/]      {plan.trainable_parameters:,} trainable of {plan.total_parameters:,} ({share:.2f}%), method {plan.method}")
     t(f"[bold]batch[/]           {s.per_device_train_batch_size} per device x {s.world_size} device(s) x {s.gradient_accumulation_steps} accumulation = {s.effective_batch_size} sequences per step (effective batch size)")

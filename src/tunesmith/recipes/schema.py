@@ -33,7 +33,7 @@ class ModelSection(Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="auto: bf16 where the hardware has fast bf16 (CUDA cc>=8, CPU with avx512_bf16/AMX), fp16 on older GPUs, else fp32."
     )
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(None, description="Attention kernel; default: sdpa.")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(None, description="Attention kernel; default: flash_attention_2 on a GPU with flash-attn installed, eager on a CPU for sequences up to 256 tokens, else sdpa.")
 
 
 class LoraSection(Section):
@@ -87,6 +87,7 @@ class TrainingSection(Section):
     eval_strategy: Literal["steps", "epoch", "no"] = Field("no", description="When to compute eval loss.")
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (eval_strategy=steps).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    use_liger_kernel: bool | None = Field(None, description="Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); default: on with a CUDA GPU and liger-kernel installed.")
     seed: int = Field(42, description="Seed for weights init, data order and dropout.")
     report_to: list[str] = Field([], description="Extra metric sinks: tensorboard, wandb, mlflow (metrics.jsonl is always written).")
     dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from tunesmith.models.load import meta_model
 from tunesmith.models.precision import Precision, resolve_precision
+from tunesmith.train.speed import SpeedSettings, speed_settings
 from tunesmith.recipes.schema import Recipe
 from tunesmith.train.schedule import Schedule, compute_schedule
 
@@ -31,6 +32,7 @@ class Plan:
     data_summary: str | None = None
     num_examples: int = 0
     notes: list[str] = field(default_factory=list)
+    speed: SpeedSettings | None = None
 
     def to_json(self) -> dict:
         s = asdict(self.schedule)
@@ -47,6 +49,7 @@ class Plan:
             "memory_gib_total": round(sum(self.memory_bytes.values()) / GIB, 3),
             "data": self.data_summary,
             "notes": self.notes,
+            "speed": asdict(self.speed) if self.speed else None,
         }
         return out
 
@@ -67,8 +70,11 @@ def estimate_memory(config, total: int, trainable: int, precision: Precision, me
 
     Activations follow Korthikanti et al. (2022): per layer ~ s*b*h*(34 + 5*a*s/h) bytes in
     16-bit, doubled in fp32; with gradient checkpointing only each layer's input (2*s*b*h)
-    is kept plus one layer recomputed. Logits add s*b*vocab*4 bytes twice (fp32 loss + grad).
+    is kept plus one layer recomputed. The loss (train/loss.py) holds one chunk of at most CHUNK_TOKENS
+    scored positions' logits at a time: fp32 softmax plus 16-bit logits and gradient, 8 bytes per entry.
     """
+    from tunesmith.train.loss import CHUNK_TOKENS
+
     half = precision.name in ("bf16", "fp16")
     # LoRA/QLoRA freeze the base: it is stored in the compute dtype (4-bit for QLoRA);
     # full fine-tuning keeps fp32 master weights and autocasts.
@@ -81,7 +87,7 @@ def estimate_memory(config, total: int, trainable: int, precision: Precision, me
         "weights": int(total * weight_bytes),
         "gradients": int(trainable * 4),
         "optimizer": int(trainable * 8),
-        "activations": int(activations + 2 * s * b * vocab * 4),
+        "activations": int(activations + min(s * b, CHUNK_TOKENS) * vocab * 8),
     }
 
 
@@ -111,4 +117,5 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
         model.config, total, trainable, precision, recipe.method,
         recipe.training.per_device_train_batch_size, seq_len, recipe.training.gradient_checkpointing,
     )
-    return Plan(schedule, precision, recipe.method, recipe.model.name, total, trainable, memory, data_summary, num_examples, notes)
+    speed = speed_settings(recipe, precision, seq_len)
+    return Plan(schedule, precision, recipe.method, recipe.model.name, total, trainable, memory, data_summary, num_examples, notes, speed)

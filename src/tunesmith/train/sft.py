@@ -22,6 +22,7 @@ from tunesmith.runs.rundir import RunDir, find_resume_point
 from tunesmith.train.callbacks import MetricsLog, NanGuard, Progress
 from tunesmith.train.data import PACKING_STRATEGY, TrainingData, prepare_training_data
 from tunesmith.train.schedule import compute_schedule
+from tunesmith.train.speed import SpeedSettings, base_weights_dtype, speed_settings
 
 
 @dataclass
@@ -53,7 +54,7 @@ def check_report_to(sinks: list[str]) -> None:
             raise TunesmithError(f"training.report_to asks for {sink}, but the package '{SINK_PACKAGES[sink]}' is not installed", hint=f"pip install {SINK_PACKAGES[sink]}, or drop it from report_to")
 
 
-def trainer_arguments(recipe: Recipe, run: RunDir, precision: Precision, has_eval: bool):
+def trainer_arguments(recipe: Recipe, run: RunDir, precision: Precision, has_eval: bool, speed: SpeedSettings):
     """SFTConfig from the recipe: TrainingArguments names pass straight through."""
     from trl import SFTConfig
 
@@ -85,8 +86,10 @@ def trainer_arguments(recipe: Recipe, run: RunDir, precision: Precision, has_eva
         seed=t.seed,
         report_to=t.report_to or "none",
         dataloader_num_workers=t.dataloader_num_workers,
-        bf16=precision.name == "bf16" and uses_autocast(recipe, precision),
-        fp16=precision.name == "fp16" and uses_autocast(recipe, precision),
+        bf16=precision.name == "bf16" and speed.autocast,
+        fp16=precision.name == "fp16" and speed.autocast,
+        use_liger_kernel=speed.liger,
+        liger_kernel_config={"fused_linear_cross_entropy": False, "cross_entropy": False} if speed.liger else None,  # the loss is ours
         use_cpu=precision.device == "cpu",
         max_length=recipe.data.max_length,
         packing=recipe.data.packing,
@@ -98,19 +101,9 @@ def trainer_arguments(recipe: Recipe, run: RunDir, precision: Precision, has_eva
     )
 
 
-def base_weights_dtype(recipe: Recipe, precision: Precision):
-    """Frozen LoRA bases are stored in the compute dtype (measured ~1.8x faster in bf16 on this CPU);
-    full fine-tuning keeps fp32 master weights and autocasts, so small updates are not rounded away."""
-    import torch
-
-    return precision.dtype if recipe.method == "lora" else torch.float32
-
-
-def uses_autocast(recipe: Recipe, precision: Precision) -> bool:
-    """Mixed-precision autocast around the forward pass: needed over fp32 master weights (full fine-tuning)
-    and kept on GPUs; a CPU LoRA run on a base already stored in bf16 runs faster without it (measured:
-    autocast's per-op casts cost ~20% of the step, see benchmarks/README.md)."""
-    return recipe.method == "full" or precision.device == "cuda"
+def longest_sequence(recipe: Recipe, data: TrainingData) -> int:
+    """The longest row training will see: max_length when packing, else the longest (truncated) example."""
+    return recipe.data.max_length if recipe.data.packing else min(recipe.data.max_length, data.report.max_tokens)
 
 
 def check_qlora(precision: Precision) -> None:
@@ -123,8 +116,8 @@ def check_qlora(precision: Precision) -> None:
         raise ModelError("QLoRA needs the bitsandbytes package", hint="pip install 'tunesmith[gpu]'") from exc
 
 
-def load_for_training(recipe: Recipe, precision: Precision):
-    """The model to train: plain, or 4-bit for QLoRA (CUDA + bitsandbytes only)."""
+def load_for_training(recipe: Recipe, precision: Precision, attention: str | None = None):
+    """The model to train (plain, or 4-bit for QLoRA: CUDA + bitsandbytes only) with the attention kernel `attention`."""
     source = resolve_model(recipe.model.name)
     if recipe.method != "qlora":
         model = load_model(source, dtype=base_weights_dtype(recipe, precision))
@@ -136,8 +129,9 @@ def load_for_training(recipe: Recipe, precision: Precision):
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=precision.dtype)
         model = AutoModelForCausalLM.from_pretrained(source.path, quantization_config=quant, dtype=precision.dtype)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.training.gradient_checkpointing)
-    if recipe.model.attn_implementation:
-        model.set_attn_implementation(recipe.model.attn_implementation)
+    attention = attention or recipe.model.attn_implementation
+    if attention and attention != model.config._attn_implementation:
+        model.set_attn_implementation(attention)
     return source, model
 
 
@@ -201,6 +195,7 @@ def run_sft(recipe: Recipe | None = None, *, resume: str | None = None, console:
     precision = resolve_precision(recipe.model.precision)
     if recipe.method == "qlora":
         check_qlora(precision)
+    speed_settings(recipe, precision, recipe.data.max_length)  # GPU-only kernels asked for on a CPU stop here, before anything is written
     check_report_to(recipe.training.report_to)
     if not resume:
         run = RunDir.new(recipe.output_dir, "sft")
@@ -213,7 +208,8 @@ def run_sft(recipe: Recipe | None = None, *, resume: str | None = None, console:
     data = prepare_training_data(recipe, tokenizer=tokenizer)
     console.print(f"data: {data.summary()}")
     schedule = compute_schedule(recipe.training, data.num_sequences)
-    source, model = load_for_training(recipe, precision)
+    speed = speed_settings(recipe, precision, longest_sequence(recipe, data))
+    source, model = load_for_training(recipe, precision, speed.attention)
 
     from tunesmith.infer import generate
 
@@ -227,10 +223,11 @@ def run_sft(recipe: Recipe | None = None, *, resume: str | None = None, console:
         f"model: {recipe.model.name}, {recipe.method}, {trainable:,} trainable of {total:,} parameters; "
         f"{schedule.total_steps} steps of {schedule.effective_batch_size} sequences ({schedule.num_epochs:g} epochs)"
     )
+    console.print(f"speed: {speed.summary()}")
     guard = NanGuard(precision.name)
     trainer = CompactLossSFTTrainer(
         model=model,
-        args=trainer_arguments(recipe, run, precision, data.eval is not None),
+        args=trainer_arguments(recipe, run, precision, data.eval is not None, speed),
         train_dataset=data.train.dataset,
         eval_dataset=data.eval.dataset if data.eval else None,
         processing_class=tokenizer,

@@ -1,0 +1,122 @@
+"""The fast defaults, decided in one place: weight dtype, autocast, attention kernel, GPU kernels.
+
+Each choice was measured with `tunesmith bench sft` (figures in benchmarks/README.md) and
+is printed at the start of a run and by `tunesmith plan`, so what a user reads is what runs.
+The loss itself (only supervised positions reach the LM head) lives in train/loss.py.
+
+GPU-only paths (FlashAttention 2, Liger kernels, QLoRA) are chosen automatically where
+their package and a CUDA device are present, and refused with a sentence on a CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+from tunesmith.errors import TunesmithError
+from tunesmith.models.precision import Precision
+from tunesmith.recipes import Recipe
+
+# Eager attention keeps each layer's batch*heads*L^2 probabilities for the backward pass; above this
+# length the memory outweighs what it saves over torch's CPU flash-attention kernel.
+EAGER_MAX_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    weights: str  # dtype the frozen base is stored in
+    autocast: bool
+    attention: str  # eager | sdpa | flash_attention_2
+    liger: bool
+    gradient_checkpointing: bool
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.weights} weights",
+            "autocast" if self.autocast else "no autocast",
+            f"{self.attention} attention",
+            f"gradient checkpointing {'on' if self.gradient_checkpointing else 'off'}",
+        ]
+        if self.liger:
+            parts.append("Liger kernels")
+        return ", ".join(parts)
+
+
+def base_weights_dtype(recipe: Recipe, precision: Precision):
+    """Frozen LoRA bases are stored in the compute dtype (measured ~1.8x faster in bf16 on this CPU);
+    full fine-tuning keeps fp32 master weights and autocasts, so small updates are not rounded away."""
+    import torch
+
+    return precision.dtype if recipe.method == "lora" else torch.float32
+
+
+def uses_autocast(recipe: Recipe, precision: Precision) -> bool:
+    """Autocast around the forward pass: needed over fp32 master weights (full fine-tuning) and kept on GPUs
+    (QLoRA computes in it). A CPU LoRA run whose base is already bf16 does without: autocast's per-op casts
+    cost ~20% of the step there, and the adapters' own fp32 arithmetic is kept by peft."""
+    if precision.name == "fp32":
+        return False
+    return recipe.method == "full" or precision.device == "cuda"
+
+
+def attention_implementation(recipe: Recipe, precision: Precision, longest: int) -> str:
+    """The recipe's attention kernel, else: FlashAttention 2 on a GPU where `flash_attn` is installed and the
+    dtype is 16-bit; eager on a CPU for sequences up to EAGER_MAX_TOKENS; sdpa otherwise.
+
+    Measured on the 2-core EPYC (SmolLM2, bf16, batch 8 of ~90 tokens): torch's CPU flash-attention kernel
+    took ~0.36 s of a ~1.9 s step, eager attention ~0.05 s.
+    """
+    chosen = recipe.model.attn_implementation
+    if chosen == "flash_attention_2":
+        check_flash_attention(precision)
+        return chosen
+    if chosen:
+        return chosen
+    if precision.device == "cuda":
+        return "flash_attention_2" if precision.name != "fp32" and _installed("flash_attn") else "sdpa"
+    return "eager" if longest <= EAGER_MAX_TOKENS else "sdpa"
+
+
+def use_liger(recipe: Recipe, precision: Precision) -> bool:
+    """Liger's Triton kernels (RMSNorm, RoPE, SwiGLU) on a GPU where `liger_kernel` is installed, unless the recipe says no."""
+    wanted = recipe.training.use_liger_kernel
+    if wanted:
+        check_liger(precision)
+        return True
+    return wanted is None and precision.device == "cuda" and _installed("liger_kernel")
+
+
+def speed_settings(recipe: Recipe, precision: Precision, longest: int) -> SpeedSettings:
+    return SpeedSettings(
+        weights=str(base_weights_dtype(recipe, precision)).removeprefix("torch."),
+        autocast=uses_autocast(recipe, precision),
+        attention=attention_implementation(recipe, precision, longest),
+        liger=use_liger(recipe, precision),
+        gradient_checkpointing=recipe.training.gradient_checkpointing,
+    )
+
+
+def check_flash_attention(precision: Precision) -> None:
+    if precision.device != "cuda":
+        raise TunesmithError(
+            "model.attn_implementation is flash_attention_2, which runs on CUDA GPUs only; this machine has none",
+            hint="leave model.attn_implementation unset (tunesmith picks eager or sdpa on a CPU)",
+        )
+    if precision.name == "fp32":
+        raise TunesmithError("FlashAttention 2 computes in bf16/fp16 only, and model.precision is fp32", hint="set model.precision: auto")
+    if not _installed("flash_attn"):
+        raise TunesmithError("model.attn_implementation is flash_attention_2, but the flash_attn package is not installed", hint="pip install flash-attn --no-build-isolation, or leave it unset for sdpa")
+
+
+def check_liger(precision: Precision) -> None:
+    if precision.device != "cuda":
+        raise TunesmithError(
+            "training.use_liger_kernel is on, but Liger's kernels are Triton GPU kernels and this machine has no CUDA GPU",
+            hint="leave training.use_liger_kernel unset (it turns on by itself on a GPU with liger-kernel installed)",
+        )
+    if not _installed("liger_kernel"):
+        raise TunesmithError("training.use_liger_kernel is on, but the liger-kernel package is not installed", hint="pip install 'tunesmith[gpu]' (or pip install liger-kernel)")
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
