@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -156,3 +155,55 @@ def run_side(side: str, job: Job) -> dict:
         threads=torch.get_num_threads(),
     )
     return figures
+
+
+TARGETS = {"speed_ratio": 2.5, "mfu": 0.5, "loss_tolerance": 0.02}
+
+
+def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
+    """Both sides, `repeats` times each, alternating; medians, ratios and the targets they meet.
+
+    The bf16 matmul peak is measured in this process first (the workers then have the machine to themselves).
+    """
+    from tunesmith.bench.worker import spawn
+
+    peak = matmul_peak()
+    progress(f"bf16 matmul peak {peak:.0f} GFLOP/s")
+    runs: dict[str, list[dict]] = {side: [] for side in SIDES}
+    for i in range(repeats):
+        for side in SIDES:
+            figures = spawn("sft", side, job)
+            runs[side].append(figures)
+            progress(f"run {i + 1}/{repeats} {side}: {figures['tokens_per_s']:.0f} tokens/s, peak {figures['peak_rss_mb']:.0f} MB, final loss {figures['final_loss']:.4f}")
+    sides = {}
+    for side, figures in runs.items():
+        gflops = median([f["gflops_per_s"] for f in figures])
+        sides[side] = {
+            "tokens_per_s": median([f["tokens_per_s"] for f in figures]),
+            "peak_rss_mb": median([f["peak_rss_mb"] for f in figures]),
+            "final_loss": median([f["final_loss"] for f in figures]),
+            "gflops_per_s": gflops,
+            "mfu": gflops / peak,
+            "settings": figures[0]["settings"],
+            "runs": [{k: f[k] for k in ("tokens_per_s", "peak_rss_mb", "final_loss", "losses", "gflops_per_s", "timed_real_tokens", "timed_scored_tokens", "timed_seconds")} for f in figures],
+        }
+    ours, base = sides["tunesmith"], sides["baseline"]
+    ratio = ours["tokens_per_s"] / base["tokens_per_s"]
+    loss_gap = abs(ours["final_loss"] - base["final_loss"]) / base["final_loss"]
+    return {
+        "benchmark": "sft",
+        "job": asdict(job),
+        "repeats": repeats,
+        "timed": f"optimizer steps 2..{job.steps} (step 1 holds one-off warm-up)",
+        "matmul_peak_gflops": peak,
+        "sides": sides,
+        "speed_ratio": ratio,
+        "memory_ratio": ours["peak_rss_mb"] / base["peak_rss_mb"],
+        "final_loss_gap": loss_gap,
+        "targets": {
+            "speed_ratio >= 2.5": ratio >= TARGETS["speed_ratio"],
+            "peak memory <= baseline": ours["peak_rss_mb"] <= base["peak_rss_mb"],
+            "final loss within 2%": loss_gap <= TARGETS["loss_tolerance"],
+            "MFU >= 50% of bf16 matmul peak": ours["mfu"] >= TARGETS["mfu"],
+        },
+    }

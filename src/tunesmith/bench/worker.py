@@ -6,7 +6,21 @@ Prints the run's figures as one JSON line on stdout (the last line); everything 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from dataclasses import asdict
+
+from tunesmith.errors import TunesmithError
+
+
+def spawn(bench: str, side: str, job) -> dict:
+    """Run one side of `bench` once in a fresh Python process and return its figures."""
+    command = [sys.executable, "-m", "tunesmith.bench.worker", bench, side, json.dumps(asdict(job))]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0 or not done.stdout.strip():
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise TunesmithError(f"the {bench} benchmark's {side} run failed (exit {done.returncode}):\n{tail}", hint="run the same job alone to see it whole: " + " ".join(command[1:4]) + f" '{command[4]}'")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str]) -> None:

@@ -1,0 +1,153 @@
+"""Generation speed: a per-prompt `model.generate` loop against our batched generation, outputs compared.
+
+Timed sides, alternating in fresh processes (A B A B...), medians reported:
+- baseline: the loop a transformers user writes: the model as it loads (fp32), one prompt at a time,
+  `model.generate(..., do_sample=False, max_new_tokens=N)`;
+- tunesmith: `infer.complete` at tunesmith's default precision (auto: bf16 on this CPU), prompts in one batch.
+
+Greedy outputs are then compared at the same precision, with extra untimed runs:
+- at batch 1 the arithmetic is the same as the loop's, so the outputs must be identical;
+- at batch 8 left-padding changes the shapes of floating-point sums, so a near-tie between two tokens can
+  break the other way: the share of identical outputs is reported and the differences shown.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tunesmith.bench.measure import median, peak_rss_mb
+
+TIMED = {"baseline": "hf:fp32:1", "tunesmith": "tunesmith:auto:8"}
+
+
+@dataclass
+class Job:
+    prompts: int = 8
+    max_new_tokens: int = 64
+
+
+def prompts(count: int) -> list[str]:
+    """The user turns of the built-in pirate-eval chats (everyday questions)."""
+    from tunesmith.data.readers import BUILTIN_DATASETS
+
+    rows = [json.loads(line) for line in Path(BUILTIN_DATASETS["pirate-eval"]).read_text().splitlines() if line.strip()]
+    return [r["messages"][0]["content"] for r in rows[:count]]
+
+
+def run_side(side: str, job: Job) -> dict:
+    """`side` is impl:precision:batch (hf or tunesmith; fp32, bf16 or auto; prompts per batch)."""
+    import torch
+
+    from tunesmith.models.builtin import DEFAULT_MODEL
+    from tunesmith.models.load import load_tokenizer, resolve_model
+    from tunesmith.models.precision import resolve_precision
+
+    impl, precision, batch = side.split(":")
+    source = resolve_model(DEFAULT_MODEL)
+    tokenizer = load_tokenizer(source)
+    questions = prompts(job.prompts)
+    dtype = resolve_precision(precision).dtype
+    if impl == "hf":
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype)
+
+        def run(qs, new_tokens):
+            outputs = []
+            for q in qs:
+                inputs = tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+                out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)
+                outputs.append(out[0, inputs["input_ids"].shape[1] :].tolist())
+            return outputs
+    else:
+        from tunesmith.infer.generate import complete
+        from tunesmith.models.load import load_model
+
+        model = load_model(source, dtype=dtype)
+
+        def run(qs, new_tokens):
+            done = complete(model, tokenizer, qs, max_new_tokens=new_tokens, batch_size=int(batch), seed=0)
+            return [c.token_ids + ([tokenizer.eos_token_id] if c.finish_reason == "stop" else []) for c in done]  # count the end like generate does
+    model.eval()
+    run(questions[:1], 2)  # warm-up for both: thread pool, allocator, lazy initialisation
+    start = time.perf_counter()
+    with torch.no_grad():
+        outputs = run(questions, job.max_new_tokens)
+    seconds = time.perf_counter() - start
+    generated = sum(len(o) for o in outputs)
+    ends = {tokenizer.eos_token_id}
+    replies = [[t for t in o if t not in ends] for o in outputs]
+    return {
+        "side": side,
+        "dtype": str(dtype).removeprefix("torch."),
+        "generated_tokens": generated,
+        "seconds": seconds,
+        "tokens_per_s": generated / seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "token_ids": replies,
+        "texts": [tokenizer.decode(r, skip_special_tokens=True).strip() for r in replies],
+    }
+
+
+def compare_outputs(reference: dict, other: dict, questions: list[str]) -> dict:
+    """Share of identical greedy replies, and for each difference the first token where they part."""
+    differences = []
+    for i, (a, b) in enumerate(zip(reference["token_ids"], other["token_ids"])):
+        if a == b:
+            continue
+        at = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        differences.append({"prompt": questions[i], "first_difference_at_token": at, reference["side"]: reference["texts"][i], other["side"]: other["texts"][i]})
+    n = len(reference["token_ids"])
+    return {"reference": reference["side"], "other": other["side"], "identical": n - len(differences), "of": n, "share_identical": (n - len(differences)) / n, "differences": differences}
+
+
+def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
+    from tunesmith.bench.worker import spawn
+    from tunesmith.models.precision import resolve_precision
+
+    runs: dict[str, list[dict]] = {name: [] for name in TIMED}
+    for i in range(repeats):
+        for name, side in TIMED.items():
+            figures = spawn("generate", side, job)
+            runs[name].append(figures)
+            progress(f"run {i + 1}/{repeats} {name} ({side}): {figures['tokens_per_s']:.1f} tokens/s, {figures['generated_tokens']} tokens in {figures['seconds']:.1f} s")
+    sides = {
+        name: {
+            "setup": TIMED[name],
+            "dtype": figures[0]["dtype"],
+            "tokens_per_s": median([f["tokens_per_s"] for f in figures]),
+            "peak_rss_mb": median([f["peak_rss_mb"] for f in figures]),
+            "runs": [{k: f[k] for k in ("tokens_per_s", "generated_tokens", "seconds", "peak_rss_mb")} for f in figures],
+        }
+        for name, figures in runs.items()
+    }
+    ratio = sides["tunesmith"]["tokens_per_s"] / sides["baseline"]["tokens_per_s"]
+
+    # outputs at the same precision: ours at batch 1 and at batch 8 against the loop
+    questions = prompts(job.prompts)
+    ours = resolve_precision("auto").name
+    loops = {"fp32": runs["baseline"][0]}
+    comparisons = []
+    for precision in dict.fromkeys(["fp32", ours]):
+        if precision not in loops:
+            loops[precision] = spawn("generate", f"hf:{precision}:1", job)
+            progress(f"output check: hf loop {precision} done")
+        batched = runs["tunesmith"][0] if precision == ours else spawn("generate", f"tunesmith:{precision}:8", job)
+        single = spawn("generate", f"tunesmith:{precision}:1", job)
+        progress(f"output check: tunesmith {precision} at batch 1 and 8 done")
+        comparisons.append({"precision": precision, "batch_1": compare_outputs(loops[precision], single, questions), "batch_8": compare_outputs(loops[precision], batched, questions)})
+    return {
+        "benchmark": "generate",
+        "job": asdict(job),
+        "repeats": repeats,
+        "sides": sides,
+        "speed_ratio": ratio,
+        "outputs": comparisons,
+        "targets": {
+            "speed_ratio >= 3": ratio >= 3.0,
+            "batch 1 identical to the loop": all(c["batch_1"]["share_identical"] == 1.0 for c in comparisons),
+        },
+    }

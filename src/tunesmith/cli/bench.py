@@ -1,0 +1,82 @@
+"""`tunesmith bench sft|generate`: our defaults against what a user would otherwise write, side by side."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from tunesmith.cli.main import app, console, err_console
+
+bench = typer.Typer(help="Measure tunesmith against a plain TRL / transformers baseline in one run (A B A B, medians).", no_args_is_help=True)
+app.add_typer(bench, name="bench")
+
+
+def _progress():
+    return lambda message: err_console.print(f"[dim]{message}[/]", highlight=False)
+
+
+def _verdicts(targets: dict) -> None:
+    for name, met in targets.items():
+        console.print(f"  {'[green]met[/]' if met else '[red]missed[/]'}  {name}", highlight=False)
+
+
+@bench.command("sft")
+def bench_sft(
+    steps: int = typer.Option(5, min=2, help="Optimizer steps per run (tokens/s is timed over steps 2..N)."),
+    repeats: int = typer.Option(3, min=1, help="Runs per side, alternating baseline and tunesmith."),
+    batch_size: int = typer.Option(8, min=1, help="Sequences per micro-batch (both sides)."),
+    gradient_accumulation_steps: int = typer.Option(2, min=1, help="Micro-batches per optimizer step (both sides)."),
+    max_length: int = typer.Option(512, min=8, help="Longest sequence in tokens (both sides)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON (the last line is still the speed ratio)."),
+):
+    """LoRA fine-tuning of the embedded model on the pirate data: a plain TRL SFTTrainer script against `tunesmith sft`."""
+    from tunesmith.bench.sft import Job, compare
+
+    job = Job(steps=steps, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps, max_length=max_length)
+    report = compare(job, repeats, _progress())
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        s = report["sides"]
+        console.print(f"bf16 matmul peak on this machine, now: {report['matmul_peak_gflops']:.0f} GFLOP/s; timed {report['timed']}, median of {repeats}")
+        for name in ("baseline", "tunesmith"):
+            side = s[name]
+            settings = ", ".join(f"{k} {v}" for k, v in side["settings"].items())
+            console.print(
+                f"[bold]{name:9}[/] {side['tokens_per_s']:7.1f} real tokens/s  peak {side['peak_rss_mb']:6.0f} MB  final loss {side['final_loss']:.4f}  "
+                f"{side['gflops_per_s']:5.0f} GFLOP/s = {side['mfu']:.0%} of peak  ({settings})",
+                highlight=False,
+            )
+        console.print(f"memory tunesmith/baseline {report['memory_ratio']:.2f}, final-loss gap {report['final_loss_gap']:.2%}")
+        _verdicts(report["targets"])
+    print(f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}")
+
+
+@bench.command("generate")
+def bench_generate(
+    prompts: int = typer.Option(8, min=1, help="Prompts (user turns of the pirate-eval chats)."),
+    max_new_tokens: int = typer.Option(64, min=1, help="Greedy tokens per prompt at most."),
+    repeats: int = typer.Option(3, min=1, help="Runs per side, alternating."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON (the last line is still the speed ratio)."),
+):
+    """Greedy generation: a per-prompt `model.generate` loop (fp32) against our batched generation, outputs compared."""
+    from tunesmith.bench.generate import Job, compare
+
+    report = compare(Job(prompts=prompts, max_new_tokens=max_new_tokens), repeats, _progress())
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, side in report["sides"].items():
+            console.print(f"[bold]{name:9}[/] {side['tokens_per_s']:6.1f} tokens/s  peak {side['peak_rss_mb']:5.0f} MB  ({side['setup']}, {side['dtype']})", highlight=False)
+        for c in report["outputs"]:
+            for batch in ("batch_1", "batch_8"):
+                r = c[batch]
+                console.print(f"{c['precision']} {batch.replace('_', ' ')}: {r['identical']}/{r['of']} replies identical to the per-prompt loop", highlight=False)
+                for d in r["differences"]:
+                    console.print(f"  [dim]{d['prompt']!r}, first different token #{d['first_difference_at_token']}[/]", highlight=False)
+                    for key, text in d.items():
+                        if key not in ("prompt", "first_difference_at_token"):
+                            console.print(f"    {key}: {text!r}", highlight=False)
+        _verdicts(report["targets"])
+    print(f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}")

@@ -1,0 +1,48 @@
+"""The benchmark's FLOP count is the work a step really does, checked against torch's own FLOP counter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunesmith.bench.generate import compare_outputs
+from tunesmith.bench.measure import training_flops
+from tunesmith.train.loss import causal_lm_loss
+
+
+def test_training_flops_match_torchs_counter(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="eager")
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    B, L = 3, 20  # no padding: every position is real
+    ids = torch.randint(0, 1000, (B, L))
+    labels = ids.clone()
+    labels[:, :8] = -100
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    scored = int((labels[:, 1:] != -100).sum())
+
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = causal_lm_loss(model, batch)
+        loss.backward()
+    counted = counter.get_total_flops()
+
+    c = model.config
+    h, kv_width = c.hidden_size, c.num_key_value_heads * (c.hidden_size // c.num_attention_heads)
+    expected = training_flops(c, lora, [L] * B, scored)
+    # what kernels do beyond the work itself: eager attention also multiplies the masked (future) half of
+    # each L x L product; and what they skip: layer 0's input gradients (embeddings are frozen, nothing needs them)
+    attention_masked_half = B * 6 * c.num_hidden_layers * h * L * L
+    layer0_input_grads = B * L * 2 * (h * h + 2 * h * kv_width) + B * L * 2 * 2 * 4 * h  # q, k, v and both LoRA A's
+    assert counted == pytest.approx(expected + attention_masked_half - layer0_input_grads, rel=0.01)
+
+
+def test_output_comparison_reports_where_replies_part():
+    ref = {"side": "hf", "token_ids": [[1, 2, 3], [4, 5]], "texts": ["a b c", "d e"]}
+    other = {"side": "ours", "token_ids": [[1, 2, 3], [4, 6, 7]], "texts": ["a b c", "d f g"]}
+    result = compare_outputs(ref, other, ["p1", "p2"])
+    assert (result["identical"], result["of"], result["share_identical"]) == (1, 2, 0.5)
+    assert result["differences"] == [{"prompt": "p2", "first_difference_at_token": 1, "hf": "d e", "ours": "d f g"}]
