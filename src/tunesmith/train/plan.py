@@ -71,7 +71,7 @@ def estimate_memory(config, total: int, trainable: int, precision: Precision, me
     Activations follow Korthikanti et al. (2022): per layer ~ s*b*h*(34 + 5*a*s/h) bytes in
     16-bit, doubled in fp32; with gradient checkpointing only each layer's input (2*s*b*h)
     is kept plus one layer recomputed. The loss (train/loss.py) holds one chunk of at most CHUNK_TOKENS
-    scored positions' logits at a time: fp32 softmax plus 16-bit logits and gradient, 8 bytes per entry.
+    scored positions' logits at a time: two fp32 work buffers and one 16-bit, 10 bytes per entry.
     """
     from tunesmith.train.loss import CHUNK_TOKENS
 
@@ -87,7 +87,7 @@ def estimate_memory(config, total: int, trainable: int, precision: Precision, me
         "weights": int(total * weight_bytes),
         "gradients": int(trainable * 4),
         "optimizer": int(trainable * 8),
-        "activations": int(activations + min(s * b, CHUNK_TOKENS) * vocab * 8),
+        "activations": int(activations + min(s * b, CHUNK_TOKENS) * vocab * 10),
     }
 
 
