@@ -113,3 +113,22 @@ def test_trainer_curve_equals_trls(tiny_model_dir, smol_tokenizer, chat_jsonl, t
         assert a["mean_token_accuracy"] == pytest.approx(b["mean_token_accuracy"], abs=1e-6)
         assert a["entropy"] == pytest.approx(b["entropy"], rel=1e-3)
         assert a["num_tokens"] == b["num_tokens"]
+
+
+def test_under_autocast_the_head_runs_in_bf16_and_fp32_weights_get_gradients(tiny_model_dir, smol_tokenizer):
+    """Full fine-tuning: fp32 master weights, bf16 autocast (the tied head/embedding is trained too)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    batch = _batch(smol_tokenizer)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, _ = causal_lm_loss(model, batch)
+    ours.backward()
+    head = model.get_output_embeddings().weight
+    ours_grad = head.grad.clone()
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        theirs = model(**batch).loss
+    theirs.backward()
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-2)
+    assert torch.nn.functional.cosine_similarity(ours_grad.flatten(), head.grad.flatten(), dim=0) > 0.99

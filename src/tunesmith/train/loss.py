@@ -82,10 +82,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = CHUNK_TOKENS) -> tuple[torch.Tensor, LossStats]:
-    """Summed -log p(target) of `hidden @ weight.T` (hidden: [N, H], weight: [V, H], targets: [N]), and its stats."""
+    """Summed -log p(target) of `hidden @ weight.T` (hidden: [N, H], weight: [V, H], targets: [N]), and its stats.
+
+    The product runs in autocast's dtype when autocast is on (as `nn.Linear` would), else in the weights' dtype."""
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        hidden, weight = hidden.to(dtype), weight.to(dtype)  # differentiable casts: fp32 master weights get their gradient
+    elif hidden.dtype != weight.dtype:
+        hidden = hidden.to(weight.dtype)
     grad = torch.is_grad_enabled()
-    fn = _LinearCrossEntropy
-    loss, correct, entropy = fn.apply(hidden, weight, targets, grad and hidden.requires_grad, grad and weight.requires_grad, chunk)
+    with torch.autocast(device, enabled=False):
+        loss, correct, entropy = _LinearCrossEntropy.apply(hidden, weight, targets, grad and hidden.requires_grad, grad and weight.requires_grad, chunk)
     return loss, LossStats(torch.tensor(len(targets), device=hidden.device), correct, entropy)
 
 
