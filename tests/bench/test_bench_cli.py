@@ -1,0 +1,34 @@
+"""`tunesmith bench` end to end on the embedded model, at the smallest settings (slow: real model, subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def _bench(*args: str) -> tuple[dict, str]:
+    done = subprocess.run([sys.executable, "-c", "from tunesmith.cli.main import main; main()", "bench", *args, "--json"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    *body, last = done.stdout.strip().splitlines()
+    return json.loads("\n".join(body)), last
+
+
+@pytest.mark.slow
+def test_bench_sft_json():
+    report, last = _bench("sft", "--steps", "2", "--repeats", "1", "--batch-size", "2", "--gradient-accumulation-steps", "1")
+    assert last == f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}"
+    base, ours = report["sides"]["baseline"], report["sides"]["tunesmith"]
+    assert base["settings"]["weights"] == "float32" and base["settings"]["gradient_checkpointing"]
+    assert ours["settings"]["attention"] == "eager" and not ours["settings"]["gradient_checkpointing"]
+    assert base["runs"][0]["timed_real_tokens"] == ours["runs"][0]["timed_real_tokens"] > 0  # the same batches on both sides
+    assert report["final_loss_gap"] < 0.02 and 0 < ours["mfu"] < 1
+
+
+@pytest.mark.slow
+def test_bench_generate_json():
+    report, last = _bench("generate", "--prompts", "2", "--max-new-tokens", "8", "--repeats", "1")
+    assert last.startswith("speed ratio tunesmith/baseline: ")
+    assert all(c["batch_1"]["share_identical"] == 1.0 for c in report["outputs"])
