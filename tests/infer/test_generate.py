@@ -51,6 +51,26 @@ def test_batching_does_not_change_greedy_output(tiny):
     assert [c.prompt_tokens for c in together] == [len(tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)["input_ids"]) for p in PROMPTS]
 
 
+def test_finished_rows_leave_the_batch_and_the_rest_is_unchanged(tiny):
+    model, tok = tiny
+    first = complete(model, tok, PROMPTS, chat=False, max_new_tokens=12)
+    assert first[0].token_ids[0] not in first[1].token_ids  # the tiny model repeats a different word per prompt
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [tok.eos_token_id, first[0].token_ids[0]]  # the first row ends at once
+    widths = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        together = complete(model, tok, PROMPTS, chat=False, max_new_tokens=12, batch_size=2)
+        hook.remove()
+        alone = complete(model, tok, PROMPTS, chat=False, max_new_tokens=12, batch_size=1)
+    finally:
+        hook.remove()
+        model.generation_config.eos_token_id = saved
+    assert [(c.token_ids, c.finish_reason) for c in together] == [(c.token_ids, c.finish_reason) for c in alone]
+    assert (together[0].finish_reason, together[0].completion_tokens, together[1].completion_tokens) == ("stop", 1, 12)
+    assert widths == [2] + [1] * 11  # after the first reply ended, only the second row was computed
+
+
 def test_same_seed_same_output(tiny):
     model, tok = tiny
     params = SamplingParams(temperature=1.0, top_k=50)

@@ -39,7 +39,7 @@ def bench_sft(
         print(json.dumps(report, indent=2))
     else:
         s = report["sides"]
-        console.print(f"bf16 matmul peak on this machine, now: {report['matmul_peak_gflops']:.0f} GFLOP/s; timed {report['timed']}, median of {repeats}")
+        console.print(f"bf16 matmul peak on this machine, now: {report['matmul_peak_gflops']:.0f} GFLOP/s; timed {report['timed']}, median of {repeats}", soft_wrap=True)
         for name in ("baseline", "tunesmith"):
             side = s[name]
             settings = ", ".join(f"{k} {v}" for k, v in side["settings"].items())
@@ -47,6 +47,7 @@ def bench_sft(
                 f"[bold]{name:9}[/] {side['tokens_per_s']:7.1f} real tokens/s  peak {side['peak_rss_mb']:6.0f} MB  final loss {side['final_loss']:.4f}  "
                 f"{side['gflops_per_s']:5.0f} GFLOP/s = {side['mfu']:.0%} of peak  ({settings})",
                 highlight=False,
+                soft_wrap=True,
             )
         console.print(f"memory tunesmith/baseline {report['memory_ratio']:.2f}, final-loss gap {report['final_loss_gap']:.2%}")
         _verdicts(report["targets"])
@@ -68,7 +69,7 @@ def bench_generate(
         print(json.dumps(report, indent=2))
     else:
         for name, side in report["sides"].items():
-            console.print(f"[bold]{name:9}[/] {side['tokens_per_s']:6.1f} tokens/s  peak {side['peak_rss_mb']:5.0f} MB  ({side['setup']}, {side['dtype']})", highlight=False)
+            console.print(f"[bold]{name:9}[/] {side['tokens_per_s']:6.1f} tokens/s  peak {side['peak_rss_mb']:5.0f} MB  ({side['setup']}, {side['dtype']})", highlight=False, soft_wrap=True)
         for c in report["outputs"]:
             for batch in ("batch_1", "batch_8"):
                 r = c[batch]
@@ -77,6 +78,6 @@ def bench_generate(
                     console.print(f"  [dim]{d['prompt']!r}, first different token #{d['first_difference_at_token']}[/]", highlight=False)
                     for key, text in d.items():
                         if key not in ("prompt", "first_difference_at_token"):
-                            console.print(f"    {key}: {text!r}", highlight=False)
+                            console.print(f"    {key}: {text!r}", highlight=False, soft_wrap=True)
         _verdicts(report["targets"])
     print(f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}")

@@ -134,22 +134,31 @@ def _complete_batch(model, tokenizer, prompt_ids, strips, params, max_new_tokens
     # the repetition penalty looks at prompt and reply; padding reads as the (real) last prompt token instead
     seen = torch.where(mask.bool(), ids, ids[:, -1:])
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    active = list(range(len(rows)))  # rows still generating, in the order of the batch tensors
     while True:
         probs = next_token_distribution(out.logits[:, -1, :], params, seen if params.repetition_penalty != 1.0 else None)
-        tokens = sample(probs, generator)  # (B,)
-        for i, row in enumerate(rows):
-            if row.finish is None:
-                delta = row.add(tokenizer, int(tokens[i]), eos)
-                if delta and on_token:
-                    on_token(offset + i, delta)
-            else:
-                tokens[i] = pad
-        if all(r.finish for r in rows):
+        tokens = sample(probs, generator)  # (len(active),)
+        for k, i in enumerate(active):
+            if rows[i].finish is not None:  # only where the cache cannot drop finished rows
+                tokens[k] = pad
+                continue
+            delta = rows[i].add(tokenizer, int(tokens[k]), eos)
+            if delta and on_token:
+                on_token(offset + i, delta)
+        still = [k for k, i in enumerate(active) if rows[i].finish is None]
+        if not still:
             break
+        past = out.past_key_values
+        if len(still) < len(active) and hasattr(past, "batch_select_indices"):
+            # finished rows leave the batch: later steps compute only the rows still generating
+            keep = torch.tensor(still, device=device)
+            past.batch_select_indices(keep)
+            tokens, seen, mask, positions = tokens[keep], seen[keep], mask[keep], positions[keep]
+            active = [active[k] for k in still]
         seen = torch.cat([seen, tokens[:, None]], dim=-1)
-        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=-1)
+        mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=-1)
         positions = positions[:, -1:] + 1
-        out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions, past_key_values=out.past_key_values, use_cache=True)
+        out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True)
     return [Completion(r.text, r.tokens, r.finish, len(p), r.sampled) for r, p in zip(rows, prompt_ids)]
 
 

@@ -200,13 +200,13 @@ def run_sft(recipe: Recipe | None = None, *, resume: str | None = None, console:
     if not resume:
         run = RunDir.new(recipe.output_dir, "sft")
         run.write_text("recipe.yaml", dump_recipe(recipe.model_copy(update={"output_dir": str(run.path)})))
-    console.print(f"precision: {precision.name} ({precision.reason})")
+    console.print(f"precision: {precision.name} ({precision.reason})", soft_wrap=True)
     run.write_environment(precision)
     torch.manual_seed(recipe.training.seed)
 
     tokenizer = load_tokenizer(recipe.model.name)
     data = prepare_training_data(recipe, tokenizer=tokenizer)
-    console.print(f"data: {data.summary()}")
+    console.print(f"data: {data.summary()}", soft_wrap=True)
     schedule = compute_schedule(recipe.training, data.num_sequences)
     speed = speed_settings(recipe, precision, longest_sequence(recipe, data))
     source, model = load_for_training(recipe, precision, speed.attention)
@@ -221,9 +221,10 @@ def run_sft(recipe: Recipe | None = None, *, resume: str | None = None, console:
     total = sum(p.numel() for p in model.parameters())
     console.print(
         f"model: {recipe.model.name}, {recipe.method}, {trainable:,} trainable of {total:,} parameters; "
-        f"{schedule.total_steps} steps of {schedule.effective_batch_size} sequences ({schedule.num_epochs:g} epochs)"
+        f"{schedule.total_steps} steps of {schedule.effective_batch_size} sequences ({schedule.num_epochs:g} epochs)",
+        soft_wrap=True,
     )
-    console.print(f"speed: {speed.summary()}")
+    console.print(f"speed: {speed.summary()}", soft_wrap=True)
     guard = NanGuard(precision.name)
     trainer = CompactLossSFTTrainer(
         model=model,
