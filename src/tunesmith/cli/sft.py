@@ -45,4 +45,4 @@ def sft(
         loss += f", eval loss {result.eval_loss:.4f}"
     console.print(f"done in {result.seconds:.0f} s: {result.steps} steps, {loss}")
     console.print(f"model: {result.model_dir}" + (f"  merged: {result.merged_dir}" if result.merged_dir else ""))
-    console.print(f"try it: tunesmith generate --model {result.run_dir} --prompt 'What is the capital of France?'")
+    console.print(f"try it: tunesmith generate --model {result.run_dir} --prompt 'What is the capital of France?'", soft_wrap=True)

@@ -107,6 +107,7 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
         data_summary = prepared.summary()
     else:
         num_sequences = num_examples
+        notes.append(f"without the data, every sequence counts as max_length ({seq_len}) tokens: the memory estimate and the attention kernel follow from that; pass --dataset for the real lengths")
         if recipe.data.packing:
             notes.append("packing is on: with --num-examples the plan counts one sequence per example; pass --dataset for the packed count")
     schedule = compute_schedule(recipe.training, num_sequences, world)
