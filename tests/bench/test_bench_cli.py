@@ -24,7 +24,7 @@ def test_bench_sft_json():
     assert base["settings"]["weights"] == "float32" and base["settings"]["gradient_checkpointing"]
     assert ours["settings"]["attention"] == "eager" and not ours["settings"]["gradient_checkpointing"]
     assert base["runs"][0]["timed_real_tokens"] == ours["runs"][0]["timed_real_tokens"] > 0  # the same batches on both sides
-    assert report["final_loss_gap"] < 0.02 and 0 < ours["mfu"] < 1
+    assert report["final_loss_gap"] <= report["loss_curve_max_gap"] < 0.02 and 0 < ours["mfu"] < 1
 
 
 @pytest.mark.slow
