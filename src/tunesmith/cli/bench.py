@@ -49,7 +49,7 @@ def bench_sft(
                 highlight=False,
                 soft_wrap=True,
             )
-        console.print(f"memory tunesmith/baseline {report['memory_ratio']:.2f}, final-loss gap {report['final_loss_gap']:.2%}, largest gap along the loss curve {report['loss_curve_max_gap']:.2%}")
+        console.print(f"memory tunesmith/baseline {report['memory_ratio']:.2f}, final-loss gap {report['final_loss_gap']:.2%}, largest gap along the loss curve {report['loss_curve_max_gap']:.2%}", soft_wrap=True)
         _verdicts(report["targets"])
     print(f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}")
 
