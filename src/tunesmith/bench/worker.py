@@ -5,12 +5,15 @@ Prints the run's figures as one JSON line on stdout (the last line); everything 
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 from dataclasses import asdict
 
 from tunesmith.errors import TunesmithError
+
+BENCHMARKS = ("sft", "generate")  # modules of tunesmith.bench, each with a Job dataclass and run_side(side, job)
 
 
 def spawn(bench: str, side: str, job) -> dict:
@@ -30,16 +33,10 @@ def main(argv: list[str]) -> None:
         from tunesmith.cli.main import quiet_libraries
 
         quiet_libraries()
-        if bench == "sft":
-            from tunesmith.bench.sft import Job, run_side
-
-            figures = run_side(side, Job(**json.loads(job)))
-        elif bench == "generate":
-            from tunesmith.bench.generate import Job, run_side
-
-            figures = run_side(side, Job(**json.loads(job)))
-        else:
+        if bench not in BENCHMARKS:
             raise SystemExit(f"unknown benchmark {bench!r}")
+        module = importlib.import_module(f"tunesmith.bench.{bench}")
+        figures = module.run_side(side, module.Job(**json.loads(job)))
     finally:
         sys.stdout = stdout
     print(json.dumps(figures))

@@ -12,8 +12,8 @@ bench = typer.Typer(help="Measure tunesmith against a plain TRL / transformers b
 app.add_typer(bench, name="bench")
 
 
-def _progress():
-    return lambda message: err_console.print(f"[dim]{message}[/]", highlight=False)
+def _progress(message: str) -> None:
+    err_console.print(f"[dim]{message}[/]", highlight=False)
 
 
 def _verdicts(targets: dict) -> None:
@@ -34,7 +34,7 @@ def bench_sft(
     from tunesmith.bench.sft import Job, compare
 
     job = Job(steps=steps, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps, max_length=max_length)
-    report = compare(job, repeats, _progress())
+    report = compare(job, repeats, _progress)
     if as_json:
         print(json.dumps(report, indent=2))
     else:
@@ -64,7 +64,7 @@ def bench_generate(
     """Greedy generation: a per-prompt `model.generate` loop (fp32) against our batched generation, outputs compared."""
     from tunesmith.bench.generate import Job, compare
 
-    report = compare(Job(prompts=prompts, max_new_tokens=max_new_tokens), repeats, _progress())
+    report = compare(Job(prompts=prompts, max_new_tokens=max_new_tokens), repeats, _progress)
     if as_json:
         print(json.dumps(report, indent=2))
     else:

@@ -35,6 +35,11 @@ def eval_source(recipe: Recipe, train_source: str) -> str | None:
     return f"{train_source}-eval" if f"{train_source}-eval" in BUILTIN_DATASETS else None
 
 
+def longest_sequence(recipe: Recipe, data: TrainingData) -> int:
+    """The longest row training will see: max_length when packing, else the longest (truncated) example."""
+    return recipe.data.max_length if recipe.data.packing else min(recipe.data.max_length, data.report.max_tokens)
+
+
 def count_packed(prepared: PreparedData, max_length: int) -> int:
     """How many sequences TRL's packing makes of this data (the same function SFTTrainer calls)."""
     from trl.data_utils import pack_dataset

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 
 from tunesmith.models.load import meta_model
 from tunesmith.models.precision import Precision, resolve_precision
-from tunesmith.train.speed import SpeedSettings, speed_settings
 from tunesmith.recipes.schema import Recipe
 from tunesmith.train.schedule import Schedule, compute_schedule
+from tunesmith.train.speed import SpeedSettings, speed_settings
 
 GIB = 1024**3
 
@@ -98,12 +98,12 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     data_summary = None
     seq_len = recipe.data.max_length
     if num_examples is None:
-        from tunesmith.train.data import prepare_training_data
+        from tunesmith.train.data import longest_sequence, prepare_training_data
 
         prepared = prepare_training_data(recipe, dataset or recipe.data.dataset)
         num_examples = prepared.report.num_examples
         num_sequences = prepared.num_sequences
-        seq_len = min(seq_len, prepared.report.max_tokens) if not recipe.data.packing else seq_len
+        seq_len = longest_sequence(recipe, prepared)
         data_summary = prepared.summary()
     else:
         num_sequences = num_examples

@@ -20,9 +20,9 @@ from tunesmith.models.precision import Precision, resolve_precision
 from tunesmith.recipes import Recipe, dump_recipe, load_recipe
 from tunesmith.runs.rundir import RunDir, find_resume_point
 from tunesmith.train.callbacks import MetricsLog, NanGuard, Progress
-from tunesmith.train.data import PACKING_STRATEGY, TrainingData, prepare_training_data
+from tunesmith.train.data import PACKING_STRATEGY, TrainingData, longest_sequence, prepare_training_data
 from tunesmith.train.schedule import compute_schedule
-from tunesmith.train.speed import SpeedSettings, base_weights_dtype, speed_settings
+from tunesmith.train.speed import SpeedSettings, base_weights_dtype, check_gpu_kernels, speed_settings
 
 
 @dataclass
@@ -101,11 +101,6 @@ def trainer_arguments(recipe: Recipe, run: RunDir, precision: Precision, has_eva
     )
 
 
-def longest_sequence(recipe: Recipe, data: TrainingData) -> int:
-    """The longest row training will see: max_length when packing, else the longest (truncated) example."""
-    return recipe.data.max_length if recipe.data.packing else min(recipe.data.max_length, data.report.max_tokens)
-
-
 def check_qlora(precision: Precision) -> None:
     """QLoRA's 4-bit weights need CUDA and bitsandbytes: say so before anything is written."""
     if precision.device != "cuda":
@@ -116,7 +111,7 @@ def check_qlora(precision: Precision) -> None:
         raise ModelError("QLoRA needs the bitsandbytes package", hint="pip install 'tunesmith[gpu]'") from exc
 
 
-def load_for_training(recipe: Recipe, precision: Precision, attention: str | None = None):
+def load_for_training(recipe: Recipe, precision: Precision, attention: str):
     """The model to train (plain, or 4-bit for QLoRA: CUDA + bitsandbytes only) with the attention kernel `attention`."""
     source = resolve_model(recipe.model.name)
     if recipe.method != "qlora":
@@ -129,8 +124,7 @@ def load_for_training(recipe: Recipe, precision: Precision, attention: str | Non
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=precision.dtype)
         model = AutoModelForCausalLM.from_pretrained(source.path, quantization_config=quant, dtype=precision.dtype)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.training.gradient_checkpointing)
-    attention = attention or recipe.model.attn_implementation
-    if attention and attention != model.config._attn_implementation:
+    if attention != model.config._attn_implementation:
         model.set_attn_implementation(attention)
     return source, model
 
@@ -195,7 +189,7 @@ def run_sft(recipe: Recipe | None = None, *, resume: str | None = None, console:
     precision = resolve_precision(recipe.model.precision)
     if recipe.method == "qlora":
         check_qlora(precision)
-    speed_settings(recipe, precision, recipe.data.max_length)  # GPU-only kernels asked for on a CPU stop here, before anything is written
+    check_gpu_kernels(recipe, precision)
     check_report_to(recipe.training.report_to)
     if not resume:
         run = RunDir.new(recipe.output_dir, "sft")

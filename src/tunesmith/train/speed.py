@@ -66,12 +66,8 @@ def attention_implementation(recipe: Recipe, precision: Precision, longest: int)
     Measured on the 2-core EPYC (SmolLM2, bf16, batch 8 of ~90 tokens): torch's CPU flash-attention kernel
     took ~0.36 s of a ~1.9 s step, eager attention ~0.05 s.
     """
-    chosen = recipe.model.attn_implementation
-    if chosen == "flash_attention_2":
-        check_flash_attention(precision)
-        return chosen
-    if chosen:
-        return chosen
+    if recipe.model.attn_implementation:
+        return recipe.model.attn_implementation
     if precision.device == "cuda":
         return "flash_attention_2" if precision.name != "fp32" and _installed("flash_attn") else "sdpa"
     return "eager" if longest <= EAGER_MAX_TOKENS else "sdpa"
@@ -80,13 +76,13 @@ def attention_implementation(recipe: Recipe, precision: Precision, longest: int)
 def use_liger(recipe: Recipe, precision: Precision) -> bool:
     """Liger's Triton kernels (RMSNorm, RoPE, SwiGLU) on a GPU where `liger_kernel` is installed, unless the recipe says no."""
     wanted = recipe.training.use_liger_kernel
-    if wanted:
-        check_liger(precision)
-        return True
-    return wanted is None and precision.device == "cuda" and _installed("liger_kernel")
+    if wanted is not None:
+        return wanted
+    return precision.device == "cuda" and _installed("liger_kernel")
 
 
 def speed_settings(recipe: Recipe, precision: Precision, longest: int) -> SpeedSettings:
+    check_gpu_kernels(recipe, precision)
     return SpeedSettings(
         weights=str(base_weights_dtype(recipe, precision)).removeprefix("torch."),
         autocast=uses_autocast(recipe, precision),
@@ -94,6 +90,14 @@ def speed_settings(recipe: Recipe, precision: Precision, longest: int) -> SpeedS
         liger=use_liger(recipe, precision),
         gradient_checkpointing=recipe.training.gradient_checkpointing,
     )
+
+
+def check_gpu_kernels(recipe: Recipe, precision: Precision) -> None:
+    """GPU-only kernels the recipe asks for must have a GPU and their package: say so before anything runs."""
+    if recipe.model.attn_implementation == "flash_attention_2":
+        check_flash_attention(precision)
+    if recipe.training.use_liger_kernel:
+        check_liger(precision)
 
 
 def check_flash_attention(precision: Precision) -> None:
