@@ -97,8 +97,9 @@ def lora_parameter_count(targets: list[Target], r: int, use_dora: bool = False) 
     return sum(r * (t.in_features + t.out_features) + (t.out_features if use_dora else 0) for t in targets)
 
 
-def build_lora_config(model, lora):
-    """A peft.LoraConfig with the selected modules spelled out by full name."""
+def build_lora_config(model, lora, task_type: str = "CAUSAL_LM"):
+    """A peft.LoraConfig with the selected modules spelled out by full name. A reward model (SEQ_CLS) also
+    trains its new score head in full (it starts random, so an adapter on it would learn nothing useful)."""
     from peft import LoraConfig
 
     targets = select_targets(model, lora)
@@ -109,5 +110,6 @@ def build_lora_config(model, lora):
         target_modules=[t.name for t in targets],
         use_dora=lora.use_dora,
         bias="none",
-        task_type="CAUSAL_LM",
+        task_type=task_type,
+        modules_to_save=["score"] if task_type == "SEQ_CLS" else None,
     )

@@ -19,9 +19,18 @@ DEMO_PROMPTS = [
 ]
 
 
+STAGES = ("sft", "reward", "dpo", "kto", "orpo")
+
 # Measured on the pirate demo (SmolLM2-135M, 48 steps): LoRA at 2e-4 barely moved the style
-# (loss 3.5 -> 2.6); 1e-3 learned it (-> 1.7) and kept the facts.
-DEFAULT_LEARNING_RATE = {"lora": 1e-3, "qlora": 1e-3, "full": 2e-5}
+# (loss 3.5 -> 2.6); 1e-3 learned it (-> 1.7) and kept the facts. Preference stages push on a
+# log-ratio against the reference and are run at lower rates (TRL: 1e-6 full; LoRA needs more).
+DEFAULT_LEARNING_RATE = {
+    "sft": {"lora": 1e-3, "qlora": 1e-3, "full": 2e-5},
+    "reward": {"lora": 5e-4, "qlora": 5e-4, "full": 1e-5},
+    "dpo": {"lora": 2e-4, "qlora": 2e-4, "full": 1e-6},
+    "kto": {"lora": 2e-4, "qlora": 2e-4, "full": 1e-6},
+    "orpo": {"lora": 5e-4, "qlora": 5e-4, "full": 8e-6},
+}
 
 
 class Section(BaseModel):
@@ -105,7 +114,50 @@ class SampleSection(Section):
     diagnostics: bool = Field(True, description="After training, run the cheap eval diagnostics (leakage, repetition, memorization) on the eval split.")
 
 
+# Stage sections: field names are TRL's config names (DPOConfig, KTOConfig, ORPOConfig, RewardConfig),
+# passed through unchanged, so TRL's documentation applies.
+
+
+class RewardSection(Section):
+    center_rewards_coefficient: float | None = Field(None, ge=0, description="Pull rewards towards 0 (adds coef * mean(r^2) to the loss; Eisenstein et al. use 0.01). None: off.")
+    disable_dropout: bool = Field(True, description="Turn dropout off in the model (stable pairwise scores).")
+
+
+class DPOSection(Section):
+    beta: float = Field(0.1, gt=0, description="KL strength: higher keeps the policy closer to the reference. For loss_type ipo it is IPO's tau.")
+    loss_type: list[str] = Field(["sigmoid"], description="DPO loss(es), TRL's names: sigmoid (DPO), ipo, hinge, robust, ... (`tunesmith recipe --stage dpo` lists all TRL offers); several are summed with loss_weights.")
+    loss_weights: list[float] | None = Field(None, description="One weight per loss_type (default 1.0 each).")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Robust DPO: probability that a preference label is flipped (0.1 typical); EXO's epsilon.")
+    precompute_ref_log_probs: bool = Field(False, description="Score the data with the reference once before training, then train without the reference forward.")
+    ld_alpha: float | None = Field(None, ge=0, le=1, description="LD-DPO: weight on the tokens past the shorter answer's length (None: plain DPO).")
+    use_weighting: bool = Field(False, description="WPO weighting of pairs by the policy's length-normalised probability.")
+    disable_dropout: bool = Field(True, description="Turn dropout off in policy and reference, so their log-ratios are comparable.")
+
+    @field_validator("loss_type", mode="before")
+    @classmethod
+    def _listify(cls, value):
+        return [value] if isinstance(value, str) else value
+
+
+class KTOSection(Section):
+    beta: float = Field(0.1, gt=0, description="KL strength against the reference.")
+    desirable_weight: float = Field(1.0, gt=0, description="Weight of desirable (label true) examples; raise it when they are fewer.")
+    undesirable_weight: float = Field(1.0, gt=0, description="Weight of undesirable (label false) examples.")
+    loss_type: Literal["kto", "apo_zero_unpaired"] = Field("kto", description="kto, or apo_zero_unpaired (anchored preference optimisation).")
+    precompute_ref_log_probs: bool = Field(False, description="Score the data with the reference once before training.")
+    disable_dropout: bool = Field(True, description="Turn dropout off in policy and reference.")
+
+
+class ORPOSection(Section):
+    beta: float = Field(0.1, gt=0, description="ORPO's lambda: weight of the odds-ratio term next to the SFT loss on the chosen answer.")
+    disable_dropout: bool = Field(True, description="Turn dropout off in the model.")
+
+
+STAGE_SECTIONS = {"reward": RewardSection, "dpo": DPOSection, "kto": KTOSection, "orpo": ORPOSection}
+
+
 class Recipe(Section):
+    stage: Literal["sft", "reward", "dpo", "kto", "orpo"] = Field("sft", description="Training stage: sft, reward (reward model), dpo, kto or orpo; its own section holds its settings.")
     method: Literal["full", "lora", "qlora"] = Field("lora", description="full fine-tuning, LoRA, or QLoRA (4-bit base, CUDA only).")
     model: ModelSection = ModelSection()
     lora: LoraSection = LoraSection()
@@ -114,12 +166,22 @@ class Recipe(Section):
     sample: SampleSection = SampleSection()
     output_dir: str | None = Field(None, description="Run directory; default runs/<method>-<timestamp>.")
     merge: bool = Field(False, description="Also write a merged full model (LoRA) to <run>/merged.")
+    reward: RewardSection | None = Field(None, description="Settings of stage reward (TRL RewardConfig names).")
+    dpo: DPOSection | None = Field(None, description="Settings of stage dpo (TRL DPOConfig names).")
+    kto: KTOSection | None = Field(None, description="Settings of stage kto (TRL KTOConfig names).")
+    orpo: ORPOSection | None = Field(None, description="Settings of stage orpo (TRL ORPOConfig names).")
 
     @model_validator(mode="after")
     def _check(self):
+        for name, section in STAGE_SECTIONS.items():
+            given = getattr(self, name)
+            if given is not None and name != self.stage:
+                raise ValueError(f"the recipe has a '{name}:' section, but its stage is {self.stage}; set stage: {name}, or remove the section")
+            if name == self.stage and given is None:
+                object.__setattr__(self, name, section())
         t = self.training
         if t.learning_rate is None:
-            t.learning_rate = DEFAULT_LEARNING_RATE[self.method]
+            t.learning_rate = DEFAULT_LEARNING_RATE[self.stage][self.method]
         if t.save_strategy == "steps" and t.save_steps < 1:
             raise ValueError("training.save_steps must be >= 1 when save_strategy is steps")
         if t.max_steps == 0:

@@ -7,6 +7,8 @@
     <run>/model/             the final adapter or model, with tokenizer and chat template
     <run>/merged/            (LoRA + --merge) base with the adapter merged in
     <run>/loss.png           train/eval loss curves
+    <run>/metrics.png        the stage's own curves (reward margin, accuracy, ...)
+    <run>/changes.json       what training changed on the eval split (before/after measurements)
     <run>/diagnostics.json   end-of-run eval diagnostics (leakage, repetition, memorization)
     <run>/README.md          model card: what was trained on what, and how it went
 """
@@ -123,6 +125,20 @@ class RunDir:
         if not series:
             return None
         return plot_series(self.path / "loss.png", series, f"{self.path.name}: loss", "optimizer step", "loss")
+
+    def plot_metrics(self, keys: tuple[str, ...]) -> Path | None:
+        """<run>/metrics.png: a stage's own curves (e.g. DPO reward margin and accuracy) against optimizer step."""
+        from tunesmith.report.plots import plot_series
+
+        metrics = [m for m in self.read_metrics() if not m.get("final")]
+        series = {}
+        for key in keys:
+            points = [(m["step"], m[key]) for m in metrics if key in m]
+            if points:
+                series[key] = ([x for x, _ in points], [y for _, y in points])
+        if not series:
+            return None
+        return plot_series(self.path / "metrics.png", series, f"{self.path.name}: {', '.join(series)}", "optimizer step", "value")
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics_file.is_file():

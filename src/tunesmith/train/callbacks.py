@@ -79,9 +79,10 @@ def _fmt_time(seconds: float) -> str:
 class Progress(TrainerCallback):
     """A live bar (steps, loss, lr, tokens/s, ETA) on a terminal; one plain line per log event otherwise."""
 
-    def __init__(self, console=None, live: bool | None = None):
+    def __init__(self, console=None, live: bool | None = None, metrics: tuple[str, ...] = ()):
         from rich.console import Console
 
+        self.metrics = metrics  # a stage's own logged values (e.g. DPO's rewards/margins), shown after the loss
         self.console = console or Console(stderr=False)
         self.live = sys.stdout.isatty() if live is None else live
         self._bar = None
@@ -103,6 +104,9 @@ class Progress(TrainerCallback):
         parts = []
         if "loss" in self._last:
             parts.append(f"loss {self._last['loss']:.4f}")
+        for key in self.metrics:
+            if key in self._last:
+                parts.append(f"{key.split('/')[-1]} {self._last[key]:.3f}")
         if "learning_rate" in self._last:
             parts.append(f"lr {self._last['learning_rate']:.2e}")
         elapsed = time.perf_counter() - self._t0
@@ -118,7 +122,7 @@ class Progress(TrainerCallback):
         logs = logs or {}
         if "loss" not in logs and "eval_loss" not in logs:
             return
-        self._last.update({k: v for k, v in logs.items() if k in ("loss", "learning_rate")})
+        self._last.update({k: v for k, v in logs.items() if k in ("loss", "learning_rate", *self.metrics)})
         if self._bar:
             self._bar.update(self._task, info=self._info(state))
             if "eval_loss" in logs:

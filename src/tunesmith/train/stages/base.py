@@ -1,0 +1,118 @@
+"""What a training stage is: the few things that differ between SFT, reward models, DPO, KTO, ORPO.
+
+Everything else (run directory, preflight, precision, loading, the adapter, the reference
+model, callbacks, OOM, saving, the model card) is the scaffold's (train/scaffold.py). A
+stage says which data it takes, which TRL config and trainer it uses, and how to measure
+what training changed; a new stage is one module in this folder plus a line in STAGES.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+@dataclass
+class StageData:
+    """A stage's data as its trainer takes it, plus what the scaffold and reports need to know."""
+
+    train: Any  # datasets.Dataset in the trainer's format
+    eval: Any | None
+    summary: str
+    num_examples: int
+    num_sequences: int  # what the Trainer iterates over (examples, packed sequences, pairs)
+    longest: int  # longest row in tokens, as the trainer will see it
+    train_examples: list[dict] = field(default_factory=list)  # canonical rows
+    eval_examples: list[dict] = field(default_factory=list)
+    raw: Any = None  # the stage's own prepared object (e.g. SFT's TrainingData)
+
+
+@dataclass
+class Change:
+    """One line of "what changed": a measurement on the eval split before and after training."""
+
+    metric: str
+    before: float | None
+    after: float | None
+    fmt: str = "{:.3f}"
+    better: str = "higher"  # higher | lower | none
+
+    def to_json(self) -> dict:
+        return {"metric": self.metric, "before": self.before, "after": self.after}
+
+
+@dataclass
+class StageResult:
+    """What every stage returns; one CLI renderer shows it."""
+
+    stage: str
+    run_dir: Path
+    model_dir: Path
+    steps: int
+    train_loss: float | None
+    eval_loss: float | None
+    seconds: float
+    trainable_parameters: int = 0
+    merged_dir: Path | None = None
+    prompts: list[str] = field(default_factory=list)
+    before: list[str] = field(default_factory=list)  # sample answers (causal-LM stages)
+    after: list[str] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    examples: list[dict] = field(default_factory=list)  # a few rows shown after the run (e.g. scored pairs)
+    examples_title: str = ""
+    diagnostics: object = None  # evaluate.DiagnosticsReport on the eval split (SFT)
+    final_metrics: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "stage": self.stage,
+            "run_dir": str(self.run_dir),
+            "model_dir": str(self.model_dir),
+            "steps": self.steps,
+            "train_loss": self.train_loss,
+            "eval_loss": self.eval_loss,
+            "seconds": round(self.seconds, 1),
+            "changes": [c.to_json() for c in self.changes],
+            "examples": self.examples,
+        }
+
+
+class Stage:
+    """Base class: override what differs. Class attributes are read by the scaffold and by `plan`."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]  # "direct preference optimisation"
+    data_kind: ClassVar[str]  # sft | preference | unpaired
+    needs_reference: ClassVar[bool] = False  # a frozen copy of the starting policy (LoRA: adapter disabled)
+    head: ClassVar[str] = "causal"  # causal | reward (sequence classification, one score)
+    trainer_wraps_adapter: ClassVar[bool] = True  # give the trainer a peft_config instead of a PeftModel
+    sequences_per_example: ClassVar[int] = 1  # DPO/ORPO/reward run chosen and rejected through the model
+    progress_metrics: ClassVar[tuple[str, ...]] = ()  # logged metrics shown in progress lines
+    plot_metrics: ClassVar[tuple[str, ...]] = ()  # extra curves for <run>/metrics.png
+
+    def prepare_data(self, recipe, tokenizer, source: str | None = None, with_eval: bool = True) -> StageData:
+        raise NotImplementedError
+
+    def config(self, recipe, common: dict):
+        """The TRL config for this stage from the common TrainingArguments `common` and the stage's section."""
+        raise NotImplementedError
+
+    def trainer(self, *, model, ref_model, args, data: StageData, tokenizer, callbacks, peft_config):
+        raise NotImplementedError
+
+    def measure(self, model, tokenizer, recipe, data: StageData, ref_model=None) -> dict:
+        """A snapshot on the eval split (called before and after training); {} when there is nothing to measure."""
+        return {}
+
+    def compare(self, before: dict, after: dict) -> tuple[list[Change], list[dict], str]:
+        """(changes, example rows, title of the examples table) from two snapshots."""
+        return [], [], ""
+
+    def diagnose(self, model, tokenizer, recipe, data: StageData, run):
+        """Optional end-of-run diagnostics with a `to_json()` and `render(console)`; None when the stage has none."""
+        return None
+
+    def describe(self, recipe) -> str:
+        """One line for the model card and the run header."""
+        return self.title
