@@ -24,6 +24,10 @@ def _builtin(name: str) -> str:
 BUILTIN_DATASETS: dict[str, str] = {
     "pirate": _builtin("pirate.jsonl"),
     "pirate-eval": _builtin("pirate_eval.jsonl"),
+    "pirate-pairs": _builtin("pirate_pairs.jsonl"),
+    "pirate-pairs-eval": _builtin("pirate_pairs_eval.jsonl"),
+    "pirate-kto": _builtin("pirate_kto.jsonl"),
+    "pirate-kto-eval": _builtin("pirate_kto_eval.jsonl"),
 }
 
 
