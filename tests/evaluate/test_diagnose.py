@@ -1,6 +1,7 @@
 import json
 import math
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -46,3 +47,23 @@ def test_diagnose_report_and_cli(tiny_model_dir, smol_tokenizer, tmp_path):
     result = CliRunner().invoke(app, ["eval", "-m", tiny_model_dir, "--max-prompts", "2", "--max-new-tokens", "4", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "perplexity" in result.output and json.loads(out.read_text())["diagnostics"]
+
+
+def test_eval_loss_is_the_training_loss(tiny_model_dir, smol_tokenizer):
+    """`tunesmith eval` scores with training's loss function: its number equals causal_lm_loss on the same rows."""
+    from tunesmith.models import load_model
+    from tunesmith.train.loss import causal_lm_loss
+
+    model = load_model(tiny_model_dir)
+    small = prepare_dataset("pirate-eval", smol_tokenizer, max_length=128).dataset.select(range(3))
+    loss, _ = eval_loss(model, small, batch_size=2)  # two batches (2 + 1 rows): their token-weighted mean
+    width = max(len(x) for x in small["input_ids"])
+    batch = {  # all three rows in one right-padded batch, as the trainer would see them
+        "input_ids": torch.tensor([x + [0] * (width - len(x)) for x in small["input_ids"]]),
+        "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in small["input_ids"]]),
+        "labels": torch.tensor([x + [-100] * (width - len(x)) for x in small["labels"]]),
+    }
+    with torch.no_grad():
+        expected, stats = causal_lm_loss(model, batch)
+    assert int(stats.tokens) > 0
+    assert loss == pytest.approx(expected.item(), rel=1e-5)

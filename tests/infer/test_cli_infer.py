@@ -55,3 +55,27 @@ def test_bad_flags_are_errors_not_tracebacks(tiny_model_dir, tmp_path):
     for extra in cases:
         result = runner.invoke(app, ["generate", "-m", tiny_model_dir, *extra])
         assert isinstance(result.exception, TunesmithError), (extra, result.exception)
+
+
+def test_sampling_flags_are_declared_once_with_per_command_defaults():
+    from dataclasses import fields
+
+    import typer
+
+    from tunesmith.cli.sampling_options import SAMPLING_FLAGS, sampling_options
+    from tunesmith.infer import SamplingParams
+
+    assert {name: flag[1] for name, flag in SAMPLING_FLAGS.items()} == {f.name: f.default for f in fields(SamplingParams)}
+    seen = []
+    demo = typer.Typer()
+
+    @demo.command()
+    @sampling_options(temperature=0.7, top_p=0.95)
+    def cmd(name: str = typer.Option("x"), params: SamplingParams = None, seed: int = typer.Option(0)):
+        seen.append((name, params, seed))
+
+    assert runner.invoke(demo, []).exit_code == 0
+    assert runner.invoke(demo, ["--top-k", "5", "--seed", "2"]).exit_code == 0
+    assert seen == [("x", SamplingParams(temperature=0.7, top_p=0.95), 0), ("x", SamplingParams(temperature=0.7, top_k=5, top_p=0.95), 2)]
+    bad = runner.invoke(demo, ["--top-p", "1.5"])
+    assert isinstance(bad.exception, TunesmithError) and "top_p" in str(bad.exception)

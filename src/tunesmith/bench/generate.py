@@ -42,17 +42,17 @@ def run_side(side: str, job: Job) -> dict:
     import torch
 
     from tunesmith.models.builtin import DEFAULT_MODEL
-    from tunesmith.models.load import load_tokenizer, resolve_model
+    from tunesmith.models.load import load_pretrained, load_tokenizer, resolve_model
     from tunesmith.models.precision import resolve_precision
 
     impl, precision, batch = side.split(":")
-    source = resolve_model(DEFAULT_MODEL)
-    tokenizer = load_tokenizer(source)
     questions = prompts(job.prompts)
     dtype = resolve_precision(precision).dtype
     if impl == "hf":
         from transformers import AutoModelForCausalLM
 
+        source = resolve_model(DEFAULT_MODEL)
+        tokenizer = load_tokenizer(source)
         model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype)
 
         def run(qs, new_tokens):
@@ -64,9 +64,9 @@ def run_side(side: str, job: Job) -> dict:
             return outputs
     else:
         from tunesmith.infer.generate import complete
-        from tunesmith.models.load import load_model
 
-        model = load_model(source, dtype=dtype)
+        loaded = load_pretrained(DEFAULT_MODEL, precision=precision)
+        model, tokenizer = loaded.model, loaded.tokenizer
 
         def run(qs, new_tokens):
             done = complete(model, tokenizer, qs, max_new_tokens=new_tokens, batch_size=int(batch), seed=0)

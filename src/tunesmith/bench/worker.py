@@ -30,7 +30,7 @@ def main(argv: list[str]) -> None:
     bench, side, job = argv
     stdout, sys.stdout = sys.stdout, sys.stderr  # libraries print; only the figures go to the real stdout
     try:
-        from tunesmith.cli.main import quiet_libraries
+        from tunesmith.quiet import quiet_libraries
 
         quiet_libraries()
         if bench not in BENCHMARKS:

@@ -3,34 +3,33 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from tunesmith.cli.main import app, console
+from tunesmith.cli.sampling_options import sampling_options
+from tunesmith.models.builtin import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from tunesmith.infer.sampling import SamplingParams
 
 
 @app.command()
+@sampling_options(temperature=0.7, top_p=0.95, help_texts={"top_p": "Nucleus sampling (1 = off).", "top_k": "0 = off."})
 def chat(
-    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file."),
-    temperature: float = typer.Option(0.7, min=0.0, help="0 = greedy."),
-    top_p: float = typer.Option(0.95, help="Nucleus sampling (1 = off)."),
-    top_k: int = typer.Option(0, min=0, help="0 = off."),
-    min_p: float = typer.Option(0.0, help="Keep tokens with p >= min_p * p_max (0 = off)."),
-    repetition_penalty: float = typer.Option(1.0, help="> 1 discourages repeating tokens (1 = off)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file."),
+    params: SamplingParams = None,
     max_new_tokens: int = typer.Option(256, min=1, help="Longest reply in tokens."),
     system: Optional[str] = typer.Option(None, help="System prompt."),
     seed: Optional[int] = typer.Option(None, help="Seed for sampling."),
 ):
     """Interactive chat with streaming replies; /help lists the commands (/temperature, /system, /reset, /exit ...)."""
     from tunesmith.infer.chat import HELP, ChatSession
-    from tunesmith.infer.sampling import SamplingParams
-    from tunesmith.models import load_model, load_tokenizer, resolve_model
-    from tunesmith.models.precision import resolve_precision
+    from tunesmith.models import load_pretrained
 
-    source = resolve_model(model)
-    session = ChatSession(load_model(source, dtype=resolve_precision("auto").dtype), load_tokenizer(source),
-                          SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty), max_new_tokens, system, seed=seed)
+    loaded = load_pretrained(model, precision="auto")
+    session = ChatSession(loaded.model, loaded.tokenizer, params, max_new_tokens, system, seed=seed)
     tty = sys.stdin.isatty()
     if tty:
         console.print(f"chatting with {model}; {HELP}", highlight=False)

@@ -9,11 +9,12 @@ from typing import Optional
 import typer
 
 from tunesmith.cli.main import app, console
+from tunesmith.models.builtin import DEFAULT_MODEL
 
 
 @app.command("eval")
 def evaluate(
-    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file."),
     data: str = typer.Option("pirate-eval", "--data", help="Eval data: built-in name, file or directory (any format the data layer knows)."),
     train_data: Optional[str] = typer.Option(None, "--train-data", help="Training data, to detect memorization (default: a run directory's own dataset)."),
     reference_model: Optional[str] = typer.Option(None, "--reference-model", help="Measure drift: mean per-token KL(model || reference)."),
@@ -29,13 +30,12 @@ def evaluate(
     from tunesmith.data import prepare_dataset
     from tunesmith.errors import TunesmithError
     from tunesmith.evaluate import diagnose
-    from tunesmith.models import load_model, load_tokenizer, resolve_model
+    from tunesmith.models import load_model, load_pretrained
 
     if match and match not in ("exact", "contains", "regex"):
         raise TunesmithError(f"--match is '{match}'; expected exact, contains or regex")
-    source = resolve_model(model)
-    tokenizer = load_tokenizer(source)
-    lm = load_model(source)
+    loaded = load_pretrained(model)
+    tokenizer = loaded.tokenizer
     if train_data is None and (Path(model) / "recipe.yaml").is_file():
         from tunesmith.recipes import load_recipe
 
@@ -49,7 +49,7 @@ def evaluate(
 
         found = [record.get(answers_field) for _, record in read_rows(data)]
         answers = [str(a) for a in found] if all(a is not None for a in found) else None
-    report = diagnose(lm, tokenizer, eval_data, name=model, train_examples=train, reference=reference,
+    report = diagnose(loaded.model, tokenizer, eval_data, name=model, train_examples=train, reference=reference,
                       max_prompts=max_prompts, max_new_tokens=max_new_tokens, match=match, answers=answers)
     if output:
         output.write_text(json.dumps(report.to_json(), indent=2))

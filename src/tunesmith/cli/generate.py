@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from tunesmith.cli.main import app, console
+from tunesmith.cli.sampling_options import sampling_options
 from tunesmith.errors import TunesmithError
+from tunesmith.models.builtin import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from tunesmith.infer.sampling import SamplingParams
 
 
 def read_prompts(path: Path) -> list:
@@ -51,18 +56,15 @@ def read_prompts(path: Path) -> list:
 
 
 @app.command()
+@sampling_options(temperature=0.0)
 def generate(
-    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Built-in name, model/adapter/run directory, .gguf file or Hub id."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Built-in name, model/adapter/run directory, .gguf file or Hub id."),
     prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p", help="Prompt (repeatable)."),
     prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help=".txt (one per line) or .jsonl with 'prompt' or 'messages'."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write one JSON result per prompt to this .jsonl file."),
     batch_size: int = typer.Option(8, min=1, help="Prompts generated together."),
     max_new_tokens: int = typer.Option(64, min=1, help="Tokens to generate at most."),
-    temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy."),
-    top_k: int = typer.Option(0, min=0, help="Keep the k most likely tokens (0 = off)."),
-    top_p: float = typer.Option(1.0, help="Nucleus: the smallest set with this much probability (1 = off)."),
-    min_p: float = typer.Option(0.0, help="Keep tokens with p >= min_p * p_max (0 = off)."),
-    repetition_penalty: float = typer.Option(1.0, help="> 1 discourages repeating tokens (1 = off)."),
+    params: SamplingParams = None,
     stop: Optional[list[str]] = typer.Option(None, "--stop", help="Stop string (repeatable); the text is cut before it."),
     seed: Optional[int] = typer.Option(None, help="Seed for sampling (same seed, same output)."),
     chat: bool = typer.Option(True, "--chat/--no-chat", help="Apply the chat template (default) or complete raw text."),
@@ -70,22 +72,18 @@ def generate(
     precision: str = typer.Option("auto", help="auto, bf16 or fp32."),
 ):
     """Generate replies for prompts given on the command line or in a file."""
-    from tunesmith.infer import SamplingParams, complete
-    from tunesmith.models import load_model, load_tokenizer, resolve_model
-    from tunesmith.models.precision import resolve_precision
+    from tunesmith.infer import complete
+    from tunesmith.models import load_pretrained
 
     prompts = list(prompt or []) + (read_prompts(prompts_file) if prompts_file else [])
     if not prompts:
         raise TunesmithError("no prompt given", hint="pass --prompt TEXT (repeatable) or --prompts-file FILE")
     if output and not output.parent.is_dir():
         raise TunesmithError(f"cannot write '{output}': folder '{output.parent}' does not exist")
-    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty)
-    source = resolve_model(model)
-    lm = load_model(source, dtype=resolve_precision(precision).dtype)
-    tokenizer = load_tokenizer(source)
+    loaded = load_pretrained(model, precision=precision)
     stream = len(prompts) == 1 and not output  # one reply to a terminal: show it as it comes
     on_token = (lambda i, delta: (sys.stdout.write(delta), sys.stdout.flush())) if stream else None
-    results = complete(lm, tokenizer, prompts, params, chat=chat, max_new_tokens=max_new_tokens, stop=stop, seed=seed, batch_size=batch_size,
+    results = complete(loaded.model, loaded.tokenizer, prompts, params, chat=chat, max_new_tokens=max_new_tokens, stop=stop, seed=seed, batch_size=batch_size,
                        system=system, on_token=on_token)
     if stream:
         sys.stdout.write("\n")

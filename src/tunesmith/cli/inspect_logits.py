@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,18 +12,20 @@ from rich.table import Table
 
 from tunesmith.cli.inspect import inspect_app
 from tunesmith.cli.main import console
+from tunesmith.cli.sampling_options import sampling_options
+from tunesmith.models.builtin import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from tunesmith.infer.sampling import SamplingParams
 
 
 @inspect_app.command("logits")
+@sampling_options(help_texts={"top_k": "0 = off.", "top_p": "1 = off.", "min_p": "0 = off.", "repetition_penalty": "1 = off."})
 def logits(
     prompt: str = typer.Option(..., "--prompt", "-p", help="Text to continue."),
-    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file."),
     chat: bool = typer.Option(False, "--chat/--no-chat", help="Apply the chat template first (default: raw text)."),
-    temperature: float = typer.Option(1.0, min=0.0, help="0 = greedy."),
-    top_k: int = typer.Option(0, min=0, help="0 = off."),
-    top_p: float = typer.Option(1.0, help="1 = off."),
-    min_p: float = typer.Option(0.0, help="0 = off."),
-    repetition_penalty: float = typer.Option(1.0, help="1 = off."),
+    params: SamplingParams = None,
     rows: int = typer.Option(15, min=1, help="Table rows per step."),
     steps: int = typer.Option(1, min=1, help="Walk this many generated tokens."),
     seed: int = typer.Option(0, help="Seed for the sampled walk."),
@@ -30,12 +33,10 @@ def logits(
 ):
     """Next-token table: logit, softmax, temperature, cumulative, which filters keep it, final probability."""
     from tunesmith.infer.inspect import walk
-    from tunesmith.infer.sampling import SamplingParams
-    from tunesmith.models import load_model, load_tokenizer, resolve_model
+    from tunesmith.models import load_pretrained
 
-    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty)
-    source = resolve_model(model)
-    result = walk(load_model(source), load_tokenizer(source), prompt, params, steps=steps, rows=rows, chat=chat, seed=seed)
+    loaded = load_pretrained(model)
+    result = walk(loaded.model, loaded.tokenizer, prompt, params, steps=steps, rows=rows, chat=chat, seed=seed)
     if as_json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return
@@ -45,7 +46,7 @@ def logits(
         width = console.measure(table, options=console.options.update(max_width=1000)).maximum
         (console if console.is_terminal else Console(width=max(console.width, width))).print(table)
         sampling = not params.greedy  # greedy switches every filter off
-        on = {"top_k": sampling and top_k > 0, "top_p": sampling and top_p < 1, "min_p": sampling and min_p > 0, "final": True}
+        on = {"top_k": sampling and params.top_k > 0, "top_p": sampling and params.top_p < 1, "min_p": sampling and params.min_p > 0, "final": True}
         k = {name: f"{n:,}" if on[name] else "off" for name, n in step["kept"].items()}
         console.print(
             f"{'greedy (T=0): ' if params.greedy else ''}kept of {step['vocab_size']:,}: top-k {k['top_k']}, top-p {k['top_p']}, min-p {k['min_p']}, all filters {k['final']}; "
@@ -54,7 +55,7 @@ def logits(
             highlight=False,
             markup=False,
         )
-    if top_k and top_p < 1:
+    if params.top_k and params.top_p < 1:
         console.print("[dim]top-p measures what top-k left (renormalised), as Hugging Face does; · = already removed by top-k[/]")
 
 

@@ -25,19 +25,7 @@ def _register() -> None:
     from tunesmith.cli import bench, chat, eval, generate, inspect, inspect_logits, plan, recipe, serve, sft  # noqa: F401  (commands register on import)
 
 
-def quiet_libraries() -> None:
-    """Our progress display replaces the libraries' bars and deprecation chatter."""
-    import warnings
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
+from tunesmith.quiet import quiet_libraries  # noqa: E402
 
 
 def main() -> None:

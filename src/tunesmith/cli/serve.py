@@ -8,11 +8,12 @@ from typing import Optional
 import typer
 
 from tunesmith.cli.main import app, console
+from tunesmith.models.builtin import DEFAULT_MODEL
 
 
 @app.command()
 def serve(
-    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; the default serves this machine only."),
     port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
     name: Optional[str] = typer.Option(None, help="Model id clients send (default: the --model value)."),

@@ -8,6 +8,7 @@ import torch
 
 from tunesmith.evaluate.metrics import TEMPLATE_MARKERS, accuracy, distinct_n, leakage, longest_repeated_ngram, mean_kl, memorization
 from tunesmith.evaluate.report import DiagnosticsReport
+from tunesmith.train.loss import causal_lm_loss
 
 
 def _batches(dataset, size: int):
@@ -23,15 +24,16 @@ def _batches(dataset, size: int):
 
 @torch.no_grad()
 def eval_loss(model, dataset, batch_size: int = 8) -> tuple[float, float]:
-    """Mean cross-entropy over trained tokens (labels != -100), and its perplexity exp(loss)."""
+    """Mean cross-entropy over trained tokens (labels != -100), and its perplexity exp(loss).
+
+    The loss is training's own (`causal_lm_loss`), so an eval number compares with the logged train loss."""
     model.eval()
     total, count = 0.0, 0
     for ids, labels, mask in _batches(dataset, batch_size):
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        target = labels[:, 1:]
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum")
+        # num_items_in_batch=1: the summed loss of the batch; the mean is taken over all batches below
+        loss, stats = causal_lm_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": labels}, num_items_in_batch=1)
         total += float(loss)
-        count += int((target != -100).sum())
+        count += int(stats.tokens)
     mean = total / max(count, 1)
     return mean, math.exp(min(mean, 50))
 

@@ -98,6 +98,23 @@ def load_model(spec: str | ModelSource, *, dtype=None, merge_adapter: bool = Fal
     return model
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A model ready to use: where it came from, the model (on CPU) and its tokenizer."""
+
+    source: ModelSource
+    model: object
+    tokenizer: object
+
+
+def load_pretrained(spec: str | ModelSource, *, precision: str = "fp32") -> Loaded:
+    """Resolve `spec` once and load its model and tokenizer; `precision` is auto|bf16|fp16|fp32 (see precision.py)."""
+    from tunesmith.models.precision import resolve_precision
+
+    source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
+    return Loaded(source, load_model(source, dtype=resolve_precision(precision).dtype), load_tokenizer(source))
+
+
 def meta_model(model_name: str):
     """The model's architecture with no weights (meta device): shapes and counts in milliseconds."""
     import torch

@@ -35,13 +35,11 @@ class Engine:
     """One loaded model; `run` generates for one request, serialised by a lock."""
 
     def __init__(self, model_spec: str, name: str | None = None, max_prompt_tokens: int | None = None):
-        from tunesmith.models import load_model, load_tokenizer, resolve_model
-        from tunesmith.models.precision import resolve_precision
+        from tunesmith.models import load_pretrained
 
-        source = resolve_model(model_spec)
+        loaded = load_pretrained(model_spec, precision="auto")
         self.name = name or model_spec
-        self.tokenizer = load_tokenizer(source)
-        self.model = load_model(source, dtype=resolve_precision("auto").dtype)
+        self.tokenizer, self.model = loaded.tokenizer, loaded.model
         self.model.eval()
         self.max_prompt_tokens = max_prompt_tokens or getattr(self.model.config, "max_position_embeddings", 2048)
         self.lock = threading.Lock()
