@@ -21,11 +21,22 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a model's weights are: `path` is a transformers directory; `adapter` a PEFT adapter on top of it."""
+    """Where a model's weights are: `path` is a transformers directory; `adapter` a PEFT adapter on top of it.
+
+    `below` holds the adapters of earlier stages, oldest first, that `adapter` was trained on top of
+    (e.g. a DPO adapter on an SFT adapter): they are merged into the base before `adapter` is applied.
+    """
 
     spec: str
     path: str
     adapter: str | None = None
+    below: tuple[str, ...] = ()
+
+    def adapter_task(self) -> str | None:
+        """The adapter's peft task type (CAUSAL_LM, SEQ_CLS, ...), None without an adapter."""
+        if not self.adapter:
+            return None
+        return json.loads((Path(self.adapter) / "adapter_config.json").read_text()).get("task_type")
 
 
 def resolve_model(spec: str) -> ModelSource:
@@ -46,7 +57,9 @@ def resolve_model(spec: str) -> ModelSource:
             builtin = next((name for name in BUILTIN_MODELS if Path(base).name.startswith(f"{name}-")), None)
             if builtin and not Path(base).exists():
                 base = builtin
-            return ModelSource(spec, resolve_model(base).path, adapter=str(path))
+            under = resolve_model(base)
+            below = (*under.below, under.adapter) if under.adapter else under.below
+            return ModelSource(spec, under.path, adapter=str(path), below=below)
         if (path / "config.json").is_file():
             return ModelSource(spec, str(path))
         raise ModelError(
@@ -85,16 +98,31 @@ def load_model(spec: str | ModelSource, *, dtype=None, merge_adapter: bool = Fal
     from transformers import AutoModelForCausalLM
 
     source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
+    dtype = dtype or torch.float32
     try:
-        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype or torch.float32)
+        # earlier stages' adapters are merged at full precision, then the weights take `dtype`
+        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32 if source.below else dtype)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load model '{source.spec}': {exc}".splitlines()[0]) from exc
+    if source.below:
+        model = merge_adapters(model, source.below).to(dtype)
     if source.adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, source.adapter, is_trainable=trainable)
         if merge_adapter:
             model = model.merge_and_unload()
+    return model
+
+
+def merge_adapters(model, adapters) -> object:
+    """Apply each adapter in turn and merge it into the weights."""
+    from peft import PeftModel
+
+    for adapter in adapters:
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise ModelError(f"the adapter '{adapter}' that this model was trained on top of is missing", hint="keep the earlier run directories in place, or pass a merged model (merge: true)")
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     return model
 
 

@@ -6,6 +6,7 @@ Precedence (later wins): defaults in schema.py < recipe file < `--set key=value`
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,9 @@ def _explain(error: dict, source: str | None, lines: dict, overridden: set[tuple
         hint = f"; did you mean '{'.'.join((*loc[:-1], close[0]))}'?" if close else f"; known fields here: {', '.join(_fields_at(Recipe, loc))}"
         return f"{where}unknown field '{dotted}'{hint}"
     message = error["msg"].removeprefix("Value error, ")
+    stray = re.match(r"the recipe has a '(\w+):' section", message)
+    if stray and source and (stray.group(1),) in lines:  # a stage section under the wrong stage: point at it
+        return f"{source}:{lines[(stray.group(1),)]}: {message}"
     return f"{where}{dotted}: {message} (got {error.get('input')!r})" if "input" in error and not isinstance(error["input"], dict) else f"{where}{dotted}: {message}"
 
 

@@ -153,6 +153,9 @@ class ORPOSection(Section):
     disable_dropout: bool = Field(True, description="Turn dropout off in the model.")
 
 
+# The built-in dataset each stage trains on when the recipe names none.
+STAGE_DATASETS = {"sft": "pirate", "reward": "pirate-pairs", "dpo": "pirate-pairs", "kto": "pirate-kto", "orpo": "pirate-pairs"}
+
 STAGE_SECTIONS = {"reward": RewardSection, "dpo": DPOSection, "kto": KTOSection, "orpo": ORPOSection}
 
 
@@ -179,6 +182,8 @@ class Recipe(Section):
                 raise ValueError(f"the recipe has a '{name}:' section, but its stage is {self.stage}; set stage: {name}, or remove the section")
             if name == self.stage and given is None:
                 object.__setattr__(self, name, section())
+        if "dataset" not in self.data.model_fields_set:
+            self.data.dataset = STAGE_DATASETS[self.stage]
         t = self.training
         if t.learning_rate is None:
             t.learning_rate = DEFAULT_LEARNING_RATE[self.stage][self.method]

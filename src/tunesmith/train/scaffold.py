@@ -66,10 +66,15 @@ def load_for_training(recipe: Recipe, precision: Precision, attention: str, head
 
     A previous stage's adapter (`--model runs/sft-...`) is merged into its base at full precision
     first, so the new stage trains a fresh adapter on top of the SFT model (and, with LoRA, the
-    reference is that SFT model: the new adapter disabled).
+    reference is that SFT model: the new adapter disabled). The new adapter records the old one
+    as its base, and `resolve_model` follows that chain when the result is loaded.
     """
+    from tunesmith.models.reward import new_reward_model
+
     source = resolve_model(recipe.model.name)
     dtype = base_weights_dtype(recipe, precision)
+    if source.adapter_task() == "SEQ_CLS":
+        raise ModelError(f"'{recipe.model.name}' is a reward model; stage {recipe.stage} trains from a language model", hint="pass the model the reward model was trained from, or an SFT run")
     if recipe.method == "qlora":
         if source.adapter:
             raise ModelError(
@@ -77,12 +82,10 @@ def load_for_training(recipe: Recipe, precision: Precision, attention: str, head
                 hint="train the previous stage with merge: true and pass its <run>/merged directory, or use method: lora",
             )
         model = _load_qlora(source, recipe, precision, head)
-    elif source.adapter:
-        model = load_model(source, dtype=None, merge_adapter=True).to(dtype)  # merged in fp32, then stored in the run's dtype
-        if head == "reward":
-            model = reward_model_from(model, dtype)
     elif head == "reward":
-        model = _load_reward_model(source, dtype)
+        model = new_reward_model(source, dtype)
+    elif source.adapter:
+        model = load_model(source, merge_adapter=True).to(dtype)  # merged in fp32, then stored in the run's dtype
     else:
         model = load_model(source, dtype=dtype)
     if attention != model.config._attn_implementation:
@@ -98,37 +101,6 @@ def _load_qlora(source: ModelSource, recipe: Recipe, precision: Precision, head:
     cls, extra = (AutoModelForSequenceClassification, {"num_labels": 1}) if head == "reward" else (AutoModelForCausalLM, {})
     model = cls.from_pretrained(source.path, quantization_config=quant, dtype=precision.dtype, **extra)
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.training.gradient_checkpointing)
-
-
-def _load_reward_model(source: ModelSource, dtype):
-    from transformers import AutoModelForSequenceClassification
-
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(source.path, num_labels=1, dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load '{source.spec}' as a reward model: {exc}".splitlines()[0]) from exc
-    return _score_in_fp32(model)
-
-
-def reward_model_from(causal_lm, dtype):
-    """A one-score sequence-classification model on the body of `causal_lm` (its LM head dropped)."""
-    from transformers import AutoModelForSequenceClassification
-
-    config = copy.deepcopy(causal_lm.config)
-    config.num_labels = 1
-    model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
-    model.base_model.load_state_dict(causal_lm.base_model.state_dict())
-    return _score_in_fp32(model)
-
-
-def _score_in_fp32(model):
-    """The new score head is trained from scratch: keep it in fp32 (AdamW on bf16 weights loses small updates) and
-    feed it fp32 hidden states, so a bf16 body needs no autocast."""
-    import torch
-
-    model.score.to(torch.float32)
-    model.score.register_forward_pre_hook(lambda module, args: (args[0].to(module.weight.dtype), *args[1:]))
-    return model
 
 
 def lora_config(recipe: Recipe, model, head: str):
@@ -223,6 +195,7 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     stage = get_stage(recipe.stage)
     precision = resolve_precision(recipe.model.precision)
     preflight(recipe, precision)
+    stage.check(recipe)
     tokenizer = load_tokenizer(recipe.model.name)
     data = stage.prepare_data(recipe, tokenizer)  # bad data stops here, before a run directory exists
     if run is None:
@@ -320,9 +293,9 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
 def merged_from_adapter(model_dir: Path, head: str):
     """The saved adapter merged into its base, loaded afresh in fp32 (never merged into rounded bf16 weights)."""
     if head == "reward":
-        from peft import AutoPeftModelForSequenceClassification
+        from tunesmith.models.reward import load_reward_model
 
-        return AutoPeftModelForSequenceClassification.from_pretrained(model_dir, num_labels=1).merge_and_unload()
+        return load_reward_model(str(model_dir)).merge_and_unload()
     return load_model(str(model_dir), merge_adapter=True)
 
 
@@ -333,7 +306,9 @@ def save_model(model, tokenizer, source: ModelSource, path: Path) -> None:
     config_file = path / "adapter_config.json"
     if config_file.is_file():
         cfg = json.loads(config_file.read_text())
-        cfg["base_model_name_or_path"] = str(Path(source.path).resolve()) if Path(source.path).exists() else source.path
+        # on top of an earlier stage's adapter, that adapter is the base (resolve_model follows the chain)
+        base = source.adapter or source.path
+        cfg["base_model_name_or_path"] = str(Path(base).resolve()) if Path(base).exists() else base
         config_file.write_text(json.dumps(cfg, indent=2))
 
 

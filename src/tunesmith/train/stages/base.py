@@ -91,6 +91,9 @@ class Stage:
     progress_metrics: ClassVar[tuple[str, ...]] = ()  # logged metrics shown in progress lines
     plot_metrics: ClassVar[tuple[str, ...]] = ()  # extra curves for <run>/metrics.png
 
+    def check(self, recipe) -> None:
+        """Refuse settings the stage's trainer would reject, as a RecipeError naming the field (before any work)."""
+
     def prepare_data(self, recipe, tokenizer, source: str | None = None, with_eval: bool = True) -> StageData:
         raise NotImplementedError
 

@@ -1,0 +1,129 @@
+"""How a model ranks the answers of preference pairs: log-probabilities (policies) and scores (reward models).
+
+Sequences are built exactly as TRL's trainers build them: the chat template over prompt + answer,
+the answer being what follows the templated prompt (with its generation prompt). A response's
+log-probability is the sum over its tokens, the quantity DPO's implicit reward is made of:
+
+    reward(x, y) = beta * (log pi(y|x) - log pi_ref(y|x))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _ids(tokenizer, conversation_or_text, generation_prompt: bool = False) -> list[int]:
+    if isinstance(conversation_or_text, list):
+        out = tokenizer.apply_chat_template(conversation_or_text, tokenize=True, return_dict=True, add_generation_prompt=generation_prompt)
+        return list(out["input_ids"])
+    return list(tokenizer(conversation_or_text)["input_ids"])
+
+
+def encode(tokenizer, prompt, response) -> tuple[list[int], int]:
+    """(ids of prompt + response, index where the response starts), as TRL's DPO/KTO/ORPO tokenise a row."""
+    if isinstance(prompt, list):
+        prompt_ids = _ids(tokenizer, prompt, generation_prompt=True)
+        full = _ids(tokenizer, prompt + (response if isinstance(response, list) else [{"role": "assistant", "content": response}]))
+    else:
+        prompt_ids = _ids(tokenizer, prompt)
+        full = _ids(tokenizer, prompt + response)
+    start = 0
+    while start < min(len(prompt_ids), len(full)) and prompt_ids[start] == full[start]:
+        start += 1
+    return full, start
+
+
+def response_logprobs(model, tokenizer, prompts: list, responses: list, batch_size: int = 8) -> list[float]:
+    """Sum of log p(token) over each response's tokens, given its prompt (no gradient; fp32 softmax)."""
+    import torch
+
+    rows = [encode(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    out: list[float] = []
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    try:
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i : i + batch_size]
+            width = max(len(ids) for ids, _ in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for j, (row, _) in enumerate(chunk):
+                ids[j, : len(row)] = torch.tensor(row)
+                mask[j, : len(row)] = 1
+            with torch.no_grad():
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+            for j, (row, start) in enumerate(chunk):
+                targets = torch.tensor(row[max(start, 1) :], device=device)
+                scores = logits[j, max(start, 1) - 1 : len(row) - 1].float().log_softmax(-1)
+                out.append(scores.gather(-1, targets[:, None]).sum().item())
+    finally:
+        model.train(was_training)
+    return out
+
+
+def reward_scores(model, tokenizer, prompts: list, responses: list, batch_size: int = 8) -> list[float]:
+    """The reward model's score for each (prompt, response), tokenised as TRL's RewardTrainer does."""
+    import torch
+
+    rows = [encode(tokenizer, p, r)[0] for p, r in zip(prompts, responses)]
+    out: list[float] = []
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    try:
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i : i + batch_size]
+            width = max(len(r) for r in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for j, row in enumerate(chunk):
+                ids[j, : len(row)] = torch.tensor(row)
+                mask[j, : len(row)] = 1
+            with torch.no_grad():
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            out += logits[:, 0].float().tolist()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def pairwise_accuracy(chosen: list[float], rejected: list[float]) -> float:
+    """Share of pairs where the chosen answer scores strictly higher (ties count as wrong)."""
+    if not chosen:
+        return float("nan")
+    return sum(c > r for c, r in zip(chosen, rejected)) / len(chosen)
+
+
+@dataclass
+class Pairs:
+    """Preference pairs to measure on: prompt, chosen and rejected answers (messages or strings)."""
+
+    prompts: list
+    chosen: list
+    rejected: list
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @classmethod
+    def from_examples(cls, examples: list[dict]) -> "Pairs":
+        """From preference rows, or from unpaired rows by matching a desirable and an undesirable answer per prompt."""
+        if examples and "chosen" in examples[0]:
+            return cls([e["prompt"] for e in examples], [e["chosen"] for e in examples], [e["rejected"] for e in examples])
+        good: dict[str, dict] = {}
+        bad: dict[str, dict] = {}
+        for e in examples:
+            key = repr(e["prompt"])
+            (good if e["label"] else bad).setdefault(key, e)
+        keys = [k for k in good if k in bad]
+        return cls([good[k]["prompt"] for k in keys], [good[k]["completion"] for k in keys], [bad[k]["completion"] for k in keys])
+
+
+def text_of(value) -> str:
+    """The text of a prompt or answer: the last message's content for conversations."""
+    if isinstance(value, list):
+        return value[-1]["content"] if value else ""
+    return value

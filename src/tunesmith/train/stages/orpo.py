@@ -1,0 +1,26 @@
+"""Odds-ratio preference optimisation on `trl.experimental.orpo.ORPOTrainer`: SFT and preference in one loss, no reference."""
+
+from __future__ import annotations
+
+from tunesmith.train.stages.pairs import PreferenceStage
+
+
+class ORPOStage(PreferenceStage):
+    name = "orpo"
+    title = "odds-ratio preference optimisation"
+    implicit_reward = False
+    progress_metrics = ("rewards/margins", "rewards/accuracies")
+    plot_metrics = ("rewards/margins", "rewards/accuracies", "log_odds_ratio", "nll_loss")
+
+    def describe(self, recipe) -> str:
+        return f"{self.title}, lambda (beta) {recipe.orpo.beta:g}, reference-free"
+
+    def config(self, recipe, common: dict):
+        from trl.experimental.orpo import ORPOConfig
+
+        return self.trl_config(ORPOConfig, recipe, common)
+
+    def trainer(self, *, model, ref_model, args, data, tokenizer, callbacks, peft_config):
+        from trl.experimental.orpo import ORPOTrainer
+
+        return ORPOTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)

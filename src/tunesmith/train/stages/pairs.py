@@ -1,0 +1,108 @@
+"""What the preference stages (DPO, KTO, ORPO) share: pair data, and measuring how the policy ranks the answers.
+
+Before training the policy is the reference, so the log-probabilities measured then are the
+reference's; after training, beta * (log pi - log pi_ref) is the implicit reward TRL optimises.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tunesmith.train.stages.base import Change, Stage, StageData
+
+TEXTBOOK_PROMPT = "What is the capital of France?"
+
+
+def eval_source(recipe, source: str) -> str | None:
+    from tunesmith.data.readers import BUILTIN_DATASETS
+
+    if recipe.data.eval_dataset:
+        return recipe.data.eval_dataset
+    return f"{source}-eval" if f"{source}-eval" in BUILTIN_DATASETS else None
+
+
+class PreferenceStage(Stage):
+    data_kind = "preference"
+    sequences_per_example = 2
+    progress_metrics = ("rewards/margins", "rewards/accuracies")
+    plot_metrics = ("rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected")
+    implicit_reward = True  # DPO/KTO: beta * log-ratio to the reference; ORPO has no reference
+
+    def prepare_data(self, recipe, tokenizer, source=None, with_eval=True) -> StageData:
+        from tunesmith.data.preference import prepare_preference_data
+
+        source = source or recipe.data.dataset
+        train = prepare_preference_data(source, tokenizer, stage=self.name, max_length=recipe.data.max_length)
+        evaluation = None
+        if with_eval and (src := eval_source(recipe, source)):
+            evaluation = prepare_preference_data(src, tokenizer, stage=self.name, max_length=recipe.data.max_length)
+        summary = train.report.summary() + (f"\neval: {evaluation.report.summary()}" if evaluation else "")
+        return StageData(
+            train=train.dataset,
+            eval=evaluation.dataset if evaluation else None,
+            summary=summary,
+            num_examples=train.report.num_examples,
+            num_sequences=train.report.num_examples,
+            longest=min(train.report.max_tokens, recipe.data.max_length),
+            train_examples=train.examples,
+            eval_examples=evaluation.examples if evaluation else [],
+            raw=(train, evaluation),
+        )
+
+    def section(self, recipe):
+        return getattr(recipe, self.name)
+
+    def trl_config(self, cls, recipe, common: dict, **extra):
+        """The stage's TRL config: common TrainingArguments, max_length, and the recipe section's fields by name."""
+        common = {k: v for k, v in common.items() if k != "use_liger_kernel"}  # a GPU-only SFT switch
+        fields = self.section(recipe).model_dump()
+        return cls(**common, max_length=recipe.data.max_length, **fields, **extra)
+
+    def measure(self, model, tokenizer, recipe, data: StageData, ref_model=None) -> dict:
+        from tunesmith.evaluate.preference import Pairs, response_logprobs
+
+        pairs = Pairs.from_examples(data.eval_examples)
+        if not len(pairs):
+            return {}
+        return {
+            "pairs": pairs,
+            "chosen": response_logprobs(model, tokenizer, pairs.prompts, pairs.chosen),
+            "rejected": response_logprobs(model, tokenizer, pairs.prompts, pairs.rejected),
+            "beta": self.section(recipe).beta,
+        }
+
+    def compare(self, before: dict, after: dict):
+        from tunesmith.evaluate.preference import pairwise_accuracy, text_of
+
+        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+        b_margin = [c - r for c, r in zip(before["chosen"], before["rejected"])]
+        a_margin = [c - r for c, r in zip(after["chosen"], after["rejected"])]
+        changes = [
+            Change("log p(chosen), mean", mean(before["chosen"]), mean(after["chosen"]), "{:.2f}"),
+            Change("log p(rejected), mean", mean(before["rejected"]), mean(after["rejected"]), "{:.2f}", better="lower"),
+            Change("log p(chosen) - log p(rejected), mean", mean(b_margin), mean(a_margin), "{:.2f}"),
+            Change("preference accuracy (policy ranks chosen first)", pairwise_accuracy(before["chosen"], before["rejected"]), pairwise_accuracy(after["chosen"], after["rejected"]), "{:.0%}"),
+        ]
+        beta = after["beta"]
+        if self.implicit_reward:  # before training the policy is the reference: its implicit reward is 0 by definition
+            rewards_c = [beta * (a - b) for a, b in zip(after["chosen"], before["chosen"])]
+            rewards_r = [beta * (a - b) for a, b in zip(after["rejected"], before["rejected"])]
+            changes.append(Change(f"implicit reward margin, beta={beta:g}", 0.0, mean([c - r for c, r in zip(rewards_c, rewards_r)]), "{:+.3f}"))
+            changes.append(Change("implicit reward accuracy", None, pairwise_accuracy(rewards_c, rewards_r), "{:.0%}"))
+        pairs = after["pairs"]
+        order = sorted(range(len(pairs)), key=lambda i: text_of(pairs.prompts[i]) != TEXTBOOK_PROMPT)[:4]
+        examples = []
+        for i in order:
+            row = {
+                "prompt": text_of(pairs.prompts[i]),
+                "chosen": text_of(pairs.chosen[i]),
+                "rejected": text_of(pairs.rejected[i]),
+                "log p chosen": f"{before['chosen'][i]:.2f} -> {after['chosen'][i]:.2f}",
+                "log p rejected": f"{before['rejected'][i]:.2f} -> {after['rejected'][i]:.2f}",
+            }
+            if max(len(row["chosen"]), len(row["rejected"])) < 20:  # one-word answers: show probabilities
+                p = lambda lp: f"{math.exp(lp):.3g}"  # noqa: E731
+                row["log p chosen"] += f"  (p {p(before['chosen'][i])} -> {p(after['chosen'][i])})"
+                row["log p rejected"] += f"  (p {p(before['rejected'][i])} -> {p(after['rejected'][i])})"
+            examples.append(row)
+        return changes, examples, "eval pairs before -> after"
