@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from pydantic import BaseModel
+
 from tunesmith.recipes.schema import Recipe
 
 # flag name -> (recipe path, type)
@@ -45,25 +47,46 @@ RECIPE_FLAGS: dict[str, tuple[str, type]] = {
 }
 
 
+# stage -> its own flags (recipe paths in the stage's section)
+STAGE_FLAGS: dict[str, dict[str, tuple[str, type]]] = {
+    "sft": {},
+    "reward": {"center_rewards_coefficient": ("reward.center_rewards_coefficient", float)},
+    "dpo": {"beta": ("dpo.beta", float), "loss_type": ("dpo.loss_type", str), "precompute_ref_log_probs": ("dpo.precompute_ref_log_probs", bool)},
+    "kto": {"beta": ("kto.beta", float), "desirable_weight": ("kto.desirable_weight", float), "undesirable_weight": ("kto.undesirable_weight", float)},
+    "orpo": {"beta": ("orpo.beta", float)},
+}
+
+
+def section_model(annotation):
+    """The pydantic section class of a field annotation (`DPOSection | None` -> DPOSection), else None."""
+    import typing
+
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def field_help(path: str) -> str:
     model = Recipe
     *parents, name = path.split(".")
     for part in parents:
-        model = model.model_fields[part].annotation
+        model = section_model(model.model_fields[part].annotation)
     info = model.model_fields[name]
     default = info.default
     return f"{info.description or ''} [recipe: {path}, default: {default}]"
 
 
-def recipe_options(*names: str):
-    """Add `--flag` options (from RECIPE_FLAGS) to a command; they reach it as `overrides: dict`."""
-    chosen = names or tuple(RECIPE_FLAGS)
+def recipe_options(*names: str, extra: dict[str, tuple[str, type]] | None = None):
+    """Add `--flag` options (from RECIPE_FLAGS, plus `extra`) to a command; they reach it as `overrides: dict`."""
+    table = {**RECIPE_FLAGS, **(extra or {})}
+    chosen = (*names, *(extra or {})) if names else tuple(table)
 
     def decorate(func):
         signature = inspect.signature(func)
         params = [p for p in signature.parameters.values() if p.name != "overrides"]
         for name in chosen:
-            path, kind = RECIPE_FLAGS[name]
+            path, kind = table[name]
             flag = name.replace("_", "-")
             decl = f"--{flag}/--no-{flag}" if kind is bool else f"--{flag}"
             option = typer.Option(None, decl, help=field_help(path), rich_help_panel="Recipe fields", show_default=False)
@@ -71,7 +94,7 @@ def recipe_options(*names: str):
 
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            overrides = {RECIPE_FLAGS[n][0]: kwargs.pop(n) for n in chosen if kwargs.get(n) is not None}
+            overrides = {table[n][0]: kwargs.pop(n) for n in chosen if kwargs.get(n) is not None}
             for n in chosen:
                 kwargs.pop(n, None)
             return func(*args, overrides=overrides, **kwargs)
@@ -82,12 +105,14 @@ def recipe_options(*names: str):
     return decorate
 
 
-def build_recipe(recipe_file, sets: list[str] | None, overrides: dict):
-    """Recipe file < --set items < typed flags."""
+def build_recipe(recipe_file, sets: list[str] | None, overrides: dict, stage: str | None = None):
+    """Recipe file < --set items < typed flags. `stage`: the command's stage, used where the file names none."""
     from tunesmith.recipes import load_recipe
     from tunesmith.recipes.load import parse_override
 
     merged: dict = {}
+    if stage and not _file_names_stage(recipe_file):
+        merged["stage"] = stage
     for item in sets or []:
         path, value = parse_override(item)
         merged[".".join(path)] = value
@@ -97,3 +122,16 @@ def build_recipe(recipe_file, sets: list[str] | None, overrides: dict):
 
 RECIPE_OPTION = typer.Option(None, "--recipe", "-c", help="Recipe YAML file.", exists=False)
 SET_HELP = "Override any recipe field: --set training.learning_rate=1e-4 (repeatable)."
+
+
+def _file_names_stage(recipe_file) -> bool:
+    """Whether the recipe file sets `stage:` itself (then a command of another stage is refused, not obeyed)."""
+    import yaml
+
+    if recipe_file is None:
+        return False
+    try:
+        data = yaml.safe_load(open(recipe_file).read())
+    except (OSError, yaml.YAMLError):
+        return False  # load_recipe reports it with the line
+    return isinstance(data, dict) and "stage" in data

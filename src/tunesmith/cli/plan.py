@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from tunesmith.cli.main import app, console
-from tunesmith.cli.options import RECIPE_OPTION, SET_HELP, build_recipe, recipe_options
+from tunesmith.cli.options import RECIPE_FLAGS, RECIPE_OPTION, SET_HELP, build_recipe, recipe_options
 
 
 def _steps(steps: list[int], limit: int = 8) -> str:
@@ -33,13 +33,15 @@ def render(plan) -> None:
         t(f"[bold]data[/]            {plan.data_summary}")
     else:
         t(f"[bold]data[/]            {plan.num_examples:,} examples (--num-examples)")
+    t(f"[bold]stage[/]           {plan.stage}")
     t(f"[bold]precision[/]       {plan.precision.name} ({plan.precision.reason})")
     if plan.speed:
         t(f"[bold]speed[/]           {plan.speed.summary()}")
     share = plan.trainable_parameters / plan.total_parameters * 100
     t(f"[bold]parameters[/]      {plan.trainable_parameters:,} trainable of {plan.total_parameters:,} ({share:.2f}%), method {plan.method}")
-    t(f"[bold]batch[/]           {s.per_device_train_batch_size} per device x {s.world_size} device(s) x {s.gradient_accumulation_steps} accumulation = {s.effective_batch_size} sequences per step (effective batch size)")
-    t(f"[bold]steps[/]           {s.steps_per_epoch} per epoch ({s.micro_batches_per_epoch} micro-batches of {s.num_sequences:,} sequences); {s.total_steps} optimizer steps = {s.num_epochs:g} epochs")
+    unit = "pairs" if plan.stage in ("reward", "dpo", "orpo") else "sequences"
+    t(f"[bold]batch[/]           {s.per_device_train_batch_size} per device x {s.world_size} device(s) x {s.gradient_accumulation_steps} accumulation = {s.effective_batch_size} {unit} per step (effective batch size)")
+    t(f"[bold]steps[/]           {s.steps_per_epoch} per epoch ({s.micro_batches_per_epoch} micro-batches of {s.num_sequences:,} {unit}); {s.total_steps} optimizer steps = {s.num_epochs:g} epochs")
     t(f"[bold]warmup[/]          {s.warmup_steps} steps")
     kept = f" (kept: {_steps(s.kept_checkpoints)})" if s.kept_checkpoints != s.checkpoint_steps else ""
     t(f"[bold]checkpoints[/]     {_steps(s.checkpoint_steps)}{kept}")
@@ -58,7 +60,7 @@ def render(plan) -> None:
 
 
 @app.command()
-@recipe_options()
+@recipe_options(*RECIPE_FLAGS, extra={"stage": ("stage", str)})
 def plan(
     recipe: Optional[Path] = RECIPE_OPTION,
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
@@ -72,6 +74,7 @@ def plan(
     from tunesmith.train.plan import make_plan
 
     result = make_plan(build_recipe(recipe, set_, overrides), num_examples=num_examples, world_size=num_devices)
+
     if plot:
         from tunesmith.report.plots import plot_series
 

@@ -1,31 +1,48 @@
-"""`tunesmith recipe`: every recipe field with its default and meaning, as commented YAML."""
+"""`tunesmith recipe [--stage S]`: every recipe field of a stage with its default and meaning, as commented YAML."""
 
 from __future__ import annotations
 
+from typing import Optional
+
+import typer
 from pydantic import BaseModel
 
 from tunesmith.cli.main import app, console
 
 
-def commented_yaml(model: type[BaseModel], indent: int = 0) -> list[str]:
+def commented_yaml(model: BaseModel, indent: int = 0, extra: dict[str, str] | None = None) -> list[str]:
+    """`model`'s fields as YAML with each description as a comment; stage sections appear only when set."""
     import yaml
+
+    from tunesmith.cli.options import section_model
 
     lines = []
     pad = "  " * indent
-    for name, info in model.model_fields.items():
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            lines.append(f"{pad}{name}:")
-            lines += commented_yaml(annotation, indent + 1)
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if section_model(info.annotation) is not None:
+            if value is None:
+                continue  # another stage's section
+            lines.append(f"{pad}{name}:" + (f"  # {info.description}" if info.description else ""))
+            lines += commented_yaml(value, indent + 1, extra)
             continue
-        value = yaml.safe_dump({name: info.default}, default_flow_style=True, width=1000).strip()[1:-1]
-        lines.append(f"{pad}{value}  # {info.description}")
+        text = yaml.safe_dump({name: value}, default_flow_style=True, width=1000).strip()[1:-1]
+        note = (extra or {}).get(f"{type(model).__name__}.{name}")
+        lines.append(f"{pad}{text}  # {info.description}" + (f" TRL offers: {note}." if note else ""))
     return lines
 
 
 @app.command()
-def recipe():
-    """Print the default recipe: every field, its default, and what it means."""
-    from tunesmith.recipes.schema import Recipe
+def recipe(stage: Optional[str] = typer.Option(None, "--stage", help="sft (default), reward, dpo, kto or orpo: the fields of that stage.")):
+    """Print the default recipe of a stage: every field, its default, and what it means."""
+    from tunesmith.errors import RecipeError
+    from tunesmith.recipes.schema import STAGES, Recipe
 
-    console.print("\n".join(commented_yaml(Recipe)), highlight=False, markup=False)
+    if stage is not None and stage not in STAGES:
+        raise RecipeError(f"--stage {stage} is not a stage", hint=f"stages: {', '.join(STAGES)}")
+    extra = {}
+    if stage == "dpo":
+        from tunesmith.train.stages.dpo import dpo_loss_types
+
+        extra["DPOSection.loss_type"] = ", ".join(dpo_loss_types())
+    console.print("\n".join(commented_yaml(Recipe(stage=stage or "sft"), extra=extra)), highlight=False, markup=False, soft_wrap=True)

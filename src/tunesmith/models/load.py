@@ -143,11 +143,14 @@ def load_pretrained(spec: str | ModelSource, *, precision: str = "fp32") -> Load
     return Loaded(source, load_model(source, dtype=resolve_precision(precision).dtype), load_tokenizer(source))
 
 
-def meta_model(model_name: str):
-    """The model's architecture with no weights (meta device): shapes and counts in milliseconds."""
+def meta_model(model_name: str, head: str = "causal"):
+    """The model's architecture with no weights (meta device): shapes and counts in milliseconds.
+    head "reward": the one-score sequence-classification model on the same body."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     config = AutoConfig.from_pretrained(resolve_model(model_name).path)
+    if head == "reward":
+        config.num_labels = 1
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
+        return (AutoModelForSequenceClassification if head == "reward" else AutoModelForCausalLM).from_config(config)

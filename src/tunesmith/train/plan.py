@@ -33,11 +33,13 @@ class Plan:
     num_examples: int = 0
     notes: list[str] = field(default_factory=list)
     speed: SpeedSettings | None = None
+    stage: str = "sft"
 
     def to_json(self) -> dict:
         s = asdict(self.schedule)
         out = {
             "model": self.model,
+            "stage": self.stage,
             "method": self.method,
             "precision": self.precision.name,
             "precision_reason": self.precision.reason,
@@ -54,14 +56,17 @@ class Plan:
         return out
 
 
-def parameter_counts(recipe: Recipe, model) -> tuple[int, int]:
-    """(total, trainable) parameters for the recipe's method; LoRA counts are what peft will create."""
+def parameter_counts(recipe: Recipe, model, head: str = "causal") -> tuple[int, int]:
+    """(total, trainable) parameters for the recipe's method; LoRA counts are what peft will create.
+    A reward model's score head is trained in full (with LoRA: peft's trainable copy of it)."""
     from tunesmith.models.lora import lora_parameter_count, select_targets
 
     total = sum(p.numel() for p in model.parameters())
     if recipe.method == "full":
         return total, total
     trainable = lora_parameter_count(select_targets(model, recipe.lora), recipe.lora.r, recipe.lora.use_dora)
+    if head == "reward":
+        trainable += model.score.weight.numel()
     return total + trainable, trainable  # the adapter's weights add to the model
 
 
@@ -92,19 +97,23 @@ def estimate_memory(config, total: int, trainable: int, precision: Precision, me
 
 
 def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int | None = None, world_size: int | None = None) -> Plan:
-    """The plan for `recipe` on `dataset` (loaded as training would) or on `num_examples` examples."""
+    """The plan for `recipe` on `dataset` (loaded as its stage's training would) or on `num_examples` examples."""
+    from tunesmith.train.stages import get_stage
+
+    stage = get_stage(recipe.stage)
+    stage.check(recipe)
     world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
     notes: list[str] = []
     data_summary = None
     seq_len = recipe.data.max_length
     if num_examples is None:
-        from tunesmith.train.data import longest_sequence, prepare_training_data
+        from tunesmith.models.load import load_tokenizer
 
-        prepared = prepare_training_data(recipe, dataset or recipe.data.dataset)
-        num_examples = prepared.report.num_examples
+        prepared = stage.prepare_data(recipe, load_tokenizer(recipe.model.name), dataset or recipe.data.dataset)
+        num_examples = prepared.num_examples
         num_sequences = prepared.num_sequences
-        seq_len = longest_sequence(recipe, prepared)
-        data_summary = prepared.summary()
+        seq_len = prepared.longest
+        data_summary = prepared.summary
     else:
         num_sequences = num_examples
         notes.append(f"without the data, every sequence counts as max_length ({seq_len}) tokens: the memory estimate and the attention kernel follow from that; pass --dataset for the real lengths")
@@ -112,11 +121,29 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
             notes.append("packing is on: with --num-examples the plan counts one sequence per example; pass --dataset for the packed count")
     schedule = compute_schedule(recipe.training, num_sequences, world)
     precision = resolve_precision(recipe.model.precision)
-    model = meta_model(recipe.model.name)
-    total, trainable = parameter_counts(recipe, model)
-    memory = estimate_memory(
-        model.config, total, trainable, precision, recipe.method,
-        recipe.training.per_device_train_batch_size, seq_len, recipe.training.gradient_checkpointing,
-    )
+    model = meta_model(recipe.model.name, head=stage.head)
+    total, trainable = parameter_counts(recipe, model, stage.head)
+    # DPO, ORPO and reward models run chosen and rejected through the model in one batch
+    rows = recipe.training.per_device_train_batch_size * stage.sequences_per_example
+    memory = estimate_memory(model.config, total, trainable, precision, recipe.method, rows, seq_len, recipe.training.gradient_checkpointing)
+    if stage.sequences_per_example == 2:
+        notes.append(f"each step sees pairs: {recipe.training.per_device_train_batch_size} pairs per micro-batch run as {rows} sequences (chosen and rejected)")
+    if stage.needs_reference:
+        memory["reference"] = reference_bytes(recipe, stage, total - (trainable if recipe.method != "full" else 0), precision)
+        notes.append(
+            "reference model: the same weights with the adapter disabled (no second copy in memory)"
+            if recipe.method != "full"
+            else ("reference log-probs precomputed before training (no reference in memory while training)" if memory["reference"] == 0 else "reference model: one frozen copy of the starting weights")
+        )
     speed = speed_settings(recipe, precision, seq_len)
-    return Plan(schedule, precision, recipe.method, recipe.model.name, total, trainable, memory, data_summary, num_examples, notes, speed)
+    plan = Plan(schedule, precision, recipe.method, recipe.model.name, total, trainable, memory, data_summary, num_examples, notes, speed)
+    plan.stage = recipe.stage
+    return plan
+
+
+def reference_bytes(recipe: Recipe, stage, base_parameters: int, precision: Precision) -> int:
+    """Extra memory for the frozen reference: none with LoRA (adapter disabled) or precomputed log-probs; else a copy."""
+    section = getattr(recipe, stage.name, None)
+    if recipe.method != "full" or getattr(section, "precompute_ref_log_probs", False):
+        return 0
+    return base_parameters * 4  # full fine-tuning keeps fp32 weights; the copy is made of them

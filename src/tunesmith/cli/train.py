@@ -1,0 +1,105 @@
+"""`tunesmith sft|reward|dpo|kto|orpo` (one thin command per stage) and `tunesmith train -c recipe.yaml`.
+
+Every stage runs on the same scaffold (train/scaffold.py) and returns one StageResult, shown by one renderer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from tunesmith.cli.main import app, console
+from tunesmith.cli.options import RECIPE_OPTION, SET_HELP, STAGE_FLAGS, build_recipe, recipe_options
+
+RESUME_HELP = "Continue a run: its directory (newest complete checkpoint) or one checkpoint-N directory."
+
+STAGE_HELP = {
+    "sft": "Supervised fine-tuning: full, LoRA, DoRA or QLoRA. With no arguments: LoRA on the built-in pirate data.",
+    "reward": "Train a reward model (one-score head) on preference pairs; reports pairwise accuracy. Default data: pirate-pairs.",
+    "dpo": "Direct preference optimisation (every TRL DPO loss) against a frozen reference. Default data: pirate-pairs; --model takes an SFT run.",
+    "kto": "KTO on answers labelled desirable/undesirable (or pairs, unpaired for you). Default data: pirate-kto.",
+    "orpo": "ORPO: SFT and preference in one loss, no reference model. Default data: pirate-pairs.",
+}
+
+
+def render_result(result) -> None:
+    """What every stage shows at the end: answers before/after, what changed on the eval split, where the model is."""
+    if result.after:
+        table = Table(title="answers before and after training", show_lines=True)
+        table.add_column("prompt", style="bold")
+        if result.before:
+            table.add_column("before")
+        table.add_column("after")
+        for i, prompt in enumerate(result.prompts):
+            table.add_row(prompt, *([result.before[i]] if result.before else []), result.after[i])
+        console.print(table)
+    if result.diagnostics is not None:
+        result.diagnostics.render(console)
+    if result.changes:
+        table = Table(title="what changed on the eval split")
+        for col in ("measure", "before", "after"):
+            table.add_column(col, justify="left" if col == "measure" else "right")
+        for c in result.changes:
+            fmt = lambda v: "n/a" if v is None else c.fmt.format(v)  # noqa: E731
+            table.add_row(c.metric, fmt(c.before), fmt(c.after))
+        console.print(table)
+    if result.examples:
+        table = Table(title=result.examples_title, show_lines=True)
+        for col in result.examples[0]:
+            table.add_column(col)
+        for row in result.examples:
+            table.add_row(*(str(v) for v in row.values()))
+        console.print(table)
+    loss = f"final train loss {result.train_loss:.4f}" if result.train_loss is not None else ""
+    if result.eval_loss is not None:
+        loss += f", eval loss {result.eval_loss:.4f}"
+    console.print(f"done in {result.seconds:.0f} s: {result.steps} steps, {loss}", highlight=False)
+    console.print(f"model: {result.model_dir}" + (f"  merged: {result.merged_dir}" if result.merged_dir else ""), highlight=False)
+    if result.stage == "reward":
+        console.print(f"try it: tunesmith score --reward-model {result.run_dir} --prompt 'What is the capital of France?' --response Paris --response Florida", soft_wrap=True, highlight=False)
+    else:
+        console.print(f"try it: tunesmith generate --model {result.run_dir} --prompt 'What is the capital of France?'", soft_wrap=True, highlight=False)
+
+
+def _train(stage: str | None, recipe, set_, overrides, resume) -> None:
+    from tunesmith.train.scaffold import run_stage
+
+    if resume and (recipe or set_ or overrides):
+        console.print("note: --resume continues with the run's own recipe.yaml; other options are ignored")
+    built = None if resume else build_recipe(recipe, set_, overrides, stage=stage)
+    render_result(run_stage(built, resume=resume, stage_name=stage, console=console))
+
+
+def _stage_command(stage: str) -> None:
+    @recipe_options(extra=STAGE_FLAGS[stage])
+    def command(
+        recipe: Optional[Path] = RECIPE_OPTION,
+        set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+        resume: Optional[str] = typer.Option(None, "--resume", help=RESUME_HELP),
+        overrides: dict = None,
+    ):
+        _train(stage, recipe, set_, overrides, resume)
+
+    command.__doc__ = STAGE_HELP[stage]
+    app.command(stage)(command)
+
+
+for _name in STAGE_HELP:
+    _stage_command(_name)
+
+
+@app.command()
+def train(
+    recipe: Optional[Path] = RECIPE_OPTION,
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    resume: Optional[str] = typer.Option(None, "--resume", help=RESUME_HELP),
+):
+    """Run the stage a recipe names (`stage: sft|reward|dpo|kto|orpo`), or resume any run."""
+    if not recipe and not resume:
+        from tunesmith.errors import RecipeError
+
+        raise RecipeError("tunesmith train needs a recipe (-c recipe.yaml) or --resume RUN", hint="or use the stage's own command: tunesmith sft|reward|dpo|kto|orpo")
+    _train(None, recipe, set_, {}, resume)
