@@ -33,60 +33,50 @@ def encode(tokenizer, prompt, response) -> tuple[list[int], int]:
     return full, start
 
 
-def response_logprobs(model, tokenizer, prompts: list, responses: list, batch_size: int = 8) -> list[float]:
-    """Sum of log p(token) over each response's tokens, given its prompt (no gradient; fp32 softmax)."""
+def _padded_batches(model, tokenizer, rows: list[list[int]], batch_size: int):
+    """Right-padded (chunk indices, input_ids, attention_mask) batches on the model's device, in eval mode, no grad."""
     import torch
 
-    rows = [encode(tokenizer, p, r) for p, r in zip(prompts, responses)]
-    out: list[float] = []
     device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     was_training = model.training
     model.eval()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     try:
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i : i + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for j, (row, _) in enumerate(chunk):
-                ids[j, : len(row)] = torch.tensor(row)
-                mask[j, : len(row)] = 1
-            with torch.no_grad():
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-            for j, (row, start) in enumerate(chunk):
-                targets = torch.tensor(row[max(start, 1) :], device=device)
-                scores = logits[j, max(start, 1) - 1 : len(row) - 1].float().log_softmax(-1)
-                out.append(scores.gather(-1, targets[:, None]).sum().item())
+        with torch.no_grad():
+            for i in range(0, len(rows), batch_size):
+                chunk = range(i, min(i + batch_size, len(rows)))
+                width = max(len(rows[j]) for j in chunk)
+                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for k, j in enumerate(chunk):
+                    ids[k, : len(rows[j])] = torch.tensor(rows[j])
+                    mask[k, : len(rows[j])] = 1
+                yield chunk, ids.to(device), mask.to(device)
     finally:
         model.train(was_training)
+
+
+def response_logprobs(model, tokenizer, prompts: list, responses: list, batch_size: int = 8) -> list[float]:
+    """Sum of log p(token) over each response's tokens, given its prompt (no gradient; fp32 softmax)."""
+    encoded = [encode(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    rows = [ids for ids, _ in encoded]
+    out: list[float] = []
+    for chunk, ids, mask in _padded_batches(model, tokenizer, rows, batch_size):
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        for k, j in enumerate(chunk):
+            row, start = encoded[j]
+            start = max(start, 1)
+            scores = logits[k, start - 1 : len(row) - 1].float().log_softmax(-1)
+            out.append(scores.gather(-1, ids[k, start : len(row), None]).sum().item())
     return out
 
 
 def reward_scores(model, tokenizer, prompts: list, responses: list, batch_size: int = 8) -> list[float]:
     """The reward model's score for each (prompt, response), tokenised as TRL's RewardTrainer does."""
-    import torch
-
     rows = [encode(tokenizer, p, r)[0] for p, r in zip(prompts, responses)]
     out: list[float] = []
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    try:
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i : i + batch_size]
-            width = max(len(r) for r in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for j, row in enumerate(chunk):
-                ids[j, : len(row)] = torch.tensor(row)
-                mask[j, : len(row)] = 1
-            with torch.no_grad():
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            out += logits[:, 0].float().tolist()
-    finally:
-        model.train(was_training)
+    for _, ids, mask in _padded_batches(model, tokenizer, rows, batch_size):
+        out += model(input_ids=ids, attention_mask=mask).logits[:, 0].float().tolist()
     return out
 
 

@@ -114,31 +114,24 @@ class RunDir:
 
     def plot_losses(self) -> Path | None:
         """<run>/loss.png: train (and eval) loss against optimizer step, from metrics.jsonl."""
+        return self._plot("loss.png", {"loss": "train loss", "eval_loss": "eval loss"}, "loss")
+
+    def plot_metrics(self, keys: tuple[str, ...]) -> Path | None:
+        """<run>/metrics.png: a stage's own curves (e.g. DPO reward margin and accuracy) against optimizer step."""
+        return self._plot("metrics.png", {key: key for key in keys}, "value")
+
+    def _plot(self, name: str, keys: dict[str, str], ylabel: str) -> Path | None:
         from tunesmith.report.plots import plot_series
 
-        metrics = self.read_metrics()
+        metrics = [m for m in self.read_metrics() if not m.get("final")]
         series = {}
-        for key, label in (("loss", "train loss"), ("eval_loss", "eval loss")):
+        for key, label in keys.items():
             points = [(m["step"], m[key]) for m in metrics if key in m]
             if points:
                 series[label] = ([x for x, _ in points], [y for _, y in points])
         if not series:
             return None
-        return plot_series(self.path / "loss.png", series, f"{self.path.name}: loss", "optimizer step", "loss")
-
-    def plot_metrics(self, keys: tuple[str, ...]) -> Path | None:
-        """<run>/metrics.png: a stage's own curves (e.g. DPO reward margin and accuracy) against optimizer step."""
-        from tunesmith.report.plots import plot_series
-
-        metrics = [m for m in self.read_metrics() if not m.get("final")]
-        series = {}
-        for key in keys:
-            points = [(m["step"], m[key]) for m in metrics if key in m]
-            if points:
-                series[key] = ([x for x, _ in points], [y for _, y in points])
-        if not series:
-            return None
-        return plot_series(self.path / "metrics.png", series, f"{self.path.name}: {', '.join(series)}", "optimizer step", "value")
+        return plot_series(self.path / name, series, f"{self.path.name}: {', '.join(series)}", "optimizer step", ylabel)
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics_file.is_file():
