@@ -61,9 +61,18 @@ def trainer_meter():
             self.steps: list[tuple[float, int]] = []  # (time at step end, num_input_tokens_seen)
             self.losses: list[float] = []
             self.model = self.args = None
+            self.began = self.ended = None
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             self.model, self.args = model, args
+            self.began = time.perf_counter()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.ended = time.perf_counter()
+
+        def train_seconds(self) -> float | None:
+            """Wall time of `trainer.train()` (all steps, first one included)."""
+            return self.ended - self.began if self.began and self.ended else None
 
         def on_step_end(self, args, state, control, **kwargs):
             self.steps.append((time.perf_counter(), int(state.num_input_tokens_seen)))
@@ -89,18 +98,22 @@ def trainer_meter():
     return Meter()
 
 
-def batch_counter():
+def batch_counter(trainer_cls=None):
     """Records each micro-batch's real sequence lengths and scored tokens, by the optimizer step it belongs to.
 
-    Installs itself around `trl.SFTTrainer.training_step` (both sides' trainers are SFTTrainers) in this
-    process only: the benchmark worker runs one training and exits.
+    Installs itself around `trainer_cls.training_step` (default `trl.SFTTrainer`: both sides of bench sft
+    train with one; bench dpo passes `trl.DPOTrainer`) in this process only: the benchmark worker runs one
+    training and exits. Batches without `labels` (DPO's) count their `completion_mask` as scored.
     """
     import torch
-    from trl import SFTTrainer
+
+    if trainer_cls is None:
+        from trl import SFTTrainer as trainer_cls
 
     class Counter:
         def __init__(self):
             self.micro_batches: list[tuple[int, list[int], int]] = []  # (global step, lengths, scored tokens)
+            self.positions: list[tuple[int, int]] = []  # (global step, positions in the batch tensor, padding included)
 
         def record(self, step: int, inputs: dict) -> None:
             mask = inputs.get("attention_mask")
@@ -110,19 +123,25 @@ def batch_counter():
                 pos = inputs["position_ids"].flatten()
                 starts = torch.nonzero(pos == 0).flatten().tolist() + [len(pos)]
                 lengths = [b - a for a, b in zip(starts, starts[1:])]
-            self.micro_batches.append((step, lengths, int((inputs["labels"][:, 1:] != -100).sum())))
+            scored = (inputs["labels"][:, 1:] != -100) if "labels" in inputs else inputs["completion_mask"][:, 1:].bool()
+            self.micro_batches.append((step, lengths, int(scored.sum())))
+            self.positions.append((step, int(inputs["input_ids"].numel())))
 
         def since(self, step: int) -> tuple[list[int], int]:
             """Sequence lengths and scored tokens of the optimizer steps after the first `step`."""
             chosen = [m for m in self.micro_batches if m[0] >= step]
             return [n for m in chosen for n in m[1]], sum(m[2] for m in chosen)
 
+        def positions_since(self, step: int) -> int:
+            """Positions (padding included) of the batches of the optimizer steps after the first `step`."""
+            return sum(n for s, n in self.positions if s >= step)
+
     counter = Counter()
-    original = SFTTrainer.training_step
+    original = trainer_cls.training_step
 
     def training_step(self, model, inputs, *args, **kwargs):
         counter.record(self.state.global_step, inputs)
         return original(self, model, inputs, *args, **kwargs)
 
-    SFTTrainer.training_step = training_step
+    trainer_cls.training_step = training_step
     return counter

@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 from tunesmith.errors import TunesmithError
 
-BENCHMARKS = ("sft", "generate")  # modules of tunesmith.bench, each with a Job dataclass and run_side(side, job)
+BENCHMARKS = ("sft", "dpo", "generate")  # modules of tunesmith.bench, each with a Job dataclass and run_side(side, job)
 
 
 def spawn(bench: str, side: str, job) -> dict:

@@ -54,6 +54,7 @@ STAGE_FLAGS: dict[str, dict[str, tuple[str, type]]] = {
     "dpo": {"beta": ("dpo.beta", float), "loss_type": ("dpo.loss_type", str), "precompute_ref_log_probs": ("dpo.precompute_ref_log_probs", bool)},
     "kto": {"beta": ("kto.beta", float), "desirable_weight": ("kto.desirable_weight", float), "undesirable_weight": ("kto.undesirable_weight", float)},
     "orpo": {"beta": ("orpo.beta", float)},
+    "cpo": {"beta": ("cpo.beta", float), "loss_type": ("cpo.loss_type", str), "cpo_alpha": ("cpo.cpo_alpha", float), "simpo_gamma": ("cpo.simpo_gamma", float)},
 }
 
 

@@ -22,6 +22,7 @@ STAGE_HELP = {
     "dpo": "Direct preference optimisation (every TRL DPO loss) against a frozen reference. Default data: pirate-pairs; --model takes an SFT run.",
     "kto": "KTO on answers labelled desirable/undesirable (or pairs, unpaired for you). Default data: pirate-kto.",
     "orpo": "ORPO: SFT and preference in one loss, no reference model. Default data: pirate-pairs.",
+    "cpo": "CPO, or SimPO with --loss-type simpo: reference-free preference optimisation. Default data: pirate-pairs.",
 }
 
 
@@ -97,9 +98,9 @@ def train(
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     resume: Optional[str] = typer.Option(None, "--resume", help=RESUME_HELP),
 ):
-    """Run the stage a recipe names (`stage: sft|reward|dpo|kto|orpo`), or resume any run."""
+    """Run the stage a recipe names (`stage: sft|reward|dpo|kto|orpo|cpo`), or resume any run."""
     if not recipe and not resume:
         from tunesmith.errors import RecipeError
 
-        raise RecipeError("tunesmith train needs a recipe (-c recipe.yaml) or --resume RUN", hint="or use the stage's own command: tunesmith sft|reward|dpo|kto|orpo")
+        raise RecipeError("tunesmith train needs a recipe (-c recipe.yaml) or --resume RUN", hint="or use the stage's own command: tunesmith sft|reward|dpo|kto|orpo|cpo")
     _train(None, recipe, set_, {}, resume)

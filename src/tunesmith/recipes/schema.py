@@ -19,7 +19,7 @@ DEMO_PROMPTS = [
 ]
 
 
-STAGES = ("sft", "reward", "dpo", "kto", "orpo")
+STAGES = ("sft", "reward", "dpo", "kto", "orpo", "cpo")
 
 # Measured on the pirate demo (SmolLM2-135M, 48 steps): LoRA at 2e-4 barely moved the style
 # (loss 3.5 -> 2.6); 1e-3 learned it (-> 1.7) and kept the facts. Preference stages push on a
@@ -30,6 +30,7 @@ DEFAULT_LEARNING_RATE = {
     "dpo": {"lora": 2e-4, "qlora": 2e-4, "full": 1e-6},
     "kto": {"lora": 2e-4, "qlora": 2e-4, "full": 1e-6},
     "orpo": {"lora": 5e-4, "qlora": 5e-4, "full": 8e-6},
+    "cpo": {"lora": 2e-4, "qlora": 2e-4, "full": 1e-6},
 }
 
 
@@ -154,13 +155,22 @@ class ORPOSection(Section):
 
 
 # The built-in dataset each stage trains on when the recipe names none.
-STAGE_DATASETS = {"sft": "pirate", "reward": "pirate-pairs", "dpo": "pirate-pairs", "kto": "pirate-kto", "orpo": "pirate-pairs"}
+STAGE_DATASETS = {"sft": "pirate", "reward": "pirate-pairs", "dpo": "pirate-pairs", "kto": "pirate-kto", "orpo": "pirate-pairs", "cpo": "pirate-pairs"}
 
-STAGE_SECTIONS = {"reward": RewardSection, "dpo": DPOSection, "kto": KTOSection, "orpo": ORPOSection}
+class CPOSection(Section):
+    beta: float = Field(0.1, gt=0, description="Temperature of the preference loss (SimPO uses ~2.0).")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "simpo", "alphapo"] = Field("sigmoid", description="sigmoid (CPO), hinge, ipo, simpo (SimPO: length-normalised, reference-free), alphapo.")
+    cpo_alpha: float = Field(1.0, ge=0, description="Weight of the NLL (behaviour-cloning) term on the chosen answer; 0 with simpo gives pure SimPO.")
+    simpo_gamma: float = Field(0.5, ge=0, description="SimPO's target reward margin (loss_type simpo only).")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Probability that a preference label is flipped (robust loss).")
+    disable_dropout: bool = Field(True, description="Turn dropout off in the model.")
+
+
+STAGE_SECTIONS = {"reward": RewardSection, "dpo": DPOSection, "kto": KTOSection, "orpo": ORPOSection, "cpo": CPOSection}
 
 
 class Recipe(Section):
-    stage: Literal["sft", "reward", "dpo", "kto", "orpo"] = Field("sft", description="Training stage: sft, reward (reward model), dpo, kto or orpo; its own section holds its settings.")
+    stage: Literal["sft", "reward", "dpo", "kto", "orpo", "cpo"] = Field("sft", description="Training stage: sft, reward (reward model), dpo, kto, orpo or cpo (CPO/SimPO); its own section holds its settings.")
     method: Literal["full", "lora", "qlora"] = Field("lora", description="full fine-tuning, LoRA, or QLoRA (4-bit base, CUDA only).")
     model: ModelSection = ModelSection()
     lora: LoraSection = LoraSection()
@@ -173,6 +183,7 @@ class Recipe(Section):
     dpo: DPOSection | None = Field(None, description="Settings of stage dpo (TRL DPOConfig names).")
     kto: KTOSection | None = Field(None, description="Settings of stage kto (TRL KTOConfig names).")
     orpo: ORPOSection | None = Field(None, description="Settings of stage orpo (TRL ORPOConfig names).")
+    cpo: CPOSection | None = Field(None, description="Settings of stage cpo: CPO and SimPO (TRL CPOConfig names).")
 
     @model_validator(mode="after")
     def _check(self):

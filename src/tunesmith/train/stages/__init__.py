@@ -13,6 +13,7 @@ STAGES: dict[str, str] = {
     "dpo": "tunesmith.train.stages.dpo:DPOStage",
     "kto": "tunesmith.train.stages.kto:KTOStage",
     "orpo": "tunesmith.train.stages.orpo:ORPOStage",
+    "cpo": "tunesmith.train.stages.cpo:CPOStage",
 }
 
 

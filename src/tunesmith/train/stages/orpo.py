@@ -18,7 +18,8 @@ class ORPOStage(PreferenceStage):
     def config(self, recipe, common: dict):
         from trl.experimental.orpo import ORPOConfig
 
-        return self.trl_config(ORPOConfig, recipe, common)
+        # its batches carry chosen_/rejected_input_ids, which the Trainer's token counter cannot see
+        return self.trl_config(ORPOConfig, recipe, common, include_num_input_tokens_seen="no")
 
     def trainer(self, *, model, ref_model, args, data, tokenizer, callbacks, peft_config):
         from trl.experimental.orpo import ORPOTrainer

@@ -54,9 +54,9 @@ class PreferenceStage(Stage):
 
     def trl_config(self, cls, recipe, common: dict, **extra):
         """The stage's TRL config: common TrainingArguments, max_length, and the recipe section's fields by name."""
-        common = {k: v for k, v in common.items() if k != "use_liger_kernel"}  # a GPU-only SFT switch
-        fields = self.section(recipe).model_dump()
-        return cls(**common, max_length=recipe.data.max_length, **fields, **extra)
+        kwargs = {k: v for k, v in common.items() if k != "use_liger_kernel"}  # a GPU-only SFT switch
+        kwargs.update(max_length=recipe.data.max_length, **self.section(recipe).model_dump(), **extra)
+        return cls(**kwargs)
 
     def measure(self, model, tokenizer, recipe, data: StageData, ref_model=None) -> dict:
         from tunesmith.evaluate.preference import Pairs, response_logprobs

@@ -1,0 +1,28 @@
+"""Contrastive preference optimisation, and SimPO (`loss_type: simpo`), on `trl.experimental.cpo.CPOTrainer`: reference-free."""
+
+from __future__ import annotations
+
+from tunesmith.train.stages.pairs import PreferenceStage
+
+
+class CPOStage(PreferenceStage):
+    name = "cpo"
+    title = "contrastive preference optimisation"
+    implicit_reward = False
+    plot_metrics = ("rewards/margins", "rewards/accuracies", "nll_loss")
+
+    def describe(self, recipe) -> str:
+        s = recipe.cpo
+        if s.loss_type in ("simpo", "alphapo"):
+            return f"SimPO ({s.loss_type}), beta {s.beta:g}, gamma {s.simpo_gamma:g}, NLL weight {s.cpo_alpha:g}, reference-free"
+        return f"{self.title}, loss {s.loss_type}, beta {s.beta:g}, NLL weight {s.cpo_alpha:g}, reference-free"
+
+    def config(self, recipe, common: dict):
+        from trl.experimental.cpo import CPOConfig
+
+        return self.trl_config(CPOConfig, recipe, common, include_num_input_tokens_seen="no")
+
+    def trainer(self, *, model, ref_model, args, data, tokenizer, callbacks, peft_config):
+        from trl.experimental.cpo import CPOTrainer
+
+        return CPOTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
