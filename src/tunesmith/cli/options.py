@@ -14,7 +14,7 @@ import typer
 
 from pydantic import BaseModel
 
-from tunesmith.recipes.schema import Recipe
+from tunesmith.recipes.schema import Recipe, section_model
 
 # flag name -> (recipe path, type)
 RECIPE_FLAGS: dict[str, tuple[str, type]] = {
@@ -56,16 +56,6 @@ STAGE_FLAGS: dict[str, dict[str, tuple[str, type]]] = {
     "orpo": {"beta": ("orpo.beta", float)},
     "cpo": {"beta": ("cpo.beta", float), "loss_type": ("cpo.loss_type", str), "cpo_alpha": ("cpo.cpo_alpha", float), "simpo_gamma": ("cpo.simpo_gamma", float)},
 }
-
-
-def section_model(annotation):
-    """The pydantic section class of a field annotation (`DPOSection | None` -> DPOSection), else None."""
-    import typing
-
-    for candidate in (annotation, *typing.get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
 
 
 def field_help(path: str) -> str:

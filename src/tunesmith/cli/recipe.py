@@ -14,7 +14,7 @@ def commented_yaml(model: BaseModel, indent: int = 0, extra: dict[str, str] | No
     """`model`'s fields as YAML with each description as a comment; stage sections appear only when set."""
     import yaml
 
-    from tunesmith.cli.options import section_model
+    from tunesmith.recipes.schema import section_model
 
     lines = []
     pad = "  " * indent

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tunesmith.errors import RecipeError
-from tunesmith.recipes.schema import Recipe
+from tunesmith.recipes.schema import Recipe, section_model
 
 
 def _key_lines(text: str) -> dict[tuple[str, ...], int]:
@@ -63,10 +63,9 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     """Field names valid at the parent of location `loc` (for did-you-mean)."""
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        model = section_model(getattr(field, "annotation", None))
+        if model is None:
             return []
-        model = annotation
     return list(model.model_fields)
 
 

@@ -34,6 +34,16 @@ DEFAULT_LEARNING_RATE = {
 }
 
 
+def section_model(annotation):
+    """The section class of a field annotation (`DPOSection | None` -> DPOSection), else None."""
+    import typing
+
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

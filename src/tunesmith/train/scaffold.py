@@ -316,8 +316,9 @@ def write_model_card(run: RunDir, recipe: Recipe, stage: Stage, data: StageData,
     adapter = recipe.method != "full"
     auto = "AutoPeftModelForSequenceClassification" if stage.head == "reward" else "AutoPeftModelForCausalLM"
     plain = "AutoModelForSequenceClassification" if stage.head == "reward" else "AutoModelForCausalLM"
+    one_score = ", num_labels=1" if stage.head == "reward" else ""  # the base's config has no one-score head
     load = (
-        f"from peft import {auto}\nmodel = {auto}.from_pretrained('{result.model_dir}')"
+        f"from peft import {auto}\nmodel = {auto}.from_pretrained('{result.model_dir}'{one_score})"
         if adapter
         else f"from transformers import {plain}\nmodel = {plain}.from_pretrained('{result.model_dir}')"
     )
