@@ -22,7 +22,7 @@ from tunesmith.models.precision import Precision, resolve_precision
 from tunesmith.recipes import Recipe, dump_recipe, load_recipe
 from tunesmith.runs.rundir import RunDir, find_resume_point
 from tunesmith.train.callbacks import MetricsLog, NanGuard, Progress
-from tunesmith.train.speed import SpeedSettings, base_weights_dtype, check_gpu_kernels, speed_settings
+from tunesmith.train.speed import SpeedSettings, base_weights_dtype, check_gpu_kernels, compact_lm_head, speed_settings
 from tunesmith.train.stages import get_stage
 from tunesmith.train.stages.base import Stage, StageData, StageResult
 
@@ -248,7 +248,8 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     )
     console.print(f"speed: {speed.summary()}", soft_wrap=True)
     try:
-        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        with compact_lm_head():
+            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except torch.OutOfMemoryError as exc:
         raise TrainingError(
             "out of memory during training",
@@ -259,7 +260,8 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     eval_loss = None
     final_metrics: dict = {}
     if data.eval is not None:
-        final_metrics = trainer.evaluate()
+        with compact_lm_head():
+            final_metrics = trainer.evaluate()
         eval_loss = final_metrics.get("eval_loss")
         with open(run.metrics_file, "a") as fh:
             fh.write(json.dumps({"step": trainer.state.global_step, **final_metrics, "final": True}) + "\n")
