@@ -227,15 +227,18 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     ref_model = reference_model(stage, recipe, model)
     guard = NanGuard(precision.name)
     resume_step = int(checkpoint.name.split("-")[1]) if checkpoint else None
-    trainer = stage.trainer(
-        model=model,
-        ref_model=ref_model,
-        args=stage.config(recipe, common_arguments(recipe, run, precision, data.eval is not None, speed)),
-        data=data,
-        tokenizer=tokenizer,
-        callbacks=[MetricsLog(run.metrics_file, resume_step=resume_step), guard, Progress(console, live, stage.progress_metrics), *callbacks],
-        peft_config=peft_config,
-    )
+    if getattr(getattr(recipe, recipe.stage, None), "precompute_ref_log_probs", False):
+        console.print("scoring the data with the reference model once (precompute_ref_log_probs) ...", highlight=False)
+    with compact_lm_head():  # TRL's trainers may score data with the reference while they are built
+        trainer = stage.trainer(
+            model=model,
+            ref_model=ref_model,
+            args=stage.config(recipe, common_arguments(recipe, run, precision, data.eval is not None, speed)),
+            data=data,
+            tokenizer=tokenizer,
+            callbacks=[MetricsLog(run.metrics_file, resume_step=resume_step), guard, Progress(console, live, stage.progress_metrics), *callbacks],
+            peft_config=peft_config,
+        )
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # Progress prints instead
