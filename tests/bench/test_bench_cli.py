@@ -32,3 +32,16 @@ def test_bench_generate_json():
     report, last = _bench("generate", "--prompts", "2", "--max-new-tokens", "8", "--repeats", "1")
     assert last.startswith("speed ratio tunesmith/baseline: ")
     assert all(c["batch_1"]["share_identical"] == 1.0 for c in report["outputs"])
+
+
+@pytest.mark.slow
+def test_bench_dpo_json():
+    report, last = _bench("dpo", "--steps", "2", "--repeats", "1")
+    assert last == f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}"
+    base, ours = report["sides"]["baseline"], report["sides"]["tunesmith"]
+    assert base["settings"]["weights"] == "float32" and base["settings"]["autocast"] == "bf16" and base["settings"]["gradient_checkpointing"]
+    assert ours["settings"]["weights"] == "bfloat16" and not ours["settings"]["gradient_checkpointing"]
+    assert report["same_batches"] and base["runs"][0]["timed_real_tokens"] == ours["runs"][0]["timed_real_tokens"] > 0  # the same pairs on both sides
+    assert len(report["loss_curve"]["baseline"]) == len(report["loss_curve"]["tunesmith"]) == 2
+    assert report["loss_curve_max_gap"] < 0.02  # step 1 trains at lr 0 (warmup), so both steps score the untouched policy
+    assert set(report["targets"]) == {"speed ratio >= 2", "peak memory <= baseline", "loss within 2% at every step"}

@@ -47,6 +47,7 @@ class Job:
     seed: int = 42
     precompute_ref_log_probs: bool | None = None  # None: each side's default (False in both); for experiments
     attn_implementation: str | None = None  # tunesmith side only: None = tunesmith's choice; for experiments
+    precision: str | None = None  # tunesmith side only (model.precision): None = auto; fp32 gives an unrounded loss curve
 
 
 def pirate_pairs(tokenizer):
@@ -108,6 +109,8 @@ def tunesmith_overrides(job: Job, output_dir: str) -> dict:
         overrides["dpo.precompute_ref_log_probs"] = job.precompute_ref_log_probs
     if job.attn_implementation is not None:
         overrides["model.attn_implementation"] = job.attn_implementation
+    if job.precision is not None:
+        overrides["model.precision"] = job.precision
     return overrides
 
 
@@ -206,7 +209,7 @@ def summarise(job: Job, runs: dict[str, list[dict]]) -> dict:
             "process_seconds": median([f["process_seconds"] for f in figures]),
             "settings": figures[0]["settings"],
             "runs": [
-                {k: f[k] for k in ("tokens_per_s", "seconds_per_step", "peak_rss_mb", "final_loss", "losses", "timed_real_tokens", "timed_padded_positions", "all_real_tokens", "timed_seconds", "train_seconds", "process_seconds")}
+                {k: f[k] for k in ("tokens_per_s", "seconds_per_step", "peak_rss_mb", "final_loss", "losses", "timed_real_tokens", "timed_padded_positions", "all_real_tokens", "timed_seconds", "train_seconds", "process_seconds", "peak_rss_mb_by")}
                 for f in figures
             ],
         }

@@ -62,13 +62,16 @@ def trainer_meter():
             self.losses: list[float] = []
             self.model = self.args = None
             self.began = self.ended = None
+            self.rss_mb: dict[str, float] = {}  # peak RSS so far, read when training begins and ends
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             self.model, self.args = model, args
             self.began = time.perf_counter()
+            self.rss_mb["train_begin"] = peak_rss_mb()
 
         def on_train_end(self, args, state, control, **kwargs):
             self.ended = time.perf_counter()
+            self.rss_mb["train_end"] = peak_rss_mb()
 
         def train_seconds(self) -> float | None:
             """Wall time of `trainer.train()` (all steps, first one included)."""
@@ -93,6 +96,7 @@ def trainer_meter():
                 "seconds_per_step": (t1 - t0) / (len(self.steps) - 1) if len(self.steps) > 1 else None,
                 "losses": self.losses,
                 "final_loss": self.losses[-1] if self.losses else None,
+                "peak_rss_mb_by": dict(self.rss_mb),
             }
 
     return Meter()

@@ -1,4 +1,4 @@
-"""`tunesmith bench sft|generate`: our defaults against what a user would otherwise write, side by side."""
+"""`tunesmith bench sft|dpo|generate`: our defaults against what a user would otherwise write, side by side."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ app.add_typer(bench, name="bench")
 
 
 def _progress(message: str) -> None:
-    err_console.print(f"[dim]{message}[/]", highlight=False)
+    err_console.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)
 
 
 def _verdicts(targets: dict) -> None:
@@ -50,6 +50,35 @@ def bench_sft(
                 soft_wrap=True,
             )
         console.print(f"memory tunesmith/baseline {report['memory_ratio']:.2f}, final-loss gap {report['final_loss_gap']:.2%}, largest gap along the loss curve {report['loss_curve_max_gap']:.2%}", soft_wrap=True)
+        _verdicts(report["targets"])
+    print(f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}")
+
+
+@bench.command("dpo")
+def bench_dpo(
+    steps: int = typer.Option(5, min=2, help="Optimizer steps per run (tokens/s is timed over steps 2..N)."),
+    repeats: int = typer.Option(3, min=1, help="Runs per side, alternating baseline and tunesmith."),
+    batch_size: int = typer.Option(4, min=1, help="Preference pairs per micro-batch, both sides (each pair is two sequences)."),
+    gradient_accumulation_steps: int = typer.Option(2, min=1, help="Micro-batches per optimizer step (both sides)."),
+    max_length: int = typer.Option(512, min=8, help="Longest prompt+answer in tokens (both sides)."),
+    learning_rate: float = typer.Option(5e-4, min=0, help="Peak learning rate, cosine schedule (both sides)."),
+    beta: float = typer.Option(0.1, min=0, help="DPO beta (both sides)."),
+    precompute_ref_log_probs: bool | None = typer.Option(None, "--precompute-ref-log-probs/--no-precompute-ref-log-probs", help="Score the reference before training, on both sides (default: each side's default, off)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON (the last line is still the speed ratio)."),
+):
+    """LoRA DPO of the embedded model on the pirate pairs: a plain TRL DPOTrainer script against tunesmith's `stage: dpo`."""
+    from tunesmith.bench.dpo import Job, compare, report_lines
+
+    job = Job(
+        steps=steps, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps, max_length=max_length,
+        learning_rate=learning_rate, beta=beta, precompute_ref_log_probs=precompute_ref_log_probs,
+    )
+    report = compare(job, repeats, _progress)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for line in report_lines(report):
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
         _verdicts(report["targets"])
     print(f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}")
 
