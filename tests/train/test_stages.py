@@ -163,7 +163,7 @@ def _dpo_trainer(recipe, tmp_path):
     data = stage.prepare_data(recipe, tokenizer)
     speed = speed_settings(recipe, precision, data.longest)
     _, model = load_for_training(recipe, precision, speed.attention, stage.head)
-    ref_model = reference_model(stage, recipe, model)
+    ref_model = reference_model(stage, recipe, model, None)  # no schedule: the reference runs in every step
     args = stage.config(recipe, common_arguments(recipe, RunDir(tmp_path), precision, False, speed))
     trainer = stage.trainer(model=model, ref_model=ref_model, args=args, data=data, tokenizer=tokenizer, callbacks=[], peft_config=lora_config(recipe, model, stage.head))
     return trainer, tokenizer, data
@@ -341,3 +341,19 @@ def test_plan_equals_training_for_dpo(stage_recipe):
     assert result.trainable_parameters == plan.trainable_parameters
     assert recorder.model.config._attn_implementation == plan.speed.attention
     assert recorder.args.gradient_checkpointing == plan.speed.gradient_checkpointing
+
+
+def test_reference_is_precomputed_when_training_passes_over_the_data_twice():
+    from tunesmith.recipes import load_recipe
+    from tunesmith.train.schedule import compute_schedule
+    from tunesmith.train.stages import get_stage
+    from tunesmith.train.stages.pairs import precompute_reference
+
+    dpo = get_stage("dpo")
+    for epochs, expected in ((1, False), (2, True), (3, True)):
+        recipe = load_recipe(None, {"stage": "dpo", "training.num_train_epochs": epochs})
+        assert precompute_reference(recipe, dpo, compute_schedule(recipe.training, 250)) is expected
+    forced = load_recipe(None, {"stage": "dpo", "dpo.precompute_ref_log_probs": False})
+    assert precompute_reference(forced, dpo, compute_schedule(forced.training, 250)) is False
+    orpo = load_recipe(None, {"stage": "orpo"})
+    assert precompute_reference(orpo, get_stage("orpo"), compute_schedule(orpo.training, 250)) is False  # no reference at all

@@ -139,7 +139,7 @@ class DPOSection(Section):
     loss_type: list[str] = Field(["sigmoid"], description="DPO loss(es), TRL's names: sigmoid (DPO), ipo, hinge, robust, ... (`tunesmith recipe --stage dpo` lists all TRL offers); several are summed with loss_weights.")
     loss_weights: list[float] | None = Field(None, description="One weight per loss_type (default 1.0 each).")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Robust DPO: probability that a preference label is flipped (0.1 typical); EXO's epsilon.")
-    precompute_ref_log_probs: bool = Field(False, description="Score the data with the reference once before training, then train without the reference forward.")
+    precompute_ref_log_probs: bool | None = Field(None, description="Score the data with the reference once before training, then train without the reference forward. Unset: on when training makes 2+ passes over the data (one reference forward per pair instead of one per epoch).")
     ld_alpha: float | None = Field(None, ge=0, le=1, description="LD-DPO: weight on the tokens past the shorter answer's length (None: plain DPO).")
     use_weighting: bool = Field(False, description="WPO weighting of pairs by the policy's length-normalised probability.")
     disable_dropout: bool = Field(True, description="Turn dropout off in policy and reference, so their log-ratios are comparable.")
@@ -155,7 +155,7 @@ class KTOSection(Section):
     desirable_weight: float = Field(1.0, gt=0, description="Weight of desirable (label true) examples; raise it when they are fewer.")
     undesirable_weight: float = Field(1.0, gt=0, description="Weight of undesirable (label false) examples.")
     loss_type: Literal["kto", "apo_zero_unpaired"] = Field("kto", description="kto, or apo_zero_unpaired (anchored preference optimisation).")
-    precompute_ref_log_probs: bool = Field(False, description="Score the data with the reference once before training.")
+    precompute_ref_log_probs: bool | None = Field(None, description="Score the data with the reference once before training. Unset: on when training makes 2+ passes over the data.")
     disable_dropout: bool = Field(True, description="Turn dropout off in policy and reference.")
 
 

@@ -129,21 +129,15 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     if stage.sequences_per_example == 2:
         notes.append(f"each step sees pairs: {recipe.training.per_device_train_batch_size} pairs per micro-batch run as {rows} sequences (chosen and rejected)")
     if stage.needs_reference:
-        memory["reference"] = reference_bytes(recipe, stage, total - (trainable if recipe.method != "full" else 0), precision)
+        from tunesmith.train.stages.pairs import precompute_reference
+
+        precomputed = precompute_reference(recipe, stage, schedule)
+        memory["reference"] = 0 if recipe.method != "full" or precomputed else (total - 0) * 4  # full FT: a copy of the fp32 weights
         notes.append(
-            "reference model: the same weights with the adapter disabled (no second copy in memory)"
-            if recipe.method != "full"
-            else ("reference log-probs precomputed before training (no reference in memory while training)" if memory["reference"] == 0 else "reference model: one frozen copy of the starting weights")
+            ("reference model: the same weights with the adapter disabled (no second copy in memory)" if recipe.method != "full" else "reference model: one frozen copy of the starting weights" if not precomputed else "reference: no copy kept")
+            + ("; it scores the data once before training (precompute_ref_log_probs)" if precomputed else "; it runs a forward pass in every step")
         )
     speed = speed_settings(recipe, precision, seq_len)
     plan = Plan(schedule, precision, recipe.method, recipe.model.name, total, trainable, memory, data_summary, num_examples, notes, speed)
     plan.stage = recipe.stage
     return plan
-
-
-def reference_bytes(recipe: Recipe, stage, base_parameters: int, precision: Precision) -> int:
-    """Extra memory for the frozen reference: none with LoRA (adapter disabled) or precomputed log-probs; else a copy."""
-    section = getattr(recipe, stage.name, None)
-    if recipe.method != "full" or getattr(section, "precompute_ref_log_probs", False):
-        return 0
-    return base_parameters * 4  # full fine-tuning keeps fp32 weights; the copy is made of them

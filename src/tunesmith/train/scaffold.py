@@ -111,13 +111,14 @@ def lora_config(recipe: Recipe, model, head: str):
     return build_lora_config(model, recipe.lora, task_type="SEQ_CLS" if head == "reward" else "CAUSAL_LM")
 
 
-def reference_model(stage: Stage, recipe: Recipe, model):
+def reference_model(stage: Stage, recipe: Recipe, model, schedule):
     """The frozen starting policy for DPO/KTO. With LoRA there is none to build: the trainer disables the adapter.
     Full fine-tuning keeps one copy (not reloaded from disk: the model may hold a merged adapter)."""
+    from tunesmith.train.stages.pairs import precompute_reference
+
     if not stage.needs_reference or recipe.method != "full":
         return None
-    section = getattr(recipe, stage.name, None)
-    if getattr(section, "precompute_ref_log_probs", False):
+    if precompute_reference(recipe, stage, schedule):
         return None  # scored once before training by the trainer itself, then not needed
     ref = copy.deepcopy(model).eval()
     ref.requires_grad_(False)
@@ -224,16 +225,18 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
         from peft import get_peft_model
 
         model, peft_config = get_peft_model(model, peft_config), None  # peft keeps adapter weights in fp32 on a bf16 base
-    ref_model = reference_model(stage, recipe, model)
+    ref_model = reference_model(stage, recipe, model, schedule)
     guard = NanGuard(precision.name)
     resume_step = int(checkpoint.name.split("-")[1]) if checkpoint else None
-    if getattr(getattr(recipe, recipe.stage, None), "precompute_ref_log_probs", False):
+    from tunesmith.train.stages.pairs import precompute_reference
+
+    if precompute_reference(recipe, stage, schedule):
         console.print("scoring the data with the reference model once (precompute_ref_log_probs) ...", highlight=False)
     with compact_lm_head():  # TRL's trainers may score data with the reference while they are built
         trainer = stage.trainer(
             model=model,
             ref_model=ref_model,
-            args=stage.config(recipe, common_arguments(recipe, run, precision, data.eval is not None, speed)),
+            args=stage.config(recipe, common_arguments(recipe, run, precision, data.eval is not None, speed), schedule),
             data=data,
             tokenizer=tokenizer,
             callbacks=[MetricsLog(run.metrics_file, resume_step=resume_step), guard, Progress(console, live, stage.progress_metrics), *callbacks],

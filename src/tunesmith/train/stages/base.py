@@ -97,8 +97,9 @@ class Stage:
     def prepare_data(self, recipe, tokenizer, source: str | None = None, with_eval: bool = True) -> StageData:
         raise NotImplementedError
 
-    def config(self, recipe, common: dict):
-        """The TRL config for this stage from the common TrainingArguments `common` and the stage's section."""
+    def config(self, recipe, common: dict, schedule=None):
+        """The TRL config for this stage from the common TrainingArguments `common`, the stage's section and the
+        `schedule` (train/schedule.py) the run will follow."""
         raise NotImplementedError
 
     def trainer(self, *, model, ref_model, args, data: StageData, tokenizer, callbacks, peft_config):

@@ -17,7 +17,7 @@ class CPOStage(PreferenceStage):
             return f"SimPO ({s.loss_type}), beta {s.beta:g}, gamma {s.simpo_gamma:g}, NLL weight {s.cpo_alpha:g}, reference-free"
         return f"{self.title}, loss {s.loss_type}, beta {s.beta:g}, NLL weight {s.cpo_alpha:g}, reference-free"
 
-    def config(self, recipe, common: dict):
+    def config(self, recipe, common: dict, schedule=None):
         from trl.experimental.cpo import CPOConfig
 
         return self.trl_config(CPOConfig, recipe, common, include_num_input_tokens_seen="no")

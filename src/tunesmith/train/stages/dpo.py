@@ -36,10 +36,10 @@ class DPOStage(PreferenceStage):
         if "exo_pair" in recipe.dpo.loss_type and recipe.dpo.label_smoothing == 0:
             raise RecipeError("dpo.loss_type exo_pair needs label_smoothing > 0", where="dpo.label_smoothing", hint="the EXO paper uses 1e-3")
 
-    def config(self, recipe, common: dict):
+    def config(self, recipe, common: dict, schedule=None):
         from trl import DPOConfig
 
-        return self.trl_config(DPOConfig, recipe, common)
+        return self.trl_config(DPOConfig, recipe, common, schedule=schedule)
 
     def trainer(self, *, model, ref_model, args, data, tokenizer, callbacks, peft_config):
         from trl import DPOTrainer

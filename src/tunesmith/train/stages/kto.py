@@ -18,10 +18,10 @@ class KTOStage(PreferenceStage):
         s = recipe.kto
         return f"{self.title}, beta {s.beta:g}, desirable weight {s.desirable_weight:g}, undesirable weight {s.undesirable_weight:g}"
 
-    def config(self, recipe, common: dict):
+    def config(self, recipe, common: dict, schedule=None):
         from trl import KTOConfig
 
-        return self.trl_config(KTOConfig, recipe, common)
+        return self.trl_config(KTOConfig, recipe, common, schedule=schedule)
 
     def trainer(self, *, model, ref_model, args, data, tokenizer, callbacks, peft_config):
         from trl import KTOTrainer

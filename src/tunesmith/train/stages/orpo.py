@@ -15,7 +15,7 @@ class ORPOStage(PreferenceStage):
     def describe(self, recipe) -> str:
         return f"{self.title}, lambda (beta) {recipe.orpo.beta:g}, reference-free"
 
-    def config(self, recipe, common: dict):
+    def config(self, recipe, common: dict, schedule=None):
         from trl.experimental.orpo import ORPOConfig
 
         # its batches carry chosen_/rejected_input_ids, which the Trainer's token counter cannot see

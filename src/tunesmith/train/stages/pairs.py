@@ -21,6 +21,17 @@ def eval_source(recipe, source: str) -> str | None:
     return f"{source}-eval" if f"{source}-eval" in BUILTIN_DATASETS else None
 
 
+def precompute_reference(recipe, stage, schedule) -> bool:
+    """Whether the reference scores the data once before training instead of in every step. The recipe decides;
+    unset (auto), it is on when training makes two or more passes over the data: each example then costs one
+    reference forward in all instead of one per epoch (measured with `tunesmith bench dpo --precompute`)."""
+    section = getattr(recipe, stage.name, None)
+    chosen = getattr(section, "precompute_ref_log_probs", None)
+    if chosen is not None or not stage.needs_reference:
+        return bool(chosen)
+    return schedule is not None and schedule.num_epochs >= 2
+
+
 class PreferenceStage(Stage):
     data_kind = "preference"
     sequences_per_example = 2
@@ -52,10 +63,13 @@ class PreferenceStage(Stage):
     def section(self, recipe):
         return getattr(recipe, self.name)
 
-    def trl_config(self, cls, recipe, common: dict, **extra):
+    def trl_config(self, cls, recipe, common: dict, schedule=None, **extra):
         """The stage's TRL config: common TrainingArguments, max_length, and the recipe section's fields by name."""
         kwargs = {k: v for k, v in common.items() if k != "use_liger_kernel"}  # a GPU-only SFT switch
-        kwargs.update(max_length=recipe.data.max_length, **self.section(recipe).model_dump(), **extra)
+        fields = self.section(recipe).model_dump()
+        if "precompute_ref_log_probs" in fields:
+            fields["precompute_ref_log_probs"] = precompute_reference(recipe, self, schedule)
+        kwargs.update(max_length=recipe.data.max_length, **fields, **extra)
         return cls(**kwargs)
 
     def measure(self, model, tokenizer, recipe, data: StageData, ref_model=None) -> dict:

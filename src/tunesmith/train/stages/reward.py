@@ -21,7 +21,7 @@ class RewardStage(PreferenceStage):
     def describe(self, recipe) -> str:
         return f"{self.title} (sequence classification, one score per answer)"
 
-    def config(self, recipe, common: dict):
+    def config(self, recipe, common: dict, schedule=None):
         from trl import RewardConfig
 
         return self.trl_config(RewardConfig, recipe, common)

@@ -27,7 +27,7 @@ class SFTStage(Stage):
             raw=data,
         )
 
-    def config(self, recipe, common: dict):
+    def config(self, recipe, common: dict, schedule=None):
         from trl import SFTConfig
 
         from tunesmith.train.data import PACKING_STRATEGY
