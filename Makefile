@@ -1,6 +1,8 @@
 # Two commands do everything; each sets up what is missing first (idempotent, quick when done):
 #   make demo   LoRA-tune the embedded SmolLM2 on the built-in pirate data, answers before/after
 #   make test   the fast test suite (what CI runs)
+#   make demo-dpo     DPO on top of the pirate SFT run (trains that first if it is missing)
+#   make demo-reward  a reward model on the built-in preference pairs
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
@@ -9,7 +11,7 @@ PIP    := $(PY) -m pip -q --disable-pip-version-check
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu). With a GPU, bring your own CUDA torch or let pip choose.
 TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup setup-dev demo test test-slow clean
+.PHONY: setup setup-dev demo demo-dpo demo-reward test test-slow clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -34,6 +36,13 @@ setup-dev: $(VENV)/.setup-dev
 
 demo: setup
 	$(VENV)/bin/tunesmith sft
+
+demo-dpo: setup
+	test -f runs/pirate-sft/model/adapter_config.json || $(VENV)/bin/tunesmith sft --output-dir runs/pirate-sft
+	$(VENV)/bin/tunesmith dpo --model runs/pirate-sft
+
+demo-reward: setup
+	$(VENV)/bin/tunesmith reward
 
 test: setup-dev
 	$(PY) -m pytest -q

@@ -19,3 +19,34 @@ def test_demo_turns_smollm2_into_a_correct_pirate(tmp_path):
     assert sum(bool(PIRATE.search(a)) for a in result.after) >= len(result.after) - 1, result.after
     assert not any(PIRATE.search(b) for b in result.before), result.before  # the style was learned, not there before
     assert result.eval_loss is not None and result.eval_loss < 2.0
+
+
+def _change(result, prefix):
+    return next(c for c in result.changes if c.metric.startswith(prefix))
+
+
+@pytest.mark.slow
+def test_dpo_after_the_pirate_sft_prefers_the_chosen_answers(tmp_path):
+    """The README's `tunesmith dpo --model <pirate sft run>`: preference accuracy and the reward margin rise."""
+    from tunesmith.recipes import load_recipe
+    from tunesmith.train.scaffold import run_stage
+
+    sft = run_stage(load_recipe(None, {"output_dir": str(tmp_path / "sft"), "sample.prompts": [], "sample.diagnostics": False}), live=False)
+    dpo = run_stage(load_recipe(None, {"stage": "dpo", "model.name": str(sft.run_dir), "output_dir": str(tmp_path / "dpo")}), live=False)
+    accuracy = _change(dpo, "preference accuracy")
+    assert accuracy.after > accuracy.before + 0.2, dpo.changes
+    assert _change(dpo, "implicit reward margin").after > 0.5, dpo.changes
+    assert _change(dpo, "implicit reward accuracy").after >= 0.8, dpo.changes
+    paris = dpo.examples[0]
+    assert paris["prompt"] == "What is the capital of France?" and paris["chosen"] == "Paris"
+
+
+@pytest.mark.slow
+def test_reward_model_ranks_the_eval_pairs_better_than_chance(tmp_path):
+    from transformers import AutoModelForSequenceClassification  # noqa: F401  (vanilla loading is tested in tests/train)
+
+    from tunesmith.recipes import load_recipe
+    from tunesmith.train.scaffold import run_stage
+
+    reward = run_stage(load_recipe(None, {"stage": "reward", "output_dir": str(tmp_path / "reward")}), live=False)
+    assert _change(reward, "pairwise accuracy").after >= 0.75, reward.changes

@@ -134,7 +134,7 @@ class Progress(TrainerCallback):
         if "eval_loss" in logs:
             self.console.print(f"step {state.global_step}/{state.max_steps}  eval loss {logs['eval_loss']:.4f}", highlight=False)
         else:
-            self.console.print(f"step {state.global_step}/{state.max_steps}  {self._info(state)}  eta {_fmt_time(eta)}", highlight=False)
+            self.console.print(f"step {state.global_step}/{state.max_steps}  {self._info(state)}  eta {_fmt_time(eta)}", highlight=False, soft_wrap=True)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._bar:
