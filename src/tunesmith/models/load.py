@@ -38,6 +38,14 @@ class ModelSource:
             return None
         return json.loads((Path(self.adapter) / "adapter_config.json").read_text()).get("task_type")
 
+    def is_reward_model(self) -> bool:
+        """A one-score classifier (tunesmith reward): a SEQ_CLS adapter, or a full *ForSequenceClassification model."""
+        if self.adapter:
+            return self.adapter_task() == "SEQ_CLS"
+        config = Path(self.path) / "config.json"
+        architectures = json.loads(config.read_text()).get("architectures") or [] if config.is_file() else []
+        return any(a.endswith("ForSequenceClassification") for a in architectures)
+
 
 def resolve_model(spec: str) -> ModelSource:
     """Turn a `--model` value into a `ModelSource`, converting GGUF files once and caching them."""
@@ -98,6 +106,8 @@ def load_model(spec: str | ModelSource, *, dtype=None, merge_adapter: bool = Fal
     from transformers import AutoModelForCausalLM
 
     source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
+    if source.is_reward_model():
+        raise ModelError(f"'{source.spec}' is a reward model (it scores answers, it does not write them)", hint=f"score with it: tunesmith score --reward-model {source.spec} --prompt ... --response ...")
     dtype = dtype or torch.float32
     try:
         # earlier stages' adapters are merged at full precision, then the weights take `dtype`

@@ -73,7 +73,7 @@ def load_for_training(recipe: Recipe, precision: Precision, attention: str, head
 
     source = resolve_model(recipe.model.name)
     dtype = base_weights_dtype(recipe, precision)
-    if source.adapter_task() == "SEQ_CLS":
+    if source.is_reward_model():
         raise ModelError(f"'{recipe.model.name}' is a reward model; stage {recipe.stage} trains from a language model", hint="pass the model the reward model was trained from, or an SFT run")
     if recipe.method == "qlora":
         if source.adapter:
