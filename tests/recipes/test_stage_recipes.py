@@ -58,8 +58,8 @@ def test_a_section_of_another_stage_is_refused_with_its_line(tmp_path):
     "stage, section, dataset, lr",
     [
         ("reward", RewardSection, "pirate-pairs", 5e-4),
-        ("dpo", DPOSection, "pirate-pairs", 2e-4),
-        ("kto", KTOSection, "pirate-kto", 2e-4),
+        ("dpo", DPOSection, "pirate-pairs", 5e-5),
+        ("kto", KTOSection, "pirate-kto", 5e-5),
         ("orpo", ORPOSection, "pirate-pairs", 5e-4),
     ],
 )

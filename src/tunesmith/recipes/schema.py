@@ -24,13 +24,17 @@ STAGES = ("sft", "reward", "dpo", "kto", "orpo", "cpo")
 # Measured on the pirate demo (SmolLM2-135M, 48 steps): LoRA at 2e-4 barely moved the style
 # (loss 3.5 -> 2.6); 1e-3 learned it (-> 1.7) and kept the facts. Preference stages push on a
 # log-ratio against the reference and are run at lower rates (TRL: 1e-6 full; LoRA needs more).
+# DPO on the pirate SFT run, 48 steps of 16 pairs: LoRA at 2e-4 over-optimised (train loss 0.15,
+# log p of the chosen answers fell 21 nats, replies turned into "matey, matey, matey", and bare
+# "Paris" fell below "Florida"); 5e-5 raised eval preference accuracy 65% -> 85% with the chosen
+# answers' log p nearly unchanged (-55.5 -> -56.1) and Paris still preferred.
 DEFAULT_LEARNING_RATE = {
     "sft": {"lora": 1e-3, "qlora": 1e-3, "full": 2e-5},
     "reward": {"lora": 5e-4, "qlora": 5e-4, "full": 1e-5},
-    "dpo": {"lora": 2e-4, "qlora": 2e-4, "full": 1e-6},
-    "kto": {"lora": 2e-4, "qlora": 2e-4, "full": 1e-6},
+    "dpo": {"lora": 5e-5, "qlora": 5e-5, "full": 1e-6},
+    "kto": {"lora": 5e-5, "qlora": 5e-5, "full": 1e-6},
     "orpo": {"lora": 5e-4, "qlora": 5e-4, "full": 8e-6},
-    "cpo": {"lora": 2e-4, "qlora": 2e-4, "full": 1e-6},
+    "cpo": {"lora": 5e-5, "qlora": 5e-5, "full": 1e-6},
 }
 
 
