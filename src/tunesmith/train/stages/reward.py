@@ -19,7 +19,7 @@ class RewardStage(PreferenceStage):
     implicit_reward = False
 
     def describe(self, recipe) -> str:
-        return f"{self.title} (sequence classification, one score per answer)"
+        return "a one-score head on the model, trained to score chosen above rejected"
 
     def config(self, recipe, common: dict, schedule=None):
         from trl import RewardConfig
