@@ -18,12 +18,11 @@ report gives medians. Real tokens are the non-padding tokens of the chosen and t
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from tunesmith.bench.measure import batch_counter, median, peak_rss_mb, trainer_meter
+from tunesmith.bench.measure import batch_counter, job_recipe, median, peak_rss_mb, run_recipe, side_settings, trainer_meter
 
 SIDES = ("baseline", "tunesmith")
 DATASET = "pirate-pairs"
@@ -83,28 +82,7 @@ def baseline_config(job: Job, output_dir: str, use_cpu: bool) -> dict:
 
 def tunesmith_overrides(job: Job, output_dir: str) -> dict:
     """The `stage: dpo` recipe of the tunesmith side, as overrides of tunesmith's defaults."""
-    overrides = {
-        "stage": "dpo",
-        "data.dataset": DATASET,
-        "training.max_steps": job.steps,
-        "training.per_device_train_batch_size": job.batch_size,
-        "training.gradient_accumulation_steps": job.gradient_accumulation_steps,
-        "data.max_length": job.max_length,
-        "training.learning_rate": job.learning_rate,
-        "training.lr_scheduler_type": job.lr_scheduler_type,
-        "training.warmup_ratio": job.warmup_ratio,
-        "training.seed": job.seed,
-        "dpo.beta": job.beta,
-        "lora.r": job.lora_r,
-        "lora.lora_alpha": job.lora_alpha,
-        "lora.lora_dropout": job.lora_dropout,
-        "lora.target_modules": job.target_modules,
-        "training.logging_steps": 1,
-        "training.save_strategy": "no",
-        "sample.prompts": [],
-        "sample.diagnostics": False,
-        "output_dir": output_dir,
-    }
+    overrides = {**job_recipe(job, output_dir), "stage": "dpo", "data.dataset": DATASET, "dpo.beta": job.beta}
     if job.precompute_ref_log_probs is not None:
         overrides["dpo.precompute_ref_log_probs"] = job.precompute_ref_log_probs
     if job.attn_implementation is not None:
@@ -137,27 +115,12 @@ def run_baseline(job: Job, output_dir: str, meter) -> dict:
 
 def run_tunesmith(job: Job, output_dir: str, meter) -> dict:
     """`run_stage` on a `stage: dpo` recipe with tunesmith's defaults, on the job's settings."""
-    from rich.console import Console
-
-    from tunesmith.recipes import load_recipe
-    from tunesmith.train.scaffold import run_stage
-
-    recipe = load_recipe(None, tunesmith_overrides(job, output_dir))
-    run_stage(recipe, console=Console(file=sys.stderr), live=False, callbacks=[meter])
+    run_recipe(tunesmith_overrides(job, output_dir), meter)
     return settings_of(meter)
 
 
 def settings_of(meter) -> dict:
-    """What a side really ran with, read off the trainer's model and arguments."""
-    model, args = meter.model, meter.args
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return {
-        "weights": str(base.dtype).removeprefix("torch."),
-        "autocast": "bf16" if args.bf16 else ("fp16" if args.fp16 else "none"),
-        "attention": base.config._attn_implementation,
-        "gradient_checkpointing": bool(args.gradient_checkpointing),
-        "precompute_ref_log_probs": bool(args.precompute_ref_log_probs),
-    }
+    return side_settings(meter, precompute_ref_log_probs=True)
 
 
 def run_side(side: str, job: Job) -> dict:

@@ -149,3 +149,54 @@ def batch_counter(trainer_cls=None):
 
     trainer_cls.training_step = training_step
     return counter
+
+
+# ---------------------------------------------------------------- the tunesmith side, shared by every bench
+
+
+def job_recipe(job, output_dir: str) -> dict:
+    """Recipe overrides that fix a bench job's settings (the fields every bench Job shares) on the tunesmith side."""
+    return {
+        "training.max_steps": job.steps,
+        "training.per_device_train_batch_size": job.batch_size,
+        "training.gradient_accumulation_steps": job.gradient_accumulation_steps,
+        "data.max_length": job.max_length,
+        "training.learning_rate": job.learning_rate,
+        "training.lr_scheduler_type": job.lr_scheduler_type,
+        "training.warmup_ratio": job.warmup_ratio,
+        "training.seed": job.seed,
+        "lora.r": job.lora_r,
+        "lora.lora_alpha": job.lora_alpha,
+        "lora.lora_dropout": job.lora_dropout,
+        "lora.target_modules": job.target_modules,
+        "training.logging_steps": 1,
+        "training.save_strategy": "no",
+        "sample.prompts": [],
+        "sample.diagnostics": False,
+        "output_dir": output_dir,
+    }
+
+
+def run_recipe(overrides: dict, meter) -> None:
+    """Train a recipe with tunesmith's defaults plus `overrides`, progress on stderr (stdout carries the figures)."""
+    import sys
+
+    from rich.console import Console
+
+    from tunesmith.recipes import load_recipe
+    from tunesmith.train.scaffold import run_stage
+
+    run_stage(load_recipe(None, overrides), console=Console(file=sys.stderr), live=False, callbacks=[meter])
+
+
+def side_settings(meter, **extra) -> dict:
+    """What a side really ran with, read off the trainer's model and arguments."""
+    model, args = meter.model, meter.args
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {
+        "weights": str(base.dtype).removeprefix("torch."),
+        "autocast": "bf16" if args.bf16 else ("fp16" if args.fp16 else "none"),
+        "attention": base.config._attn_implementation,
+        "gradient_checkpointing": bool(args.gradient_checkpointing),
+        **{name: bool(getattr(args, name)) for name in extra},
+    }

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tunesmith.bench.measure import batch_counter, matmul_peak, median, peak_rss_mb, trainer_meter, training_flops
+from tunesmith.bench.measure import batch_counter, job_recipe, matmul_peak, median, peak_rss_mb, run_recipe, side_settings, trainer_meter, training_flops
 
 SIDES = ("baseline", "tunesmith")
 
@@ -89,46 +88,12 @@ def run_baseline(job: Job, output_dir: str, meter) -> dict:
 
 def run_tunesmith(job: Job, output_dir: str, meter) -> dict:
     """`tunesmith sft` with its defaults, on the job's settings."""
-    from rich.console import Console
-
-    from tunesmith.recipes import load_recipe
-    from tunesmith.train.sft import run_sft
-
-    recipe = load_recipe(None, {
-        "training.max_steps": job.steps,
-        "training.per_device_train_batch_size": job.batch_size,
-        "training.gradient_accumulation_steps": job.gradient_accumulation_steps,
-        "data.max_length": job.max_length,
-        "training.learning_rate": job.learning_rate,
-        "training.lr_scheduler_type": job.lr_scheduler_type,
-        "training.warmup_ratio": job.warmup_ratio,
-        "training.seed": job.seed,
-        "lora.r": job.lora_r,
-        "lora.lora_alpha": job.lora_alpha,
-        "lora.lora_dropout": job.lora_dropout,
-        "lora.target_modules": job.target_modules,
-        "training.logging_steps": 1,
-        "training.save_strategy": "no",
-        "sample.prompts": [],
-        "sample.diagnostics": False,
-        "output_dir": output_dir,
-    })
-    run_sft(recipe, console=Console(file=sys.stderr), live=False, callbacks=[meter])
+    run_recipe(job_recipe(job, output_dir), meter)
     return settings_of(meter)
 
 
 def settings_of(meter) -> dict:
-    """What a side really ran with, read off the trainer's model and arguments."""
-    model, args = meter.model, meter.args
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return {
-        "weights": str(base.dtype).removeprefix("torch."),
-        "autocast": "bf16" if args.bf16 else ("fp16" if args.fp16 else "none"),
-        "attention": base.config._attn_implementation,
-        "gradient_checkpointing": bool(args.gradient_checkpointing),
-        "packing": bool(args.packing),
-        "padding_free": bool(args.padding_free),
-    }
+    return side_settings(meter, packing=True, padding_free=True)
 
 
 def run_side(side: str, job: Job) -> dict:
