@@ -357,3 +357,17 @@ def test_reference_is_precomputed_when_training_passes_over_the_data_twice():
     assert precompute_reference(forced, dpo, compute_schedule(forced.training, 250)) is False
     orpo = load_recipe(None, {"stage": "orpo"})
     assert precompute_reference(orpo, get_stage("orpo"), compute_schedule(orpo.training, 250)) is False  # no reference at all
+
+
+def test_orpo_and_cpo_see_fp32_logits_over_a_bf16_base(tiny_model_dir):
+    """Their trainers log-softmax the logits in the model's dtype: on a bf16 base that would round every log-prob."""
+    import torch
+
+    from tunesmith.models.load import load_model
+    from tunesmith.train.stages.pairs import logits_in_fp32
+
+    model = logits_in_fp32(load_model(tiny_model_dir, dtype=torch.bfloat16))
+    with torch.no_grad():
+        logits = model(torch.tensor([[1, 2, 3]])).logits
+    assert logits.dtype == torch.float32
+    assert next(model.model.parameters()).dtype == torch.bfloat16  # the body stays bf16

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunesmith.train.stages.pairs import PreferenceStage
+from tunesmith.train.stages.pairs import PreferenceStage, logits_in_fp32
 
 
 class ORPOStage(PreferenceStage):
@@ -24,4 +24,4 @@ class ORPOStage(PreferenceStage):
     def trainer(self, *, model, ref_model, args, data, tokenizer, callbacks, peft_config):
         from trl.experimental.orpo import ORPOTrainer
 
-        return ORPOTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+        return ORPOTrainer(model=logits_in_fp32(model), args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)

@@ -21,6 +21,18 @@ def eval_source(recipe, source: str) -> str | None:
     return f"{source}-eval" if f"{source}-eval" in BUILTIN_DATASETS else None
 
 
+def logits_in_fp32(model):
+    """ORPO's and CPO's trainers take log-softmax of the logits in the model's dtype; over a bf16 base without
+    autocast (our CPU default) that rounds every log-probability (losses came out as 7.0000, 8.9375). Return the
+    LM head's output in fp32 instead; the backbone stays bf16."""
+    import torch
+
+    head = model.get_output_embeddings()
+    if head is not None and next(head.parameters()).dtype != torch.float32:
+        head.register_forward_hook(lambda module, args, output: output.float())
+    return model
+
+
 def precompute_reference(recipe, stage, schedule) -> bool:
     """Whether the reference scores the data once before training instead of in every step. The recipe decides;
     unset (auto), it is on when training makes two or more passes over the data: each example then costs one
