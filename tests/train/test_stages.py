@@ -131,9 +131,9 @@ def test_stage_trains_and_saves_a_loadable_model(stage_recipe, stage, method, pa
 # ---------------------------------------------------------------- 2. resume equals uninterrupted
 
 
-@pytest.mark.parametrize("stage", ["dpo", "reward"])
-def test_resume_reproduces_uninterrupted_curve(stage_recipe, tmp_path, stage):
-    common = {"training.max_steps": 4, "training.save_steps": 2, "training.save_total_limit": None, "lora.lora_dropout": 0.1, "training.learning_rate": 5e-3}
+@pytest.mark.parametrize("stage, extra", [("dpo", {}), ("dpo", {"dpo.precompute_ref_log_probs": True}), ("reward", {})], ids=["dpo", "dpo-precomputed-reference", "reward"])
+def test_resume_reproduces_uninterrupted_curve(stage_recipe, tmp_path, stage, extra):
+    common = {"training.max_steps": 4, "training.save_steps": 2, "training.save_total_limit": None, "lora.lora_dropout": 0.1, "training.learning_rate": 5e-3, **extra}
     straight = run_stage(stage_recipe(stage, **common, output_dir=str(tmp_path / "a")), live=False)
     interrupted = run_stage(stage_recipe(stage, **common, output_dir=str(tmp_path / "b")), live=False, callbacks=[StopAt(2)])
     assert interrupted.steps == 2
