@@ -110,7 +110,7 @@ def test_unknown_dpo_loss_type_is_refused_with_trls_list():
         stage.check(load_recipe(None, {"stage": "dpo", "dpo.loss_type": "sigmoidd"}))
     assert "sigmoidd" in exc.value.message and exc.value.where == "dpo.loss_type"
     assert all(name in exc.value.hint for name in known)
-    with pytest.raises(RecipeError, match="2 weights for 1 loss types"):
+    with pytest.raises(RecipeError, match="2 weights given for 1 loss types"):
         stage.check(load_recipe(None, {"stage": "dpo", "dpo.loss_weights": [1.0, 2.0]}))
 
 

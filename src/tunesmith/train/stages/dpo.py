@@ -30,11 +30,11 @@ class DPOStage(PreferenceStage):
         known = dpo_loss_types()
         unknown = [t for t in recipe.dpo.loss_type if t not in known]
         if unknown:
-            raise RecipeError(f"dpo.loss_type has {unknown}, which TRL's DPOTrainer does not offer", where="dpo.loss_type", hint=f"one or more of: {', '.join(known)}")
+            raise RecipeError(f"{', '.join(unknown)} is not a loss TRL's DPOTrainer offers", where="dpo.loss_type", hint=f"one or more of: {', '.join(known)}")
         if recipe.dpo.loss_weights is not None and len(recipe.dpo.loss_weights) != len(recipe.dpo.loss_type):
-            raise RecipeError(f"dpo.loss_weights has {len(recipe.dpo.loss_weights)} weights for {len(recipe.dpo.loss_type)} loss types", where="dpo.loss_weights", hint="give one weight per loss_type, or leave it unset")
+            raise RecipeError(f"{len(recipe.dpo.loss_weights)} weights given for {len(recipe.dpo.loss_type)} loss types", where="dpo.loss_weights", hint="give one weight per loss_type, or leave it unset")
         if "exo_pair" in recipe.dpo.loss_type and recipe.dpo.label_smoothing == 0:
-            raise RecipeError("dpo.loss_type exo_pair needs label_smoothing > 0", where="dpo.label_smoothing", hint="the EXO paper uses 1e-3")
+            raise RecipeError("loss_type exo_pair needs label_smoothing > 0", where="dpo.label_smoothing", hint="the EXO paper uses 1e-3")
 
     def config(self, recipe, common: dict, schedule=None):
         from trl import DPOConfig
