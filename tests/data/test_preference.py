@@ -296,3 +296,16 @@ def test_generator_reproduces_the_files(tmp_path):
     builtin = ROOT / "src" / "tunesmith" / "data" / "builtin"
     for name in ("pirate_pairs.jsonl", "pirate_pairs_eval.jsonl", "pirate_kto.jsonl", "pirate_kto_eval.jsonl"):
         assert (tmp_path / name).read_bytes() == (builtin / name).read_bytes(), name
+
+
+def test_reward_data_drops_pairs_longer_than_max_length_as_trl_does(smol_tokenizer):
+    """TRL's RewardTrainer filters out over-long pairs; we drop the same ones first, so plan and trainer agree."""
+    from trl import RewardConfig, RewardTrainer  # noqa: F401  (the behaviour we mirror)
+
+    full = prepare_preference_data("pirate-pairs", smol_tokenizer, stage="reward")
+    short = prepare_preference_data("pirate-pairs", smol_tokenizer, stage="reward", max_length=80)
+    assert short.report.num_over_max_length > 0
+    assert short.report.num_examples == len(short.dataset) == full.report.num_examples - short.report.num_over_max_length
+    assert "dropped" in short.report.summary()
+    dpo = prepare_preference_data("pirate-pairs", smol_tokenizer, stage="dpo", max_length=80)
+    assert len(dpo.dataset) == full.report.num_examples and "truncates" in dpo.report.summary()

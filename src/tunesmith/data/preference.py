@@ -262,6 +262,7 @@ class PreferenceReport:
     mean_tokens: float = 0.0
     num_over_max_length: int = 0
     max_length: int | None = None
+    stage: str = ""  # TRL's reward trainer drops over-long pairs; the others truncate them
 
     def summary(self) -> str:
         noun = {"preference": "preference pairs", "unpaired": "unpaired examples", "prompt": "prompts"}[self.kind]
@@ -274,7 +275,7 @@ class PreferenceReport:
             text += f", {self.implicit_prompt:,} implicit prompts split off"
         text += f"; longest {self.max_tokens} tokens, mean {self.mean_tokens:.0f}"
         if self.max_length:
-            text += f"; {self.num_over_max_length} over max_length {self.max_length}" + (" (TRL truncates them)" if self.num_over_max_length else "")
+            text += f"; {self.num_over_max_length} over max_length {self.max_length}" + ((" (dropped, as TRL's reward trainer does)" if self.stage == "reward" else " (TRL truncates them)") if self.num_over_max_length else "")
         return text
 
 
@@ -356,7 +357,7 @@ def prepare_preference_data(source, tokenizer, *, stage: str, max_length: int | 
     if given == "sft":
         raise ValueError("stage sft is prepared by tunesmith.data.prepare_dataset, not prepare_preference_data")
     kind = STAGE_KINDS[stage]
-    report = PreferenceReport(source=label, kind=kind, form="", num_rows=len(rows), max_length=max_length)
+    report = PreferenceReport(source=label, kind=kind, form="", num_rows=len(rows), max_length=max_length, stage=stage)
     examples = _canonical_rows(rows, given, report)
     if given != kind:  # pairs for kto
         examples = [row for pair in examples for row in _unpair(pair)]
@@ -369,6 +370,12 @@ def prepare_preference_data(source, tokenizer, *, stage: str, max_length: int | 
     report.max_tokens = max(lengths)
     report.mean_tokens = sum(lengths) / len(lengths)
     report.num_over_max_length = sum(1 for n in lengths if max_length and n > max_length)
+    if stage == "reward" and report.num_over_max_length:
+        # TRL's RewardTrainer drops these rows; drop them here, so that the counts, the plan and the trainer agree
+        examples = [e for e, n in zip(examples, lengths) if n <= max_length]
+        if not examples:
+            raise DataError(f"every pair is longer than max_length {max_length}", where=label, hint="raise data.max_length")
+        report.num_examples = len(examples)
     try:
         dataset = datasets.Dataset.from_list(examples)
     except Exception as exc:  # arrow's many type errors; the user needs one sentence
