@@ -144,6 +144,10 @@ def test_resume_reproduces_uninterrupted_curve(stage_recipe, tmp_path, stage, ex
     assert len(set(a.values())) > 1  # the loss moves, so equality means something
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=1e-5), (step, a, b)
+    # what training changed is still reported after a resume: the "before" measurement was kept in the run
+    assert [c.metric for c in resumed.changes] == [c.metric for c in straight.changes]
+    for ours, theirs in zip(resumed.changes, straight.changes):
+        assert (ours.before, ours.after) == pytest.approx((theirs.before, theirs.after), rel=1e-4, abs=1e-6), ours.metric
 
 
 # ---------------------------------------------------------------- 3. the DPO loss is the closed form

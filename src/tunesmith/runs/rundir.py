@@ -8,6 +8,7 @@
     <run>/merged/            (LoRA + --merge) base with the adapter merged in
     <run>/loss.png           train/eval loss curves
     <run>/metrics.png        the stage's own curves (reward margin, accuracy, ...)
+    <run>/before.json        the stage's measurement of the starting model on the eval split (kept for resume)
     <run>/changes.json       what training changed on the eval split (before/after measurements)
     <run>/diagnostics.json   end-of-run eval diagnostics (leakage, repetition, memorization)
     <run>/README.md          model card: what was trained on what, and how it went

@@ -218,7 +218,7 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     from tunesmith.infer import generate
 
     before = generate(model, tokenizer, prompts, **sample) if prompts and not resume else []
-    before_snapshot = stage.measure(model, tokenizer, recipe, data) if not resume else {}
+    before_snapshot = measure_before(stage, run, model, tokenizer, recipe, data, resumed=bool(resume))
 
     peft_config = lora_config(recipe, model, stage.head)
     if peft_config is not None and not stage.trainer_wraps_adapter:
@@ -305,6 +305,18 @@ def merged_from_adapter(model_dir: Path, head: str):
 
         return load_reward_model(str(model_dir)).merge_and_unload()
     return load_model(str(model_dir), merge_adapter=True)
+
+
+def measure_before(stage: Stage, run: RunDir, model, tokenizer, recipe: Recipe, data: StageData, resumed: bool) -> dict:
+    """The stage's "before" measurement: taken now and kept in <run>/before.json, or read back from there on resume
+    (the starting model is gone by then), so a resumed run still reports what training changed."""
+    if resumed:
+        kept = run.path / "before.json"
+        return json.loads(kept.read_text()) if kept.is_file() else {}
+    snapshot = stage.measure(model, tokenizer, recipe, data)
+    if snapshot:
+        run.write_text("before.json", json.dumps({k: v for k, v in snapshot.items() if k != "pairs"}) + "\n")
+    return snapshot
 
 
 def save_model(model, tokenizer, source: ModelSource, path: Path) -> None:
