@@ -1,29 +1,12 @@
 """The plan is what the trainer does: run real (tiny) trainings and compare step by step."""
 
 import pytest
-from transformers import TrainerCallback
+from recorders import Recorder
 
 from tunesmith.train.plan import make_plan
 from tunesmith.train.sft import run_sft
 
 
-class Recorder(TrainerCallback):
-    def __init__(self):
-        self.lrs, self.saves, self.logs = [], [], []
-        self.model = self.args = None
-
-    def on_train_begin(self, args, state, control, model=None, **kw):
-        self.model, self.args = model, args
-
-    def on_step_begin(self, args, state, control, optimizer=None, **kw):
-        self.lrs.append(optimizer.param_groups[0]["lr"])
-
-    def on_save(self, args, state, control, **kw):
-        self.saves.append(state.global_step)
-
-    def on_log(self, args, state, control, logs=None, **kw):
-        if "loss" in (logs or {}):
-            self.logs.append(state.global_step)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from recorders import StopAt
 from transformers import TrainerCallback
 
 from tunesmith.errors import TrainingError, TunesmithError
@@ -47,13 +48,6 @@ def test_lora_result_is_a_vanilla_peft_adapter_and_merges(tiny_recipe):
         assert (result.run_dir / name).is_file(), name
 
 
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 def test_resume_reproduces_uninterrupted_curve(tiny_recipe, tmp_path):
