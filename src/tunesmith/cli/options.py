@@ -12,8 +12,6 @@ from typing import Optional
 
 import typer
 
-from pydantic import BaseModel
-
 from tunesmith.recipes.schema import Recipe, section_model
 
 # flag name -> (recipe path, type)
@@ -102,27 +100,12 @@ def build_recipe(recipe_file, sets: list[str] | None, overrides: dict, stage: st
     from tunesmith.recipes.load import parse_override
 
     merged: dict = {}
-    if stage and not _file_names_stage(recipe_file):
-        merged["stage"] = stage
     for item in sets or []:
         path, value = parse_override(item)
         merged[".".join(path)] = value
     merged.update(overrides)
-    return load_recipe(recipe_file, merged)
+    return load_recipe(recipe_file, merged, stage=stage)
 
 
 RECIPE_OPTION = typer.Option(None, "--recipe", "-c", help="Recipe YAML file.", exists=False)
 SET_HELP = "Override any recipe field: --set training.learning_rate=1e-4 (repeatable)."
-
-
-def _file_names_stage(recipe_file) -> bool:
-    """Whether the recipe file sets `stage:` itself (then a command of another stage is refused, not obeyed)."""
-    import yaml
-
-    if recipe_file is None:
-        return False
-    try:
-        data = yaml.safe_load(open(recipe_file).read())
-    except (OSError, yaml.YAMLError):
-        return False  # load_recipe reports it with the line
-    return isinstance(data, dict) and "stage" in data

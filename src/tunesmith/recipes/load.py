@@ -6,7 +6,6 @@ Precedence (later wins): defaults in schema.py < recipe file < `--set key=value`
 from __future__ import annotations
 
 import difflib
-import re
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +83,12 @@ def _explain(error: dict, source: str | None, lines: dict, overridden: set[tuple
         hint = f"; did you mean '{'.'.join((*loc[:-1], close[0]))}'?" if close else f"; known fields here: {', '.join(_fields_at(Recipe, loc))}"
         return f"{where}unknown field '{dotted}'{hint}"
     message = error["msg"].removeprefix("Value error, ")
-    stray = re.match(r"the recipe has a '(\w+):' section", message)
-    if stray and source and (stray.group(1),) in lines:  # a stage section under the wrong stage: point at it
-        return f"{source}:{lines[(stray.group(1),)]}: {message}"
     return f"{where}{dotted}: {message} (got {error.get('input')!r})" if "input" in error and not isinstance(error["input"], dict) else f"{where}{dotted}: {message}"
 
 
-def load_recipe(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
-    """Read a recipe file (optional), apply overrides (`a.b=v` strings or {dotted: value}), validate."""
+def load_recipe(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None, stage: str | None = None) -> Recipe:
+    """Read a recipe file (optional), apply overrides (`a.b=v` strings or {dotted: value}), validate.
+    `stage`: the stage to take where neither the file nor the overrides name one (a stage's own command)."""
     data: dict = {}
     text = ""
     source = None
@@ -115,6 +112,8 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | dict[str,
         parts = key.split(".") if isinstance(key, str) else key
         set_path(data, parts, value)
         overridden.add(tuple(parts))
+    if stage is not None:
+        data.setdefault("stage", stage)
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:

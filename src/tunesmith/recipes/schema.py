@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tunesmith.models.builtin import DEFAULT_MODEL
 
@@ -199,14 +199,19 @@ class Recipe(Section):
     orpo: ORPOSection | None = Field(None, description="Settings of stage orpo (TRL ORPOConfig names).")
     cpo: CPOSection | None = Field(None, description="Settings of stage cpo: CPO and SimPO (TRL CPOConfig names).")
 
+    @field_validator(*STAGE_SECTIONS)
+    @classmethod
+    def _section_of_this_stage(cls, value, info: ValidationInfo):
+        """A field-level error, so the message points at the section's line in the recipe file."""
+        stage = info.data.get("stage")
+        if value is not None and stage is not None and info.field_name != stage:
+            raise ValueError(f"the recipe has a '{info.field_name}:' section, but its stage is {stage}; set stage: {info.field_name}, or remove the section")
+        return value
+
     @model_validator(mode="after")
     def _check(self):
-        for name, section in STAGE_SECTIONS.items():
-            given = getattr(self, name)
-            if given is not None and name != self.stage:
-                raise ValueError(f"the recipe has a '{name}:' section, but its stage is {self.stage}; set stage: {name}, or remove the section")
-            if name == self.stage and given is None:
-                object.__setattr__(self, name, section())
+        if getattr(self, self.stage, False) is None:
+            object.__setattr__(self, self.stage, STAGE_SECTIONS[self.stage]())
         if "dataset" not in self.data.model_fields_set:
             self.data.dataset = STAGE_DATASETS[self.stage]
         t = self.training
