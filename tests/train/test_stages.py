@@ -168,7 +168,7 @@ def test_dpo_loss_equals_the_closed_form(stage_recipe, pairs_jsonl, tmp_path, me
     with torch.no_grad():
         loss = trainer.compute_loss(model, batch).item()
 
-    pairs = Pairs.from_examples(data.train_examples)
+    pairs = Pairs.from_examples(data.train.to_list())  # the canonical rows the trainer takes
     policy_c = torch.tensor(response_logprobs(model, tokenizer, pairs.prompts, pairs.chosen))
     policy_r = torch.tensor(response_logprobs(model, tokenizer, pairs.prompts, pairs.rejected))
     if method == "lora":

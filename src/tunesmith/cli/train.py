@@ -44,8 +44,7 @@ def render_result(result) -> None:
         for col in ("measure", "before", "after"):
             table.add_column(col, justify="left" if col == "measure" else "right")
         for c in result.changes:
-            fmt = lambda v: "n/a" if v is None else c.fmt.format(v)  # noqa: E731
-            table.add_row(c.metric, fmt(c.before), fmt(c.after))
+            table.add_row(c.metric, c.show(c.before), c.show(c.after))
         console.print(table)
     if result.examples:
         table = Table(title=result.examples_title, show_lines=True)

@@ -34,6 +34,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     speed: SpeedSettings | None = None
     stage: str = "sft"
+    unit: str = "sequences"  # what one training example is: sequences, or pairs (chosen and rejected)
 
     def to_json(self) -> dict:
         s = asdict(self.schedule)
@@ -139,5 +140,5 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
         )
     speed = speed_settings(recipe, precision, seq_len)
     plan = Plan(schedule, precision, recipe.method, recipe.model.name, total, trainable, memory, data_summary, num_examples, notes, speed)
-    plan.stage = recipe.stage
+    plan.stage, plan.unit = recipe.stage, stage.unit
     return plan

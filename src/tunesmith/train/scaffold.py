@@ -186,6 +186,7 @@ def open_run(recipe: Recipe | None, resume: str | None, stage_name: str | None, 
     return None, recipe, None
 
 
+@compact_lm_head()  # TRL's fused LM head scores answer positions only, while the trainer is built, trains and evaluates
 def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_name: str | None = None, console: Console | None = None, live: bool | None = None, callbacks=()) -> StageResult:
     """Train per `recipe` (or continue the run/checkpoint `resume`) with its stage, and return what happened."""
     import torch
@@ -232,16 +233,15 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
 
     if precompute_reference(recipe, stage, schedule):
         console.print("scoring the data with the reference model once (precompute_ref_log_probs) ...", highlight=False)
-    with compact_lm_head():  # TRL's trainers may score data with the reference while they are built
-        trainer = stage.trainer(
-            model=model,
-            ref_model=ref_model,
-            args=stage.config(recipe, common_arguments(recipe, run, precision, data.eval is not None, speed), schedule),
-            data=data,
-            tokenizer=tokenizer,
-            callbacks=[MetricsLog(run.metrics_file, resume_step=resume_step), guard, Progress(console, live, stage.progress_metrics), *callbacks],
-            peft_config=peft_config,
-        )
+    trainer = stage.trainer(
+        model=model,
+        ref_model=ref_model,
+        args=stage.config(recipe, common_arguments(recipe, run, precision, data.eval is not None, speed), schedule),
+        data=data,
+        tokenizer=tokenizer,
+        callbacks=[MetricsLog(run.metrics_file, resume_step=resume_step), guard, Progress(console, live, stage.progress_metrics), *callbacks],
+        peft_config=peft_config,
+    )
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # Progress prints instead
@@ -249,13 +249,12 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     total = sum(p.numel() for p in trainer.model.parameters())
     console.print(
         f"model: {recipe.model.name}, {recipe.method}, {trainable:,} trainable of {total:,} parameters; "
-        f"{schedule.total_steps} steps of {schedule.effective_batch_size} {'pairs' if stage.sequences_per_example == 2 else 'sequences'} ({schedule.num_epochs:g} epochs)",
+        f"{schedule.total_steps} steps of {schedule.effective_batch_size} {stage.unit} ({schedule.num_epochs:g} epochs)",
         soft_wrap=True,
     )
     console.print(f"speed: {speed.summary()}", soft_wrap=True)
     try:
-        with compact_lm_head():
-            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except torch.OutOfMemoryError as exc:
         raise TrainingError(
             "out of memory during training",
@@ -266,8 +265,7 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     eval_loss = None
     final_metrics: dict = {}
     if data.eval is not None:
-        with compact_lm_head():
-            final_metrics = trainer.evaluate()
+        final_metrics = trainer.evaluate()
         eval_loss = final_metrics.get("eval_loss")
         with open(run.metrics_file, "a") as fh:
             fh.write(json.dumps({"step": trainer.state.global_step, **final_metrics, "final": True}) + "\n")
@@ -292,7 +290,7 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     result = StageResult(
         stage=recipe.stage, run_dir=run.path, model_dir=model_dir, steps=trainer.state.global_step, train_loss=train_loss, eval_loss=eval_loss,
         seconds=time.perf_counter() - started, trainable_parameters=trainable, merged_dir=merged, prompts=list(prompts), before=before, after=after,
-        changes=changes, examples=examples, examples_title=examples_title, diagnostics=diagnostics, final_metrics=final_metrics,
+        changes=changes, examples=examples, examples_title=examples_title, diagnostics=diagnostics,
     )
     write_model_card(run, recipe, stage, data, result, trainable, total)
     return result
@@ -357,7 +355,7 @@ def write_model_card(run: RunDir, recipe: Recipe, stage: Stage, data: StageData,
     ]
     if result.changes:
         lines += ["", "What changed on the eval split:", "", "| measure | before | after |", "|---|---|---|"]
-        lines += [f"| {c.metric} | {_fmt(c.before, c.fmt)} | {_fmt(c.after, c.fmt)} |" for c in result.changes]
+        lines += [f"| {c.metric} | {c.show(c.before)} | {c.show(c.after)} |" for c in result.changes]
     try_it = f"tunesmith score --reward-model {run.path} --prompt '...' --response '...'" if stage.head == "reward" else f"tunesmith generate --model {run.path} --prompt '...'"
     lines += ["", f"Reproduce: `tunesmith train --recipe {run.recipe_file}`. Try it: `{try_it}`.", "", "```python", load, "```"]
     if result.before:
@@ -366,6 +364,3 @@ def write_model_card(run: RunDir, recipe: Recipe, stage: Stage, data: StageData,
         lines += [f"| {clean(p)} | {clean(b)} | {clean(a)} |" for p, b, a in zip(result.prompts, result.before, result.after)]
     run.write_text("README.md", "\n".join(lines) + "\n")
 
-
-def _fmt(value, fmt: str) -> str:
-    return "n/a" if value is None else fmt.format(value)

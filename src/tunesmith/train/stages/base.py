@@ -23,8 +23,7 @@ class StageData:
     num_examples: int
     num_sequences: int  # what the Trainer iterates over (examples, packed sequences, pairs)
     longest: int  # longest row in tokens, as the trainer will see it
-    train_examples: list[dict] = field(default_factory=list)  # canonical rows
-    eval_examples: list[dict] = field(default_factory=list)
+    eval_examples: list[dict] = field(default_factory=list)  # canonical rows, for the before/after measurement
     raw: Any = None  # the stage's own prepared object (e.g. SFT's TrainingData)
 
 
@@ -36,7 +35,9 @@ class Change:
     before: float | None
     after: float | None
     fmt: str = "{:.3f}"
-    better: str = "higher"  # higher | lower | none
+
+    def show(self, value: float | None) -> str:
+        return "n/a" if value is None else self.fmt.format(value)
 
     def to_json(self) -> dict:
         return {"metric": self.metric, "before": self.before, "after": self.after}
@@ -62,20 +63,6 @@ class StageResult:
     examples: list[dict] = field(default_factory=list)  # a few rows shown after the run (e.g. scored pairs)
     examples_title: str = ""
     diagnostics: object = None  # evaluate.DiagnosticsReport on the eval split (SFT)
-    final_metrics: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {
-            "stage": self.stage,
-            "run_dir": str(self.run_dir),
-            "model_dir": str(self.model_dir),
-            "steps": self.steps,
-            "train_loss": self.train_loss,
-            "eval_loss": self.eval_loss,
-            "seconds": round(self.seconds, 1),
-            "changes": [c.to_json() for c in self.changes],
-            "examples": self.examples,
-        }
 
 
 class Stage:
@@ -87,7 +74,7 @@ class Stage:
     needs_reference: ClassVar[bool] = False  # a frozen copy of the starting policy (LoRA: adapter disabled)
     head: ClassVar[str] = "causal"  # causal | reward (sequence classification, one score)
     trainer_wraps_adapter: ClassVar[bool] = True  # give the trainer a peft_config instead of a PeftModel
-    sequences_per_example: ClassVar[int] = 1  # DPO/ORPO/reward run chosen and rejected through the model
+    sequences_per_example: ClassVar[int] = 1  # DPO/ORPO/CPO/reward run chosen and rejected through the model
     progress_metrics: ClassVar[tuple[str, ...]] = ()  # logged metrics shown in progress lines
     plot_metrics: ClassVar[tuple[str, ...]] = ()  # extra curves for <run>/metrics.png
 
@@ -105,7 +92,12 @@ class Stage:
     def trainer(self, *, model, ref_model, args, data: StageData, tokenizer, callbacks, peft_config):
         raise NotImplementedError
 
-    def measure(self, model, tokenizer, recipe, data: StageData, ref_model=None) -> dict:
+    @property
+    def unit(self) -> str:
+        """What one training example is, in the run header and the plan."""
+        return "pairs" if self.sequences_per_example == 2 else "sequences"
+
+    def measure(self, model, tokenizer, recipe, data: StageData) -> dict:
         """A snapshot on the eval split (called before and after training); {} when there is nothing to measure."""
         return {}
 

@@ -13,14 +13,6 @@ from tunesmith.train.stages.base import Change, Stage, StageData
 TEXTBOOK_PROMPT = "What is the capital of France?"
 
 
-def eval_source(recipe, source: str) -> str | None:
-    from tunesmith.data.readers import BUILTIN_DATASETS
-
-    if recipe.data.eval_dataset:
-        return recipe.data.eval_dataset
-    return f"{source}-eval" if f"{source}-eval" in BUILTIN_DATASETS else None
-
-
 def logits_in_fp32(model):
     """ORPO's and CPO's trainers take log-softmax of the logits in the model's dtype; over a bf16 base without
     autocast (our CPU default) that rounds every log-probability (losses came out as 7.0000, 8.9375). Return the
@@ -53,6 +45,7 @@ class PreferenceStage(Stage):
 
     def prepare_data(self, recipe, tokenizer, source=None, with_eval=True) -> StageData:
         from tunesmith.data.preference import prepare_preference_data
+        from tunesmith.train.data import eval_source
 
         source = source or recipe.data.dataset
         train = prepare_preference_data(source, tokenizer, stage=self.name, max_length=recipe.data.max_length)
@@ -67,9 +60,7 @@ class PreferenceStage(Stage):
             num_examples=train.report.num_examples,
             num_sequences=train.report.num_examples,
             longest=min(train.report.max_tokens, recipe.data.max_length),
-            train_examples=train.examples,
             eval_examples=evaluation.examples if evaluation else [],
-            raw=(train, evaluation),
         )
 
     def section(self, recipe):
@@ -84,17 +75,23 @@ class PreferenceStage(Stage):
         kwargs.update(max_length=recipe.data.max_length, **fields, **extra)
         return cls(**kwargs)
 
-    def measure(self, model, tokenizer, recipe, data: StageData, ref_model=None) -> dict:
-        from tunesmith.evaluate.preference import Pairs, response_logprobs
+    def scores(self, model, tokenizer, prompts: list, responses: list) -> list[float]:
+        """How the model rates each response to its prompt: the policy's summed log-probability."""
+        from tunesmith.evaluate.preference import response_logprobs
+
+        return response_logprobs(model, tokenizer, prompts, responses)
+
+    def measure(self, model, tokenizer, recipe, data: StageData) -> dict:
+        from tunesmith.evaluate.preference import Pairs
 
         pairs = Pairs.from_examples(data.eval_examples)
         if not len(pairs):
             return {}
         return {
             "pairs": pairs,
-            "chosen": response_logprobs(model, tokenizer, pairs.prompts, pairs.chosen),
-            "rejected": response_logprobs(model, tokenizer, pairs.prompts, pairs.rejected),
-            "beta": self.section(recipe).beta,
+            "chosen": self.scores(model, tokenizer, pairs.prompts, pairs.chosen),
+            "rejected": self.scores(model, tokenizer, pairs.prompts, pairs.rejected),
+            "beta": getattr(self.section(recipe), "beta", None),
         }
 
     def compare(self, before: dict, after: dict):
@@ -105,7 +102,7 @@ class PreferenceStage(Stage):
         a_margin = [c - r for c, r in zip(after["chosen"], after["rejected"])]
         changes = [
             Change("log p(chosen), mean", mean(before["chosen"]), mean(after["chosen"]), "{:.2f}"),
-            Change("log p(rejected), mean", mean(before["rejected"]), mean(after["rejected"]), "{:.2f}", better="lower"),
+            Change("log p(rejected), mean", mean(before["rejected"]), mean(after["rejected"]), "{:.2f}"),
             Change("log p(chosen) - log p(rejected), mean", mean(b_margin), mean(a_margin), "{:.2f}"),
             Change("preference accuracy (policy ranks chosen first)", pairwise_accuracy(before["chosen"], before["rejected"]), pairwise_accuracy(after["chosen"], after["rejected"]), "{:.0%}"),
         ]

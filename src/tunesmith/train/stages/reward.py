@@ -32,18 +32,12 @@ class RewardStage(PreferenceStage):
         model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-pad token
         return RewardTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
 
-    def measure(self, model, tokenizer, recipe, data: StageData, ref_model=None) -> dict:
-        from tunesmith.evaluate.preference import Pairs, reward_scores
+    def scores(self, model, tokenizer, prompts: list, responses: list) -> list[float]:
+        """The reward model's score of each response (read at the last non-pad token)."""
+        from tunesmith.evaluate.preference import reward_scores
 
-        pairs = Pairs.from_examples(data.eval_examples)
-        if not len(pairs):
-            return {}
         model.config.pad_token_id = tokenizer.pad_token_id
-        return {
-            "pairs": pairs,
-            "chosen": reward_scores(model, tokenizer, pairs.prompts, pairs.chosen),
-            "rejected": reward_scores(model, tokenizer, pairs.prompts, pairs.rejected),
-        }
+        return reward_scores(model, tokenizer, prompts, responses)
 
     def compare(self, before: dict, after: dict):
         from tunesmith.evaluate.preference import pairwise_accuracy, text_of
@@ -52,8 +46,8 @@ class RewardStage(PreferenceStage):
         changes = [
             Change("pairwise accuracy (chosen scored higher)", pairwise_accuracy(before["chosen"], before["rejected"]), pairwise_accuracy(after["chosen"], after["rejected"]), "{:.0%}"),
             Change("score margin chosen - rejected, mean", mean([c - r for c, r in zip(before["chosen"], before["rejected"])]), mean([c - r for c, r in zip(after["chosen"], after["rejected"])]), "{:+.3f}"),
-            Change("score of chosen, mean", mean(before["chosen"]), mean(after["chosen"]), "{:+.3f}", better="none"),
-            Change("score of rejected, mean", mean(before["rejected"]), mean(after["rejected"]), "{:+.3f}", better="none"),
+            Change("score of chosen, mean", mean(before["chosen"]), mean(after["chosen"]), "{:+.3f}"),
+            Change("score of rejected, mean", mean(before["rejected"]), mean(after["rejected"]), "{:+.3f}"),
         ]
         pairs = after["pairs"]
         examples = [

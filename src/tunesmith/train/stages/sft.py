@@ -22,7 +22,6 @@ class SFTStage(Stage):
             num_examples=data.report.num_examples,
             num_sequences=data.num_sequences,
             longest=longest_sequence(recipe, data),
-            train_examples=data.train.examples,
             eval_examples=data.eval.examples if data.eval else [],
             raw=data,
         )
