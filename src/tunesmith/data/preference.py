@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tunesmith.data.formats import check_messages
@@ -286,12 +285,19 @@ class PreferenceData:
     examples: list[dict] = field(default_factory=list)  # the canonical rows, in order
 
 
+def template_ids(tokenizer, conversation_or_text, generation_prompt: bool = False) -> list[int]:
+    """Token ids of a conversation (chat template) or a plain string, as TRL's trainers tokenise a row."""
+    if isinstance(conversation_or_text, list):
+        out = tokenizer.apply_chat_template(conversation_or_text, tokenize=True, return_dict=True, add_generation_prompt=generation_prompt)
+        return list(out["input_ids"])
+    return list(tokenizer(conversation_or_text)["input_ids"])
+
+
 def _num_tokens(tokenizer, prompt, response=None) -> int:
-    """Tokens of prompt + response as TRL will see them: chat template for messages, plain text otherwise."""
-    if isinstance(prompt, list):
-        ids = tokenizer.apply_chat_template(prompt + (response or []), tokenize=True, add_generation_prompt=response is None)
-        return len(ids["input_ids"] if isinstance(ids, Mapping) else ids)
-    return len(tokenizer(prompt + (response or ""))["input_ids"])
+    """Tokens of prompt + response as TRL will see them (the prompt alone ends in the generation prompt)."""
+    if response is None:
+        return len(template_ids(tokenizer, prompt, generation_prompt=isinstance(prompt, list)))
+    return len(template_ids(tokenizer, prompt + response))
 
 
 def _length(tokenizer, example: dict, kind: str) -> int:

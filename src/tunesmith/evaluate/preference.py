@@ -12,25 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-def _ids(tokenizer, conversation_or_text, generation_prompt: bool = False) -> list[int]:
-    if isinstance(conversation_or_text, list):
-        out = tokenizer.apply_chat_template(conversation_or_text, tokenize=True, return_dict=True, add_generation_prompt=generation_prompt)
-        return list(out["input_ids"])
-    return list(tokenizer(conversation_or_text)["input_ids"])
-
-
 def encode(tokenizer, prompt, response) -> tuple[list[int], int]:
-    """(ids of prompt + response, index where the response starts), as TRL's DPO/KTO/ORPO tokenise a row."""
+    """(ids of prompt + response, index where the response starts), as TRL's DPO/KTO/ORPO tokenise a row: the
+    response starts where the templated prompt (with its generation prompt) and prompt + response diverge."""
+    from trl.data_utils import common_prefix_length
+
+    from tunesmith.data.preference import template_ids
+
     if isinstance(prompt, list):
-        prompt_ids = _ids(tokenizer, prompt, generation_prompt=True)
-        full = _ids(tokenizer, prompt + (response if isinstance(response, list) else [{"role": "assistant", "content": response}]))
+        prompt_ids = template_ids(tokenizer, prompt, generation_prompt=True)
+        full = template_ids(tokenizer, prompt + (response if isinstance(response, list) else [{"role": "assistant", "content": response}]))
     else:
-        prompt_ids = _ids(tokenizer, prompt)
-        full = _ids(tokenizer, prompt + response)
-    start = 0
-    while start < min(len(prompt_ids), len(full)) and prompt_ids[start] == full[start]:
-        start += 1
-    return full, start
+        prompt_ids = template_ids(tokenizer, prompt)
+        full = template_ids(tokenizer, prompt + response)
+    return full, common_prefix_length(prompt_ids, full)
 
 
 def _padded_batches(model, tokenizer, rows: list[list[int]], batch_size: int):
