@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from tunesmith.bench.measure import batch_counter, job_recipe, median, peak_rss_mb, run_recipe, side_settings, trainer_meter
+from tunesmith.bench.measure import baseline_arguments, baseline_model, batch_counter, job_recipe, median, peak_rss_mb, run_recipe, side_settings, trainer_meter
 
 SIDES = ("baseline", "tunesmith")
 DATASET = "pirate-pairs"
@@ -58,23 +58,7 @@ def pirate_pairs(tokenizer):
 
 def baseline_config(job: Job, output_dir: str, use_cpu: bool) -> dict:
     """DPOConfig arguments of the baseline script: the job's settings, logging, nothing else."""
-    args = dict(
-        output_dir=output_dir,
-        max_steps=job.steps,
-        per_device_train_batch_size=job.batch_size,
-        gradient_accumulation_steps=job.gradient_accumulation_steps,
-        max_length=job.max_length,
-        learning_rate=job.learning_rate,
-        lr_scheduler_type=job.lr_scheduler_type,
-        warmup_steps=job.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
-        beta=job.beta,
-        seed=job.seed,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        include_num_input_tokens_seen="non_padding",
-        use_cpu=use_cpu,  # DPOConfig's bf16 default stops on a GPU-less machine with a message saying to set this
-    )
+    args = {**baseline_arguments(job, output_dir, use_cpu), "beta": job.beta}
     if job.precompute_ref_log_probs is not None:
         args["precompute_ref_log_probs"] = job.precompute_ref_log_probs
     return args
@@ -95,19 +79,12 @@ def tunesmith_overrides(job: Job, output_dir: str) -> dict:
 def run_baseline(job: Job, output_dir: str, meter) -> dict:
     """The script a TRL user writes (the DPO docs' LoRA example), plus the job's fixed settings."""
     import torch
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
-    from tunesmith.models.builtin import DEFAULT_MODEL
-    from tunesmith.models.load import resolve_model
-
     set_seed(job.seed)  # the job's seed, before the adapter is initialised (tunesmith seeds there too)
-    path = resolve_model(DEFAULT_MODEL).path  # the GGUF converted once to a normal model directory
-    model = AutoModelForCausalLM.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    model, tokenizer, peft_config = baseline_model(job)
     args = DPOConfig(**baseline_config(job, output_dir, use_cpu=not torch.cuda.is_available()))
-    peft_config = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout, target_modules=job.target_modules, task_type="CAUSAL_LM")
     trainer = DPOTrainer(model=model, args=args, train_dataset=pirate_pairs(tokenizer), processing_class=tokenizer, peft_config=peft_config, callbacks=[meter])
     trainer.train()
     return settings_of(meter)

@@ -151,7 +151,40 @@ def batch_counter(trainer_cls=None):
     return counter
 
 
-# ---------------------------------------------------------------- the tunesmith side, shared by every bench
+# ---------------------------------------------------------------- the two sides, shared by every bench
+
+
+def baseline_arguments(job, output_dir: str, use_cpu: bool) -> dict:
+    """The TRL config arguments a baseline script sets for the job (the fields every bench Job shares), nothing else."""
+    return dict(
+        output_dir=output_dir,
+        max_steps=job.steps,
+        per_device_train_batch_size=job.batch_size,
+        gradient_accumulation_steps=job.gradient_accumulation_steps,
+        max_length=job.max_length,
+        learning_rate=job.learning_rate,
+        lr_scheduler_type=job.lr_scheduler_type,
+        warmup_steps=job.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+        seed=job.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        include_num_input_tokens_seen="non_padding",
+        use_cpu=use_cpu,  # TRL's bf16 default stops a GPU-less machine with a message saying to set this
+    )
+
+
+def baseline_model(job):
+    """What a baseline script loads as TRL's docs show it: the embedded model (fp32), its tokenizer, a LoraConfig."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunesmith.models.builtin import DEFAULT_MODEL
+    from tunesmith.models.load import resolve_model
+
+    path = resolve_model(DEFAULT_MODEL).path  # the GGUF converted once to a normal model directory
+    lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout, target_modules=job.target_modules, task_type="CAUSAL_LM")
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path), lora
 
 
 def job_recipe(job, output_dir: str) -> dict:

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tunesmith.bench.measure import batch_counter, job_recipe, matmul_peak, median, peak_rss_mb, run_recipe, side_settings, trainer_meter, training_flops
+from tunesmith.bench.measure import baseline_arguments, baseline_model, batch_counter, job_recipe, matmul_peak, median, peak_rss_mb, run_recipe, side_settings, trainer_meter, training_flops
 
 SIDES = ("baseline", "tunesmith")
 
@@ -54,33 +54,10 @@ def pirate_prompt_completion():
 def run_baseline(job: Job, output_dir: str, meter) -> dict:
     """The script a TRL user writes (the docs' LoRA example), plus the job's fixed settings."""
     import torch
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from tunesmith.models.builtin import DEFAULT_MODEL
-    from tunesmith.models.load import resolve_model
-
-    path = resolve_model(DEFAULT_MODEL).path  # the GGUF converted once to a normal model directory
-    model = AutoModelForCausalLM.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    args = SFTConfig(
-        output_dir=output_dir,
-        max_steps=job.steps,
-        per_device_train_batch_size=job.batch_size,
-        gradient_accumulation_steps=job.gradient_accumulation_steps,
-        max_length=job.max_length,
-        learning_rate=job.learning_rate,
-        lr_scheduler_type=job.lr_scheduler_type,
-        warmup_steps=job.warmup_ratio,
-        seed=job.seed,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        include_num_input_tokens_seen="non_padding",
-        use_cpu=not torch.cuda.is_available(),  # SFTConfig's bf16 default stops on a GPU-less machine with a message saying to set this
-    )
-    peft_config = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout, target_modules=job.target_modules, task_type="CAUSAL_LM")
+    model, tokenizer, peft_config = baseline_model(job)
+    args = SFTConfig(**baseline_arguments(job, output_dir, use_cpu=not torch.cuda.is_available()))
     trainer = SFTTrainer(model=model, args=args, train_dataset=pirate_prompt_completion(), processing_class=tokenizer, peft_config=peft_config, callbacks=[meter])
     trainer.train()
     return settings_of(meter)

@@ -6,7 +6,7 @@ conversation by its last token, as `tunesmith score` and the RL stages use it.
 
 from __future__ import annotations
 
-from tunesmith.train.stages.base import Change, StageData
+from tunesmith.train.stages.base import Change
 from tunesmith.train.stages.pairs import PreferenceStage
 
 
