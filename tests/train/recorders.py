@@ -1,5 +1,6 @@
-"""Trainer callbacks the training tests share: stop at a step (to interrupt a run), record what happened."""
+"""What the training tests share: stop at a step (to interrupt a run), record what happened, compare it with the plan."""
 
+import pytest
 from transformers import TrainerCallback
 
 
@@ -31,3 +32,21 @@ class Recorder(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if "loss" in (logs or {}):
             self.logs.append(state.global_step)
+
+
+def assert_run_followed_plan(plan, recorder: Recorder, result) -> None:
+    """The trainer did what `plan` printed: steps, checkpoints kept, logging, the learning rate at every step,
+    trainable parameters, and the speed switches (attention kernel, autocast, checkpointing, weight dtype)."""
+    s = plan.schedule
+    assert result.steps == s.total_steps
+    assert recorder.saves == s.checkpoint_steps
+    kept = sorted(int(p.name.split("-")[1]) for p in result.run_dir.glob("checkpoint-*"))
+    assert kept == s.kept_checkpoints
+    assert recorder.logs == s.logging_steps
+    assert recorder.lrs == pytest.approx(s.learning_rates, rel=1e-9, abs=1e-15)
+    assert result.trainable_parameters == plan.trainable_parameters
+    speed = plan.speed
+    assert recorder.model.config._attn_implementation == speed.attention
+    assert recorder.args.bf16 == (speed.autocast and plan.precision.name == "bf16")
+    assert recorder.args.gradient_checkpointing == speed.gradient_checkpointing
+    assert str(recorder.model.get_base_model().dtype).removeprefix("torch.") == speed.weights

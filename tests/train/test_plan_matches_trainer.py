@@ -1,7 +1,7 @@
 """The plan is what the trainer does: run real (tiny) trainings and compare step by step."""
 
 import pytest
-from recorders import Recorder
+from recorders import Recorder, assert_run_followed_plan
 
 from tunesmith.train.plan import make_plan
 from tunesmith.train.sft import run_sft
@@ -27,17 +27,6 @@ def test_plan_equals_training(tiny_recipe, overrides):
     recorder = Recorder()
     result = run_sft(recipe, callbacks=[recorder], live=False)
 
-    assert result.steps == s.total_steps
-    assert recorder.saves == s.checkpoint_steps
-    kept = sorted(int(p.name.split("-")[1]) for p in result.run_dir.glob("checkpoint-*"))
-    assert kept == s.kept_checkpoints
-    assert recorder.logs == s.logging_steps
-    assert recorder.lrs == pytest.approx(s.learning_rates, rel=1e-9, abs=1e-15)
-    assert result.trainable_parameters == plan.trainable_parameters
-    speed = plan.speed  # the kernels and precision switches the plan prints are the ones the trainer ran with
-    assert recorder.model.config._attn_implementation == speed.attention
-    assert recorder.args.bf16 == (speed.autocast and plan.precision.name == "bf16")
-    assert recorder.args.gradient_checkpointing == speed.gradient_checkpointing
-    assert str(recorder.model.get_base_model().dtype).removeprefix("torch.") == speed.weights
+    assert_run_followed_plan(plan, recorder, result)  # the kernels and precision switches the plan prints are the ones the trainer ran with
     if recipe.data.packing:
         assert s.num_sequences < plan.num_examples  # packing really merged examples

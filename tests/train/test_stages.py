@@ -10,7 +10,7 @@ import json
 import math
 
 import pytest
-from recorders import Recorder, StopAt  # tests/train/recorders.py
+from recorders import Recorder, StopAt, assert_run_followed_plan  # tests/train/recorders.py
 
 from tunesmith.errors import DataError
 from tunesmith.evaluate.preference import Pairs, pairwise_accuracy, response_logprobs, reward_scores
@@ -311,14 +311,7 @@ def test_plan_equals_training_for_dpo(stage_recipe):
 
     assert plan.num_examples == 24 and s.num_sequences == 24
     assert result.steps == s.total_steps == 5
-    assert recorder.saves == s.checkpoint_steps
-    kept = sorted(int(p.name.split("-")[1]) for p in result.run_dir.glob("checkpoint-*"))
-    assert kept == s.kept_checkpoints
-    assert recorder.logs == s.logging_steps
-    assert recorder.lrs == pytest.approx(s.learning_rates, rel=1e-9, abs=1e-15)
-    assert result.trainable_parameters == plan.trainable_parameters
-    assert recorder.model.config._attn_implementation == plan.speed.attention
-    assert recorder.args.gradient_checkpointing == plan.speed.gradient_checkpointing
+    assert_run_followed_plan(plan, recorder, result)
 
 
 def test_reference_is_precomputed_when_training_passes_over_the_data_twice():
