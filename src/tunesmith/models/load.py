@@ -42,9 +42,10 @@ class ModelSource:
         """A one-score classifier (tunesmith reward): a SEQ_CLS adapter, or a full *ForSequenceClassification model."""
         if self.adapter:
             return self.adapter_task() == "SEQ_CLS"
-        config = Path(self.path) / "config.json"
-        architectures = json.loads(config.read_text()).get("architectures") or [] if config.is_file() else []
-        return any(a.endswith("ForSequenceClassification") for a in architectures)
+        file = Path(self.path) / "config.json"
+        config = json.loads(file.read_text()) if file.is_file() else {}
+        one_score = config.get("num_labels", len(config.get("id2label") or {0: 0, 1: 1})) == 1  # transformers saves id2label
+        return one_score and any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
 
 
 def resolve_model(spec: str) -> ModelSource:

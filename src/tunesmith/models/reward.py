@@ -49,24 +49,20 @@ def new_reward_model(source: ModelSource, dtype):
 def load_reward_model(spec: str | ModelSource, dtype=None):
     """A trained reward model (run directory, adapter or full model) ready to score, in eval mode."""
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
-    dtype = dtype or torch.float32
-    if source.adapter_task() == "SEQ_CLS":
-        from peft import PeftModel
-
-        body = load_model(ModelSource(source.spec, source.path, below=source.below), dtype=dtype)  # earlier stages merged
-        model = PeftModel.from_pretrained(with_score_head(body, dtype), source.adapter)
-    elif not source.adapter and _is_one_score_model(AutoConfig.from_pretrained(source.path)):
-        model = AutoModelForSequenceClassification.from_pretrained(source.path, dtype=dtype)
-    else:
+    if not source.is_reward_model():
         raise ModelError(
             f"'{source.spec}' is not a reward model (no one-score classification head)",
             hint="train one with `tunesmith reward`, and pass its run directory",
         )
+    dtype = dtype or torch.float32
+    if source.adapter:
+        from peft import PeftModel
+
+        body = load_model(ModelSource(source.spec, source.path, below=source.below), dtype=dtype)  # earlier stages merged
+        model = PeftModel.from_pretrained(with_score_head(body, dtype), source.adapter)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(source.path, dtype=dtype)
     return model.eval()
-
-
-def _is_one_score_model(config) -> bool:
-    return config.num_labels == 1 and any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
