@@ -27,7 +27,6 @@ def score(
     source = resolve_model(reward_model)
     model = load_reward_model(source)
     tokenizer = load_tokenizer(source)
-    model.config.pad_token_id = tokenizer.pad_token_id
     if tokenizer.chat_template:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         prompts, answers = [messages] * len(response), [[{"role": "assistant", "content": r}] for r in response]

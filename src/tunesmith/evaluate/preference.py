@@ -67,7 +67,9 @@ def response_logprobs(model, tokenizer, prompts: list, responses: list, batch_si
 
 
 def reward_scores(model, tokenizer, prompts: list, responses: list, batch_size: int = 8) -> list[float]:
-    """The reward model's score for each (prompt, response), tokenised as TRL's RewardTrainer does."""
+    """The reward model's score for each (prompt, response), tokenised as TRL's RewardTrainer does. The score is
+    read at the last non-pad token, so the model is told the tokenizer's pad id."""
+    model.config.pad_token_id = tokenizer.pad_token_id
     rows = [encode(tokenizer, p, r)[0] for p, r in zip(prompts, responses)]
     out: list[float] = []
     for _, ids, mask in _padded_batches(model, tokenizer, rows, batch_size):

@@ -36,7 +36,6 @@ class RewardStage(PreferenceStage):
         """The reward model's score of each response (read at the last non-pad token)."""
         from tunesmith.evaluate.preference import reward_scores
 
-        model.config.pad_token_id = tokenizer.pad_token_id
         return reward_scores(model, tokenizer, prompts, responses)
 
     def compare(self, before: dict, after: dict):
