@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -13,6 +14,7 @@ from rich.table import Table
 from tunesmith.cli.inspect import inspect_app
 from tunesmith.cli.main import console
 from tunesmith.cli.sampling_options import sampling_options
+from tunesmith.errors import TunesmithError
 from tunesmith.models.builtin import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -22,8 +24,10 @@ if TYPE_CHECKING:
 @inspect_app.command("logits")
 @sampling_options(help_texts={"top_k": "0 = off.", "top_p": "1 = off.", "min_p": "0 = off.", "repetition_penalty": "1 = off."})
 def logits(
-    prompt: str = typer.Option(..., "--prompt", "-p", help="Text to continue."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text to continue (the model's logits)."),
+    given: Optional[str] = typer.Option(None, "--logits", help="No model: comma-separated logits, e.g. 4.2,-2.0,1.5,-3.5."),
+    tokens: Optional[str] = typer.Option(None, "--tokens", help="With --logits: comma-separated token names (default token0, token1, ...)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Built-in name, model/adapter/run directory or .gguf file (default {DEFAULT_MODEL})."),
     chat: bool = typer.Option(False, "--chat/--no-chat", help="Apply the chat template first (default: raw text)."),
     params: SamplingParams = None,
     rows: int = typer.Option(15, min=1, help="Table rows per step."),
@@ -31,12 +35,25 @@ def logits(
     seed: int = typer.Option(0, help="Seed for the sampled walk."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
-    """Next-token table: logit, softmax, temperature, cumulative, which filters keep it, final probability."""
-    from tunesmith.infer.inspect import walk
-    from tunesmith.models import load_pretrained
+    """Next-token table: logit, softmax, temperature, cumulative, which filters keep it, final probability.
 
-    loaded = load_pretrained(model)
-    result = walk(loaded.model, loaded.tokenizer, prompt, params, steps=steps, rows=rows, chat=chat, seed=seed)
+    With --prompt a model gives the logits; with --logits you do (no model), e.g. --logits 4.2,-2.0,1.5,-3.5 --tokens Paris,London,Rome,Berlin."""
+    if (prompt is None) == (given is None):
+        raise TunesmithError("give --prompt or --logits, not both" if prompt else "give --prompt (a model's next-token logits) or --logits (numbers of your own)")
+    if given is not None:
+        from tunesmith.infer.inspect import explain_logits
+
+        if model or chat or steps != 1:
+            raise TunesmithError("--model, --chat and --steps need --prompt; --logits explains one step of the numbers given")
+        result = [explain_logits(parse_floats(given, "--logits"), params, parse_names(tokens, "--tokens") if tokens else None, rows=rows, seed=seed)]
+    else:
+        from tunesmith.infer.inspect import walk
+        from tunesmith.models import load_pretrained
+
+        if tokens:
+            raise TunesmithError("--tokens names the numbers given with --logits; with --prompt the tokenizer names the tokens")
+        loaded = load_pretrained(model or DEFAULT_MODEL)
+        result = walk(loaded.model, loaded.tokenizer, prompt, params, steps=steps, rows=rows, chat=chat, seed=seed)
     if as_json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return
@@ -60,7 +77,8 @@ def logits(
 
 
 def render_step(step: dict, params) -> Table:
-    table = Table(title=f"step {step['step']}: after {escape(repr(step['context_tail']))}", title_justify="left")
+    after = "logits given by hand" if step["context_tail"] is None else f"after {escape(repr(step['context_tail']))}"
+    table = Table(title=f"step {step['step']}: {after}", title_justify="left")
     cumulative = "cum. after top-k" if params.top_k else "cumulative"
     for col in ("rank", "token", "logit", "p softmax", f"p (T={params.temperature:g})", cumulative, "top-k", "top-p", "min-p", "p final"):
         table.add_column(col, justify="left" if col == "token" else "right")
@@ -73,3 +91,25 @@ def render_step(step: dict, params) -> Table:
 
 def mark(kept: bool) -> str:
     return "[green]✓[/]" if kept else "[red]✗[/]"
+
+
+def parse_floats(text: str, option: str) -> list[float]:
+    """'4.2,-2.0,1.5' -> [4.2, -2.0, 1.5]; a value that is not a finite number is a one-sentence error naming it."""
+    values = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):
+            raise TunesmithError(f"{option}: {item.strip()!r} is not a number; give comma-separated numbers like 1.0,0.2,0.5")
+        values.append(value)
+    return values
+
+
+def parse_names(text: str, option: str) -> list[str]:
+    """'Paris,London' -> ['Paris', 'London'] (kept as typed, spaces included: ' Paris' is a different token)."""
+    names = text.split(",")
+    if not all(names):
+        raise TunesmithError(f"{option}: {text!r} has an empty name; give comma-separated names like Paris,London")
+    return names

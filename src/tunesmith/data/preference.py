@@ -24,7 +24,7 @@ from tunesmith.data.formats import check_messages
 from tunesmith.errors import DataError
 
 KINDS = ("sft", "preference", "unpaired", "prompt")
-STAGE_KINDS = {"sft": "sft", "reward": "preference", "dpo": "preference", "orpo": "preference", "cpo": "preference", "kto": "unpaired", "grpo": "prompt", "ppo": "prompt"}
+STAGE_KINDS = {"sft": "sft", "reward": "preference", "dpo": "preference", "orpo": "preference", "cpo": "preference", "kto": "unpaired", "grpo": "prompt", "rloo": "prompt", "ppo": "prompt"}
 
 REQUIRED = {"preference": ("prompt", "chosen", "rejected"), "unpaired": ("prompt", "completion", "label"), "prompt": ("prompt",)}
 SFT_KEYS = ("messages", "conversations", "instruction", "text")

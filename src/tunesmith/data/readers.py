@@ -28,6 +28,8 @@ BUILTIN_DATASETS: dict[str, str] = {
     "pirate-pairs-eval": _builtin("pirate_pairs_eval.jsonl"),
     "pirate-kto": _builtin("pirate_kto.jsonl"),
     "pirate-kto-eval": _builtin("pirate_kto_eval.jsonl"),
+    "arithmetic": _builtin("arithmetic.jsonl"),
+    "arithmetic-eval": _builtin("arithmetic_eval.jsonl"),
 }
 
 

@@ -30,6 +30,7 @@ class Completion:
     finish_reason: str = "length"  # "stop" (eos/end-of-turn or stop string) | "length"
     prompt_tokens: int = 0
     completion_tokens: int = 0  # tokens sampled, the closing eos included (what usage bills)
+    stop_token: int | None = None  # the eos / end-of-turn token that closed the reply, if one did (RL trains on it)
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
@@ -91,11 +92,13 @@ class _Row:
         self.text = ""
         self.sent = 0
         self.finish: str | None = None
+        self.stop_token: int | None = None
 
     def add(self, tokenizer, token: int, eos: set[int]) -> str:
         """Take one sampled token; return the text that became stable."""
         self.sampled += 1
         if token in eos:
+            self.stop_token = token
             return self.close("stop")
         self.tokens.append(token)
         text = tokenizer.decode(self.tokens, skip_special_tokens=True)
@@ -159,7 +162,7 @@ def _complete_batch(model, tokenizer, prompt_ids, strips, params, max_new_tokens
         mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=-1)
         positions = positions[:, -1:] + 1
         out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True)
-    return [Completion(r.text, r.tokens, r.finish, len(p), r.sampled) for r, p in zip(rows, prompt_ids)]
+    return [Completion(r.text, r.tokens, r.finish, len(p), r.sampled, r.stop_token) for r, p in zip(rows, prompt_ids)]
 
 
 def complete(
@@ -200,18 +203,30 @@ def complete(
             raise TunesmithError(f"prompt {number} is empty", hint="give at least one character of text to continue")
         if context and len(ids) >= context:
             raise TunesmithError(f"prompt {number} has {len(ids)} tokens; the model's context is {context}", hint="shorten the prompt (or the chat history)")
+    return _complete_all(model, tokenizer, prompt_ids, strips, params, max_new_tokens, eos, list(stop or []), generator, on_token, batch_size)
+
+
+def _complete_all(model, tokenizer, prompt_ids, strips, params, max_new_tokens, eos, stops, generator, on_token, batch_size) -> list[Completion]:
     was_training = model.training
     if was_training:  # only touch the mode when we must: a served model stays in eval and is never flipped
         model.eval()
     try:
         results = []
-        for start in range(0, len(prompts), batch_size):
+        for start in range(0, len(prompt_ids), batch_size):
             chunk = slice(start, start + batch_size)
-            results += _complete_batch(model, tokenizer, prompt_ids[chunk], strips[chunk], params, max_new_tokens, eos, list(stop or []), generator, on_token, start)
+            results += _complete_batch(model, tokenizer, prompt_ids[chunk], strips[chunk], params, max_new_tokens, eos, stops, generator, on_token, start)
         return results
     finally:
         if was_training:
             model.train()
+
+
+def complete_tokens(model, tokenizer, prompt_ids: list[list[int]], params: SamplingParams, *, max_new_tokens: int, generator: torch.Generator, batch_size: int | None = None) -> list[Completion]:
+    """Sample a reply to each already-tokenised prompt (RL rollouts: the trainer tokenised them): the same decode
+    loop and sampling as `complete`, no stop strings, text not stripped. A reply's `token_ids` plus its
+    `stop_token` are the tokens the policy produced."""
+    eos = set(stop_token_ids(model, tokenizer))
+    return _complete_all(model, tokenizer, prompt_ids, [False] * len(prompt_ids), params, max_new_tokens, eos, [], generator, None, batch_size or len(prompt_ids))
 
 
 def generate(

@@ -6,7 +6,7 @@ carries over; every field has a description, which `--help` and the docs reuse.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -19,7 +19,7 @@ DEMO_PROMPTS = [
 ]
 
 
-STAGES = ("sft", "reward", "dpo", "kto", "orpo", "cpo")
+STAGES = ("sft", "reward", "dpo", "kto", "orpo", "cpo", "grpo", "rloo")
 
 # Measured on the pirate demo (SmolLM2-135M, 48 steps): LoRA at 2e-4 barely moved the style
 # (loss 3.5 -> 2.6); 1e-3 learned it (-> 1.7) and kept the facts. Preference stages push on a
@@ -35,6 +35,8 @@ DEFAULT_LEARNING_RATE = {
     "kto": {"lora": 5e-5, "qlora": 5e-5, "full": 1e-6},
     "orpo": {"lora": 5e-4, "qlora": 5e-4, "full": 8e-6},
     "cpo": {"lora": 5e-5, "qlora": 5e-5, "full": 1e-6},
+    "grpo": {"lora": 1e-4, "qlora": 1e-4, "full": 1e-6},
+    "rloo": {"lora": 1e-4, "qlora": 1e-4, "full": 1e-6},
 }
 
 
@@ -169,7 +171,7 @@ class ORPOSection(Section):
 
 
 # The built-in dataset each stage trains on when the recipe names none.
-STAGE_DATASETS = {"sft": "pirate", "reward": "pirate-pairs", "dpo": "pirate-pairs", "kto": "pirate-kto", "orpo": "pirate-pairs", "cpo": "pirate-pairs"}
+STAGE_DATASETS = {"sft": "pirate", "reward": "pirate-pairs", "dpo": "pirate-pairs", "kto": "pirate-kto", "orpo": "pirate-pairs", "cpo": "pirate-pairs", "grpo": "arithmetic", "rloo": "arithmetic"}
 
 class CPOSection(Section):
     beta: float = Field(0.1, gt=0, description="Temperature of the preference loss (SimPO uses ~2.0).")
@@ -180,11 +182,76 @@ class CPOSection(Section):
     disable_dropout: bool = Field(True, description="Turn dropout off in the model.")
 
 
-STAGE_SECTIONS = {"reward": RewardSection, "dpo": DPOSection, "kto": KTOSection, "orpo": ORPOSection, "cpo": CPOSection}
+class RewardEntry(Section):
+    """One reward function of an RL stage: a built-in, your own function, or a reward model; weighted."""
+
+    function: str | None = Field(None, description="Built-in reward (exact_answer, numeric_answer, format, length_penalty, no_template_leakage), or your own: module.path:function or path/to/file.py:function.")
+    reward_model: str | None = Field(None, description="A reward model trained with `tunesmith reward` (its run directory), scoring prompt and reply.")
+    weight: float = Field(1.0, description="Weight of this reward in the sum the advantages are computed from.")
+    options: dict[str, Any] = Field({}, description="Keyword arguments for the function (e.g. format: {pattern: '-?\\d+'}, length_penalty: {max_chars: 100}).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value):
+        return {"function": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.function is None) == (self.reward_model is None):
+            raise ValueError("a reward names either function: (a built-in or module:function) or reward_model: (a run directory), not both or neither")
+        return self
+
+
+# The arithmetic demo: the last number of the reply must be the answer ("7 + 5 = 12" counts), and replies
+# that ramble past 40 characters lose up to 1 (the 135M model explains a sum for 100+ characters, and
+# truncated rambling hides the answer). Measured: see the README's GRPO section.
+ARITHMETIC_REWARDS = [RewardEntry(function="numeric_answer"), RewardEntry(function="length_penalty", weight=0.5, options={"max_chars": 40})]
+
+
+class RolloutSection(Section):
+    """What GRPO and RLOO share: sampling groups of completions per prompt and scoring them (TRL's names)."""
+
+    num_generations: int = Field(8, ge=2, description="Group size: completions sampled per prompt; each is judged against its group. per_device_train_batch_size * gradient_accumulation_steps must be a multiple of it.")
+    max_completion_length: int = Field(64, ge=1, description="Longest completion in tokens (TRL's default 512 is minutes per step on a CPU).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the rollouts (1 = off).")
+    top_k: int = Field(0, ge=0, description="Top-k sampling of the rollouts (0 = off).")
+    min_p: float | None = Field(None, ge=0, le=1, description="Min-p sampling of the rollouts (None = off).")
+    repetition_penalty: float = Field(1.0, gt=0, description="Repetition penalty of the rollouts (1 = off).")
+    epsilon: float = Field(0.2, ge=0, description="Clip range: the probability ratio to the sampling policy is held to [1 - epsilon, 1 + epsilon].")
+    num_iterations: int = Field(1, ge=1, description="Optimisation passes over each batch of rollouts (mu in the GRPO paper); above 1 the clip matters.")
+    mask_truncated_completions: bool = Field(False, description="Leave completions cut at max_completion_length out of the loss.")
+    rewards: list[RewardEntry] = Field(ARITHMETIC_REWARDS, description="Reward functions, summed with their weights; each is logged separately. Default: the arithmetic demo's (numeric_answer + 0.5 * length_penalty).")
+    disable_dropout: bool = Field(True, description="Turn dropout off, so the policy that sampled and the one trained agree.")
+
+    @field_validator("rewards")
+    @classmethod
+    def _some(cls, value):
+        if not value:
+            raise ValueError("rewards is empty; name at least one reward function (e.g. numeric_answer) or reward_model")
+        return value
+
+
+class GRPOSection(RolloutSection):
+    # TRL's default beta is 0 (no reference, no KL term). We keep the textbook's KL penalty (DeepSeekMath: 0.04):
+    # on a few hundred prompts it stops the policy drifting into reward hacks, and with LoRA the reference is
+    # free (the adapter disabled, no second model); it costs one no-grad forward per step.
+    beta: float = Field(0.04, ge=0, description="KL coefficient against the reference (the starting model). 0.04 as in DeepSeekMath, not TRL's 0: it keeps the policy near the start on small data; with LoRA the reference costs no memory (adapter disabled), one forward per step. 0 drops the reference.")
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="Advantage = (reward - group mean) / std: group (the std of each group, TRL's default), batch (one std over the batch), none (reward - group mean, Dr. GRPO).")
+    loss_type: str = Field("dapo", description="TRL's GRPO loss normalisation: grpo (per sequence), bnpo, dr_grpo, dapo (TRL's default: per token over the batch), ...; `tunesmith recipe --stage grpo` lists them.")
+
+
+class RLOOSection(RolloutSection):
+    num_generations: int = Field(4, ge=2, description="Group size: completions per prompt; each one's baseline is the mean reward of the others. per_device_train_batch_size * gradient_accumulation_steps must be a multiple of it.")
+    beta: float = Field(0.05, ge=0, description="KL coefficient against the reference (TRL's RLOO default; folded into the reward). With LoRA the reference is the adapter disabled.")
+    normalize_advantages: bool = Field(False, description="Divide the advantages by their std over the batch.")
+
+
+STAGE_SECTIONS = {"reward": RewardSection, "dpo": DPOSection, "kto": KTOSection, "orpo": ORPOSection, "cpo": CPOSection, "grpo": GRPOSection, "rloo": RLOOSection}
 
 
 class Recipe(Section):
-    stage: Literal["sft", "reward", "dpo", "kto", "orpo", "cpo"] = Field("sft", description="Training stage: sft, reward (reward model), dpo, kto, orpo or cpo (CPO/SimPO); its own section holds its settings.")
+    stage: Literal["sft", "reward", "dpo", "kto", "orpo", "cpo", "grpo", "rloo"] = Field("sft", description="Training stage: sft, reward (reward model), dpo, kto, orpo, cpo (CPO/SimPO), grpo or rloo (RL with reward functions); its own section holds its settings.")
     method: Literal["full", "lora", "qlora"] = Field("lora", description="full fine-tuning, LoRA, or QLoRA (4-bit base, CUDA only).")
     model: ModelSection = ModelSection()
     lora: LoraSection = LoraSection()
@@ -198,6 +265,8 @@ class Recipe(Section):
     kto: KTOSection | None = Field(None, description="Settings of stage kto (TRL KTOConfig names).")
     orpo: ORPOSection | None = Field(None, description="Settings of stage orpo (TRL ORPOConfig names).")
     cpo: CPOSection | None = Field(None, description="Settings of stage cpo: CPO and SimPO (TRL CPOConfig names).")
+    grpo: GRPOSection | None = Field(None, description="Settings of stage grpo: rollouts, rewards, KL (TRL GRPOConfig names).")
+    rloo: RLOOSection | None = Field(None, description="Settings of stage rloo: rollouts, rewards, KL (TRL RLOOConfig names).")
 
     @field_validator(*STAGE_SECTIONS)
     @classmethod

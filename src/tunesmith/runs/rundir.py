@@ -117,9 +117,9 @@ class RunDir:
         """<run>/loss.png: train (and eval) loss against optimizer step, from metrics.jsonl."""
         return self._plot("loss.png", {"loss": "train loss", "eval_loss": "eval loss"}, "loss")
 
-    def plot_metrics(self, keys: tuple[str, ...]) -> Path | None:
-        """<run>/metrics.png: a stage's own curves (e.g. DPO reward margin and accuracy) against optimizer step."""
-        return self._plot("metrics.png", {key: key for key in keys}, "value")
+    def plot_metrics(self, keys: tuple[str, ...], name: str = "metrics.png") -> Path | None:
+        """<run>/<name>: a stage's own curves (e.g. DPO reward margin and accuracy, GRPO reward) against optimizer step."""
+        return self._plot(name, {key: key for key in keys}, "value")
 
     def _plot(self, name: str, keys: dict[str, str], ylabel: str) -> Path | None:
         from tunesmith.report.plots import plot_series

@@ -129,7 +129,7 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     memory = estimate_memory(model.config, total, trainable, precision, recipe.method, rows, seq_len, recipe.training.gradient_checkpointing)
     if stage.sequences_per_example == 2:
         notes.append(f"each step sees pairs: {recipe.training.per_device_train_batch_size} pairs per micro-batch run as {rows} sequences (chosen and rejected)")
-    if stage.needs_reference:
+    if stage.uses_reference(recipe):
         from tunesmith.train.stages.pairs import precompute_reference
 
         precomputed = precompute_reference(recipe, stage, schedule)

@@ -116,7 +116,7 @@ def reference_model(stage: Stage, recipe: Recipe, model, schedule):
     Full fine-tuning keeps one copy (not reloaded from disk: the model may hold a merged adapter)."""
     from tunesmith.train.stages.pairs import precompute_reference
 
-    if not stage.needs_reference or recipe.method != "full":
+    if not stage.uses_reference(recipe) or recipe.method != "full":
         return None
     if precompute_reference(recipe, stage, schedule):
         return None  # scored once before training by the trainer itself, then not needed
@@ -272,8 +272,8 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
 
     model_dir = run.save_final("model", lambda path: save_model(trainer.model, tokenizer, source, path))
     run.plot_losses()
-    if stage.plot_metrics:
-        run.plot_metrics(stage.plot_metrics)
+    for name, keys in stage.plots(recipe).items():
+        run.plot_metrics(keys, name)
     trained = trainer.model
     after = generate(trained, tokenizer, prompts, **sample) if prompts else []
     after_snapshot = stage.measure(trained, tokenizer, recipe, data) if before_snapshot else {}

@@ -14,6 +14,8 @@ STAGES: dict[str, str] = {
     "kto": "tunesmith.train.stages.kto:KTOStage",
     "orpo": "tunesmith.train.stages.orpo:ORPOStage",
     "cpo": "tunesmith.train.stages.cpo:CPOStage",
+    "grpo": "tunesmith.train.stages.grpo:GRPOStage",
+    "rloo": "tunesmith.train.stages.rloo:RLOOStage",
 }
 
 

@@ -78,11 +78,50 @@ class Stage:
     progress_metrics: ClassVar[tuple[str, ...]] = ()  # logged metrics shown in progress lines
     plot_metrics: ClassVar[tuple[str, ...]] = ()  # extra curves for <run>/metrics.png
 
+    def uses_reference(self, recipe) -> bool:
+        """Whether this run needs the frozen starting policy (DPO, KTO; GRPO when beta > 0)."""
+        return self.needs_reference
+
+    def plots(self, recipe) -> dict[str, tuple[str, ...]]:
+        """PNG name in the run directory -> the logged metrics drawn in it (beside loss.png)."""
+        return {"metrics.png": self.plot_metrics} if self.plot_metrics else {}
+
     def check(self, recipe) -> None:
         """Refuse settings the stage's trainer would reject, as a RecipeError naming the field (before any work)."""
 
     def prepare_data(self, recipe, tokenizer, source: str | None = None, with_eval: bool = True) -> StageData:
-        raise NotImplementedError
+        """The rows TRL's trainer for this stage takes (pairs, unpaired answers or prompts; data/preference.py),
+        validated, with the eval split (the recipe's, or the built-in's `-eval`)."""
+        from tunesmith.data.preference import prepare_preference_data
+        from tunesmith.train.data import eval_source
+
+        source = source or recipe.data.dataset
+        train = prepare_preference_data(source, tokenizer, stage=self.name, max_length=recipe.data.max_length)
+        evaluation = None
+        if with_eval and (src := eval_source(recipe, source)):
+            evaluation = prepare_preference_data(src, tokenizer, stage=self.name, max_length=recipe.data.max_length)
+        summary = train.report.summary() + (f"\neval: {evaluation.report.summary()}" if evaluation else "")
+        return StageData(
+            train=train.dataset,
+            eval=evaluation.dataset if evaluation else None,
+            summary=summary,
+            num_examples=train.report.num_examples,
+            num_sequences=train.report.num_examples,
+            longest=min(train.report.max_tokens, recipe.data.max_length),
+            eval_examples=evaluation.examples if evaluation else [],
+        )
+
+    def section(self, recipe):
+        """The recipe's section of this stage (`recipe.dpo` for dpo)."""
+        return getattr(recipe, self.name)
+
+    def trl_config(self, cls, recipe, common: dict, schedule=None, **extra):
+        """The stage's TRL config: the common TrainingArguments plus the recipe section's fields by name (they
+        are TRL's names); `extra` wins over both."""
+        kwargs = {k: v for k, v in common.items() if k != "use_liger_kernel"}  # a GPU-only SFT switch
+        kwargs.update(self.section(recipe).model_dump())
+        kwargs.update(extra)
+        return cls(**kwargs)
 
     def config(self, recipe, common: dict, schedule=None):
         """The TRL config for this stage from the common TrainingArguments `common`, the stage's section and the

@@ -43,37 +43,12 @@ class PreferenceStage(Stage):
     plot_metrics = ("rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected")
     implicit_reward = True  # DPO/KTO: beta * log-ratio to the reference; ORPO has no reference
 
-    def prepare_data(self, recipe, tokenizer, source=None, with_eval=True) -> StageData:
-        from tunesmith.data.preference import prepare_preference_data
-        from tunesmith.train.data import eval_source
-
-        source = source or recipe.data.dataset
-        train = prepare_preference_data(source, tokenizer, stage=self.name, max_length=recipe.data.max_length)
-        evaluation = None
-        if with_eval and (src := eval_source(recipe, source)):
-            evaluation = prepare_preference_data(src, tokenizer, stage=self.name, max_length=recipe.data.max_length)
-        summary = train.report.summary() + (f"\neval: {evaluation.report.summary()}" if evaluation else "")
-        return StageData(
-            train=train.dataset,
-            eval=evaluation.dataset if evaluation else None,
-            summary=summary,
-            num_examples=train.report.num_examples,
-            num_sequences=train.report.num_examples,
-            longest=min(train.report.max_tokens, recipe.data.max_length),
-            eval_examples=evaluation.examples if evaluation else [],
-        )
-
-    def section(self, recipe):
-        return getattr(recipe, self.name)
-
     def trl_config(self, cls, recipe, common: dict, schedule=None, **extra):
-        """The stage's TRL config: common TrainingArguments, max_length, and the recipe section's fields by name."""
-        kwargs = {k: v for k, v in common.items() if k != "use_liger_kernel"}  # a GPU-only SFT switch
+        """As every stage's, with max_length and precompute_ref_log_probs decided (see precompute_reference)."""
         fields = self.section(recipe).model_dump()
         if "precompute_ref_log_probs" in fields:
-            fields["precompute_ref_log_probs"] = precompute_reference(recipe, self, schedule)
-        kwargs.update(max_length=recipe.data.max_length, **fields, **extra)
-        return cls(**kwargs)
+            extra["precompute_ref_log_probs"] = precompute_reference(recipe, self, schedule)
+        return super().trl_config(cls, recipe, common, schedule, max_length=recipe.data.max_length, **extra)
 
     def scores(self, model, tokenizer, prompts: list, responses: list) -> list[float]:
         """How the model rates each response to its prompt: the policy's summed log-probability."""

@@ -1,0 +1,142 @@
+"""Rollouts for the RL stages: our decode loop inside TRL's GRPO/RLOO trainers, and a record of every group.
+
+`FastRollouts` is mixed into `trl.GRPOTrainer` / `trl.RLOOTrainer` (stages/grpo.py). It changes two things:
+- the completions are sampled by `infer.generate.complete_tokens`, the loop `tunesmith generate` uses
+  (finished rows leave the batch, the sampling maths of `inspect logits`), instead of `model.generate`;
+- after each batch is scored, every group (one prompt, its `num_generations` completions, each reward,
+  the group's mean and std and each advantage, exactly as the trainer computed them) is appended to
+  <run>/rollouts.jsonl, which `tunesmith inspect rollouts` reads.
+It also logs the share of time spent generating (`time/generate_share`).
+
+The trainers (stages/grpo.py) route TRL's `_generate_single_turn` to `_sample`; TRL 1.x calls it and
+`_generate_and_score_completions` in both trainers, and the fast suite runs both, so a TRL that renames
+them fails a test, not a user's run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+ROLLOUTS_FILE = "rollouts.jsonl"
+
+
+def group_stats(rewards: list[float]) -> tuple[float, float]:
+    """(mean, std) of one group as TRL computes them: NaN (a reward that did not apply) left out, and the
+    sample std (n - 1 in the denominator, torch.std's default)."""
+    values = [r for r in rewards if r is not None and not math.isnan(r)]
+    if not values:
+        return float("nan"), float("nan")
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def text(value) -> str:
+    """A prompt or completion as text: the last message's content for conversations."""
+    if isinstance(value, list):
+        return str(value[-1].get("content", "")) if value else ""
+    return str(value)
+
+
+class FastRollouts:
+    """Mixin for TRL's GRPOTrainer and RLOOTrainer (put it first in the bases)."""
+
+    rollout_seed: int = 0
+    _generate_seconds = 0.0
+    _window_start: float | None = None
+    _rollout_calls = 0
+
+    # ------------------------------------------------------------ sampling
+
+    def _sampling_params(self):
+        from tunesmith.infer.sampling import SamplingParams
+
+        a = self.args
+        return SamplingParams(temperature=a.temperature, top_k=a.top_k or 0, top_p=a.top_p, min_p=a.min_p or 0.0, repetition_penalty=a.repetition_penalty)
+
+    def _sample(self, prompt_ids: list[list[int]]) -> list[list[int]]:
+        """One completion per prompt (the trainer has already repeated each prompt num_generations times).
+        Each completion ends with the eos / end-of-turn token when the model stopped, as TRL's own path
+        keeps it: the policy must learn to stop. Seeded by step, so a resumed run samples the same."""
+        from tunesmith.infer.generate import complete_tokens
+
+        model = self.accelerator.unwrap_model(self.model)
+        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(self.rollout_seed * 1_000_003 + self.state.global_step * 1009 + self._rollout_calls)
+        self._rollout_calls += 1
+        started = time.perf_counter()
+        done = complete_tokens(model, self.processing_class, prompt_ids, self._sampling_params(), max_new_tokens=self.args.max_completion_length, generator=generator)
+        self._generate_seconds += time.perf_counter() - started
+        return [c.token_ids + ([c.stop_token] if c.stop_token is not None else []) for c in done]
+
+    def _samples_here(self, images) -> bool:
+        """Whether our loop can sample this batch: text only, no vLLM, no tool calls (TRL's own path does those)."""
+        return images is None and not self.args.use_vllm and not getattr(self, "tools", None)
+
+    # ------------------------------------------------------------ the record
+
+    def _generate_and_score_completions(self, inputs):
+        if self._window_start is None:
+            self._window_start = time.perf_counter()
+        output = super()._generate_and_score_completions(inputs)
+        if self.model.training and self.accelerator.is_main_process:
+            self._record_groups()
+        return output
+
+    def _record_groups(self) -> None:
+        """Append the batch just scored to <run>/rollouts.jsonl, one line per generation batch."""
+        logs = self._logs
+        names = list(logs["rewards"])
+        weights = [float(w) for w in self.reward_weights]
+        prompts, completions, advantages = list(logs["prompt"]), list(logs["completion"]), list(logs["advantages"])
+        per_function = {name: list(logs["rewards"][name]) for name in names}
+        size = self.num_generations
+        groups = []
+        for start in range(0, len(prompts), size):
+            rows = []
+            for i in range(start, min(start + size, len(prompts))):
+                scores = {name: _num(per_function[name][i]) for name in names}
+                applied = [(w, s) for w, s in zip(weights, scores.values()) if s is not None]
+                total = sum(w * s for w, s in applied) if applied else None
+                rows.append({"completion": text(completions[i]), "rewards": scores, "reward": total, "advantage": _num(advantages[i])})
+            mean, std = group_stats([r["reward"] if r["reward"] is not None else float("nan") for r in rows])
+            groups.append({"prompt": text(prompts[start]), "mean": _num(mean), "std": _num(std), "completions": rows})
+        record = {"step": self.state.global_step + 1, "weights": dict(zip(names, weights)), "groups": groups}
+        with open(Path(self.args.output_dir) / ROLLOUTS_FILE, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        """Add how long generating took since the last log, and its share of the wall time."""
+        if self.model.training and self._window_start is not None and "loss" in logs:
+            wall = time.perf_counter() - self._window_start
+            logs["time/generate_s"] = round(self._generate_seconds, 3)
+            logs["time/generate_share"] = round(self._generate_seconds / wall, 4) if wall > 0 else 0.0
+            self._generate_seconds, self._window_start = 0.0, time.perf_counter()
+        super().log(logs, start_time)
+
+
+def _num(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def read_rollouts(run_dir: str | Path) -> list[dict]:
+    """Every recorded generation batch of a run, in order (see FastRollouts._record_groups for the shape)."""
+    path = Path(run_dir) / ROLLOUTS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def keep_rollouts_until(run_dir: Path, step: int) -> None:
+    """On resume: drop the records of steps after the checkpoint, which the resumed run samples again."""
+    path = Path(run_dir) / ROLLOUTS_FILE
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(f"{line}\n" for line in kept))
