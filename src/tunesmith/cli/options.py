@@ -53,6 +53,17 @@ STAGE_FLAGS: dict[str, dict[str, tuple[str, type]]] = {
     "kto": {"beta": ("kto.beta", float), "desirable_weight": ("kto.desirable_weight", float), "undesirable_weight": ("kto.undesirable_weight", float)},
     "orpo": {"beta": ("orpo.beta", float)},
     "cpo": {"beta": ("cpo.beta", float), "loss_type": ("cpo.loss_type", str), "cpo_alpha": ("cpo.cpo_alpha", float), "simpo_gamma": ("cpo.simpo_gamma", float)},
+    **{
+        stage: {
+            "rewards": (f"{stage}.rewards", str),
+            "reward_model": (f"{stage}.reward_model", str),
+            "num_generations": (f"{stage}.num_generations", int),
+            "max_completion_length": (f"{stage}.max_completion_length", int),
+            "temperature": (f"{stage}.temperature", float),
+            "beta": (f"{stage}.beta", float),
+        }
+        for stage in ("grpo", "rloo")
+    },
 }
 
 

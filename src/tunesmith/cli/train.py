@@ -23,6 +23,8 @@ STAGE_HELP = {
     "kto": "KTO on answers labelled desirable/undesirable (or pairs, unpaired for you). Default data: pirate-kto.",
     "orpo": "ORPO: SFT and preference in one loss, no reference model. Default data: pirate-pairs.",
     "cpo": "CPO, or SimPO with --loss-type simpo: reference-free preference optimisation. Default data: pirate-pairs.",
+    "grpo": "GRPO: sample a group of completions per prompt, score them with reward functions, learn from each one's reward against its group's. Default data: arithmetic.",
+    "rloo": "RLOO: like grpo, each completion judged against the mean of the others (leave one out). Default data: arithmetic.",
 }
 
 
@@ -97,9 +99,9 @@ def train(
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     resume: Optional[str] = typer.Option(None, "--resume", help=RESUME_HELP),
 ):
-    """Run the stage a recipe names (`stage: sft|reward|dpo|kto|orpo|cpo`), or resume any run."""
+    """Run the stage a recipe names (`stage: sft|reward|dpo|kto|orpo|cpo|grpo|rloo`), or resume any run."""
     if not recipe and not resume:
         from tunesmith.errors import RecipeError
 
-        raise RecipeError("tunesmith train needs a recipe (-c recipe.yaml) or --resume RUN", hint="or use the stage's own command: tunesmith sft|reward|dpo|kto|orpo|cpo")
+        raise RecipeError("tunesmith train needs a recipe (-c recipe.yaml) or --resume RUN", hint="or use the stage's own command: tunesmith sft|reward|dpo|kto|orpo|cpo|grpo|rloo")
     _train(None, recipe, set_, {}, resume)

@@ -224,12 +224,36 @@ class RolloutSection(Section):
     rewards: list[RewardEntry] = Field(ARITHMETIC_REWARDS, description="Reward functions, summed with their weights; each is logged separately. Default: the arithmetic demo's (numeric_answer + 0.5 * length_penalty).")
     disable_dropout: bool = Field(True, description="Turn dropout off, so the policy that sampled and the one trained agree.")
 
+    reward_model: str | None = Field(None, description="Shortcut: a reward model run (`tunesmith reward`) used as a reward of weight 1; alone it replaces the default rewards, beside `rewards` it is added to them.")
+
+    @field_validator("rewards", mode="before")
+    @classmethod
+    def _from_text(cls, value):
+        """`--rewards numeric_answer,0.5*length_penalty`: names, each with an optional weight."""
+        if isinstance(value, str):
+            entries = []
+            for part in filter(None, (p.strip() for p in value.split(","))):
+                weight, _, name = part.rpartition("*")
+                entries.append({"function": name.strip(), "weight": float(weight) if weight else 1.0})
+            return entries
+        return value
+
     @field_validator("rewards")
     @classmethod
     def _some(cls, value):
         if not value:
             raise ValueError("rewards is empty; name at least one reward function (e.g. numeric_answer) or reward_model")
         return value
+
+    @model_validator(mode="after")
+    def _fold_reward_model(self):
+        if self.reward_model:
+            entry = RewardEntry(reward_model=self.reward_model)
+            rewards = [*self.rewards, entry] if "rewards" in self.model_fields_set else [entry]
+            object.__setattr__(self, "rewards", rewards)
+            object.__setattr__(self, "reward_model", None)
+            self.model_fields_set.add("rewards")
+        return self
 
 
 class GRPOSection(RolloutSection):

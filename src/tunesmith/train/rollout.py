@@ -49,7 +49,6 @@ class FastRollouts:
     rollout_seed: int = 0
     _generate_seconds = 0.0
     _window_start: float | None = None
-    _rollout_calls = 0
 
     # ------------------------------------------------------------ sampling
 
@@ -66,8 +65,11 @@ class FastRollouts:
         from tunesmith.infer.generate import complete_tokens
 
         model = self.accelerator.unwrap_model(self.model)
-        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(self.rollout_seed * 1_000_003 + self.state.global_step * 1009 + self._rollout_calls)
-        self._rollout_calls += 1
+        step = self.state.global_step
+        self._calls_in_step = self._calls_in_step + 1 if getattr(self, "_calls_step", None) == step else 0
+        self._calls_step = step
+        # the seed depends on the step (and the call within it) only, so a resumed run samples what the whole run did
+        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(self.rollout_seed * 1_000_003 + step * 1009 + self._calls_in_step)
         started = time.perf_counter()
         done = complete_tokens(model, self.processing_class, prompt_ids, self._sampling_params(), max_new_tokens=self.args.max_completion_length, generator=generator)
         self._generate_seconds += time.perf_counter() - started

@@ -229,6 +229,10 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     ref_model = reference_model(stage, recipe, model, schedule)
     guard = NanGuard(precision.name)
     resume_step = int(checkpoint.name.split("-")[1]) if checkpoint else None
+    if resume_step is not None:
+        from tunesmith.train.rollout import keep_rollouts_until
+
+        keep_rollouts_until(run.path, resume_step)  # RL stages: the steps after the checkpoint are sampled again
     from tunesmith.train.stages.pairs import precompute_reference
 
     if precompute_reference(recipe, stage, schedule):

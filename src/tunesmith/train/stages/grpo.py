@@ -99,7 +99,7 @@ class GRPOStage(Stage):
 
     def describe(self, recipe) -> str:
         s = self.section(recipe)
-        rewards = " + ".join(f"{e.weight:g} x {e.function or 'reward model'}" for e in s.rewards)
+        rewards = " + ".join(f"{e.weight:g} x {e.function.rsplit(':', 1)[-1] if e.function else 'reward model'}" for e in s.rewards)
         return f"{self.title}, {s.num_generations} completions per prompt, beta {s.beta:g}, rewards {rewards}"
 
     def plots(self, recipe) -> dict[str, tuple[str, ...]]:
@@ -143,7 +143,7 @@ class GRPOStage(Stage):
         s = self.section(recipe)
         common = {k: v for k, v in common.items() if k in cls.__dataclass_fields__ and k != "use_liger_kernel"}
         common["include_num_input_tokens_seen"] = "no"  # the trainer counts prompt and completion tokens itself
-        return cls(**common, **s.model_dump(exclude={"rewards"}), reward_weights=[e.weight for e in s.rewards])
+        return cls(**common, **s.model_dump(exclude={"rewards", "reward_model"}), reward_weights=[e.weight for e in s.rewards])
 
     def trainer(self, *, model, ref_model, args, data, tokenizer, callbacks, peft_config):
         import trl
