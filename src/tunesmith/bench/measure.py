@@ -210,7 +210,7 @@ def job_recipe(job, output_dir: str) -> dict:
     }
 
 
-def run_recipe(overrides: dict, meter) -> None:
+def run_recipe(overrides: dict, meter, *more_callbacks) -> None:
     """Train a recipe with tunesmith's defaults plus `overrides`, progress on stderr (stdout carries the figures)."""
     import sys
 
@@ -219,7 +219,7 @@ def run_recipe(overrides: dict, meter) -> None:
     from tunesmith.recipes import load_recipe
     from tunesmith.train.scaffold import run_stage
 
-    run_stage(load_recipe(None, overrides), console=Console(file=sys.stderr), live=False, callbacks=[meter])
+    run_stage(load_recipe(None, overrides), console=Console(file=sys.stderr), live=False, callbacks=[meter, *more_callbacks])
 
 
 def side_settings(meter, **extra) -> dict:

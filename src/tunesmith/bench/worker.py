@@ -9,21 +9,36 @@ import importlib
 import json
 import subprocess
 import sys
+import threading
 from dataclasses import asdict
 
 from tunesmith.errors import TunesmithError
 
-BENCHMARKS = ("sft", "dpo", "generate")  # modules of tunesmith.bench, each with a Job dataclass and run_side(side, job)
+BENCHMARKS = ("sft", "dpo", "grpo", "generate")  # modules of tunesmith.bench, each with a Job dataclass and run_side(side, job)
 
 
-def spawn(bench: str, side: str, job) -> dict:
-    """Run one side of `bench` once in a fresh Python process and return its figures."""
+def spawn(bench: str, side: str, job, on_step=None) -> dict:
+    """Run one side of `bench` once in a fresh Python process and return its figures. `on_step(line)` gets the
+    run's progress lines ("step 3/5 ...") as they come, so a long run is never silent."""
     command = [sys.executable, "-m", "tunesmith.bench.worker", bench, side, json.dumps(asdict(job))]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0 or not done.stdout.strip():
-        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-        raise TunesmithError(f"the {bench} benchmark's {side} run failed (exit {done.returncode}):\n{tail}", hint="run the same job alone to see it whole: " + " ".join(command[1:4]) + f" '{command[4]}'")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tail: list[str] = []
+
+    def read_stderr():
+        for line in process.stderr:
+            tail.append(line.rstrip())
+            del tail[:-15]
+            if on_step and line.startswith("step "):
+                on_step(line.strip())
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    stdout = process.stdout.read()
+    process.wait()
+    reader.join()
+    if process.returncode != 0 or not stdout.strip():
+        raise TunesmithError(f"the {bench} benchmark's {side} run failed (exit {process.returncode}):\n" + "\n".join(tail), hint="run the same job alone to see it whole: " + " ".join(command[1:4]) + f" '{command[4]}'")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""`tunesmith bench sft|dpo|generate`: our defaults against what a user would otherwise write, side by side."""
+"""`tunesmith bench sft|dpo|grpo|generate`: our defaults against what a user would otherwise write, side by side."""
 
 from __future__ import annotations
 
@@ -74,6 +74,27 @@ def bench_dpo(
         learning_rate=learning_rate, beta=beta, precompute_ref_log_probs=precompute_ref_log_probs,
     )
     report = compare(job, repeats, _progress)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for line in report_lines(report):
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
+        _verdicts(report["targets"])
+    print(f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}")
+
+
+@bench.command("grpo")
+def bench_grpo(
+    steps: int = typer.Option(5, min=2, help="Optimizer steps per run (timed over steps 2..N)."),
+    repeats: int = typer.Option(3, min=1, help="Runs per side, alternating baseline and tunesmith."),
+    num_generations: int = typer.Option(8, min=2, help="Completions per prompt (both sides)."),
+    max_completion_length: int = typer.Option(32, min=1, help="Longest completion in tokens (both sides)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON (the last line is still the speed ratio)."),
+):
+    """GRPO with LoRA on the arithmetic prompts: a plain TRL GRPOTrainer script against `tunesmith grpo` (optimizer steps/s)."""
+    from tunesmith.bench.grpo import Job, compare, report_lines
+
+    report = compare(Job(steps=steps, num_generations=num_generations, max_completion_length=max_completion_length), repeats, _progress)
     if as_json:
         print(json.dumps(report, indent=2))
     else:

@@ -35,8 +35,8 @@ DEFAULT_LEARNING_RATE = {
     "kto": {"lora": 5e-5, "qlora": 5e-5, "full": 1e-6},
     "orpo": {"lora": 5e-4, "qlora": 5e-4, "full": 8e-6},
     "cpo": {"lora": 5e-5, "qlora": 5e-5, "full": 1e-6},
-    "grpo": {"lora": 1e-4, "qlora": 1e-4, "full": 1e-6},
-    "rloo": {"lora": 1e-4, "qlora": 1e-4, "full": 1e-6},
+    "grpo": {"lora": 5e-4, "qlora": 5e-4, "full": 1e-6},
+    "rloo": {"lora": 5e-4, "qlora": 5e-4, "full": 1e-6},
 }
 
 
@@ -82,7 +82,7 @@ class LoraSection(Section):
 
 class DataSection(Section):
     dataset: str = Field("pirate", description="Built-in name (pirate), local file/directory (jsonl, json, csv, parquet) or datasets Hub name.")
-    eval_dataset: str | None = Field(None, description="Evaluation data; default: the built-in's eval split (pirate -> pirate-eval), else none.")
+    eval_dataset: str | None = Field(None, description="Evaluation data; default: the built-in's eval split (pirate -> pirate-eval), else none; 'none' turns it off.")
     format: str = Field("auto", description="auto, text, prompt_completion, messages, alpaca or sharegpt.")
     max_length: int = Field(512, ge=8, description="Longest example in tokens (after the chat template).")
     truncation: Literal["truncate", "drop"] = Field("truncate", description="What to do with longer examples.")
@@ -202,6 +202,11 @@ class RewardEntry(Section):
         return self
 
 
+# GRPO on `arithmetic` (LoRA at 5e-4, temperature 0.8, 48 tokens, 50 steps of 2 prompts x 8 completions, ~8 min on
+# the avx512_bf16 CPU): held-out answers correct 58% -> 88%, mean reward +0.55 -> +0.88, KL to the start ~0.3.
+# RL on a CPU is counted in steps: with no max_steps or epochs in the recipe, an RL stage runs RL_DEFAULT_STEPS.
+RL_DEFAULT_STEPS = 50
+
 # The arithmetic demo: the last number of the reply must be the answer ("7 + 5 = 12" counts), and replies
 # that ramble past 40 characters lose up to 1 (the 135M model explains a sum for 100+ characters, and
 # truncated rambling hides the answer). Measured: see the README's GRPO section.
@@ -212,8 +217,8 @@ class RolloutSection(Section):
     """What GRPO and RLOO share: sampling groups of completions per prompt and scoring them (TRL's names)."""
 
     num_generations: int = Field(8, ge=2, description="Group size: completions sampled per prompt; each is judged against its group. per_device_train_batch_size * gradient_accumulation_steps must be a multiple of it.")
-    max_completion_length: int = Field(64, ge=1, description="Longest completion in tokens (TRL's default 512 is minutes per step on a CPU).")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts.")
+    max_completion_length: int = Field(48, ge=1, description="Longest completion in tokens: generation time grows with it (TRL's default 512 is minutes per step on a CPU).")
+    temperature: float = Field(0.8, gt=0, description="Sampling temperature of the rollouts; 0.8, not TRL's 1.0: a 135M model at 1.0 samples many off-topic replies, which carry no signal.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the rollouts (1 = off).")
     top_k: int = Field(0, ge=0, description="Top-k sampling of the rollouts (0 = off).")
     min_p: float | None = Field(None, ge=0, le=1, description="Min-p sampling of the rollouts (None = off).")
@@ -308,6 +313,8 @@ class Recipe(Section):
         if "dataset" not in self.data.model_fields_set:
             self.data.dataset = STAGE_DATASETS[self.stage]
         t = self.training
+        if self.stage in ("grpo", "rloo") and not {"max_steps", "num_train_epochs"} & t.model_fields_set:
+            t.max_steps = RL_DEFAULT_STEPS
         if t.learning_rate is None:
             t.learning_rate = DEFAULT_LEARNING_RATE[self.stage][self.method]
         if t.save_strategy == "steps" and t.save_steps < 1:

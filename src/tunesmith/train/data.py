@@ -31,7 +31,7 @@ class TrainingData:
 
 def eval_source(recipe: Recipe, train_source: str) -> str | None:
     if recipe.data.eval_dataset:
-        return recipe.data.eval_dataset
+        return None if recipe.data.eval_dataset == "none" else recipe.data.eval_dataset
     return f"{train_source}-eval" if f"{train_source}-eval" in BUILTIN_DATASETS else None
 
 

@@ -138,6 +138,7 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
             ("reference model: the same weights with the adapter disabled (no second copy in memory)" if recipe.method != "full" else "reference model: one frozen copy of the starting weights" if not precomputed else "reference: no copy kept")
             + ("; it scores the data once before training (precompute_ref_log_probs)" if precomputed else "; it runs a forward pass in every step")
         )
+    notes += stage.plan_notes(recipe)
     speed = speed_settings(recipe, precision, seq_len)
     plan = Plan(schedule, precision, recipe.method, recipe.model.name, total, trainable, memory, data_summary, num_examples, notes, speed)
     plan.stage, plan.unit = recipe.stage, stage.unit

@@ -86,6 +86,10 @@ class Stage:
         """PNG name in the run directory -> the logged metrics drawn in it (beside loss.png)."""
         return {"metrics.png": self.plot_metrics} if self.plot_metrics else {}
 
+    def plan_notes(self, recipe) -> list[str]:
+        """Lines `tunesmith plan` adds about what this stage does in a step."""
+        return []
+
     def check(self, recipe) -> None:
         """Refuse settings the stage's trainer would reject, as a RecipeError naming the field (before any work)."""
 

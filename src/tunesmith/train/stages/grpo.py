@@ -111,6 +111,14 @@ class GRPOStage(Stage):
 
         return unique_names([r.name for r in load_rewards(self.section(recipe), self.name)])
 
+    def plan_notes(self, recipe) -> list[str]:
+        s, t = self.section(recipe), recipe.training
+        prompts = t.per_device_train_batch_size * t.gradient_accumulation_steps // s.num_generations
+        return [
+            f"rollouts: each step samples {prompts} prompts x {s.num_generations} completions of up to {s.max_completion_length} tokens (temperature {s.temperature:g}) "
+            f"with tunesmith's decode loop, scores them and trains on each one's advantage; generation is typically 40-50% of a step on a CPU"
+        ]
+
     def check(self, recipe) -> None:
         s, t = self.section(recipe), recipe.training
         completions = t.per_device_train_batch_size * t.gradient_accumulation_steps
