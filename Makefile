@@ -3,6 +3,7 @@
 #   make test   the fast test suite (what CI runs)
 #   make demo-dpo     DPO on top of the pirate SFT run (trains that first if it is missing)
 #   make demo-reward  a reward model on the built-in preference pairs
+#   make demo-grpo    GRPO on the built-in arithmetic prompts (50 steps, ~9 min on a CPU)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
@@ -11,7 +12,7 @@ PIP    := $(PY) -m pip -q --disable-pip-version-check
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu). With a GPU, bring your own CUDA torch or let pip choose.
 TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup setup-dev demo demo-dpo demo-reward test test-slow clean
+.PHONY: setup setup-dev demo demo-dpo demo-reward demo-grpo test test-slow clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -43,6 +44,9 @@ demo-dpo: setup
 
 demo-reward: setup
 	$(VENV)/bin/tunesmith reward
+
+demo-grpo: setup
+	$(VENV)/bin/tunesmith grpo
 
 test: setup-dev
 	$(PY) -m pytest -q

@@ -45,3 +45,14 @@ def test_bench_dpo_json():
     assert len(report["loss_curve"]["baseline"]) == len(report["loss_curve"]["tunesmith"]) == 2
     assert report["loss_curve_max_gap"] < 0.02  # step 1 trains at lr 0 (warmup), so both steps score the untouched policy
     assert set(report["targets"]) == {"speed ratio >= 2", "peak memory <= baseline", "loss within 2% at every step"}
+
+
+@pytest.mark.slow
+def test_bench_grpo_json():
+    report, last = _bench("grpo", "--steps", "2", "--repeats", "1", "--num-generations", "4", "--max-completion-length", "8")
+    assert last == f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}"
+    base, ours = report["sides"]["baseline"], report["sides"]["tunesmith"]
+    assert base["settings"]["weights"] == "float32" and base["settings"]["gradient_checkpointing"]
+    assert len(base["runs"][0]["rewards"]) == len(ours["runs"][0]["rewards"]) == 2  # a mean reward logged per step on both sides
+    assert ours["generate_share"] is not None and 0 < ours["generate_share"] < 1
+    assert len(report["targets"]) == 3

@@ -20,7 +20,9 @@ def commented_yaml(model: BaseModel, indent: int = 0, extra: dict[str, str] | No
     pad = "  " * indent
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
-        if section_model(info.annotation) is not None:
+        if isinstance(value, list):  # e.g. rewards: a list of entries, written as YAML lists
+            value = [v.model_dump(exclude_defaults=True) if isinstance(v, BaseModel) else v for v in value]
+        elif section_model(info.annotation) is not None:
             if value is None:
                 continue  # another stage's section
             lines.append(f"{pad}{name}:" + (f"  # {info.description}" if info.description else ""))
@@ -33,7 +35,7 @@ def commented_yaml(model: BaseModel, indent: int = 0, extra: dict[str, str] | No
 
 
 @app.command()
-def recipe(stage: Optional[str] = typer.Option(None, "--stage", help="sft (default), reward, dpo, kto, orpo or cpo: the fields of that stage.")):
+def recipe(stage: Optional[str] = typer.Option(None, "--stage", help="sft (default), reward, dpo, kto, orpo, cpo, grpo or rloo: the fields of that stage.")):
     """Print the default recipe of a stage: every field, its default, and what it means."""
     from tunesmith.errors import RecipeError
     from tunesmith.recipes.schema import STAGES, Recipe
@@ -45,4 +47,8 @@ def recipe(stage: Optional[str] = typer.Option(None, "--stage", help="sft (defau
         from tunesmith.train.stages.dpo import dpo_loss_types
 
         extra["DPOSection.loss_type"] = ", ".join(dpo_loss_types())
+    if stage == "grpo":
+        from tunesmith.train.stages.grpo import grpo_loss_types
+
+        extra["GRPOSection.loss_type"] = ", ".join(grpo_loss_types())
     console.print("\n".join(commented_yaml(Recipe(stage=stage or "sft"), extra=extra)), highlight=False, markup=False, soft_wrap=True)

@@ -60,7 +60,10 @@ def render_result(result) -> None:
         loss += f", eval loss {result.eval_loss:.4f}"
     console.print(f"done in {result.seconds:.0f} s: {result.steps} steps, {loss}", highlight=False)
     console.print(f"model: {result.model_dir}" + (f"  merged: {result.merged_dir}" if result.merged_dir else ""), highlight=False)
-    if result.stage == "reward":
+    if result.stage in ("grpo", "rloo"):
+        console.print(f"look inside: tunesmith inspect rollouts {result.run_dir} --step {result.steps}  (each group: completions, rewards, advantages)", soft_wrap=True, highlight=False)
+        console.print(f"try it: tunesmith generate --model {result.run_dir} --prompt 'Solve 2+2. Reply with the number only.'", soft_wrap=True, highlight=False)
+    elif result.stage == "reward":
         console.print(f"try it: tunesmith score --reward-model {result.run_dir} --prompt 'What is the capital of France?' --response Paris --response Florida", soft_wrap=True, highlight=False)
     else:
         console.print(f"try it: tunesmith generate --model {result.run_dir} --prompt 'What is the capital of France?'", soft_wrap=True, highlight=False)

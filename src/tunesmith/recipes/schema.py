@@ -206,6 +206,7 @@ class RewardEntry(Section):
 # the avx512_bf16 CPU): held-out answers correct 58% -> 88%, mean reward +0.55 -> +0.88, KL to the start ~0.3.
 # RL on a CPU is counted in steps: with no max_steps or epochs in the recipe, an RL stage runs RL_DEFAULT_STEPS.
 RL_DEFAULT_STEPS = 50
+ARITHMETIC_PROMPTS = ["Solve 2+2. Reply with the number only.", "What is 7 + 5? Answer with just the number.", "Solve 9-3. Reply with the number only."]
 
 # The arithmetic demo: the last number of the reply must be the answer ("7 + 5 = 12" counts), and replies
 # that ramble past 40 characters lose up to 1 (the 135M model explains a sum for 100+ characters, and
@@ -315,6 +316,8 @@ class Recipe(Section):
         t = self.training
         if self.stage in ("grpo", "rloo") and not {"max_steps", "num_train_epochs"} & t.model_fields_set:
             t.max_steps = RL_DEFAULT_STEPS
+        if self.stage in ("grpo", "rloo") and "prompts" not in self.sample.model_fields_set and self.data.dataset == "arithmetic":
+            self.sample.prompts = ARITHMETIC_PROMPTS
         if t.learning_rate is None:
             t.learning_rate = DEFAULT_LEARNING_RATE[self.stage][self.method]
         if t.save_strategy == "steps" and t.save_steps < 1:
