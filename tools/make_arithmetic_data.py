@@ -39,11 +39,15 @@ def rows(chosen: list[tuple[int, str, int]]) -> list[dict]:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "src" / "tunesmith" / "data" / "builtin", help="folder to write the files to")
+    target = parser.parse_args().out
     all_problems = problems()
     rng = random.Random(0)
     rng.shuffle(all_problems)
     held_out, train = all_problems[:HELD_OUT], all_problems[HELD_OUT:]
-    target = Path(__file__).resolve().parents[1] / "src" / "tunesmith" / "data" / "builtin"
     for name, chosen in (("arithmetic.jsonl", train), ("arithmetic_eval.jsonl", held_out)):
         lines = rows(chosen)
         rng.shuffle(lines)

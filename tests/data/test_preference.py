@@ -188,7 +188,6 @@ WRONG_KIND = [
     ("dpo", UNPAIRED, "this looks like unpaired (KTO) data (prompt, completion, label); dpo needs preference pairs: prompt, chosen, rejected; kto takes unpaired data", "stage kto"),
     ("kto", {"messages": [user("q"), bot("a")]}, "this looks like SFT data (messages); kto needs unpaired examples: prompt, completion, label", "pirate-kto"),
     ("grpo", {"prompt": "q", "completion": "a"}, "this looks like SFT data (prompt, completion); grpo needs prompts", "rename the completion column"),
-    ("grpo", PAIR, "this looks like preference pairs (prompt, chosen, rejected); grpo needs prompts", "keep the prompt column"),
     ("dpo", {"question": "q", "answer": "a"}, "cannot tell the kind of data from the fields ['answer', 'question']; dpo needs preference pairs", "rename the columns to prompt, chosen, rejected"),
 ]
 
@@ -309,3 +308,25 @@ def test_reward_data_drops_pairs_longer_than_max_length_as_trl_does(smol_tokeniz
     assert "dropped" in short.report.summary()
     dpo = prepare_preference_data("pirate-pairs", smol_tokenizer, stage="dpo", max_length=80)
     assert len(dpo.dataset) == full.report.num_examples and "truncates" in dpo.report.summary()
+
+
+def test_rl_stages_take_the_prompts_of_pairs_and_unpaired_data(smol_tokenizer):
+    """An RL stage needs prompts only: pairs and KTO data give their distinct prompts, answers dropped."""
+    pairs = prepare_preference_data("pirate-pairs", smol_tokenizer, stage="grpo")
+    assert pairs.report.kind == "prompt" and pairs.report.num_examples == len(pairs.dataset) == 250
+    assert pairs.dataset.column_names == ["prompt"] and "distinct prompts of 250 preference pairs" in pairs.report.summary()
+    unpaired = prepare_preference_data("pirate-kto", smol_tokenizer, stage="rloo")
+    assert unpaired.report.num_examples == 250  # 500 rows, each prompt twice (a desirable and an undesirable answer)
+
+
+def test_arithmetic_builtin_holds_out_its_eval_problems_and_regenerates(tmp_path, smol_tokenizer):
+    train = prepare_preference_data("arithmetic", smol_tokenizer, stage="grpo")
+    evaluation = prepare_preference_data("arithmetic-eval", smol_tokenizer, stage="grpo")
+    assert (train.report.num_examples, evaluation.report.num_examples) == (260, 50)
+    assert train.dataset.column_names == ["prompt", "answer"]
+    problem = lambda e: e["prompt"][0]["content"].split("?")[0].split(".")[0].replace("What is ", "").replace("Solve ", "").replace(" ", "")  # noqa: E731
+    assert not {problem(e) for e in train.examples} & {problem(e) for e in evaluation.examples}
+    assert all(eval(problem(e)) == e["answer"] for e in train.examples + evaluation.examples)  # the answer column is right
+    subprocess.run([sys.executable, str(ROOT / "tools" / "make_arithmetic_data.py"), "--out", str(tmp_path)], check=True, capture_output=True)
+    for name in ("arithmetic.jsonl", "arithmetic_eval.jsonl"):
+        assert (tmp_path / name).read_bytes() == (ROOT / "src" / "tunesmith" / "data" / "builtin" / name).read_bytes(), name

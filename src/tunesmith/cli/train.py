@@ -62,7 +62,8 @@ def render_result(result) -> None:
     console.print(f"model: {result.model_dir}" + (f"  merged: {result.merged_dir}" if result.merged_dir else ""), highlight=False)
     if result.stage in ("grpo", "rloo"):
         console.print(f"look inside: tunesmith inspect rollouts {result.run_dir} --step {result.steps}  (each group: completions, rewards, advantages)", soft_wrap=True, highlight=False)
-        console.print(f"try it: tunesmith generate --model {result.run_dir} --prompt 'Solve 2+2. Reply with the number only.'", soft_wrap=True, highlight=False)
+        example = result.prompts[0] if result.prompts else "Solve 2+2. Reply with the number only."
+        console.print(f"try it: tunesmith generate --model {result.run_dir} --prompt '{example}'", soft_wrap=True, highlight=False)
     elif result.stage == "reward":
         console.print(f"try it: tunesmith score --reward-model {result.run_dir} --prompt 'What is the capital of France?' --response Paris --response Florida", soft_wrap=True, highlight=False)
     else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 from dataclasses import dataclass, field
 
 from tunesmith.data.formats import check_messages
@@ -97,6 +98,8 @@ def check_kind(rows: list[tuple[str, dict]], stage: str) -> str:
         return need
     if stage == "kto" and found == "preference":
         return "preference"
+    if need == "prompt" and found in ("preference", "unpaired"):
+        return found  # their prompts, each once (the answers are dropped)
     if found is None:
         columns = "messages (a list of {role, content}), or prompt and completion" if need == "sft" else ", ".join(REQUIRED[need])
         raise DataError(f"cannot tell the kind of data from the fields {sorted(record)}; {stage} needs {NEEDS[need]}", where=where, hint=f"rename the columns to {columns}")
@@ -255,6 +258,7 @@ class PreferenceReport:
     num_examples: int = 0
     implicit_prompt: int = 0  # rows whose prompt was split off shared chosen/rejected conversations
     unpaired_from_pairs: bool = False
+    prompts_from: str = ""  # "preference" | "unpaired": prompt-only rows taken from data of that kind
     num_desirable: int = 0  # unpaired only
     num_undesirable: int = 0
     max_tokens: int = 0  # prompt + longest response, as the chat template renders it
@@ -270,6 +274,8 @@ class PreferenceReport:
             text += f", {self.num_desirable:,} desirable / {self.num_undesirable:,} undesirable"
             if self.unpaired_from_pairs:
                 text += f", unpaired from {self.num_rows:,} preference pairs"
+        if self.prompts_from:
+            text += f", the distinct prompts of {self.num_rows:,} {'preference pairs' if self.prompts_from == 'preference' else 'unpaired examples'} (answers dropped)"
         if self.implicit_prompt:
             text += f", {self.implicit_prompt:,} implicit prompts split off"
         text += f"; longest {self.max_tokens} tokens, mean {self.mean_tokens:.0f}"
@@ -365,7 +371,11 @@ def prepare_preference_data(source, tokenizer, *, stage: str, max_length: int | 
     kind = STAGE_KINDS[stage]
     report = PreferenceReport(source=label, kind=kind, form="", num_rows=len(rows), max_length=max_length, stage=stage)
     examples = _canonical_rows(rows, given, report)
-    if given != kind:  # pairs for kto
+    if given != kind and kind == "prompt":  # pairs or unpaired answers for an RL stage: their prompts, once each
+        unique = {json.dumps(e["prompt"], sort_keys=True): e["prompt"] for e in examples}
+        examples = [{"prompt": p} for p in unique.values()]
+        report.prompts_from = given
+    elif given != kind:  # pairs for kto
         examples = [row for pair in examples for row in _unpair(pair)]
         report.unpaired_from_pairs = True
     if kind == "unpaired":
