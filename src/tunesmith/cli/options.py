@@ -74,6 +74,8 @@ def field_help(path: str) -> str:
         model = section_model(model.model_fields[part].annotation)
     info = model.model_fields[name]
     default = info.default
+    if isinstance(default, list) and default and hasattr(default[0], "model_dump"):  # e.g. rewards: entries as YAML shows them
+        default = [d.model_dump(exclude_defaults=True) for d in default]
     return f"{info.description or ''} [recipe: {path}, default: {default}]"
 
 

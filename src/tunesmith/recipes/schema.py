@@ -227,7 +227,7 @@ class RolloutSection(Section):
     epsilon: float = Field(0.2, ge=0, description="Clip range: the probability ratio to the sampling policy is held to [1 - epsilon, 1 + epsilon].")
     num_iterations: int = Field(1, ge=1, description="Optimisation passes over each batch of rollouts (mu in the GRPO paper); above 1 the clip matters.")
     mask_truncated_completions: bool = Field(False, description="Leave completions cut at max_completion_length out of the loss.")
-    rewards: list[RewardEntry] = Field(ARITHMETIC_REWARDS, description="Reward functions, summed with their weights; each is logged separately. Default: the arithmetic demo's (numeric_answer + 0.5 * length_penalty).")
+    rewards: list[RewardEntry] = Field(ARITHMETIC_REWARDS, description="Reward functions, summed with their weights; each is logged separately. Default: the arithmetic demo's (numeric_answer + 0.5 * length_penalty). On the command line: names with optional weights, --rewards numeric_answer,0.5*length_penalty.")
     disable_dropout: bool = Field(True, description="Turn dropout off, so the policy that sampled and the one trained agree.")
 
     reward_model: str | None = Field(None, description="Shortcut: a reward model run (`tunesmith reward`) used as a reward of weight 1; alone it replaces the default rewards, beside `rewards` it is added to them.")

@@ -138,6 +138,7 @@ class GRPOStage(Stage):
         check_columns(rewards, [c for c in data.train.column_names if c != "prompt"], source or recipe.data.dataset)
         # the trainer iterates over completions: every prompt num_generations times (the plan counts the same)
         data.num_sequences = data.num_examples * self.section(recipe).num_generations * self.section(recipe).num_iterations
+        data.longest += self.section(recipe).max_completion_length  # what the trainer runs: prompt + completion
         data.summary += f"\nrewards: {', '.join(f'{r.name} (weight {r.weight:g})' for r in rewards)}"
         data.raw = rewards
         data.eval = None  # the trainer's own eval would sample groups and report a loss that means nothing here;
