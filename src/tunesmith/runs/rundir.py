@@ -132,7 +132,10 @@ class RunDir:
                 series[label] = ([x for x, _ in points], [y for _, y in points])
         if not series:
             return None
-        return plot_series(self.path / name, series, f"{self.path.name}: {', '.join(series)}", "optimizer step", ylabel)
+        title = f"{self.path.name}: {', '.join(series)}"
+        if len(title) > 80:  # the legend names the curves; a title that long would be cut off
+            title = f"{self.path.name}: {name.removesuffix('.png')}"
+        return plot_series(self.path / name, series, title, "optimizer step", ylabel)
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics_file.is_file():
