@@ -3,7 +3,7 @@
 #   make test   the fast test suite (what CI runs)
 #   make demo-dpo     DPO on top of the pirate SFT run (trains that first if it is missing)
 #   make demo-reward  a reward model on the built-in preference pairs
-#   make demo-grpo    GRPO on the built-in arithmetic prompts (50 steps, ~9 min on a CPU)
+#   make demo-grpo    GRPO on the built-in arithmetic prompts (50 steps, ~7 min on a 2-core CPU)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check

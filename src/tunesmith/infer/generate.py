@@ -124,11 +124,30 @@ class _Row:
         return delta
 
 
+def cache_keyword(model) -> str:
+    """The name a model's forward takes the KV cache under: `cache` in recent transformers 5.x (which warns that
+    `past_key_values` goes away in 5.40), `past_key_values` before."""
+    import inspect
+
+    forward = getattr(model, "get_base_model", lambda: model)().forward
+    try:
+        return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+    except (TypeError, ValueError):
+        return "past_key_values"
+
+
+def returned_cache(out):
+    """The KV cache a forward returned, under either name."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 @torch.no_grad()
 def _complete_batch(model, tokenizer, prompt_ids, strips, params, max_new_tokens, eos, stops, generator, on_token, offset) -> list[Completion]:
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
     context = getattr(model.config, "max_position_embeddings", None) or 10**9
+    keyword = cache_keyword(model)
     width = max(len(p) for p in prompt_ids)
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=device)  # (B, T), left-padded
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=device)
@@ -151,7 +170,7 @@ def _complete_batch(model, tokenizer, prompt_ids, strips, params, max_new_tokens
         still = [k for k, i in enumerate(active) if rows[i].finish is None]
         if not still:
             break
-        past = out.past_key_values
+        past = returned_cache(out)
         if len(still) < len(active) and hasattr(past, "batch_select_indices"):
             # finished rows leave the batch: later steps compute only the rows still generating
             keep = torch.tensor(still, device=device)
@@ -161,7 +180,7 @@ def _complete_batch(model, tokenizer, prompt_ids, strips, params, max_new_tokens
         seen = torch.cat([seen, tokens[:, None]], dim=-1)
         mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=-1)
         positions = positions[:, -1:] + 1
-        out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True)
+        out = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions, use_cache=True, **{keyword: past})
     return [Completion(r.text, r.tokens, r.finish, len(p), r.sampled, r.stop_token) for r, p in zip(rows, prompt_ids)]
 
 

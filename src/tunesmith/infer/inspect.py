@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from tunesmith.errors import TunesmithError
-from tunesmith.infer.generate import encode_prompt, stop_token_ids
+from tunesmith.infer.generate import cache_keyword, encode_prompt, returned_cache, stop_token_ids
 from tunesmith.infer.sampling import Explanation, SamplingParams, entropy_bits, explain, sample
 
 
@@ -35,7 +35,7 @@ def walk(model, tokenizer, prompt: str, params: SamplingParams, *, steps: int = 
             break
         ids = torch.cat([ids, ids.new_tensor([[chosen]])], dim=-1)
         if step < steps:
-            out = model(input_ids=ids[:, -1:], past_key_values=out.past_key_values, use_cache=True)
+            out = model(input_ids=ids[:, -1:], use_cache=True, **{cache_keyword(model): returned_cache(out)})
     return walked
 
 
