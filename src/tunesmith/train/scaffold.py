@@ -350,11 +350,11 @@ def write_model_card(run: RunDir, recipe: Recipe, stage: Stage, data: StageData,
         "",
         f"{stage.describe(recipe)[0].upper()}{stage.describe(recipe)[1:]} ({recipe.method}{' + DoRA' if recipe.lora.use_dora else ''}) of `{recipe.model.name}` with tunesmith (stage `{recipe.stage}`).",
         "",
-        f"- data: {data.summary}",
+        f"- data: {data.summary.replace(chr(10), '; ')}",
         f"- steps: {result.steps} (effective batch {t.per_device_train_batch_size * t.gradient_accumulation_steps}), learning rate {t.learning_rate} ({t.lr_scheduler_type})",
         f"- trainable parameters: {trainable:,} of {total:,}",
         f"- final train loss: {result.train_loss:.4f}" if result.train_loss is not None else "- final train loss: n/a",
-        f"- eval loss: {result.eval_loss:.4f}" if result.eval_loss is not None else "- eval loss: n/a (no eval data)",
+        f"- eval loss: {result.eval_loss:.4f}" if result.eval_loss is not None else "- eval loss: n/a (" + ("the eval split is measured below" if result.changes else "no eval data") + ")",
         f"- wall time: {result.seconds:.0f} s",
     ]
     if result.changes:
