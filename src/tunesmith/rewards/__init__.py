@@ -95,15 +95,19 @@ class Reward:
     raw_prompts: bool = False
     where: str = "grpo.rewards[0]"
 
-    def __call__(self, prompts: list, completions: list[str], **columns) -> list[float | None]:
+    def check_columns(self, columns, source: str = "the dataset") -> None:
+        """Refuse data that lacks a column this reward needs (called before training, and on every call)."""
         missing = [c for c in self.columns if c not in columns]
         if missing:
             have = ", ".join(sorted(columns)) or "no columns besides the prompt"
             raise RecipeError(
-                f"{self.name} needs a dataset column '{missing[0]}'; the dataset has: {have}",
+                f"{self.name} needs a dataset column '{missing[0]}'; {source} has: {have}",
                 where=self.where,
                 hint=f"add '{missing[0]}' to every row, or choose a reward that does not need it",
             )
+
+    def __call__(self, prompts: list, completions: list[str], **columns) -> list[float | None]:
+        self.check_columns(columns)
         try:
             scores = self.function(prompts=prompts, completions=completions, **columns, **self.options)
         except TunesmithError:

@@ -39,18 +39,6 @@ def load_rewards(section, where: str) -> list:
     return [load_reward(e.function, reward_model=e.reward_model, weight=e.weight, options=dict(e.options), where=f"{where}.rewards[{i}]") for i, e in enumerate(section.rewards)]
 
 
-def check_columns(rewards: list, columns: list[str], source: str) -> None:
-    """Every column a reward needs (`answer` for exact_answer) must be in the data: say so before the run starts."""
-    for reward in rewards:
-        missing = [c for c in reward.columns if c not in columns]
-        if missing:
-            raise RecipeError(
-                f"the reward {reward.name} needs a dataset column '{missing[0]}', and {source} has: {', '.join(columns) or 'no columns besides prompt'}",
-                where=reward.where,
-                hint="add the column to the data, or choose rewards that need only the completion (format, length_penalty, no_template_leakage, a reward_model)",
-            )
-
-
 def prompts_and_columns(examples: list[dict]) -> tuple[list, dict[str, list]]:
     prompts = [e["prompt"] for e in examples]
     columns = {k: [e[k] for e in examples] for k in (examples[0] if examples else {}) if k != "prompt"}
@@ -135,7 +123,8 @@ class GRPOStage(Stage):
     def prepare_data(self, recipe, tokenizer, source=None, with_eval=True) -> StageData:
         data = super().prepare_data(recipe, tokenizer, source, with_eval)
         rewards = load_rewards(self.section(recipe), self.name)
-        check_columns(rewards, [c for c in data.train.column_names if c != "prompt"], source or recipe.data.dataset)
+        for reward in rewards:  # a missing column (`answer` for exact_answer) stops here, before the run starts
+            reward.check_columns([c for c in data.train.column_names if c != "prompt"], source or recipe.data.dataset)
         # the trainer iterates over completions: every prompt num_generations times (the plan counts the same)
         data.num_sequences = data.num_examples * self.section(recipe).num_generations * self.section(recipe).num_iterations
         data.longest += self.section(recipe).max_completion_length  # what the trainer runs: prompt + completion
