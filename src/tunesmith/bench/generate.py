@@ -105,15 +105,10 @@ def compare_outputs(reference: dict, other: dict, questions: list[str]) -> dict:
 
 
 def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
-    from tunesmith.bench.worker import spawn
+    from tunesmith.bench.worker import alternate, spawn
     from tunesmith.models.precision import resolve_precision
 
-    runs: dict[str, list[dict]] = {name: [] for name in TIMED}
-    for i in range(repeats):
-        for name, side in TIMED.items():
-            figures = spawn("generate", side, job)
-            runs[name].append(figures)
-            progress(f"run {i + 1}/{repeats} {name} ({side}): {figures['tokens_per_s']:.1f} tokens/s, {figures['generated_tokens']} tokens in {figures['seconds']:.1f} s")
+    runs = alternate("generate", job, TIMED, repeats, progress, lambda i, name, f: f"run {i + 1}/{repeats} {name} ({TIMED[name]}): {f['tokens_per_s']:.1f} tokens/s, {f['generated_tokens']} tokens in {f['seconds']:.1f} s")
     sides = {
         name: {
             "setup": TIMED[name],

@@ -230,16 +230,9 @@ def run_line(i: int, repeats: int, side: str, f: dict) -> str:
 
 def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
     """Both sides, `repeats` times each, alternating A B A B; medians, ratios and the targets they meet."""
-    from tunesmith.bench.worker import spawn
+    from tunesmith.bench.worker import alternate
 
-    runs: dict[str, list[dict]] = {side: [] for side in SIDES}
-    for i in range(repeats):
-        for side in SIDES:
-            progress(f"run {i + 1}/{repeats} {side}: starting ({job.steps} steps)")
-            figures = spawn("grpo", side, job, on_step=lambda line, side=side: progress(f"  {side}: {line}"))
-            runs[side].append(figures)
-            progress(run_line(i, repeats, side, figures))
-    return summarise(job, runs)
+    return summarise(job, alternate("grpo", job, SIDES, repeats, progress, lambda i, side, f: run_line(i, repeats, side, f), stream=True))
 
 
 def report_lines(report: dict) -> list[str]:

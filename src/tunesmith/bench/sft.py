@@ -107,16 +107,11 @@ def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
 
     The bf16 matmul peak is measured in this process first (the workers then have the machine to themselves).
     """
-    from tunesmith.bench.worker import spawn
+    from tunesmith.bench.worker import alternate
 
     peak = matmul_peak()
     progress(f"bf16 matmul peak {peak:.0f} GFLOP/s")
-    runs: dict[str, list[dict]] = {side: [] for side in SIDES}
-    for i in range(repeats):
-        for side in SIDES:
-            figures = spawn("sft", side, job)
-            runs[side].append(figures)
-            progress(f"run {i + 1}/{repeats} {side}: {figures['tokens_per_s']:.0f} tokens/s, peak {figures['peak_rss_mb']:.0f} MB, final loss {figures['final_loss']:.4f}")
+    runs = alternate("sft", job, SIDES, repeats, progress, lambda i, side, f: f"run {i + 1}/{repeats} {side}: {f['tokens_per_s']:.0f} tokens/s, peak {f['peak_rss_mb']:.0f} MB, final loss {f['final_loss']:.4f}")
     sides = {}
     for side, figures in runs.items():
         gflops = median([f["gflops_per_s"] for f in figures])

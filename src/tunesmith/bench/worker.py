@@ -41,6 +41,23 @@ def spawn(bench: str, side: str, job, on_step=None) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
+def alternate(bench: str, job, sides, repeats: int, progress, describe, stream: bool = False) -> dict[str, list[dict]]:
+    """Every side once per round, `repeats` rounds (A B A B ...), each run a fresh process; its figures by side name.
+
+    sides: side names, or {name: worker side} where the two differ. After each run `progress` gets
+    `describe(round, name, figures)`; with `stream` also a start line and the run's own step lines as they come."""
+    sides = sides if isinstance(sides, dict) else {name: name for name in sides}
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
+    for i in range(repeats):
+        for name, side in sides.items():
+            if stream:
+                progress(f"run {i + 1}/{repeats} {name}: starting ({job.steps} steps)")
+            figures = spawn(bench, side, job, on_step=(lambda line, name=name: progress(f"  {name}: {line}")) if stream else None)
+            runs[name].append(figures)
+            progress(describe(i, name, figures))
+    return runs
+
+
 def main(argv: list[str]) -> None:
     bench, side, job = argv
     stdout, sys.stdout = sys.stdout, sys.stderr  # libraries print; only the figures go to the real stdout

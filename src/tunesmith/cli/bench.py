@@ -21,6 +21,17 @@ def _verdicts(targets: dict) -> None:
         console.print(f"  {'[green]met[/]' if met else '[red]missed[/]'}  {name}", highlight=False)
 
 
+def _show(report: dict, report_lines, as_json: bool) -> None:
+    """A bench's report: JSON, or its lines and the targets met; the last line is always the speed ratio."""
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for line in report_lines(report):
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
+        _verdicts(report["targets"])
+    print(f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}")
+
+
 @bench.command("sft")
 def bench_sft(
     steps: int = typer.Option(5, min=2, help="Optimizer steps per run (tokens/s is timed over steps 2..N)."),
@@ -73,14 +84,7 @@ def bench_dpo(
         steps=steps, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps, max_length=max_length,
         learning_rate=learning_rate, beta=beta, precompute_ref_log_probs=precompute_ref_log_probs,
     )
-    report = compare(job, repeats, _progress)
-    if as_json:
-        print(json.dumps(report, indent=2))
-    else:
-        for line in report_lines(report):
-            console.print(line, highlight=False, soft_wrap=True, markup=False)
-        _verdicts(report["targets"])
-    print(f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}")
+    _show(compare(job, repeats, _progress), report_lines, as_json)
 
 
 @bench.command("grpo")
@@ -94,14 +98,7 @@ def bench_grpo(
     """GRPO with LoRA on the arithmetic prompts: a plain TRL GRPOTrainer script against `tunesmith grpo` (optimizer steps/s)."""
     from tunesmith.bench.grpo import Job, compare, report_lines
 
-    report = compare(Job(steps=steps, num_generations=num_generations, max_completion_length=max_completion_length), repeats, _progress)
-    if as_json:
-        print(json.dumps(report, indent=2))
-    else:
-        for line in report_lines(report):
-            console.print(line, highlight=False, soft_wrap=True, markup=False)
-        _verdicts(report["targets"])
-    print(f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}")
+    _show(compare(Job(steps=steps, num_generations=num_generations, max_completion_length=max_completion_length), repeats, _progress), report_lines, as_json)
 
 
 @bench.command("generate")
