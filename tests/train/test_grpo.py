@@ -17,21 +17,13 @@ from tunesmith.train.advantages import group_advantages, rloo_advantages
 from tunesmith.train.rollout import read_rollouts
 from tunesmith.train.scaffold import run_stage
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
+
 SHORT_REWARD = '''
 def shortness(prompts, completions, **columns):
     """1 for an empty reply, falling by 1 per 40 characters: the policy can learn to pick short tokens."""
     return [1.0 - len(c) / 40 for c in completions]
 '''
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,7 @@ from tunesmith.evaluate.preference import Pairs, pairwise_accuracy, response_log
 from tunesmith.runs.rundir import RunDir
 from tunesmith.train.scaffold import run_stage
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On a busy 2-core machine two intra-op threads make the tiny model ~100x slower (spin-waiting); one is plenty."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
 
 
 def losses(run_dir):
@@ -40,8 +31,6 @@ def eval_pairs(path) -> Pairs:
 def change(run_dir, metric) -> dict:
     changes = json.loads((run_dir / "changes.json").read_text())["changes"]
     return next(c for c in changes if c["metric"] == metric)
-
-
 
 
 
