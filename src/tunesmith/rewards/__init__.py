@@ -136,6 +136,13 @@ class Reward:
         return out
 
 
+def weighted_sum(weights: list[float], scores: list[float | None]) -> float | None:
+    """One completion's total reward, the number its advantage starts from: sum of weight x score over the
+    rewards that applied (None left out, as TRL's nansum does); None when none applied."""
+    applied = [(w, s) for w, s in zip(weights, scores) if s is not None]
+    return sum(w * s for w, s in applied) if applied else None
+
+
 def load_reward(function: str | None = None, *, reward_model: str | None = None, weight: float = 1.0, options: dict | None = None, where: str = "grpo.rewards[0]") -> Reward:
     """The reward a recipe names: exactly one of `function` (a built-in name, `module.path:function` or
     `path/to/file.py:function`) and `reward_model` (a reward run or model directory). Bad input -> RecipeError."""

@@ -22,25 +22,11 @@ from pathlib import Path
 
 import torch
 
+from tunesmith.rewards import weighted_sum
+from tunesmith.rewards.trl_bridge import completion_text, prompt_text
+from tunesmith.train.advantages import group_advantages
+
 ROLLOUTS_FILE = "rollouts.jsonl"
-
-
-def group_stats(rewards: list[float]) -> tuple[float, float]:
-    """(mean, std) of one group as TRL computes them: NaN (a reward that did not apply) left out, and the
-    sample std (n - 1 in the denominator, torch.std's default)."""
-    values = [r for r in rewards if r is not None and not math.isnan(r)]
-    if not values:
-        return float("nan"), float("nan")
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, std
-
-
-def text(value) -> str:
-    """A prompt or completion as text: the last message's content for conversations."""
-    if isinstance(value, list):
-        return str(value[-1].get("content", "")) if value else ""
-    return str(value)
 
 
 class FastRollouts:
@@ -102,11 +88,11 @@ class FastRollouts:
             rows = []
             for i in range(start, min(start + size, len(prompts))):
                 scores = {name: _num(per_function[name][i]) for name in names}
-                applied = [(w, s) for w, s in zip(weights, scores.values()) if s is not None]
-                total = sum(w * s for w, s in applied) if applied else None
-                rows.append({"completion": text(completions[i]), "rewards": scores, "reward": total, "advantage": _num(advantages[i])})
-            mean, std = group_stats([r["reward"] if r["reward"] is not None else float("nan") for r in rows])
-            groups.append({"prompt": text(prompts[start]), "mean": _num(mean), "std": _num(std), "completions": rows})
+                total = weighted_sum(weights, list(scores.values()))
+                rows.append({"completion": completion_text(completions[i]), "rewards": scores, "reward": total, "advantage": _num(advantages[i])})
+            # the group's mean and std as the trainer computes them (NaN rewards left out, sample std)
+            stats = group_advantages([float("nan") if r["reward"] is None else r["reward"] for r in rows])
+            groups.append({"prompt": prompt_text(prompts[start]), "mean": _num(stats.group_mean[0]), "std": _num(stats.group_std[0]), "completions": rows})
         record = {"step": self.state.global_step + 1, "weights": dict(zip(names, weights)), "groups": groups}
         with open(Path(self.args.output_dir) / ROLLOUTS_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")

@@ -119,11 +119,11 @@ class Stage:
         """The recipe's section of this stage (`recipe.dpo` for dpo)."""
         return getattr(recipe, self.name)
 
-    def trl_config(self, cls, recipe, common: dict, schedule=None, **extra):
-        """The stage's TRL config: the common TrainingArguments plus the recipe section's fields by name (they
-        are TRL's names); `extra` wins over both."""
-        kwargs = {k: v for k, v in common.items() if k != "use_liger_kernel"}  # a GPU-only SFT switch
-        kwargs.update(self.section(recipe).model_dump())
+    def trl_config(self, cls, recipe, common: dict, schedule=None, exclude: set[str] = frozenset(), **extra):
+        """The stage's TRL config: the common TrainingArguments `cls` has, plus the recipe section's fields by name
+        (they are TRL's names) but those in `exclude` (ours, not TRL's); `extra` wins over both."""
+        kwargs = {k: v for k, v in common.items() if k in cls.__dataclass_fields__ and k != "use_liger_kernel"}  # liger: a GPU-only SFT switch
+        kwargs.update(self.section(recipe).model_dump(exclude=set(exclude)))
         kwargs.update(extra)
         return cls(**kwargs)
 

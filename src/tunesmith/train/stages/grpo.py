@@ -57,12 +57,10 @@ def score(rewards: list, prompts: list, completions: list[str], columns: dict[st
 
 
 def weighted(rewards: list, per_function: dict[str, list]) -> list[float | None]:
-    """The weighted sum the advantages start from, per completion (a reward that returned None is left out)."""
-    totals = []
-    for i in range(len(next(iter(per_function.values())))):
-        applied = [(r.weight, scores[i]) for r, scores in zip(rewards, per_function.values()) if scores[i] is not None]
-        totals.append(sum(w * s for w, s in applied) if applied else None)
-    return totals
+    """The weighted sum the advantages start from, per completion (rewards.weighted_sum)."""
+    from tunesmith.rewards import weighted_sum
+
+    return [weighted_sum([r.weight for r in rewards], list(scores)) for scores in zip(*per_function.values())]
 
 
 def mean(values) -> float | None:
@@ -137,11 +135,11 @@ class GRPOStage(Stage):
     def config(self, recipe, common: dict, schedule=None):
         import trl
 
-        cls = getattr(trl, self.config_class)
-        s = self.section(recipe)
-        common = {k: v for k, v in common.items() if k in cls.__dataclass_fields__ and k != "use_liger_kernel"}
-        common["include_num_input_tokens_seen"] = "no"  # the trainer counts prompt and completion tokens itself
-        return cls(**common, **s.model_dump(exclude={"rewards", "reward_model"}), reward_weights=[e.weight for e in s.rewards])
+        return self.trl_config(
+            getattr(trl, self.config_class), recipe, common, exclude={"rewards", "reward_model"},  # ours: rewards/ loads them
+            reward_weights=[e.weight for e in self.section(recipe).rewards],
+            include_num_input_tokens_seen="no",  # the trainer counts prompt and completion tokens itself
+        )
 
     def trainer(self, *, model, ref_model, args, data, tokenizer, callbacks, peft_config):
         import trl
