@@ -8,19 +8,22 @@ import sys
 import time
 
 
-def matmul_peak(size: int = 4096, repeats: int = 5, dtype: str = "bfloat16") -> float:
-    """Best GFLOP/s of a large square `torch.matmul` in `dtype` on this machine, now (threads as configured)."""
+def matmul_peak(dtype: str = "bfloat16", size: int = 2048, repeats: int = 5, budget_s: float = 5.0) -> float:
+    """Best GFLOP/s of a square `torch.matmul` in `dtype` on this machine, now (threads as configured), in bounded
+    time: repeats stop once `budget_s` is spent. Call it with the dtype the run uses: a bf16 product on a CPU
+    without native bf16 is emulated (~0.3 GFLOP/s, minutes for a 4096 product)."""
     import torch
+
+    from tunesmith.models.precision import _best_seconds
 
     dt = getattr(torch, dtype)
     a, b = torch.randn(size, size, dtype=dt), torch.randn(size, size, dtype=dt)
     torch.matmul(a, b)  # warm-up: packing buffers, thread pool
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * size**3 / best / 1e9
+    return 2 * size**3 / _best_seconds(lambda: torch.matmul(a, b), repeats, budget_s) / 1e9
+
+
+class BudgetSpent(Exception):
+    """A benchmark run stopped at its time budget (a side far too slow on this CPU to run the whole job)."""
 
 
 def peak_rss_mb() -> float:
@@ -102,13 +105,18 @@ def trainer_meter():
     return Meter()
 
 
-def batch_counter(trainer_cls=None):
-    """Records each micro-batch's real sequence lengths and scored tokens, by the optimizer step it belongs to.
+def batch_counter(trainer_cls=None, budget_s: float | None = None):
+    """Records each micro-batch's real sequence lengths, scored tokens and end time, by the optimizer step it
+    belongs to.
 
     Installs itself around `trainer_cls.training_step` (default `trl.SFTTrainer`: both sides of bench sft
     train with one; bench dpo passes `trl.DPOTrainer`) in this process only: the benchmark worker runs one
     training and exits. Batches without `labels` (DPO's) count their `completion_mask` as scored.
+    With `budget_s`, the run stops (`BudgetSpent`) after the first micro-batch that ends past the budget,
+    counted from the start of the first one, once at least two have run.
     """
+    import time
+
     import torch
 
     if trainer_cls is None:
@@ -118,6 +126,14 @@ def batch_counter(trainer_cls=None):
         def __init__(self):
             self.micro_batches: list[tuple[int, list[int], int]] = []  # (global step, lengths, scored tokens)
             self.positions: list[tuple[int, int]] = []  # (global step, positions in the batch tensor, padding included)
+            self.ends: list[float] = []  # perf_counter at the end of each micro-batch (forward + backward)
+            self.started: float | None = None
+
+        def partial_figures(self) -> dict:
+            """Real tokens/s over micro-batches 2..k (the first holds one-off warm-up), for a run cut short."""
+            lengths = [sum(m[1]) for m in self.micro_batches]
+            seconds = self.ends[-1] - self.ends[0]
+            return {"timed_micro_batches": len(self.ends) - 1, "timed_tokens": sum(lengths[1:]), "timed_seconds": seconds, "tokens_per_s": sum(lengths[1:]) / seconds if seconds > 0 else None}
 
         def record(self, step: int, inputs: dict) -> None:
             mask = inputs.get("attention_mask")
@@ -144,8 +160,14 @@ def batch_counter(trainer_cls=None):
     original = trainer_cls.training_step
 
     def training_step(self, model, inputs, *args, **kwargs):
+        if counter.started is None:
+            counter.started = time.perf_counter()
         counter.record(self.state.global_step, inputs)
-        return original(self, model, inputs, *args, **kwargs)
+        loss = original(self, model, inputs, *args, **kwargs)
+        counter.ends.append(time.perf_counter())
+        if budget_s is not None and len(counter.ends) >= 2 and counter.ends[-1] - counter.started > budget_s:
+            raise BudgetSpent(f"stopped after {len(counter.ends)} micro-batches, {counter.ends[-1] - counter.started:.0f} s (budget {budget_s:.0f} s)")
+        return loss
 
     trainer_cls.training_step = training_step
     return counter

@@ -41,20 +41,34 @@ def spawn(bench: str, side: str, job, on_step=None) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def alternate(bench: str, job, sides, repeats: int, progress, describe, stream: bool = False) -> dict[str, list[dict]]:
+def alternate(bench: str, job, sides, repeats: int, progress, describe, stream: bool = False, once=(), deadline_s: float | None = None) -> dict[str, list[dict]]:
     """Every side once per round, `repeats` rounds (A B A B ...), each run a fresh process; its figures by side name.
 
     sides: side names, or {name: worker side} where the two differ. After each run `progress` gets
-    `describe(round, name, figures)`; with `stream` also a start line and the run's own step lines as they come."""
+    `describe(round, name, figures)`; with `stream` also a start line and the run's own step lines as they come.
+    Sides named in `once` run in the first round only. With `deadline_s`, no round starts that would, at the
+    pace of the last one, end past the deadline (counted from the start): the bench stays bounded in time on a
+    slow CPU, and says how many rounds it ran."""
+    import time
+
     sides = sides if isinstance(sides, dict) else {name: name for name in sides}
     runs: dict[str, list[dict]] = {name: [] for name in sides}
+    start, last = time.perf_counter(), {}
     for i in range(repeats):
         for name, side in sides.items():
+            if i > 0 and name in once:
+                continue
             if stream:
                 progress(f"run {i + 1}/{repeats} {name}: starting ({job.steps} steps)")
+            began = time.perf_counter()
             figures = spawn(bench, side, job, on_step=(lambda line, name=name: progress(f"  {name}: {line}")) if stream else None)
+            last[name] = time.perf_counter() - began
             runs[name].append(figures)
             progress(describe(i, name, figures))
+        next_round = sum(seconds for name, seconds in last.items() if name not in once)
+        if deadline_s is not None and i + 1 < repeats and time.perf_counter() - start + next_round > deadline_s:
+            progress(f"stopping after {i + 1} of {repeats} rounds: another would end past the {deadline_s / 60:.0f}-minute bound at this CPU's pace")
+            break
     return runs
 
 
