@@ -49,4 +49,8 @@ def assert_run_followed_plan(plan, recorder: Recorder, result) -> None:
     assert recorder.model.config._attn_implementation == speed.attention
     assert recorder.args.bf16 == (speed.autocast and plan.precision.name == "bf16")
     assert recorder.args.gradient_checkpointing == speed.gradient_checkpointing
+    from tunesmith.train.speed import checkpointed_layers
+
+    checkpointed, layers = checkpointed_layers(recorder.model)
+    assert checkpointed == (-(-layers // speed.checkpoint_every) if speed.checkpoint_every else 0), (checkpointed, layers, speed)  # one layer in k, as the plan says
     assert str(recorder.model.get_base_model().dtype).removeprefix("torch.") == speed.weights

@@ -6,7 +6,7 @@ import pytest
 
 from tunesmith.models.precision import Precision
 from tunesmith.recipes import load_recipe
-from tunesmith.train.speed import EAGER_MAX_TOKENS, speed_settings
+from tunesmith.train.speed import EAGER_MAX_TOKENS, PARTIAL_CHECKPOINT_EVERY, speed_settings
 
 CPU = Precision("bf16", "test", "cpu")
 
@@ -24,3 +24,28 @@ def test_cpu_lora_runs_without_autocast_full_finetuning_with_it():
     assert not lora.autocast and lora.weights == "bfloat16"
     full = speed_settings(load_recipe(None, {"method": "full"}), CPU, 100)
     assert full.autocast and full.weights == "float32"
+
+
+FP32_CPU = Precision("fp32", "test", "cpu")
+
+
+@pytest.mark.parametrize(
+    "stage, precision, overrides, every",
+    [
+        ("sft", CPU, {}, 0),  # bf16 base: activations are not the peak, checkpointing would cost ~30%
+        ("sft", FP32_CPU, {}, PARTIAL_CHECKPOINT_EVERY),  # fp32 on a CPU: one layer in 4
+        ("sft", FP32_CPU, {"training.gradient_checkpointing": False}, 0),
+        ("sft", FP32_CPU, {"training.gradient_checkpointing": True}, 1),
+        ("dpo", FP32_CPU, {}, PARTIAL_CHECKPOINT_EVERY),
+        ("grpo", CPU, {}, 1),  # RL stages: on
+        ("grpo", FP32_CPU, {}, 1),
+    ],
+)
+def test_checkpointing_rule(stage, precision, overrides, every):
+    speed = speed_settings(load_recipe(None, {"stage": stage, **overrides}), precision, 100)
+    assert speed.checkpoint_every == every and speed.gradient_checkpointing == bool(every)
+    assert ("1 layer in 4" in speed.summary()) == (every == PARTIAL_CHECKPOINT_EVERY)
+
+
+def test_fp32_on_a_cpu_takes_sdpa():
+    assert speed_settings(load_recipe(None, {}), FP32_CPU, 100).attention == "sdpa"

@@ -246,6 +246,8 @@ def run_recipe(overrides: dict, meter, *more_callbacks) -> None:
 
 def side_settings(meter, **extra) -> dict:
     """What a side really ran with, read off the trainer's model and arguments."""
+    from tunesmith.train.speed import checkpointed_layers
+
     model, args = meter.model, meter.args
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return {
@@ -253,5 +255,6 @@ def side_settings(meter, **extra) -> dict:
         "autocast": "bf16" if args.bf16 else ("fp16" if args.fp16 else "none"),
         "attention": base.config._attn_implementation,
         "gradient_checkpointing": bool(args.gradient_checkpointing),
+        "checkpointed_layers": "{}/{}".format(*checkpointed_layers(base)),
         **{name: bool(getattr(args, name)) for name in extra},
     }

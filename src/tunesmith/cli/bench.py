@@ -91,23 +91,7 @@ def bench_generate(
     repeats: int = typer.Option(3, min=1, help="Runs per side, alternating."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON (the last line is still the speed ratio)."),
 ):
-    """Greedy generation: a per-prompt `model.generate` loop (fp32) against our batched generation, outputs compared."""
-    from tunesmith.bench.generate import Job, compare
+    """Greedy generation: transformers' `generate` (per prompt in fp32, and batched in the CPU's fast precision) against our batched generation, outputs compared."""
+    from tunesmith.bench.generate import Job, compare, report_lines
 
-    report = compare(Job(prompts=prompts, max_new_tokens=max_new_tokens), repeats, _progress)
-    if as_json:
-        print(json.dumps(report, indent=2))
-    else:
-        for name, side in report["sides"].items():
-            console.print(f"[bold]{name:9}[/] {side['tokens_per_s']:6.1f} tokens/s  peak {side['peak_rss_mb']:5.0f} MB  ({side['setup']}, {side['dtype']})", highlight=False, soft_wrap=True)
-        for c in report["outputs"]:
-            for batch in ("batch_1", "batch_8"):
-                r = c[batch]
-                console.print(f"{c['precision']} {batch.replace('_', ' ')}: {r['identical']}/{r['of']} replies identical to the per-prompt loop", highlight=False)
-                for d in r["differences"]:
-                    console.print(f"  [dim]{d['prompt']!r}, first different token #{d['first_difference_at_token']}[/]", highlight=False)
-                    for key, text in d.items():
-                        if key not in ("prompt", "first_difference_at_token"):
-                            console.print(f"    {key}: {text!r}", highlight=False, soft_wrap=True)
-        _verdicts(report["targets"])
-    print(f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}")
+    _show(compare(Job(prompts=prompts, max_new_tokens=max_new_tokens), repeats, _progress), report_lines, as_json)

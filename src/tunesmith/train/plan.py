@@ -71,12 +71,12 @@ def parameter_counts(recipe: Recipe, model, head: str = "causal") -> tuple[int, 
     return total + trainable, trainable  # the adapter's weights add to the model
 
 
-def estimate_memory(config, total: int, trainable: int, precision: Precision, method: str, batch: int, seq_len: int, checkpointing: bool) -> dict[str, int]:
+def estimate_memory(config, total: int, trainable: int, precision: Precision, method: str, batch: int, seq_len: int, checkpoint_every: int) -> dict[str, int]:
     """Rough bytes for weights, gradients, AdamW state and activations of one micro-batch.
 
     Activations follow Korthikanti et al. (2022): per layer ~ s*b*h*(34 + 5*a*s/h) bytes in
-    16-bit, doubled in fp32; with gradient checkpointing only each layer's input (2*s*b*h)
-    is kept plus one layer recomputed. The loss (train/loss.py) holds one chunk of at most CHUNK_TOKENS
+    16-bit, doubled in fp32; a checkpointed layer (every one for checkpoint_every 1, one in k for k)
+    keeps only its input (2*s*b*h), plus one layer recomputed at a time. The loss (train/loss.py) holds one chunk of at most CHUNK_TOKENS
     scored positions' logits at a time: two fp32 work buffers and one 16-bit, 10 bytes per entry.
     """
     from tunesmith.train.loss import CHUNK_TOKENS
@@ -88,7 +88,8 @@ def estimate_memory(config, total: int, trainable: int, precision: Precision, me
     h, layers, heads, vocab = config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.vocab_size
     s, b = seq_len, batch
     per_layer = s * b * h * (34 + 5 * heads * s / h) * (1 if half else 2)
-    activations = (2 * s * b * h * layers + per_layer) if checkpointing else per_layer * layers
+    checkpointed = -(-layers // checkpoint_every) if checkpoint_every else 0
+    activations = 2 * s * b * h * checkpointed + per_layer * (layers - checkpointed + (1 if checkpointed else 0))
     return {
         "weights": int(total * weight_bytes),
         "gradients": int(trainable * 4),
@@ -126,7 +127,8 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     total, trainable = parameter_counts(recipe, model, stage.head)
     # DPO, ORPO and reward models run chosen and rejected through the model in one batch
     rows = recipe.training.per_device_train_batch_size * stage.sequences_per_example
-    memory = estimate_memory(model.config, total, trainable, precision, recipe.method, rows, seq_len, recipe.training.gradient_checkpointing)
+    speed = speed_settings(recipe, precision, seq_len)
+    memory = estimate_memory(model.config, total, trainable, precision, recipe.method, rows, seq_len, speed.checkpoint_every)
     if stage.sequences_per_example == 2:
         notes.append(f"each step sees pairs: {recipe.training.per_device_train_batch_size} pairs per micro-batch run as {rows} sequences (chosen and rejected)")
     if stage.uses_reference(recipe):
@@ -139,7 +141,6 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
             + ("; it scores the data once before training (precompute_ref_log_probs)" if precomputed else "; it runs a forward pass in every step")
         )
     notes += stage.plan_notes(recipe)
-    speed = speed_settings(recipe, precision, seq_len)
     plan = Plan(schedule, precision, recipe.method, recipe.model.name, total, trainable, memory, data_summary, num_examples, notes, speed)
     plan.stage, plan.unit = recipe.stage, stage.unit
     return plan

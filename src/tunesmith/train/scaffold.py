@@ -22,7 +22,7 @@ from tunesmith.models.precision import Precision, resolve_precision
 from tunesmith.recipes import Recipe, dump_recipe, load_recipe
 from tunesmith.runs.rundir import RunDir, find_resume_point
 from tunesmith.train.callbacks import MetricsLog, NanGuard, Progress
-from tunesmith.train.speed import SpeedSettings, base_weights_dtype, check_gpu_kernels, compact_lm_head, speed_settings
+from tunesmith.train.speed import SpeedSettings, base_weights_dtype, check_gpu_kernels, checkpoint_one_layer_in, compact_lm_head, speed_settings
 from tunesmith.train.stages import get_stage
 from tunesmith.train.stages.base import Stage, StageData, StageResult
 
@@ -100,7 +100,7 @@ def _load_qlora(source: ModelSource, recipe: Recipe, precision: Precision, head:
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=precision.dtype)
     cls, extra = (AutoModelForSequenceClassification, {"num_labels": 1}) if head == "reward" else (AutoModelForCausalLM, {})
     model = cls.from_pretrained(source.path, quantization_config=quant, dtype=precision.dtype, **extra)
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.training.gradient_checkpointing)
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(recipe.training.gradient_checkpointing))
 
 
 def lora_config(recipe: Recipe, model, head: str):
@@ -153,7 +153,7 @@ def common_arguments(recipe: Recipe, run: RunDir, precision: Precision, has_eval
         save_total_limit=t.save_total_limit,
         eval_strategy=t.eval_strategy if has_eval else "no",
         eval_steps=t.eval_steps,
-        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing=speed.gradient_checkpointing,
         seed=t.seed,
         report_to=t.report_to or "none",
         dataloader_num_workers=t.dataloader_num_workers,
@@ -214,6 +214,8 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     schedule = compute_schedule(recipe.training, data.num_sequences)
     speed = speed_settings(recipe, precision, data.longest)
     source, model = load_for_training(recipe, precision, speed.attention, stage.head)
+    if speed.checkpoint_every > 1:
+        checkpoint_one_layer_in(model, speed.checkpoint_every)
     prompts = recipe.sample.prompts if stage.head == "causal" else []
     sample = dict(max_new_tokens=recipe.sample.max_new_tokens, temperature=recipe.sample.temperature, seed=recipe.training.seed)
     from tunesmith.infer import generate
