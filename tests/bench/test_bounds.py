@@ -48,18 +48,23 @@ def test_rounds_stop_before_the_deadline_and_once_sides_run_once(monkeypatch, cl
     assert any(line.startswith(f"stopping after {rounds} of 3 rounds") for line in progress) == (rounds < 3)
 
 
-class Stepper:
-    """Stands in for a trainer class: `training_step` takes a batch and spends 30 ms on it."""
+def stepper():
+    """A fresh stand-in for a trainer class (batch_counter patches the class it is given): `training_step`
+    takes a batch and spends 30 ms on it."""
 
-    def __init__(self):
-        self.state = type("State", (), {"global_step": 0})()
+    class Stepper:
+        def __init__(self):
+            self.state = type("State", (), {"global_step": 0})()
 
-    def training_step(self, model, inputs):
-        time.sleep(0.03)
-        return 0.0
+        def training_step(self, model, inputs):
+            time.sleep(0.03)
+            return 0.0
+
+    return Stepper
 
 
 def test_a_budgeted_run_stops_and_is_timed_over_its_micro_batches():
+    Stepper = stepper()
     counter = batch_counter(Stepper, budget_s=0.07)
     trainer = Stepper()
     batch = {"input_ids": torch.ones(2, 5, dtype=torch.long), "attention_mask": torch.tensor([[1] * 5, [0, 0, 1, 1, 1]]), "labels": torch.ones(2, 5, dtype=torch.long)}
@@ -69,6 +74,16 @@ def test_a_budgeted_run_stops_and_is_timed_over_its_micro_batches():
     figures = counter.partial_figures()
     assert figures["timed_micro_batches"] == 2 and figures["timed_tokens"] == 16  # micro-batches 2 and 3, 8 real tokens each
     assert figures["tokens_per_s"] == pytest.approx(16 / figures["timed_seconds"]) and figures["timed_seconds"] >= 0.06
+
+
+def test_a_run_whose_first_micro_batch_spends_the_budget_is_timed_over_it():
+    Stepper = stepper()
+    counter = batch_counter(Stepper, budget_s=0.01)
+    batch = {"input_ids": torch.ones(1, 4, dtype=torch.long), "attention_mask": torch.ones(1, 4, dtype=torch.long), "labels": torch.ones(1, 4, dtype=torch.long)}
+    with pytest.raises(BudgetSpent, match=r"stopped after 1 micro-batch,"):
+        Stepper.training_step(Stepper(), None, batch)
+    figures = counter.partial_figures()
+    assert figures["timed_micro_batches"] == 1 and figures["warm_up_included"] and figures["timed_tokens"] == 4
 
 
 def test_loss_curves_compare_over_the_steps_both_logged():

@@ -133,3 +133,15 @@ def test_sample_is_reproducible_and_greedy_leaves_the_generator_alone():
 def test_bad_params_are_explained(kwargs, message):
     with pytest.raises(TunesmithError, match=message.replace(".", r"\.")):
         SamplingParams(**kwargs)
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.7])
+def test_greedy_fast_path_takes_the_token_the_distribution_puts_all_mass_on(penalty):
+    """Generation's greedy shortcut (arg-max of the penalised logits) is the one-hot the inspector shows."""
+    from tunesmith.infer.sampling import next_tokens
+
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(3))
+    logits[0, 7] = logits[0, 9] = logits[0].max() + 1  # a tie: both pick the first
+    seen = torch.randint(0, 50, (6, 12), generator=torch.Generator().manual_seed(4))
+    params = SamplingParams(temperature=0, repetition_penalty=penalty)
+    assert next_tokens(logits, params, seen).tolist() == next_token_distribution(logits, params, seen).argmax(-1).tolist()

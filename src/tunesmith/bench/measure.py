@@ -113,7 +113,7 @@ def batch_counter(trainer_cls=None, budget_s: float | None = None):
     train with one; bench dpo passes `trl.DPOTrainer`) in this process only: the benchmark worker runs one
     training and exits. Batches without `labels` (DPO's) count their `completion_mask` as scored.
     With `budget_s`, the run stops (`BudgetSpent`) after the first micro-batch that ends past the budget,
-    counted from the start of the first one, once at least two have run.
+    counted from the start of the first one.
     """
     import time
 
@@ -130,10 +130,14 @@ def batch_counter(trainer_cls=None, budget_s: float | None = None):
             self.started: float | None = None
 
         def partial_figures(self) -> dict:
-            """Real tokens/s over micro-batches 2..k (the first holds one-off warm-up), for a run cut short."""
-            lengths = [sum(m[1]) for m in self.micro_batches]
-            seconds = self.ends[-1] - self.ends[0]
-            return {"timed_micro_batches": len(self.ends) - 1, "timed_tokens": sum(lengths[1:]), "timed_seconds": seconds, "tokens_per_s": sum(lengths[1:]) / seconds if seconds > 0 else None}
+            """Real tokens/s for a run cut short: over micro-batches 2..k (the first holds one-off warm-up), or
+            over the first one, warm-up included, when it is all that ran."""
+            lengths = [sum(m[1]) for m in self.micro_batches][: len(self.ends)]
+            if len(self.ends) >= 2:
+                tokens, seconds, window = sum(lengths[1:]), self.ends[-1] - self.ends[0], len(self.ends) - 1
+            else:
+                tokens, seconds, window = lengths[0], self.ends[0] - self.started, 1
+            return {"timed_micro_batches": window, "warm_up_included": len(self.ends) < 2, "timed_tokens": tokens, "timed_seconds": seconds, "tokens_per_s": tokens / seconds if seconds > 0 else None}
 
         def record(self, step: int, inputs: dict) -> None:
             mask = inputs.get("attention_mask")
@@ -165,8 +169,9 @@ def batch_counter(trainer_cls=None, budget_s: float | None = None):
         counter.record(self.state.global_step, inputs)
         loss = original(self, model, inputs, *args, **kwargs)
         counter.ends.append(time.perf_counter())
-        if budget_s is not None and len(counter.ends) >= 2 and counter.ends[-1] - counter.started > budget_s:
-            raise BudgetSpent(f"stopped after {len(counter.ends)} micro-batches, {counter.ends[-1] - counter.started:.0f} s (budget {budget_s:.0f} s)")
+        if budget_s is not None and counter.ends[-1] - counter.started > budget_s:
+            n = len(counter.ends)
+            raise BudgetSpent(f"stopped after {n} micro-batch{'es' if n > 1 else ''}, {counter.ends[-1] - counter.started:.0f} s (budget {budget_s:.0f} s)")
         return loss
 
     trainer_cls.training_step = training_step

@@ -44,8 +44,8 @@ class Job:
     lora_dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     seed: int = 42
-    defaults_budget_s: float = 90.0  # trl-defaults stops here where its bf16 autocast is emulated
-    deadline_s: float = 540.0  # no round starts that would end past this (the whole bench stays under 10 min)
+    defaults_budget_s: float = 60.0  # trl-defaults stops after the micro-batch that ends past this where its bf16 autocast is emulated
+    deadline_s: float = 480.0  # no round starts that would end past this (the whole bench stays under 10 min)
 
 
 def pirate_prompt_completion():
@@ -115,8 +115,8 @@ def run_side(side: str, job: Job) -> dict:
     lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
     if stopped:
         figures = {**counter.partial_figures(), "steps": len(meter.steps), "losses": meter.losses, "final_loss": meter.losses[-1] if meter.losses else None}
-        lengths = [n for m in counter.micro_batches[1:] for n in m[1]]
-        scored = sum(m[2] for m in counter.micro_batches[1:])
+        timed = counter.micro_batches[: len(counter.ends)][-figures["timed_micro_batches"] :]
+        lengths, scored = [n for m in timed for n in m[1]], sum(m[2] for m in timed)
     else:
         figures = meter.figures()
         lengths, scored = counter.since(step=1)  # the timed window: steps 2..N
@@ -146,7 +146,7 @@ def curve_gap(ours: list[float], theirs: list[float]) -> float | None:
 
 def run_line(i: int, repeats: int, side: str, f: dict) -> str:
     loss = f"final loss {f['final_loss']:.4f}" if f["final_loss"] is not None else "no step finished"
-    cut = f" ({f['stopped']}: timed over {f['timed_micro_batches']} micro-batches)" if f.get("stopped") else ""
+    cut = f" ({f['stopped']}: timed over {f['timed_micro_batches']} micro-batch{'es' if f['timed_micro_batches'] > 1 else ''}{', warm-up included' if f['warm_up_included'] else ''})" if f.get("stopped") else ""
     return f"run {i + 1}/{repeats} {side}: {f['tokens_per_s']:.0f} tokens/s, peak {f['peak_rss_mb']:.0f} MB, {loss}{cut}"
 
 
@@ -165,7 +165,7 @@ def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
     emulated = emulated_bf16()
     sides_run = {name: name for name in SIDES if name != "trl-tuned" or emulated}  # tuned == defaults on a bf16 CPU
     if emulated:
-        progress(f"trl-defaults (bf16 autocast) runs emulated bf16 here: it runs once, stopped after {job.defaults_budget_s:.0f} s")
+        progress(f"trl-defaults (bf16 autocast) runs emulated bf16 here: it runs once and stops after the micro-batch that ends past {job.defaults_budget_s:.0f} s")
     runs = alternate("sft", job, sides_run, repeats, progress, lambda i, side, f: run_line(i, repeats, side, f), once={"trl-defaults"} if emulated else (), deadline_s=job.deadline_s)
     sides = {}
     for side, figures in runs.items():
@@ -178,7 +178,7 @@ def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
             "mfu": gflops / peak,
             "settings": figures[0]["settings"],
             "stopped": figures[0]["stopped"],
-            "runs": [{k: f.get(k) for k in ("tokens_per_s", "peak_rss_mb", "final_loss", "losses", "gflops_per_s", "timed_real_tokens", "timed_scored_tokens", "timed_seconds", "stopped")} for f in figures],
+            "runs": [{k: f.get(k) for k in ("tokens_per_s", "peak_rss_mb", "final_loss", "losses", "gflops_per_s", "timed_real_tokens", "timed_scored_tokens", "timed_seconds", "stopped", "timed_micro_batches", "warm_up_included")} for f in figures],
         }
     if "trl-tuned" not in sides:
         sides["trl-tuned"] = {**sides["trl-defaults"], "same_as": "trl-defaults"}

@@ -111,6 +111,15 @@ def next_token_distribution(logits: torch.Tensor, params: SamplingParams, previo
     return _steps(logits, params, previous_ids).final
 
 
+def next_tokens(logits: torch.Tensor, params: SamplingParams, previous_ids: torch.Tensor | None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, V) logits -> (B,) the tokens generation takes: a draw from `next_token_distribution`. Greedy skips
+    building the one-hot distribution: its token is the arg-max of the penalised logits, which is where that
+    distribution puts all its mass (the same token; the generator is not touched either way)."""
+    if params.greedy:
+        return penalise(logits.float(), previous_ids, params.repetition_penalty).argmax(-1)
+    return sample(next_token_distribution(logits, params, previous_ids), generator)
+
+
 def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """(B, V) -> (B,) token ids. One-hot rows (greedy, or one survivor) take the arg-max and leave the generator alone."""
     if bool(((probs == 1.0).sum(-1) == 1).all()):

@@ -112,7 +112,7 @@ class TrainingSection(Section):
     save_total_limit: int | None = Field(2, ge=1, description="Keep only the newest N checkpoints (None: all).")
     eval_strategy: Literal["steps", "epoch", "no"] = Field("no", description="When to compute eval loss.")
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (eval_strategy=steps).")
-    gradient_checkpointing: bool | None = Field(None, description="Recompute activations in backward to save memory: true for every layer, false for none. Unset: none where the base is stored in bf16 (it costs ~30% of an SFT step); one layer in 4 for an fp32 run on a CPU (AVX2 bench: ~14% less peak memory for ~13% of the step, keeping tunesmith under plain TRL's memory); on for grpo and rloo (bench grpo: ~20% more time per step for ~25% less peak memory).")
+    gradient_checkpointing: bool | None = Field(None, description="Recompute activations in backward to save memory: true for every layer, false for none. Unset: none where the base is stored in bf16 (it costs ~30% of an SFT step); one layer in 3 for an fp32 run on a CPU (AVX2 bench: ~15% less peak memory for ~15% of the step, keeping tunesmith under plain TRL's memory); on for grpo and rloo (bench grpo: ~20% more time per step for ~25% less peak memory).")
     use_liger_kernel: bool | None = Field(None, description="Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); default: on with a CUDA GPU and liger-kernel installed.")
     seed: int = Field(42, description="Seed for weights init, data order and dropout.")
     report_to: list[str] = Field([], description="Extra metric sinks: tensorboard, wandb, mlflow (metrics.jsonl is always written).")
