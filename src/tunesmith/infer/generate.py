@@ -19,6 +19,7 @@ from typing import Callable, Union
 import torch
 
 from tunesmith.errors import TunesmithError
+from tunesmith.infer.packed import packed_linears
 from tunesmith.infer.sampling import SamplingParams, next_tokens
 
 Prompt = Union[str, list[dict]]  # raw text, or chat messages [{"role", "content"}, ...]
@@ -239,9 +240,10 @@ def _complete_all(model, tokenizer, prompt_ids, strips, params, max_new_tokens, 
         model.eval()
     try:
         results = []
-        for start in range(0, len(prompt_ids), batch_size):
-            chunk = slice(start, start + batch_size)
-            results += _complete_batch(model, tokenizer, prompt_ids[chunk], strips[chunk], params, max_new_tokens, eos, stops, generator, on_token, start)
+        with packed_linears(model):  # bf16 on a CPU: weights reordered once, not in every call (same results)
+            for start in range(0, len(prompt_ids), batch_size):
+                chunk = slice(start, start + batch_size)
+                results += _complete_batch(model, tokenizer, prompt_ids[chunk], strips[chunk], params, max_new_tokens, eos, stops, generator, on_token, start)
         return results
     finally:
         if was_training:

@@ -1,0 +1,59 @@
+"""Decoding on packed bf16 weights gives the same numbers as the plain layers, and packs once per weight."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunesmith.infer import complete, packed
+from tunesmith.infer.packed import drop_packed, packed_linears
+
+pytestmark = pytest.mark.skipif(not packed.available(), reason="this torch build has no oneDNN linear kernels")
+
+
+@pytest.fixture(scope="module")
+def tiny_bf16(tiny_model_dir):
+    from tunesmith.models import load_model, load_tokenizer
+
+    return load_model(tiny_model_dir, dtype=torch.bfloat16), load_tokenizer(tiny_model_dir)
+
+
+def test_logits_and_greedy_tokens_equal_the_plain_layers(tiny_bf16, monkeypatch):
+    model, tok = tiny_bf16
+    ids = torch.randint(0, 1000, (3, 17), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with packed_linears(model) as count:
+            packed_logits = model(input_ids=ids).logits
+    assert count == sum(type(m) is torch.nn.Linear for m in model.modules()) > 0
+    assert torch.equal(plain, packed_logits)
+    prompts = ["hello there", "a much longer prompt, so that the batch needs left padding"]
+    ours = [c.token_ids for c in complete(model, tok, prompts, max_new_tokens=12)]
+    monkeypatch.setattr(packed, "available", lambda: False)
+    assert ours == [c.token_ids for c in complete(model, tok, prompts, max_new_tokens=12)]
+
+
+def test_packs_once_and_again_when_the_weight_changes(tiny_bf16):
+    model, _ = tiny_bf16
+    layer = next(m for m in model.modules() if type(m) is torch.nn.Linear)
+    x = torch.randn(2, layer.in_features, dtype=torch.bfloat16)
+    drop_packed(model)
+    with torch.no_grad(), packed_linears(model):
+        layer(x)
+        first = layer.__dict__["_tunesmith_packed"]
+        layer(x)
+        assert layer.__dict__["_tunesmith_packed"] is first  # cached
+        layer.weight.mul_(2)  # an in-place update (an optimizer step, a merge) bumps the version
+        assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+        assert layer.__dict__["_tunesmith_packed"] is not first
+        layer.weight.div_(2)
+    assert "forward" not in layer.__dict__ and "_tunesmith_packed" not in dict(model.state_dict())
+
+
+def test_with_gradients_on_the_plain_path_runs(tiny_bf16):
+    model, _ = tiny_bf16
+    layer = next(m for m in model.modules() if type(m) is torch.nn.Linear)
+    x = torch.randn(2, layer.in_features, dtype=torch.bfloat16, requires_grad=True)
+    with packed_linears(model):
+        layer(x).sum().backward()
+    assert x.grad is not None
