@@ -7,7 +7,8 @@ Everything else is each side's own:
 
 - baseline: the LoRA script of TRL's DPO docs, with DPOConfig's defaults for everything the job does not fix
   (on a CPU: fp32 weights, bf16 autocast, gradient checkpointing, sdpa attention; the reference is the policy
-  with its adapter disabled);
+  with its adapter disabled). On a CPU without fast bf16 it sets `bf16=False`, as an informed user would
+  there (measure.tuned_precision): TRL's bf16 autocast would run emulated kernels, ~15x slower;
 - tunesmith: `run_stage` on a `stage: dpo` recipe with tunesmith's defaults (train/speed.py).
 
 Each run is a fresh `python -m tunesmith.bench.worker dpo <side>` process and runs alternate A B A B...; the
@@ -22,7 +23,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from tunesmith.bench.measure import baseline_arguments, baseline_model, batch_counter, job_recipe, median, peak_rss_mb, run_recipe, side_settings, trainer_meter
+from tunesmith.bench.measure import tuned_precision, baseline_arguments, baseline_model, batch_counter, job_recipe, median, peak_rss_mb, run_recipe, side_settings, trainer_meter
 
 SIDES = ("baseline", "tunesmith")
 DATASET = "pirate-pairs"
@@ -58,7 +59,7 @@ def pirate_pairs(tokenizer):
 
 def baseline_config(job: Job, output_dir: str, use_cpu: bool) -> dict:
     """DPOConfig arguments of the baseline script: the job's settings, logging, nothing else."""
-    args = {**baseline_arguments(job, output_dir, use_cpu), "beta": job.beta}
+    args = {**baseline_arguments(job, output_dir, use_cpu), **tuned_precision(), "beta": job.beta}
     if job.precompute_ref_log_probs is not None:
         args["precompute_ref_log_probs"] = job.precompute_ref_log_probs
     return args

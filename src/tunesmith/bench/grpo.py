@@ -7,7 +7,8 @@ dropout 0 on q_proj and v_proj, group size, completion length, temperature, beta
 batch, learning rate and schedule, seed. Everything else is each side's own:
 
 - baseline: GRPOConfig's defaults for all the job leaves open (on a CPU: fp32 weights, bf16 autocast,
-  gradient checkpointing; rollouts by `model.generate`);
+  gradient checkpointing; rollouts by `model.generate`); `bf16=False` on a CPU without fast bf16
+  (measure.tuned_precision: emulated bf16 autocast is ~15x slower there);
 - tunesmith: `run_stage` on a `stage: grpo` recipe with tunesmith's defaults (bf16 base where the CPU has
   native bf16, rollouts by our decode loop, train/rollout.py).
 
@@ -25,7 +26,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from tunesmith.bench.measure import baseline_model, median, peak_rss_mb, run_recipe, side_settings, trainer_meter
+from tunesmith.bench.measure import tuned_precision, baseline_model, median, peak_rss_mb, run_recipe, side_settings, trainer_meter
 
 SIDES = ("baseline", "tunesmith")
 DATASET = "arithmetic"
@@ -107,7 +108,7 @@ def run_baseline(job: Job, output_dir: str, callbacks) -> dict:
         output_dir=output_dir, max_steps=job.steps, per_device_train_batch_size=job.batch_size, gradient_accumulation_steps=job.gradient_accumulation_steps,
         learning_rate=job.learning_rate, lr_scheduler_type=job.lr_scheduler_type, warmup_steps=job.warmup_ratio, seed=job.seed,
         num_generations=job.num_generations, max_completion_length=job.max_completion_length, temperature=job.temperature, beta=job.beta,
-        reward_weights=weights, logging_steps=1, save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(),
+        reward_weights=weights, logging_steps=1, save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(), **tuned_precision(),
     )
     trainer = GRPOTrainer(model=model, reward_funcs=functions, args=args, train_dataset=prompts(tokenizer), processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     trainer.train()

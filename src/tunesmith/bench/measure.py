@@ -201,6 +201,16 @@ def baseline_arguments(job, output_dir: str, use_cpu: bool) -> dict:
     )
 
 
+def tuned_precision() -> dict:
+    """The precision flag an informed TRL user sets on this machine: `bf16=False` on a CPU without fast bf16
+    (TRL's default bf16 autocast would run emulated kernels there, ~15x slower than fp32); nothing elsewhere."""
+    import torch
+
+    from tunesmith.models.precision import cpu_has_fast_bf16
+
+    return {} if torch.cuda.is_available() or cpu_has_fast_bf16() else {"bf16": False}
+
+
 def baseline_model(job):
     """What a baseline script loads as TRL's docs show it: the embedded model (fp32), its tokenizer, a LoraConfig."""
     from peft import LoraConfig

@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tunesmith.bench.measure import BudgetSpent, baseline_arguments, baseline_model, batch_counter, job_recipe, matmul_peak, median, peak_rss_mb, run_recipe, side_settings, trainer_meter, training_flops
+from tunesmith.bench.measure import BudgetSpent, baseline_arguments, baseline_model, tuned_precision, batch_counter, job_recipe, matmul_peak, median, peak_rss_mb, run_recipe, side_settings, trainer_meter, training_flops
 
 SIDES = ("trl-defaults", "trl-tuned", "tunesmith")
 
@@ -64,11 +64,8 @@ def run_baseline(job: Job, output_dir: str, meter, tuned: bool = False) -> dict:
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from tunesmith.models.precision import cpu_has_fast_bf16
-
     model, tokenizer, peft_config = baseline_model(job)
-    precision = {"bf16": cpu_has_fast_bf16()} if tuned and not torch.cuda.is_available() else {}
-    args = SFTConfig(**baseline_arguments(job, output_dir, use_cpu=not torch.cuda.is_available()), **precision)
+    args = SFTConfig(**baseline_arguments(job, output_dir, use_cpu=not torch.cuda.is_available()), **(tuned_precision() if tuned else {}))
     trainer = SFTTrainer(model=model, args=args, train_dataset=pirate_prompt_completion(), processing_class=tokenizer, peft_config=peft_config, callbacks=[meter])
     trainer.train()
     return settings_of(meter)
