@@ -19,19 +19,27 @@ def _bench(*args: str) -> tuple[dict, str]:
 @pytest.mark.slow
 def test_bench_sft_json():
     report, last = _bench("sft", "--steps", "2", "--repeats", "1", "--batch-size", "2", "--gradient-accumulation-steps", "1")
-    assert last == f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}"
-    base, ours = report["sides"]["baseline"], report["sides"]["tunesmith"]
-    assert base["settings"]["weights"] == "float32" and base["settings"]["gradient_checkpointing"]
-    assert ours["settings"]["attention"] == "eager" and not ours["settings"]["gradient_checkpointing"]
-    assert base["runs"][0]["timed_real_tokens"] == ours["runs"][0]["timed_real_tokens"] > 0  # the same batches on both sides
+    assert last == f"speed ratio tunesmith/trl-tuned: {report['speed_ratio']:.2f}"
+    sides = report["sides"]
+    defaults, tuned, ours = sides["trl-defaults"], sides["trl-tuned"], sides["tunesmith"]
+    assert defaults["settings"]["weights"] == "float32" and defaults["settings"]["autocast"] == "bf16" and defaults["settings"]["gradient_checkpointing"]
+    assert report["cpu"]["flags"] in ("AMX", "avx512_bf16", "AVX-512", "AVX2") and report["cpu"]["summary"]
+    if report["cpu"]["fast_bf16"]:  # TRL's bf16 autocast already is the tuned precision: not run twice
+        assert tuned["same_as"] == "trl-defaults" and ours["settings"]["attention"] == "eager" and not ours["settings"]["gradient_checkpointing"]
+    else:  # tuned: bf16=False; ours: fp32, one layer in 3 checkpointed
+        assert tuned["settings"]["autocast"] == "none" and ours["settings"]["checkpointed_layers"] == "10/30"
+    assert report["matmul_peak_dtype"] == report["precision"]["tunesmith"]
+    assert defaults["runs"][0]["timed_real_tokens"] == ours["runs"][0]["timed_real_tokens"] > 0  # the same batches on every side
     assert report["final_loss_gap"] <= report["loss_curve_max_gap"] < 0.02 and 0 < ours["mfu"] < 1
 
 
 @pytest.mark.slow
 def test_bench_generate_json():
     report, last = _bench("generate", "--prompts", "2", "--max-new-tokens", "8", "--repeats", "1")
-    assert last.startswith("speed ratio tunesmith/baseline: ")
+    assert last == f"speed ratio tunesmith/hf-tuned: {report['speed_ratio']:.2f}"
+    assert set(report["sides"]) == {"hf-defaults", "hf-tuned", "tunesmith"} and report["cpu"]["summary"]
     assert all(c["batch_1"]["share_identical"] == 1.0 for c in report["outputs"])
+    assert all(c["batch_8_vs_hf_batch_8"]["of"] == 2 for c in report["outputs"])
 
 
 @pytest.mark.slow
