@@ -131,3 +131,20 @@ def test_missing_metric_sink_is_explained_before_the_run(tiny_recipe, tmp_path):
     with pytest.raises(TunesmithError, match="report_to asks for wandb, but the package 'wandb' is not installed"):
         run_sft(tiny_recipe(**{"training.report_to": ["wandb"]}), live=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_decode_loops_packed_weights_do_not_ride_along_into_training(tiny_recipe):
+    """The before-training samples decode from packed bf16 weights (infer/packed.py); training starts without them."""
+    from transformers import TrainerCallback
+
+    from tunesmith.train.sft import run_sft
+
+    seen = {}
+
+    class Look(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            seen["packed"] = sum("_tunesmith_packed" in m.__dict__ for m in model.modules())
+
+    recipe = tiny_recipe(**{"model.precision": "bf16", "sample.prompts": ["hello"], "sample.max_new_tokens": 4, "training.max_steps": 1, "training.num_train_epochs": 1})
+    run_sft(recipe, callbacks=[Look()], live=False)
+    assert seen["packed"] == 0

@@ -13,6 +13,7 @@ from a worker thread while the model sits in eval mode).
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
@@ -234,13 +235,13 @@ def complete(
     return _complete_all(model, tokenizer, prompt_ids, strips, params, max_new_tokens, eos, list(stop or []), generator, on_token, batch_size)
 
 
-def _complete_all(model, tokenizer, prompt_ids, strips, params, max_new_tokens, eos, stops, generator, on_token, batch_size) -> list[Completion]:
+def _complete_all(model, tokenizer, prompt_ids, strips, params, max_new_tokens, eos, stops, generator, on_token, batch_size, pack_weights: bool = True) -> list[Completion]:
     was_training = model.training
     if was_training:  # only touch the mode when we must: a served model stays in eval and is never flipped
         model.eval()
     try:
         results = []
-        with packed_linears(model):  # bf16 on a CPU: weights reordered once, not in every call (same results)
+        with packed_linears(model) if pack_weights else nullcontext():  # bf16 on a CPU: weights reordered once, not in every call (same results)
             for start in range(0, len(prompt_ids), batch_size):
                 chunk = slice(start, start + batch_size)
                 results += _complete_batch(model, tokenizer, prompt_ids[chunk], strips[chunk], params, max_new_tokens, eos, stops, generator, on_token, start)
@@ -250,12 +251,12 @@ def _complete_all(model, tokenizer, prompt_ids, strips, params, max_new_tokens, 
             model.train()
 
 
-def complete_tokens(model, tokenizer, prompt_ids: list[list[int]], params: SamplingParams, *, max_new_tokens: int, generator: torch.Generator, batch_size: int | None = None) -> list[Completion]:
+def complete_tokens(model, tokenizer, prompt_ids: list[list[int]], params: SamplingParams, *, max_new_tokens: int, generator: torch.Generator, batch_size: int | None = None, pack_weights: bool = True) -> list[Completion]:
     """Sample a reply to each already-tokenised prompt (RL rollouts: the trainer tokenised them): the same decode
     loop and sampling as `complete`, no stop strings, text not stripped. A reply's `token_ids` plus its
     `stop_token` are the tokens the policy produced."""
     eos = set(stop_token_ids(model, tokenizer))
-    return _complete_all(model, tokenizer, prompt_ids, [False] * len(prompt_ids), params, max_new_tokens, eos, [], generator, None, batch_size or len(prompt_ids))
+    return _complete_all(model, tokenizer, prompt_ids, [False] * len(prompt_ids), params, max_new_tokens, eos, [], generator, None, batch_size or len(prompt_ids), pack_weights)
 
 
 def generate(

@@ -222,6 +222,9 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
 
     before = generate(model, tokenizer, prompts, **sample) if prompts and not resume else []
     before_snapshot = measure_before(stage, run, model, tokenizer, recipe, data, resumed=bool(resume))
+    from tunesmith.infer.packed import drop_packed
+
+    drop_packed(model)  # the decode loop's packed bf16 weights (~270 MB for SmolLM2) must not ride along through training
 
     peft_config = lora_config(recipe, model, stage.head)
     if peft_config is not None and not stage.trainer_wraps_adapter:
