@@ -48,6 +48,14 @@ def test_rounds_stop_before_the_deadline_and_once_sides_run_once(monkeypatch, cl
     assert any(line.startswith(f"stopping after {rounds} of 3 rounds") for line in progress) == (rounds < 3)
 
 
+def test_announced_runs_say_when_they_start(monkeypatch, clock):
+    calls: list[str] = []
+    monkeypatch.setattr(worker, "spawn", _spawned(clock, {"a": 1, "b": 1}, calls))
+    progress: list[str] = []
+    worker.alternate("sft", type("Job", (), {"steps": 5})(), ("a", "b"), 1, progress.append, lambda i, name, f: f"done {name}", announce=True)
+    assert progress == ["run 1/1 a: starting (5 steps)", "done a", "run 1/1 b: starting (5 steps)", "done b"]
+
+
 def stepper():
     """A fresh stand-in for a trainer class (batch_counter patches the class it is given): `training_step`
     takes a batch and spends 30 ms on it."""

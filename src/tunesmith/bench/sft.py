@@ -163,7 +163,7 @@ def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
     sides_run = {name: name for name in SIDES if name != "trl-tuned" or emulated}  # tuned == defaults on a bf16 CPU
     if emulated:
         progress(f"trl-defaults (bf16 autocast) runs emulated bf16 here: it runs once and stops after the micro-batch that ends past {job.defaults_budget_s:.0f} s")
-    runs = alternate("sft", job, sides_run, repeats, progress, lambda i, side, f: run_line(i, repeats, side, f), once={"trl-defaults"} if emulated else (), deadline_s=job.deadline_s)
+    runs = alternate("sft", job, sides_run, repeats, progress, lambda i, side, f: run_line(i, repeats, side, f), once={"trl-defaults"} if emulated else (), deadline_s=job.deadline_s, announce=emulated)
     sides = {}
     for side, figures in runs.items():
         gflops = median([f["gflops_per_s"] for f in figures])

@@ -41,11 +41,12 @@ def spawn(bench: str, side: str, job, on_step=None) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def alternate(bench: str, job, sides, repeats: int, progress, describe, stream: bool = False, once=(), deadline_s: float | None = None) -> dict[str, list[dict]]:
+def alternate(bench: str, job, sides, repeats: int, progress, describe, stream: bool = False, once=(), deadline_s: float | None = None, announce: bool = False) -> dict[str, list[dict]]:
     """Every side once per round, `repeats` rounds (A B A B ...), each run a fresh process; its figures by side name.
 
     sides: side names, or {name: worker side} where the two differ. After each run `progress` gets
-    `describe(round, name, figures)`; with `stream` also a start line and the run's own step lines as they come.
+    `describe(round, name, figures)`; with `stream` also a start line and the run's own step lines as they come,
+    with `announce` the start line only (a slow side is then never minutes of silence).
     Sides named in `once` run in the first round only. With `deadline_s`, no round starts that would, at the
     pace of the last one, end past the deadline (counted from the start): the bench stays bounded in time on a
     slow CPU, and says how many rounds it ran."""
@@ -58,8 +59,8 @@ def alternate(bench: str, job, sides, repeats: int, progress, describe, stream: 
         for name, side in sides.items():
             if i > 0 and name in once:
                 continue
-            if stream:
-                progress(f"run {i + 1}/{repeats} {name}: starting ({job.steps} steps)")
+            if stream or announce:
+                progress(f"run {i + 1}/{repeats} {name}: starting" + (f" ({job.steps} steps)" if hasattr(job, "steps") else ""))
             began = time.perf_counter()
             figures = spawn(bench, side, job, on_step=(lambda line, name=name: progress(f"  {name}: {line}")) if stream else None)
             last[name] = time.perf_counter() - began
