@@ -8,7 +8,24 @@ import torch
 from tunesmith.infer import complete, packed
 from tunesmith.infer.packed import drop_packed, packed_linears
 
-pytestmark = pytest.mark.skipif(not packed.available(), reason="this torch build has no oneDNN linear kernels")
+needs_kernels = pytest.mark.skipif(not packed.available(), reason="no oneDNN packed bf16 linear kernels in this torch build or on this CPU")
+
+
+def test_a_cpu_without_the_kernels_decodes_on_the_plain_layers(monkeypatch):
+    """On an AVX2-only CPU oneDNN refuses the bf16 reorder ("bf16 path needs the cpu support ..."): no packing then."""
+
+    def refuse(weight, rows):
+        raise RuntimeError("mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx_ne_convert or avx512bw, avx512vl and avx512dq")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuse)
+    packed.available.cache_clear()
+    try:
+        assert not packed.available()
+        layer = torch.nn.Linear(8, 4).to(torch.bfloat16)
+        with torch.no_grad(), packed_linears(layer) as count:
+            assert count == 0 and torch.equal(layer(torch.ones(2, 8, dtype=torch.bfloat16)), torch.nn.functional.linear(torch.ones(2, 8, dtype=torch.bfloat16), layer.weight, layer.bias))
+    finally:
+        packed.available.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +35,7 @@ def tiny_bf16(tiny_model_dir):
     return load_model(tiny_model_dir, dtype=torch.bfloat16), load_tokenizer(tiny_model_dir)
 
 
+@needs_kernels
 def test_logits_and_greedy_tokens_equal_the_plain_layers(tiny_bf16, monkeypatch):
     model, tok = tiny_bf16
     ids = torch.randint(0, 1000, (3, 17), generator=torch.Generator().manual_seed(0))
@@ -29,10 +47,11 @@ def test_logits_and_greedy_tokens_equal_the_plain_layers(tiny_bf16, monkeypatch)
     assert torch.equal(plain, packed_logits)
     prompts = ["hello there", "a much longer prompt, so that the batch needs left padding"]
     ours = [c.token_ids for c in complete(model, tok, prompts, max_new_tokens=12)]
-    monkeypatch.setattr(packed, "available", lambda: False)
+    monkeypatch.setattr(packed, "available", lambda: False)  # the plain path, as on a CPU without the kernels
     assert ours == [c.token_ids for c in complete(model, tok, prompts, max_new_tokens=12)]
 
 
+@needs_kernels
 def test_packs_once_and_again_when_the_weight_changes(tiny_bf16):
     model, _ = tiny_bf16
     layer = next(m for m in model.modules() if type(m) is torch.nn.Linear)
@@ -50,6 +69,7 @@ def test_packs_once_and_again_when_the_weight_changes(tiny_bf16):
     assert "forward" not in layer.__dict__ and "_tunesmith_packed" not in dict(model.state_dict())
 
 
+@needs_kernels
 def test_with_gradients_on_the_plain_path_runs(tiny_bf16):
     model, _ = tiny_bf16
     layer = next(m for m in model.modules() if type(m) is torch.nn.Linear)

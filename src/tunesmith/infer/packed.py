@@ -8,22 +8,33 @@ without the per-call reorder. fp32 is left alone: its packed kernel is not MKL's
 differs (~1e-4), which would break the promise that greedy decoding gives exactly `model.generate`'s tokens.
 
 The packed copy is cached on the module, keyed by the weight's storage and version, so a model that keeps its
-weights (serve, chat, an RL policy's frozen LoRA base) packs once; one whose weights change repacks. It costs
+weights (serve, chat, eval) packs once; one whose weights change repacks. RL rollouts decode unpacked, and a
+training run drops the copies its before-training samples made (see train/rollout.py, train/scaffold.py). It costs
 a second copy of the bf16 linear weights (~270 MB for SmolLM2) and ~0.35 s the first time.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from functools import partial
+from functools import lru_cache, partial
 
 import torch
 
 ROWS_HINT = 8  # oneDNN's reorder takes the expected number of rows; the packed weight serves any
 
 
+@lru_cache(maxsize=1)
 def available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    """oneDNN's packed bf16 linear kernels exist in this torch build and run on this CPU. Where they do not (an
+    AVX2-only CPU, or kernels capped there: "bf16 path needs the cpu support avx_ne_convert or avx512bw ..."),
+    a tiny trial reorder fails and decoding keeps the plain layers."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
+        return False
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(8, 8, dtype=torch.bfloat16), ROWS_HINT)
+    except RuntimeError:
+        return False
+    return True
 
 
 def packable(module) -> bool:
