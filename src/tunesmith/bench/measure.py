@@ -8,18 +8,13 @@ import sys
 import time
 
 
-def matmul_peak(dtype: str = "bfloat16", size: int = 2048, repeats: int = 5, budget_s: float = 5.0) -> float:
-    """Best GFLOP/s of a square `torch.matmul` in `dtype` on this machine, now (threads as configured), in bounded
-    time: repeats stop once `budget_s` is spent. Call it with the dtype the run uses: a bf16 product on a CPU
-    without native bf16 is emulated (~0.3 GFLOP/s, minutes for a 4096 product)."""
-    import torch
+def matmul_peak(dtype, size: int = 2048, repeats: int = 5, budget_s: float = 5.0) -> float:
+    """Best GFLOP/s of a square `torch.matmul` in `dtype` (a torch dtype) on this machine, now (threads as
+    configured), in bounded time: repeats stop once `budget_s` is spent. Call it with the dtype the run uses: a
+    bf16 product on a CPU without native bf16 is emulated (~0.3 GFLOP/s, minutes for a 4096 product)."""
+    from tunesmith.models.precision import matmul_seconds
 
-    from tunesmith.models.precision import _best_seconds
-
-    dt = getattr(torch, dtype)
-    a, b = torch.randn(size, size, dtype=dt), torch.randn(size, size, dtype=dt)
-    torch.matmul(a, b)  # warm-up: packing buffers, thread pool
-    return 2 * size**3 / _best_seconds(lambda: torch.matmul(a, b), repeats, budget_s) / 1e9
+    return 2 * size**3 / matmul_seconds(dtype, size, repeats, budget_s) / 1e9
 
 
 class BudgetSpent(Exception):
@@ -115,8 +110,6 @@ def batch_counter(trainer_cls=None, budget_s: float | None = None):
     With `budget_s`, the run stops (`BudgetSpent`) after the first micro-batch that ends past the budget,
     counted from the start of the first one.
     """
-    import time
-
     import torch
 
     if trainer_cls is None:
@@ -129,15 +122,19 @@ def batch_counter(trainer_cls=None, budget_s: float | None = None):
             self.ends: list[float] = []  # perf_counter at the end of each micro-batch (forward + backward)
             self.started: float | None = None
 
-        def partial_figures(self) -> dict:
-            """Real tokens/s for a run cut short: over micro-batches 2..k (the first holds one-off warm-up), or
-            over the first one, warm-up included, when it is all that ran."""
-            lengths = [sum(m[1]) for m in self.micro_batches][: len(self.ends)]
+        def cut_short(self) -> tuple[list[tuple[int, list[int], int]], float]:
+            """The timed window of a run cut short, and its seconds: micro-batches 2..k (the first holds one-off
+            warm-up), or the first one, warm-up included, when it is all that ran."""
+            done = self.micro_batches[: len(self.ends)]
             if len(self.ends) >= 2:
-                tokens, seconds, window = sum(lengths[1:]), self.ends[-1] - self.ends[0], len(self.ends) - 1
-            else:
-                tokens, seconds, window = lengths[0], self.ends[0] - self.started, 1
-            return {"timed_micro_batches": window, "warm_up_included": len(self.ends) < 2, "timed_tokens": tokens, "timed_seconds": seconds, "tokens_per_s": tokens / seconds if seconds > 0 else None}
+                return done[1:], self.ends[-1] - self.ends[0]
+            return done, self.ends[0] - self.started
+
+        def partial_figures(self) -> dict:
+            """Real tokens/s for a run cut short, over `cut_short`'s window."""
+            window, seconds = self.cut_short()
+            tokens = sum(sum(m[1]) for m in window)
+            return {"timed_micro_batches": len(window), "warm_up_included": len(self.ends) < 2, "timed_tokens": tokens, "timed_seconds": seconds, "tokens_per_s": tokens / seconds if seconds > 0 else None}
 
         def record(self, step: int, inputs: dict) -> None:
             mask = inputs.get("attention_mask")
@@ -201,14 +198,19 @@ def baseline_arguments(job, output_dir: str, use_cpu: bool) -> dict:
     )
 
 
-def tuned_precision() -> dict:
-    """The precision flag an informed TRL user sets on this machine: `bf16=False` on a CPU without fast bf16
-    (TRL's default bf16 autocast would run emulated kernels there, ~15x slower than fp32); nothing elsewhere."""
+def emulated_bf16() -> bool:
+    """TRL's default bf16 autocast would run emulated kernels here (a CPU without fast bf16, no GPU)."""
     import torch
 
     from tunesmith.models.precision import cpu_has_fast_bf16
 
-    return {} if torch.cuda.is_available() or cpu_has_fast_bf16() else {"bf16": False}
+    return not torch.cuda.is_available() and not cpu_has_fast_bf16()
+
+
+def tuned_precision() -> dict:
+    """The precision flag an informed TRL user sets on this machine: `bf16=False` where bf16 is emulated (TRL's
+    default bf16 autocast would run ~15x slower than fp32 there); nothing elsewhere."""
+    return {"bf16": False} if emulated_bf16() else {}
 
 
 def baseline_model(job):

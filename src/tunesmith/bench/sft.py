@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tunesmith.bench.measure import BudgetSpent, baseline_arguments, baseline_model, tuned_precision, batch_counter, job_recipe, matmul_peak, median, peak_rss_mb, run_recipe, side_settings, trainer_meter, training_flops
+from tunesmith.bench.measure import BudgetSpent, baseline_arguments, baseline_model, batch_counter, emulated_bf16, job_recipe, matmul_peak, median, peak_rss_mb, run_recipe, side_settings, trainer_meter, training_flops, tuned_precision
 
 SIDES = ("trl-defaults", "trl-tuned", "tunesmith")
 
@@ -81,15 +81,6 @@ def settings_of(meter) -> dict:
     return side_settings(meter, packing=True, padding_free=True)
 
 
-def emulated_bf16() -> bool:
-    """TRL's default bf16 autocast would run emulated kernels here (a CPU without fast bf16)."""
-    import torch
-
-    from tunesmith.models.precision import cpu_has_fast_bf16
-
-    return not torch.cuda.is_available() and not cpu_has_fast_bf16()
-
-
 def run_side(side: str, job: Job) -> dict:
     """Train one side once in this process; its figures (tokens/s over steps 2..N, peak memory, losses, FLOPs).
     A run stopped at its budget is timed over its micro-batches 2..k instead and says so (`stopped`)."""
@@ -112,8 +103,8 @@ def run_side(side: str, job: Job) -> dict:
     lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
     if stopped:
         figures = {**counter.partial_figures(), "steps": len(meter.steps), "losses": meter.losses, "final_loss": meter.losses[-1] if meter.losses else None}
-        timed = counter.micro_batches[: len(counter.ends)][-figures["timed_micro_batches"] :]
-        lengths, scored = [n for m in timed for n in m[1]], sum(m[2] for m in timed)
+        window, _ = counter.cut_short()
+        lengths, scored = [n for m in window for n in m[1]], sum(m[2] for m in window)
     else:
         figures = meter.figures()
         lengths, scored = counter.since(step=1)  # the timed window: steps 2..N
@@ -157,7 +148,7 @@ def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
     cpu = cpu_capability()
     precision = resolve_precision("auto")
     progress(f"CPU: {cpu['summary']}; tunesmith's precision here: {precision.name}")
-    peak = matmul_peak({"bf16": "bfloat16", "fp16": "float16"}.get(precision.name, "float32"))
+    peak = matmul_peak(precision.dtype)
     progress(f"{precision.name} matmul peak {peak:.0f} GFLOP/s")
     emulated = emulated_bf16()
     sides_run = {name: name for name in SIDES if name != "trl-tuned" or emulated}  # tuned == defaults on a bf16 CPU

@@ -27,24 +27,41 @@ class Precision:
         return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.name]
 
 
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # the flags of a CPU with native bf16 matmul
+
+
 @lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as /proc/cpuinfo lists them (empty where there is no such file)."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's /proc/cpuinfo fields (empty where there is no such file)."""
     try:
         text = open("/proc/cpuinfo").read()
     except OSError:
-        return frozenset()
-    return frozenset(word for line in text.splitlines() if line.startswith("flags") for word in line.split(":", 1)[1].split())
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
-def _best_seconds(fn, repeats: int, budget_s: float) -> float:
-    """Fastest of up to `repeats` timed calls of `fn`, stopping early once `budget_s` is spent."""
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as /proc/cpuinfo lists them."""
+    return frozenset(_cpuinfo().get("flags", "").split())
+
+
+def matmul_seconds(dtype, size: int, repeats: int, budget_s: float) -> float:
+    """Fastest of up to `repeats` square `torch.matmul`s of `size` in `dtype` (after one warm-up), stopping early
+    once `budget_s` is spent: bounded even where the dtype is emulated."""
     import time
 
+    import torch
+
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.matmul(a, b)  # warm-up: packing buffers, thread pool
     best, start = float("inf"), time.perf_counter()
     for _ in range(repeats):
         t = time.perf_counter()
-        fn()
+        torch.matmul(a, b)
         best = min(best, time.perf_counter() - t)
         if time.perf_counter() - start > budget_s:
             break
@@ -60,17 +77,12 @@ def bf16_speedup(size: int = 512) -> float:
     ONEDNN_MAX_CPU_ISA, a VM that hides an instruction set), and then bf16 runs emulated at a fraction of fp32."""
     import torch
 
-    seconds = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-        torch.matmul(a, b)  # warm-up (packing buffers, thread pool)
-        seconds[dtype] = _best_seconds(lambda: torch.matmul(a, b), repeats=3, budget_s=0.5)
-    return seconds[torch.float32] / seconds[torch.bfloat16]
+    return matmul_seconds(torch.float32, size, 3, 0.5) / matmul_seconds(torch.bfloat16, size, 3, 0.5)
 
 
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has native bf16 matmul (avx512_bf16 or AMX) and torch's kernels really use it."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"}) and bf16_speedup() >= 1.0
+    return bool(cpu_flags() & BF16_FLAGS) and bf16_speedup() >= 1.0
 
 
 def cpu_capability() -> dict:
@@ -82,15 +94,11 @@ def cpu_capability() -> dict:
 
     flags = cpu_flags()
     best = next((name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "avx512_bf16"), ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), platform.machine() or "unknown")
-    model = ""
-    try:
-        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
-    except OSError:
-        pass
+    model = _cpuinfo().get("model name", "")
     fast = cpu_has_fast_bf16()
     kernels = torch.backends.cpu.get_cpu_capability()
     summary = f"{best} CPU ({model or 'model unknown'}), torch kernels {kernels}, " + (
-        f"bf16 native ({bf16_speedup():.1f}x fp32 matmul)" if fast else ("bf16 emulated (fp32 is the fast precision)" if not flags & {"avx512_bf16", "amx_bf16"} else f"bf16 slow here ({bf16_speedup():.2f}x fp32 matmul: torch's kernels do not use the CPU's bf16)")
+        f"bf16 native ({bf16_speedup():.1f}x fp32 matmul)" if fast else ("bf16 emulated (fp32 is the fast precision)" if not flags & BF16_FLAGS else f"bf16 slow here ({bf16_speedup():.2f}x fp32 matmul: torch's kernels do not use the CPU's bf16)")
     )
     return {"flags": best, "model": model, "torch_kernels": kernels, "fast_bf16": fast, "cores": torch.get_num_threads(), "summary": summary}
 
@@ -114,7 +122,7 @@ def resolve_precision(requested: str = "auto") -> Precision:
     if requested == "auto":
         if cpu_has_fast_bf16():
             return Precision("bf16", "CPU has avx512_bf16/AMX: bf16 matmul is several times faster than fp32", "cpu")
-        if cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        if cpu_flags() & BF16_FLAGS:
             return Precision("fp32", f"the CPU lists bf16, but torch's kernels here run a bf16 matmul at {bf16_speedup():.2f}x fp32", "cpu")
         return Precision("fp32", "no GPU and no native bf16 on this CPU (bf16 would be emulated, far slower)", "cpu")
     return Precision(requested, "asked for in the recipe", "cpu")
