@@ -76,3 +76,68 @@ def test_bad_value_exits_2_without_a_traceback(monkeypatch, capsys):
         main()
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "'x' is not a number" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- PPO: GAE over one response's tokens
+GAE = ["inspect", "advantages", "--rewards", "0,0,1", "--values", "0.5,0.6,0.7"]
+
+
+def test_gae_single_step_is_the_textbook_r_minus_v():
+    result = runner.invoke(app, ["inspect", "advantages", "--rewards", "1.0", "--values", "0.6", "--gamma", "1", "--lam", "1"])
+    assert result.exit_code == 0, result.output
+    for text in ("GAE: 1 token, gamma 1, lam 1", "1.000 + 1.00 x 0.000 - 0.600 = +0.400", "A = R - V = 1.000 - 0.600 = +0.400"):
+        assert text in result.output, text
+
+
+def test_gae_three_tokens_worked_backwards():
+    result = runner.invoke(app, [*GAE, "--gamma", "1", "--lam", "0.95"])
+    assert result.exit_code == 0, result.output
+    # deltas: 0 + 0.6 - 0.5, 0 + 0.7 - 0.6, 1 + 0 - 0.7; A_3 = 0.3, A_2 = 0.1 + 0.95 x 0.3, A_1 = 0.1 + 0.95 x 0.385 = 0.46575
+    for text in ("GAE: 3 tokens, gamma 1, lam 0.95", "delta_t = r_t + gamma * V_{t+1} - V_t", "A_t = delta_t + gamma * lam * A_{t+1}",
+                 "return_t = A_t + V_t", "1.000 + 1.00 x 0.000 - 0.700 = +0.300", "0.000 + 1.00 x 0.700 - 0.600 = +0.100",
+                 "0.000 + 1.00 x 0.600 - 0.500 = +0.100", "+0.100 + 1.00 x 0.95 x +0.300 = +0.385", "+0.100 + 1.00 x 0.95 x +0.385 = +0.466",
+                 "+0.466  +0.385  +0.300", "0.966   0.985   1.000"):
+        assert text in result.output, text
+    assert result.output.index("  3  1.000") < result.output.index("  1  0.000")  # last token first
+    assert "A_t = R - V_t" not in result.output  # lam < 1: no textbook reduction
+
+
+def test_gae_json_holds_the_library_numbers():
+    from tunesmith.train.advantages import gae
+    out = json.loads(runner.invoke(app, [*GAE, "--json"]).stdout)
+    assert out["estimator"] == "gae" and out["gamma"] == 1.0 and out["lam"] == 0.95
+    assert out["deltas"] == pytest.approx([0.1, 0.1, 0.3]) and out["advantages"] == pytest.approx([0.46575, 0.385, 0.3])
+    assert out["returns"] == pytest.approx([0.96575, 0.985, 1.0]) and out["next_values"] == pytest.approx([0.6, 0.7, 0.0])
+    assert out["advantages"] == gae([0, 0, 1], [0.5, 0.6, 0.7]).advantages.tolist()
+    assert json.loads(runner.invoke(app, [*GAE, "--estimator", "gae", "--json"]).stdout) == out
+
+
+def test_gae_with_gamma_and_lam_1_says_every_a_is_r_minus_v():
+    result = runner.invoke(app, [*GAE, "--gamma", "1", "--lam", "1"])
+    assert result.exit_code == 0, result.output
+    assert ("with gamma = lam = 1 and one terminal reward R = 1.000, A_t = R - V_t: "
+            "1.000 - 0.500 = +0.500, 1.000 - 0.600 = +0.400, 1.000 - 0.700 = +0.300") in result.output
+
+
+def test_gae_lam_0_is_the_td_error():
+    result = runner.invoke(app, [*GAE, "--lam", "0", "--json"])
+    out = json.loads(result.stdout)
+    assert out["advantages"] == out["deltas"] == pytest.approx([0.1, 0.1, 0.3])
+    text = runner.invoke(app, [*GAE, "--lam", "0"]).output
+    assert "+0.100 + 1.00 x 0.00 x +0.100 = +0.100" in text and "each A_t is its delta_t" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rewards", "0,1", "--values", "0.5"], "(2,) rewards and (1,) values; give one value per reward"),
+    (["--rewards", "0,1", "--values", "0.5,0.6", "--group-size", "2"], "--group-size is for GRPO and RLOO groups"),
+    (["--rewards", "0,1", "--values", "0.5,0.6", "--scale-rewards", "none", "--normalize-advantages"],
+     "--scale-rewards and --normalize-advantages are for GRPO and RLOO groups"),
+    (["--rewards", "0,1", "--estimator", "gae"], "give --values"),
+    (["--rewards", "0,1", "--values", "0.5,0.6", "--estimator", "rloo"], "--values is GAE's option"),
+    (["--rewards", "1", "--values", "0.6", "--gamma", "1.5"], "gamma is 1.5 and lam is 0.95; both must lie in [0, 1]"),
+    (["--rewards", "1,2", "--gamma", "0.9"], "--gamma and --lam are GAE's options; give --values"),
+    (["--rewards", "1", "--values", "x"], "--values: 'x' is not a number"),
+])
+def test_gae_bad_input_is_one_sentence(args, message):
+    result = runner.invoke(app, ["inspect", "advantages", *args])
+    assert isinstance(result.exception, TunesmithError) and message in str(result.exception)

@@ -46,11 +46,14 @@ def assert_run_followed_plan(plan, recorder: Recorder, result) -> None:
     assert recorder.lrs == pytest.approx(s.learning_rates, rel=1e-9, abs=1e-15)
     assert result.trainable_parameters == plan.trainable_parameters
     speed = plan.speed
-    assert recorder.model.config._attn_implementation == speed.attention
     assert recorder.args.bf16 == (speed.autocast and plan.precision.name == "bf16")
     assert recorder.args.gradient_checkpointing == speed.gradient_checkpointing
     from tunesmith.train.speed import checkpointed_layers
 
-    checkpointed, layers = checkpointed_layers(recorder.model)
-    assert checkpointed == (-(-layers // speed.checkpoint_every) if speed.checkpoint_every else 0), (checkpointed, layers, speed)  # one layer in k, as the plan says
-    assert str(recorder.model.get_base_model().dtype).removeprefix("torch.") == speed.weights
+    # every trained model follows the speed settings (PPO trains two: the actor and the critic)
+    trained = [recorder.model.policy, recorder.model.critic] if hasattr(recorder.model, "critic") else [recorder.model]
+    for model in trained:
+        assert model.config._attn_implementation == speed.attention
+        checkpointed, layers = checkpointed_layers(model)
+        assert checkpointed == (-(-layers // speed.checkpoint_every) if speed.checkpoint_every else 0), (checkpointed, layers, speed)  # one layer in k, as the plan says
+        assert str(model.get_base_model().dtype).removeprefix("torch.") == speed.weights

@@ -1,4 +1,5 @@
-"""`tunesmith inspect advantages`: the group-advantage arithmetic GRPO and RLOO do, step by step (no model)."""
+"""`tunesmith inspect advantages`: the advantage arithmetic GRPO and RLOO (group baselines) and PPO
+(GAE against a critic's values) do, step by step (no model)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,32 @@ from tunesmith.cli.inspect_logits import parse_floats
 from tunesmith.cli.main import console
 from tunesmith.errors import TunesmithError
 
+GROUP_OPTIONS = (("group_size", "--group-size"), ("scale_rewards", "--scale-rewards"), ("normalize_advantages", "--normalize-advantages"))
+
 
 @inspect_app.command("advantages")
 def advantages(
-    rewards: str = typer.Option(..., "--rewards", help="Comma-separated rewards, one per completion, each prompt's group together: 1.0,0.2,0.5"),
+    ctx: typer.Context,
+    rewards: str = typer.Option(..., "--rewards", help="Comma-separated rewards, one per completion, each prompt's group together: 1.0,0.2,0.5; with --values, one per token of one response: 0,0,1"),
     group_size: Optional[int] = typer.Option(None, "--group-size", "-g", min=1, help="Completions per prompt (GRPOConfig.num_generations); default: all rewards are one group."),
-    estimator: str = typer.Option("grpo", "--estimator", help="grpo (baseline: the group mean) or rloo (baseline: the mean of the other completions)."),
+    estimator: Optional[str] = typer.Option(None, "--estimator", help="grpo (baseline: the group mean; the default), rloo (baseline: the mean of the other completions) or gae (PPO: baseline the critic's values; the default with --values)."),
     scale_rewards: Optional[str] = typer.Option(None, "--scale-rewards", help="GRPO: group (default, TRL's), batch or none."),
     normalize_advantages: bool = typer.Option(False, "--normalize-advantages", help="RLOO: rescale the batch's advantages to mean 0, std 1."),
+    critic_values: Optional[str] = typer.Option(None, "--values", help="GAE: the critic's value V_t for each token, as many as --rewards: 0.5,0.6,0.7"),
+    gamma: float = typer.Option(1.0, "--gamma", help="GAE: discount per token (PPOConfig.gamma)."),
+    lam: float = typer.Option(0.95, "--lam", help="GAE: lambda, how far each advantage looks ahead (PPOConfig.lam)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
-    """Rewards -> group mean (or leave-one-out baseline) -> reward minus baseline -> std-scaled advantage, as TRL computes them."""
+    """Rewards -> baseline -> advantage, as TRL computes them: GRPO's group mean (std-scaled), RLOO's
+    leave-one-out mean, or PPO's GAE, where the baseline is the critic's value V_t of each token
+    (delta_t = r_t + gamma V_{t+1} - V_t, A_t = delta_t + gamma lam A_{t+1}, worked backwards)."""
+    if critic_values is not None or estimator == "gae":
+        group_options = [flag for name, flag in GROUP_OPTIONS if _given(ctx, name)]
+        show_gae(rewards, critic_values, estimator, gamma, lam, group_options, as_json)
+        return
+    if _given(ctx, "gamma") or _given(ctx, "lam"):
+        raise TunesmithError("--gamma and --lam are GAE's options; give --values (the critic's value per token) to use GAE")
+    estimator = estimator or "grpo"
     from tunesmith.train.advantages import DEFAULT_SCALE_REWARDS, EPSILON, STD_KIND, group_advantages, rloo_advantages
 
     values = parse_floats(rewards, "--rewards")
@@ -40,7 +56,7 @@ def advantages(
         uses = f"(A - batch mean) / (batch std + {eps}), A = r - b" if normalize_advantages else "r - b"
         setting = f"normalize_advantages={normalize_advantages}" + ("" if normalize_advantages else " (TRL's default)")
     else:
-        raise TunesmithError(f"--estimator is {estimator!r}; it must be grpo or rloo")
+        raise TunesmithError(f"--estimator is {estimator!r}; it must be grpo or rloo (or gae, PPO's, with --values)")
     if as_json:
         print(json.dumps({"estimator": estimator, "std_kind": STD_KIND, "epsilon": EPSILON, "trainer_uses": uses, **result.to_dict()}, indent=2))
         return
@@ -91,3 +107,90 @@ def row(values, start: int, n: int, signed: bool = False) -> str:
 def _sum(values: list[float]) -> str:
     shown = values if len(values) <= 6 else [*values[:3], None, values[-1]]
     return "(" + " + ".join("..." if x is None else f"{x:.3f}" for x in shown) + ")"
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option was typed on the command line (not left at its default); by the source's name,
+    as typer ships its own copy of click's ParameterSource."""
+    return getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
+
+
+# ---------------------------------------------------------------- PPO: GAE over one response's tokens
+
+def show_gae(rewards: str, critic_values: str | None, estimator: str | None, gamma: float, lam: float,
+             group_options: list[str], as_json: bool) -> None:
+    """Check the options, run `gae` and print its arithmetic token by token (every number read from its result)."""
+    from tunesmith.train.advantages import gae
+
+    if estimator not in (None, "gae"):
+        raise TunesmithError(f"--values is GAE's option (PPO's critic); --estimator {estimator} uses no values, so drop one of them")
+    if critic_values is None:
+        raise TunesmithError("--estimator gae needs the critic's values: give --values, one per reward (token), e.g. --rewards 0,0,1 --values 0.5,0.6,0.7")
+    if group_options:
+        raise TunesmithError(f"{' and '.join(group_options)} {'is' if len(group_options) == 1 else 'are'} for GRPO and RLOO groups of completions; "
+                             "GAE (--values) scores the tokens of one response against the critic, so drop "
+                             f"{'it' if len(group_options) == 1 else 'them'}")
+    result = gae(parse_floats(rewards, "--rewards"), parse_floats(critic_values, "--values"), gamma, lam)
+    if as_json:
+        print(json.dumps({"estimator": "gae", **result.to_dict()}, indent=2))
+        return
+    n = len(result.rewards)
+    _say(f"[bold]GAE[/]: {n} token{'s' if n > 1 else ''}, gamma {result.gamma:g}, lam {result.lam:g}", markup=True)
+    _say("  delta_t = r_t + gamma * V_{t+1} - V_t,  A_t = delta_t + gamma * lam * A_{t+1},  return_t = A_t + V_t")
+    _say("worked from the last token backwards (after it, V and A are 0):")
+    for line in gae_table(result):
+        _say(f"  {line}")
+    _say(f"advantages A_t (t = 1..{n}): {row(result.advantages, 0, n, signed=True)}" if n > 1 else f"advantage A: {row(result.advantages, 0, n, signed=True)}")
+    _say(f"returns (the critic's targets): {row(result.returns, 0, n)}" if n > 1 else f"return (the critic's target): {row(result.returns, 0, n)}")
+    for note in gae_notes(result):
+        _say(note)
+    _say("[bold]the trainer uses A_t[/], whitened over the batch (mean 0, std 1); the critic learns V_t towards return_t", markup=True)
+    _say("[dim]rewards as given, per token: tunesmith ppo makes them -kl_coef x KL_t on each token plus the reward model's score on the last[/]",
+         markup=True)
+
+
+def gae_table(result) -> list[str]:
+    """One aligned line per token, last token first, with delta_t, A_t and return_t written out."""
+    r, v, nv = result.rewards.tolist(), result.values.tolist(), result.next_values.tolist()
+    d, a, ret = result.deltas.tolist(), result.advantages.tolist(), result.returns.tolist()
+    g, gl = _factor(result.gamma), f"{_factor(result.gamma)} x {_factor(result.lam)}"
+    rows = [("t", "r_t", "V_t", "V_{t+1}", "delta_t = r_t + gamma x V_{t+1} - V_t", "A_t = delta_t + gamma x lam x A_{t+1}", "return_t = A_t + V_t")]
+    for t in reversed(range(len(r))):
+        after = a[t + 1] if t + 1 < len(a) else 0.0
+        rows.append((str(t + 1), f"{r[t]:.3f}", f"{v[t]:.3f}", f"{nv[t]:.3f}",
+                     f"{r[t]:.3f} + {g} x {nv[t]:.3f} - {_paren(v[t])} = {d[t]:+.3f}",
+                     f"{d[t]:+.3f} + {gl} x {after:+.3f} = {a[t]:+.3f}",
+                     f"{a[t]:+.3f} + {_paren(v[t])} = {ret[t]:.3f}"))
+    widths = [max(len(cells[i]) for cells in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.rjust(w) if i < 4 else cell.ljust(w) for i, (cell, w) in enumerate(zip(cells, widths))).rstrip() for cells in rows]
+
+
+def gae_notes(result) -> list[str]:
+    """The textbook special cases, when they apply: gamma = lam = 1 with one terminal reward, and lam = 0."""
+    r, v, a = result.rewards.tolist(), result.values.tolist(), result.advantages.tolist()
+    notes = []
+    if result.gamma == 1 and result.lam == 1 and not any(r[:-1]):
+        if len(r) == 1:
+            notes.append(f"with gamma = lam = 1 and one terminal reward R: A = R - V = {r[0]:.3f} - {_paren(v[0])} = {a[0]:+.3f}")
+        else:
+            shown = [t for t in range(len(r))] if len(r) <= 6 else [0, 1, 2, None, len(r) - 1]
+            terms = ", ".join("..." if t is None else f"{r[-1]:.3f} - {_paren(v[t])} = {a[t]:+.3f}" for t in shown)
+            notes.append(f"with gamma = lam = 1 and one terminal reward R = {r[-1]:.3f}, A_t = R - V_t: {terms}")
+    if result.lam == 0:
+        notes.append("with lam = 0 each A_t is its delta_t, the one-step TD error")
+    return notes
+
+
+def _factor(x: float) -> str:
+    """gamma or lam as 1.00, 0.95 (more digits only where two would round it)."""
+    return f"{x:.2f}" if round(x, 2) == x else f"{x:g}"
+
+
+def _paren(x: float) -> str:
+    """A number after a minus sign: 0.600, or (-0.600) when negative."""
+    return f"{x:.3f}" if x >= 0 else f"({x:.3f})"
+
+
+def _say(text: str, markup: bool = False) -> None:
+    """Print one line unwrapped (the table's rows are wider than a terminal's 80 columns)."""
+    console.print(text, highlight=False, markup=markup, soft_wrap=True)

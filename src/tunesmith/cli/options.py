@@ -64,6 +64,20 @@ STAGE_FLAGS: dict[str, dict[str, tuple[str, type]]] = {
         }
         for stage in ("grpo", "rloo")
     },
+    "ppo": {
+        "rewards": ("ppo.rewards", str),
+        "reward_model": ("ppo.reward_model", str),
+        "max_completion_length": ("ppo.max_completion_length", int),
+        "temperature": ("ppo.temperature", float),
+        "kl_coef": ("ppo.kl_coef", float),
+        "target_kl": ("ppo.target_kl", float),
+        "ppo_epochs": ("ppo.ppo_epochs", int),
+        "num_mini_batches": ("ppo.num_mini_batches", int),
+        "cliprange": ("ppo.cliprange", float),
+        "vf_coef": ("ppo.vf_coef", float),
+        "gamma": ("ppo.gamma", float),
+        "lam": ("ppo.lam", float),
+    },
 }
 
 

@@ -25,6 +25,7 @@ STAGE_HELP = {
     "cpo": "CPO, or SimPO with --loss-type simpo: reference-free preference optimisation. Default data: pirate-pairs.",
     "grpo": "GRPO: sample a group of completions per prompt, score them with reward functions, learn from each one's reward against its group's. Default data: arithmetic.",
     "rloo": "RLOO: like grpo, each completion judged against the mean of the others (leave one out). Default data: arithmetic.",
+    "ppo": "PPO: the actor samples, a reward model or reward functions score, a critic estimates values (GAE), a KL penalty keeps it near the reference; clipped updates. Default data: arithmetic; --reward-model takes a `tunesmith reward` run.",
 }
 
 
@@ -60,8 +61,9 @@ def render_result(result) -> None:
         loss += f", eval loss {result.eval_loss:.4f}"
     console.print(f"done in {result.seconds:.0f} s: {result.steps} steps, {loss}", highlight=False)
     console.print(f"model: {result.model_dir}" + (f"  merged: {result.merged_dir}" if result.merged_dir else ""), highlight=False)
-    if result.stage in ("grpo", "rloo"):
-        console.print(f"look inside: tunesmith inspect rollouts {result.run_dir} --step {result.steps}  (each group: completions, rewards, advantages)", soft_wrap=True, highlight=False)
+    if result.stage in ("grpo", "rloo", "ppo"):
+        what = "each response: score, KL, value, advantage" if result.stage == "ppo" else "each group: completions, rewards, advantages"
+        console.print(f"look inside: tunesmith inspect rollouts {result.run_dir} --step {result.steps}  ({what})", soft_wrap=True, highlight=False)
         example = result.prompts[0] if result.prompts else "Solve 2+2. Reply with the number only."
         console.print(f"try it: tunesmith generate --model {result.run_dir} --prompt '{example}'", soft_wrap=True, highlight=False)
     elif result.stage == "reward":
@@ -103,9 +105,9 @@ def train(
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     resume: Optional[str] = typer.Option(None, "--resume", help=RESUME_HELP),
 ):
-    """Run the stage a recipe names (`stage: sft|reward|dpo|kto|orpo|cpo|grpo|rloo`), or resume any run."""
+    """Run the stage a recipe names (`stage: sft|reward|dpo|kto|orpo|cpo|grpo|rloo|ppo`), or resume any run."""
     if not recipe and not resume:
         from tunesmith.errors import RecipeError
 
-        raise RecipeError("tunesmith train needs a recipe (-c recipe.yaml) or --resume RUN", hint="or use the stage's own command: tunesmith sft|reward|dpo|kto|orpo|cpo|grpo|rloo")
+        raise RecipeError("tunesmith train needs a recipe (-c recipe.yaml) or --resume RUN", hint="or use the stage's own command: tunesmith sft|reward|dpo|kto|orpo|cpo|grpo|rloo|ppo")
     _train(None, recipe, set_, {}, resume)

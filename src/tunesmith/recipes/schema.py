@@ -19,7 +19,7 @@ DEMO_PROMPTS = [
 ]
 
 
-STAGES = ("sft", "reward", "dpo", "kto", "orpo", "cpo", "grpo", "rloo")
+STAGES = ("sft", "reward", "dpo", "kto", "orpo", "cpo", "grpo", "rloo", "ppo")
 
 # Measured on the pirate demo (SmolLM2-135M, 48 steps): LoRA at 2e-4 barely moved the style
 # (loss 3.5 -> 2.6); 1e-3 learned it (-> 1.7) and kept the facts. Preference stages push on a
@@ -37,6 +37,7 @@ DEFAULT_LEARNING_RATE = {
     "cpo": {"lora": 5e-5, "qlora": 5e-5, "full": 1e-6},
     "grpo": {"lora": 5e-4, "qlora": 5e-4, "full": 1e-6},
     "rloo": {"lora": 5e-4, "qlora": 5e-4, "full": 1e-6},
+    "ppo": {"lora": 3e-4, "qlora": 3e-4, "full": 1e-6},
 }
 
 
@@ -171,7 +172,7 @@ class ORPOSection(Section):
 
 
 # The built-in dataset each stage trains on when the recipe names none.
-STAGE_DATASETS = {"sft": "pirate", "reward": "pirate-pairs", "dpo": "pirate-pairs", "kto": "pirate-kto", "orpo": "pirate-pairs", "cpo": "pirate-pairs", "grpo": "arithmetic", "rloo": "arithmetic"}
+STAGE_DATASETS = {"sft": "pirate", "reward": "pirate-pairs", "dpo": "pirate-pairs", "kto": "pirate-kto", "orpo": "pirate-pairs", "cpo": "pirate-pairs", "grpo": "arithmetic", "rloo": "arithmetic", "ppo": "arithmetic"}
 
 class CPOSection(Section):
     beta: float = Field(0.1, gt=0, description="Temperature of the preference loss (SimPO uses ~2.0).")
@@ -208,6 +209,7 @@ class RewardEntry(Section):
 # RL stages also checkpoint activations by default: `tunesmith bench grpo` 7.9 s/step and 1.40 GB peak with it, 6.4 s and
 # 1.90 GB without (TRL's script, which checkpoints: 13.8 s, 1.82-1.85 GB); the runs' rewards are identical.
 RL_DEFAULT_STEPS = 50
+RL_STAGES = ("grpo", "rloo", "ppo")
 ARITHMETIC_PROMPTS = ["Solve 2+2. Reply with the number only.", "What is 7 + 5? Answer with just the number.", "Solve 9-3. Reply with the number only."]
 
 # The arithmetic demo: the last number of the reply must be the answer ("7 + 5 = 12" counts), and replies
@@ -216,19 +218,15 @@ ARITHMETIC_PROMPTS = ["Solve 2+2. Reply with the number only.", "What is 7 + 5? 
 ARITHMETIC_REWARDS = [RewardEntry(function="numeric_answer"), RewardEntry(function="length_penalty", weight=0.5, options={"max_chars": 40})]
 
 
-class RolloutSection(Section):
-    """What GRPO and RLOO share: sampling groups of completions per prompt and scoring them (TRL's names)."""
+class SamplingRLSection(Section):
+    """What every online-RL stage shares (GRPO, RLOO, PPO): sampling responses and scoring them (TRL's names)."""
 
-    num_generations: int = Field(8, ge=2, description="Group size: completions sampled per prompt; each is judged against its group. per_device_train_batch_size * gradient_accumulation_steps must be a multiple of it.")
     max_completion_length: int = Field(48, ge=1, description="Longest completion in tokens: generation time grows with it (TRL's default 512 is minutes per step on a CPU).")
     temperature: float = Field(0.8, gt=0, description="Sampling temperature of the rollouts; 0.8, not TRL's 1.0: a 135M model at 1.0 samples many off-topic replies, which carry no signal.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the rollouts (1 = off).")
     top_k: int = Field(0, ge=0, description="Top-k sampling of the rollouts (0 = off).")
     min_p: float | None = Field(None, ge=0, le=1, description="Min-p sampling of the rollouts (None = off).")
     repetition_penalty: float = Field(1.0, gt=0, description="Repetition penalty of the rollouts (1 = off).")
-    epsilon: float = Field(0.2, ge=0, description="Clip range: the probability ratio to the sampling policy is held to [1 - epsilon, 1 + epsilon].")
-    num_iterations: int = Field(1, ge=1, description="Optimisation passes over each batch of rollouts (mu in the GRPO paper); above 1 the clip matters.")
-    mask_truncated_completions: bool = Field(False, description="Leave completions cut at max_completion_length out of the loss.")
     rewards: list[RewardEntry] = Field(ARITHMETIC_REWARDS, description="Reward functions, summed with their weights; each is logged separately. Default: the arithmetic demo's (numeric_answer + 0.5 * length_penalty). On the command line: names with optional weights, --rewards numeric_answer,0.5*length_penalty.")
     disable_dropout: bool = Field(True, description="Turn dropout off, so the policy that sampled and the one trained agree.")
 
@@ -264,6 +262,16 @@ class RolloutSection(Section):
         return self
 
 
+
+class RolloutSection(SamplingRLSection):
+    """What GRPO and RLOO share: groups of completions per prompt, each judged against its group."""
+
+    num_generations: int = Field(8, ge=2, description="Group size: completions sampled per prompt; each is judged against its group. per_device_train_batch_size * gradient_accumulation_steps must be a multiple of it.")
+    epsilon: float = Field(0.2, ge=0, description="Clip range: the probability ratio to the sampling policy is held to [1 - epsilon, 1 + epsilon].")
+    num_iterations: int = Field(1, ge=1, description="Optimisation passes over each batch of rollouts (mu in the GRPO paper); above 1 the clip matters.")
+    mask_truncated_completions: bool = Field(False, description="Leave completions cut at max_completion_length out of the loss.")
+
+
 class GRPOSection(RolloutSection):
     # TRL's default beta is 0 (no reference, no KL term). We keep the textbook's KL penalty (DeepSeekMath: 0.04):
     # on a few hundred prompts it stops the policy drifting into reward hacks, and with LoRA the reference is
@@ -279,11 +287,30 @@ class RLOOSection(RolloutSection):
     normalize_advantages: bool = Field(False, description="Divide the advantages by their std over the batch.")
 
 
-STAGE_SECTIONS = {"reward": RewardSection, "dpo": DPOSection, "kto": KTOSection, "orpo": ORPOSection, "cpo": CPOSection, "grpo": GRPOSection, "rloo": RLOOSection}
+class PPOSection(SamplingRLSection):
+    """PPO (train/ppo.py): one response per prompt, a critic's values as the baseline, a per-token KL penalty.
+    Defaults are TRL's last PPO trainer's (PPOConfig, trl 0.2x) unless a description says otherwise."""
+
+    ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout batch; each pass is num_mini_batches optimizer steps.")
+    num_mini_batches: int = Field(1, ge=1, description="Minibatches (optimizer steps) per pass; a rollout batch is per_device_train_batch_size x gradient_accumulation_steps x num_mini_batches prompts.")
+    cliprange: float = Field(0.2, gt=0, lt=1, description="Clip range of the actor's probability ratio: held to [1 - cliprange, 1 + cliprange] (0.8..1.2).")
+    cliprange_value: float = Field(0.2, gt=0, description="Clip range of the critic: its value may move this far from the value at sampling time.")
+    vf_coef: float = Field(0.1, ge=0, description="Weight of the critic's value loss beside the actor's loss (one optimizer trains both).")
+    kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty against the reference (the starting model), folded into the rewards; the starting value when target_kl is set. 0: no reference.")
+    target_kl: float | None = Field(None, gt=0, description="Adapt kl_coef so the KL per response approaches this (Ziegler et al. 2019: +-20% per kl_horizon responses); None: kl_coef stays fixed.")
+    kl_horizon: int = Field(10000, ge=1, description="Responses over which the adaptive kl_coef moves by at most 20%.")
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount of future rewards in GAE (1: the score at the end counts fully at every token).")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE's lambda: 0 trusts the critic's next value (one-step TD), 1 the sampled return (Monte Carlo).")
+    whiten_rewards: bool = Field(False, description="Normalise the per-token rewards over the batch (keeping their mean) before GAE.")
+    missing_eos_penalty: float | None = Field(None, ge=0, description="Subtract this from the score of responses cut off at max_completion_length (None: no penalty).")
+    sample_every: int = Field(5, ge=0, description="Print the best-scored response of every N-th rollout batch (0: never); every batch is recorded in <run>/rollouts.jsonl.")
+
+
+STAGE_SECTIONS = {"reward": RewardSection, "dpo": DPOSection, "kto": KTOSection, "orpo": ORPOSection, "cpo": CPOSection, "grpo": GRPOSection, "rloo": RLOOSection, "ppo": PPOSection}
 
 
 class Recipe(Section):
-    stage: Literal["sft", "reward", "dpo", "kto", "orpo", "cpo", "grpo", "rloo"] = Field("sft", description="Training stage: sft, reward (reward model), dpo, kto, orpo, cpo (CPO/SimPO), grpo or rloo (RL with reward functions); its own section holds its settings.")
+    stage: Literal["sft", "reward", "dpo", "kto", "orpo", "cpo", "grpo", "rloo", "ppo"] = Field("sft", description="Training stage: sft, reward (reward model), dpo, kto, orpo, cpo (CPO/SimPO), grpo or rloo (RL with reward functions), ppo (actor, critic, reward, reference); its own section holds its settings.")
     method: Literal["full", "lora", "qlora"] = Field("lora", description="full fine-tuning, LoRA, or QLoRA (4-bit base, CUDA only).")
     model: ModelSection = ModelSection()
     lora: LoraSection = LoraSection()
@@ -299,6 +326,7 @@ class Recipe(Section):
     cpo: CPOSection | None = Field(None, description="Settings of stage cpo: CPO and SimPO (TRL CPOConfig names).")
     grpo: GRPOSection | None = Field(None, description="Settings of stage grpo: rollouts, rewards, KL (TRL GRPOConfig names).")
     rloo: RLOOSection | None = Field(None, description="Settings of stage rloo: rollouts, rewards, KL (TRL RLOOConfig names).")
+    ppo: PPOSection | None = Field(None, description="Settings of stage ppo: rollouts, rewards, critic, KL penalty, GAE, clipping (TRL's PPOConfig names).")
 
     @field_validator(*STAGE_SECTIONS)
     @classmethod
@@ -316,11 +344,11 @@ class Recipe(Section):
         if "dataset" not in self.data.model_fields_set:
             self.data.dataset = STAGE_DATASETS[self.stage]
         t = self.training
-        if self.stage in ("grpo", "rloo") and not {"max_steps", "num_train_epochs"} & t.model_fields_set:
+        if self.stage in RL_STAGES and not {"max_steps", "num_train_epochs"} & t.model_fields_set:
             t.max_steps = RL_DEFAULT_STEPS
-        if self.stage in ("grpo", "rloo") and t.gradient_checkpointing is None:
+        if self.stage in RL_STAGES and t.gradient_checkpointing is None:
             t.gradient_checkpointing = True  # measured: ~20% of the step for ~25% less peak memory (see above)
-        if self.stage in ("grpo", "rloo") and "prompts" not in self.sample.model_fields_set and self.data.dataset == "arithmetic":
+        if self.stage in RL_STAGES and "prompts" not in self.sample.model_fields_set and self.data.dataset == "arithmetic":
             self.sample.prompts = ARITHMETIC_PROMPTS
         if t.learning_rate is None:
             t.learning_rate = DEFAULT_LEARNING_RATE[self.stage][self.method]

@@ -13,7 +13,9 @@ The std is the *sample* std (Bessel's correction, divide by n - 1), as `torch.st
 advantage 0 instead of 0/0. A NaN reward (a completion every reward function skipped) is left out of
 the means and stds and gets advantage 0, as TRL does.
 
-PPO's GAE (`gae(rewards, values, gamma, lam)`) will live here too.
+PPO has a critic instead: `gae(rewards, values, gamma, lam)` is generalised advantage estimation over
+the tokens of each response (Schulman et al. 2016), with `whiten` for the batch normalisation PPO
+applies to it.
 """
 
 from __future__ import annotations
@@ -179,3 +181,87 @@ def _to_dict(result) -> dict:
         return v
 
     return {name: plain(value) for name, value in vars(result).items()}
+
+
+# ---------------------------------------------------------------- PPO: generalised advantage estimation
+
+WHITEN_EPSILON = 1e-8  # added to the variance before the square root, as TRL's masked_whiten
+
+
+@dataclass(frozen=True)
+class GAEResult:
+    """GAE and every intermediate, each shaped like `rewards` ((T,) or (B, T)); padding (mask 0) is 0 throughout.
+
+    The critic's value V_t estimates the return from token t on, before it is generated; past the last
+    token the value is 0 (the episode is over)."""
+
+    rewards: torch.Tensor  # r_t: per-token reward (PPO: -kl_coef * KL_t, plus the score on the last token)
+    values: torch.Tensor  # V_t
+    next_values: torch.Tensor  # V_{t+1} (0 after the last token)
+    deltas: torch.Tensor  # TD error: r_t + gamma * V_{t+1} - V_t
+    advantages: torch.Tensor  # A_t = delta_t + gamma * lam * A_{t+1}
+    returns: torch.Tensor  # A_t + V_t: the critic's target
+    gamma: float
+    lam: float
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)
+
+
+def gae(rewards: Rewards, values: Rewards, gamma: float = 1.0, lam: float = 0.95, mask: Rewards | None = None) -> GAEResult:
+    """Generalised advantage estimation, backwards over the tokens of each response.
+
+    delta_t = r_t + gamma * V_{t+1} - V_t;  A_t = delta_t + gamma * lam * A_{t+1};  returns_t = A_t + V_t.
+    rewards, values: (T,) for one response or (B, T) for a batch; mask (same shape, 1 = a response token,
+    0 = padding after it) zeroes both past each response's end, so V after the last token is 0. With
+    gamma = lam = 1 and one terminal reward R, every A_t is R - V_t: one token with R = 1.0 and V = 0.6
+    gives A = +0.4. lam = 0 is the one-step TD error, lam = 1 the Monte-Carlo return minus V_t."""
+    if not 0 <= gamma <= 1 or not 0 <= lam <= 1:
+        raise TunesmithError(f"gamma is {gamma} and lam is {lam}; both must lie in [0, 1]", hint="PPO for language models uses gamma 1 and lam 0.95")
+    r, v = _as_float(rewards), _as_float(values)
+    if r.shape != v.shape or r.dim() not in (1, 2) or r.numel() == 0:
+        raise TunesmithError(f"{tuple(r.shape)} rewards and {tuple(v.shape)} values; give one value per reward (a token each), in the same shape",
+                             hint="e.g. --rewards 0,0,1 --values 0.5,0.6,0.6")
+    v = v.to(r)
+    m = torch.ones_like(r) if mask is None else _as_float(mask).to(r)
+    r, v = r * m, v * m
+    squeeze = r.dim() == 1
+    if squeeze:
+        r, v, m = r.unsqueeze(0), v.unsqueeze(0), m.unsqueeze(0)
+    steps = r.shape[1]
+    next_values = torch.cat([v[:, 1:], torch.zeros_like(v[:, :1])], dim=1)
+    deltas = r + gamma * next_values - v
+    advantages = torch.zeros_like(r)
+    running = torch.zeros_like(r[:, 0])
+    for t in reversed(range(steps)):
+        running = deltas[:, t] + gamma * lam * running
+        advantages[:, t] = running
+    advantages, deltas = advantages * m, deltas * m
+    returns = advantages + v
+    out = (r, v, next_values, deltas, advantages, returns)
+    if squeeze:
+        out = tuple(x.squeeze(0) for x in out)
+    return GAEResult(*out, gamma=gamma, lam=lam)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the entries where mask is 1 (all entries without a mask)."""
+    return x.mean() if mask is None else (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Sample variance (n - 1) over the masked entries, as TRL's masked_var."""
+    n = x.numel() if mask is None else mask.sum()
+    centered = x - masked_mean(x, mask)
+    var = masked_mean(centered**2, mask)
+    return var * n / (n - 1) if n > 1 else torch.zeros_like(var)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True) -> torch.Tensor:
+    """(x - mean) / sqrt(var + 1e-8) over the masked entries (PPO's advantage normalisation); with
+    shift_mean=False the mean is added back (PPO's optional reward whitening keeps the rewards' sign)."""
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    out = (x - mean) * torch.rsqrt(var + WHITEN_EPSILON)
+    if not shift_mean:
+        out = out + mean
+    return out if mask is None else out * mask

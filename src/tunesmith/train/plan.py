@@ -129,6 +129,14 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     rows = recipe.training.per_device_train_batch_size * stage.sequences_per_example
     speed = speed_settings(recipe, precision, seq_len)
     memory = estimate_memory(model.config, total, trainable, precision, recipe.method, rows, seq_len, speed.checkpoint_every)
+
+    def estimate(other, head: str) -> dict[str, int]:
+        other_total, other_trainable = parameter_counts(recipe, other, head)
+        return estimate_memory(other.config, other_total, other_trainable, precision, recipe.method, rows, seq_len, speed.checkpoint_every)
+
+    more_total, more_trainable, more_memory = stage.plan_models(recipe, precision, estimate)
+    total, trainable = total + more_total, trainable + more_trainable
+    memory.update(more_memory)
     if stage.sequences_per_example == 2:
         notes.append(f"each step sees pairs: {recipe.training.per_device_train_batch_size} pairs per micro-batch run as {rows} sequences (chosen and rejected)")
     if stage.uses_reference(recipe):

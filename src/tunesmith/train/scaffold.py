@@ -279,11 +279,11 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
         with open(run.metrics_file, "a") as fh:
             fh.write(json.dumps({"step": trainer.state.global_step, **final_metrics, "final": True}) + "\n")
 
-    model_dir = run.save_final("model", lambda path: save_model(trainer.model, tokenizer, source, path))
+    trained = stage.trained_model(trainer)
+    model_dir = run.save_final("model", lambda path: save_model(trained, tokenizer, source, path))
     run.plot_losses()
     for name, keys in stage.plots(recipe).items():
         run.plot_metrics(keys, name)
-    trained = trainer.model
     after = generate(trained, tokenizer, prompts, **sample) if prompts else []
     after_snapshot = stage.measure(trained, tokenizer, recipe, data) if before_snapshot else {}
     changes, examples, examples_title = stage.compare(before_snapshot, after_snapshot) if before_snapshot else ([], [], "")

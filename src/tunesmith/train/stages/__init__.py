@@ -16,6 +16,7 @@ STAGES: dict[str, str] = {
     "cpo": "tunesmith.train.stages.cpo:CPOStage",
     "grpo": "tunesmith.train.stages.grpo:GRPOStage",
     "rloo": "tunesmith.train.stages.rloo:RLOOStage",
+    "ppo": "tunesmith.train.stages.ppo:PPOStage",
 }
 
 

@@ -25,6 +25,7 @@ class StageData:
     longest: int  # longest row in tokens, as the trainer will see it
     eval_examples: list[dict] = field(default_factory=list)  # canonical rows, for the before/after measurement
     raw: Any = None  # the stage's own prepared object (e.g. SFT's TrainingData)
+    extras: dict = field(default_factory=dict)  # what a stage's trainer needs from the recipe beyond its config (PPO: the critic's source)
 
 
 @dataclass
@@ -90,6 +91,12 @@ class Stage:
         """Lines `tunesmith plan` adds about what this stage does in a step."""
         return []
 
+    def plan_models(self, recipe, precision, estimate) -> tuple[int, int, dict[str, int]]:
+        """(parameters, trainable parameters, memory by name) of the models a run holds beside the one it trains and
+        its reference (PPO: the critic and the reward model). `estimate(model, head)` is the plan's memory estimate
+        of a trained model: weights, gradients, optimizer state and activations."""
+        return 0, 0, {}
+
     def check(self, recipe) -> None:
         """Refuse settings the stage's trainer would reject, as a RecipeError naming the field (before any work)."""
 
@@ -134,6 +141,10 @@ class Stage:
 
     def trainer(self, *, model, ref_model, args, data: StageData, tokenizer, callbacks, peft_config):
         raise NotImplementedError
+
+    def trained_model(self, trainer):
+        """The model training produced, to save, sample and measure (PPO: the actor, not the critic beside it)."""
+        return trainer.model
 
     @property
     def unit(self) -> str:
