@@ -4,6 +4,7 @@
 #   make demo-dpo     DPO on top of the pirate SFT run (trains that first if it is missing)
 #   make demo-reward  a reward model on the built-in preference pairs
 #   make demo-grpo    GRPO on the built-in arithmetic prompts (50 steps, ~7 min on a 2-core CPU)
+#   make demo-ppo     PPO on the pirate prompts with the pirate reward model (trains the SFT run and the reward model first if missing)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
@@ -12,7 +13,7 @@ PIP    := $(PY) -m pip -q --disable-pip-version-check
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu). With a GPU, bring your own CUDA torch or let pip choose.
 TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup setup-dev demo demo-dpo demo-reward demo-grpo test test-slow clean
+.PHONY: setup setup-dev demo demo-dpo demo-reward demo-grpo demo-ppo test test-slow clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -47,6 +48,11 @@ demo-reward: setup
 
 demo-grpo: setup
 	$(VENV)/bin/tunesmith grpo
+
+demo-ppo: setup
+	test -f runs/pirate-sft/model/adapter_config.json || $(VENV)/bin/tunesmith sft --output-dir runs/pirate-sft
+	test -f runs/pirate-reward/model/adapter_config.json || $(VENV)/bin/tunesmith reward --output-dir runs/pirate-reward
+	$(VENV)/bin/tunesmith train -c recipes/pirate-ppo.yaml
 
 test: setup-dev
 	$(PY) -m pytest -q

@@ -217,6 +217,17 @@ def test_ppo_with_lora_follows_the_plan_and_resumes_the_same_run(ppo_recipe):
         assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-4, abs=1e-6), step
     assert [r["samples"] for r in read_rollouts(resumed.run_dir)] == [r["samples"] for r in read_rollouts(whole.run_dir)]
 
+    # `inspect rollouts --step 8` shows the batch step 8 trained on: the second, sampled at step 5
+    from typer.testing import CliRunner
+
+    from tunesmith.cli.main import app
+
+    shown = CliRunner().invoke(app, ["inspect", "rollouts", str(whole.run_dir), "--step", "8", "--completions", "8"])
+    assert shown.exit_code == 0, shown.output
+    assert "rollout batch 2 of 2, sampled at step 5: 8 responses" in shown.output
+    best = max(read_rollouts(whole.run_dir)[1]["samples"], key=lambda s: s["score"])
+    assert f"{best['score']:+.3f}" in shown.output and f"{best['advantage_first']:+.3f}" in shown.output
+
 
 def test_ppo_refuses_bad_settings_before_a_run_exists(ppo_recipe, tmp_path):
     with pytest.raises(RecipeError, match="rollout batch is 40 prompts"):

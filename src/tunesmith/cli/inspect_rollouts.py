@@ -1,4 +1,7 @@
-"""`tunesmith inspect rollouts RUN [--step N]`: the groups a GRPO/RLOO step learned from, as the trainer scored them."""
+"""`tunesmith inspect rollouts RUN [--step N]`: what an RL step learned from, as the trainer scored it.
+
+GRPO/RLOO: each group of completions with its rewards, mean, std and advantages. PPO: each response of the
+rollout batch with its score, KL to the reference, the critic's value and the GAE advantage at its first token."""
 
 from __future__ import annotations
 
@@ -16,26 +19,30 @@ from tunesmith.cli.main import console
 
 @inspect_app.command("rollouts")
 def rollouts(
-    run: str = typer.Argument(..., help="A grpo or rloo run directory."),
-    step: Optional[int] = typer.Option(None, "--step", "-s", help="Optimizer step (default: the last recorded)."),
+    run: str = typer.Argument(..., help="A grpo, rloo or ppo run directory."),
+    step: Optional[int] = typer.Option(None, "--step", "-s", help="Optimizer step (default: the last recorded); PPO: the rollout batch that step trained on."),
     groups: int = typer.Option(2, "--groups", "-g", min=1, help="Groups (prompts) to show."),
     completions: int = typer.Option(8, "--completions", "-n", min=1, help="Completions to show per group."),
     width: int = typer.Option(60, "--width", min=10, help="Characters of each completion shown."),
     as_json: bool = typer.Option(False, "--json", help="The step's record as JSON."),
 ):
-    """Per group: each completion, its rewards, the group mean and std, and the advantage the trainer used."""
+    """Per group: each completion, its rewards, the group mean and std, and the advantage the trainer used (PPO: per response, score, KL, value, advantage)."""
     from tunesmith.errors import TunesmithError
     from tunesmith.train.rollout import ROLLOUTS_FILE, read_rollouts
 
     records = read_rollouts(run)
     if not records:
-        raise TunesmithError(f"{run} has no {ROLLOUTS_FILE}", hint="give the directory of a tunesmith grpo or rloo run (it records every step's groups)")
+        raise TunesmithError(f"{run} has no {ROLLOUTS_FILE}", hint="give the directory of a tunesmith grpo, rloo or ppo run (it records every rollout batch)")
     steps = [r["step"] for r in records]
-    record = records[-1] if step is None else next((r for r in records if r["step"] == step), None)
+    # PPO samples a batch every few steps: a step trained on the last batch sampled at or before it
+    record = records[-1] if step is None else next((r for r in reversed(records) if r["step"] <= step and ("samples" in r or r["step"] == step)), None)
     if record is None:
         raise TunesmithError(f"step {step} is not recorded in {run}", hint=f"recorded steps: {steps[0]}..{steps[-1]}")
     if as_json:
         print(json.dumps(record, indent=2, ensure_ascii=False))
+        return
+    if "samples" in record:
+        show_ppo(record, steps, completions, width)
         return
     weights = record["weights"]
     formula = " + ".join(f"{w:g} x {name}" for name, w in weights.items())
@@ -61,6 +68,30 @@ def rollouts(
         console.print(f"group mean {_fmt(group['mean'])}, std {_fmt(group['std'])} (sample std, n-1)" + (f"; {hidden} more completions (--completions)" if hidden > 0 else ""), highlight=False)
     if len(record["groups"]) > groups:
         console.print(f"[dim]{len(record['groups']) - groups} more groups (--groups); other steps: --step {steps[0]}..{steps[-1]}[/]")
+
+
+def show_ppo(record: dict, steps: list[int], rows: int, width: int) -> None:
+    """One PPO rollout batch: per response the score, the KL penalty, and the critic's view at its first token."""
+    samples = record["samples"]
+    console.print(
+        f"rollout batch {record['rollout'] + 1} of {len(steps)}, sampled at step {record['step']}: {len(samples)} responses; kl_coef {record['kl_coef']:.4f}; "
+        "reward with KL = score - kl_coef x KL; at the first token: V (the critic's value), A (GAE, before whitening), return = A + V",
+        highlight=False, soft_wrap=True,
+    )
+    table = Table(title_justify="left")
+    for name, justify in (("#", "right"), ("prompt", "left"), ("response", "left"), ("tokens", "right"), ("score", "right"), ("KL", "right"), ("reward with KL", "right"), ("V", "right"), ("A", "right"), ("return", "right")):
+        table.add_column(name, justify=justify)
+    ranked = sorted(range(len(samples)), key=lambda i: -samples[i]["score"])
+    for i in ranked[:rows]:
+        s = samples[i]
+        shown = s["completion"].replace("\n", " ")
+        shown = shown if len(shown) <= width else shown[: width - 1] + "…"
+        table.add_row(str(i + 1), escape(s["prompt"][:40]), escape(shown), str(s["tokens"]), _fmt(s["score"], "{:+.3f}"), _fmt(s["kl"]), _fmt(s["reward_with_kl"], "{:+.3f}"),
+                      _fmt(s["value_first"], "{:+.3f}"), _fmt(s["advantage_first"], "{:+.3f}"), _fmt(s["return_first"], "{:+.3f}"), style="green" if s["advantage_first"] > 0 else None)
+    out = console if console.is_terminal else Console(width=max(console.width, console.measure(table, options=console.options.update(max_width=1000)).maximum))
+    out.print(table)
+    mean = sum(s["score"] for s in samples) / len(samples)
+    console.print(f"mean score {mean:+.3f}; best first" + (f"; {len(samples) - rows} more responses (--completions)" if len(samples) > rows else ""), highlight=False)
 
 
 def _fmt(value, spec: str = "{:.3f}") -> str:

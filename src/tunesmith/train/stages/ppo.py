@@ -56,7 +56,8 @@ class PPOStage(GRPOStage):
         adapter = "its own LoRA adapter and head" if recipe.method != "full" else "all its weights"
         return [
             f"rollouts: every {s.ppo_epochs * s.num_mini_batches} steps the actor samples one response to each of {rollouts} prompts (up to {s.max_completion_length} tokens, temperature {s.temperature:g}); "
-            f"then {s.ppo_epochs} passes over them in {s.num_mini_batches} minibatch(es) of {t.per_device_train_batch_size * t.gradient_accumulation_steps}, one optimizer step each",
+            f"then {s.ppo_epochs} passes over them in {s.num_mini_batches} minibatch(es) of {t.per_device_train_batch_size * t.gradient_accumulation_steps}, one optimizer step each; "
+            f"an epoch is every prompt once (the last partial rollout batch left out), each trained {s.ppo_epochs} times",
             f"four models: the actor (trained), the critic ({critic}, training {adapter}), the reward ({', '.join(e.function or 'reward model' for e in s.rewards)}) and the reference "
             + ("(the actor with its adapter disabled: no copy)" if recipe.method != "full" else "(a frozen copy of the starting weights)"),
         ]
