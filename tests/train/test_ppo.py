@@ -204,27 +204,33 @@ def test_ppo_with_lora_follows_the_plan_and_resumes_the_same_run(ppo_recipe):
     assert any("four models" in n for n in plan.notes)
     assert {"critic", "reward_model"} <= set(plan.memory_bytes)
 
-    # stop after step 3: the checkpoint at step 2 falls inside a rollout batch (4 steps each), so the resumed run
-    # must train on the saved rollouts, not sample new ones
-    interrupted = run_stage(ppo_recipe(output_dir=str(whole.run_dir.parent / "again")), live=False, callbacks=[StopAt(3)])
-    assert interrupted.steps == 3
-    resumed = run_stage(resume=str(interrupted.run_dir), live=False)
-    assert resumed.steps == 8
+    # 12 steps = 1.5 epochs (an epoch is 2 rollout batches of 4 steps). Stopped after step 9, the run resumes from
+    # checkpoint 8 and samples the third batch in the second epoch (its prompt order must be that epoch's); stopped
+    # after step 11, from checkpoint 10, inside the third batch (the saved rollouts must be trained on, none sampled)
+    longer = {"training.max_steps": 12, "training.save_total_limit": 1}
+    whole = run_stage(ppo_recipe(**longer, output_dir=str(whole.run_dir.parent / "whole12")), live=False)
     full_losses = logged(whole.run_dir, "loss")
-    resumed_losses = logged(resumed.run_dir, "loss")
-    assert resumed_losses.keys() == full_losses.keys()
-    for step in full_losses:
-        assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-4, abs=1e-6), step
-    assert [r["samples"] for r in read_rollouts(resumed.run_dir)] == [r["samples"] for r in read_rollouts(whole.run_dir)]
+    for stop in (9, 11):
+        interrupted = run_stage(ppo_recipe(**longer, output_dir=str(whole.run_dir.parent / f"stop{stop}")), live=False, callbacks=[StopAt(stop)])
+        assert interrupted.steps == stop
+        resumed = run_stage(resume=str(interrupted.run_dir), live=False)
+        assert resumed.steps == 12
+        resumed_losses = logged(resumed.run_dir, "loss")
+        assert resumed_losses.keys() == full_losses.keys()
+        for step in full_losses:
+            assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-4, abs=1e-6), (stop, step)
+        assert [r["samples"] for r in read_rollouts(resumed.run_dir)] == [r["samples"] for r in read_rollouts(whole.run_dir)], stop
 
     # `inspect rollouts --step 8` shows the batch step 8 trained on: the second, sampled at step 5
     from typer.testing import CliRunner
 
-    from tunesmith.cli.main import app
+    from tunesmith.cli.main import _register, app
 
+    _register()
     shown = CliRunner().invoke(app, ["inspect", "rollouts", str(whole.run_dir), "--step", "8", "--completions", "8"])
+    # (whole is the 12-step run: its second batch was sampled at step 5 and trained steps 5-8)
     assert shown.exit_code == 0, shown.output
-    assert "rollout batch 2 of 2, sampled at step 5: 8 responses" in shown.output
+    assert "rollout batch 2 of 3, sampled at step 5: 8 responses" in shown.output
     best = max(read_rollouts(whole.run_dir)[1]["samples"], key=lambda s: s["score"])
     assert f"{best['score']:+.3f}" in shown.output and f"{best['advantage_first']:+.3f}" in shown.output
 

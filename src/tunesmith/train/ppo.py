@@ -249,8 +249,14 @@ class PPOTrainer(Trainer):
     def _get_train_sampler(self, dataset=None):
         from trl.trainer.utils import RepeatSampler
 
+        class EpochSeededSampler(RepeatSampler):
+            """TRL's RepeatSampler with its order seeded by the epoch, so a run resumed in epoch k sees epoch k's order."""
+
+            def set_epoch(self, epoch: int) -> None:
+                self.generator.manual_seed(self.seed + epoch)
+
         dataset = dataset if dataset is not None else self.train_dataset
-        return RepeatSampler(dataset, mini_repeat_count=1, batch_size=self.args.rollout_batch_size, repeat_count=self.micro_per_rollout, shuffle=True, seed=self.args.seed)
+        return EpochSeededSampler(dataset, mini_repeat_count=1, batch_size=self.args.rollout_batch_size, repeat_count=self.micro_per_rollout, shuffle=True, seed=self.args.seed)
 
     def _prepare_inputs(self, prompts: list[dict]) -> dict:
         step_in_rollout = self._micro % self.micro_per_rollout
