@@ -120,3 +120,24 @@ def stage_recipe(tiny_recipe, pairs_jsonl, unpaired_jsonl):
         return tiny_recipe(**base)
 
     return make
+
+
+# ---------------------------------------------------------------- RL stages (grpo, rloo, ppo)
+
+SHORT_REWARD = '''
+def shortness(prompts, completions, **columns):
+    """1 for an empty reply, falling by 1 per 40 characters: the policy can learn to pick short tokens."""
+    return [1.0 - len(c) / 40 for c in completions]
+'''
+
+
+@pytest.fixture(scope="session")
+def prompts_jsonl(tmp_path_factory):
+    """16 prompts ('Add i and i+1.') with an `answer` column, 4 of them as eval.jsonl, and short.py:shortness, a reward
+    the tiny random model can learn (the RL stages' tests: grpo, rloo, ppo)."""
+    folder = tmp_path_factory.mktemp("prompts")
+    rows = [{"prompt": [{"role": "user", "content": f"Add {i} and {i + 1}."}], "answer": 2 * i + 1} for i in range(16)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    (folder / "short.py").write_text(SHORT_REWARD)
+    return folder

@@ -19,23 +19,6 @@ from tunesmith.train.scaffold import run_stage
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
 
-SHORT_REWARD = '''
-def shortness(prompts, completions, **columns):
-    """1 for an empty reply, falling by 1 per 40 characters: the policy can learn to pick short tokens."""
-    return [1.0 - len(c) / 40 for c in completions]
-'''
-
-
-@pytest.fixture(scope="module")
-def prompts_jsonl(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("prompts")
-    rows = [{"prompt": [{"role": "user", "content": f"Add {i} and {i + 1}."}], "answer": 2 * i + 1} for i in range(16)]
-    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
-    (folder / "short.py").write_text(SHORT_REWARD)
-    return folder
-
-
 @pytest.fixture
 def rl_recipe(tiny_recipe, prompts_jsonl):
     """4 prompts x 4 completions of up to 8 tokens a step; checkpoints every 2 steps."""

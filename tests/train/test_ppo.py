@@ -7,7 +7,6 @@ End to end: the mean reward of an easy rule-based reward rises while the KL stay
 the trainer did, and a resumed run continues the same run.
 """
 
-import json
 import math
 
 import pytest
@@ -116,34 +115,15 @@ def test_explained_variance_and_adaptive_kl():
 
 # ---------------------------------------------------------------- end to end on the tiny model
 
-pytestmark_e2e = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
-
-SHORT_REWARD = '''
-def shortness(prompts, completions, **columns):
-    """1 for an empty reply, falling by 1 per 40 characters: the policy can learn to pick short tokens."""
-    return [1.0 - len(c) / 40 for c in completions]
-'''
-
-
-@pytest.fixture(scope="module")
-def prompts_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ppo-prompts")
-    rows = [{"prompt": [{"role": "user", "content": f"Add {i} and {i + 1}."}], "answer": 2 * i + 1} for i in range(16)]
-    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
-    (folder / "short.py").write_text(SHORT_REWARD)
-    return folder
-
-
 @pytest.fixture
-def ppo_recipe(tiny_recipe, prompts_dir):
+def ppo_recipe(tiny_recipe, prompts_jsonl):
     """8 prompts a rollout (2 minibatches of 4, 2 epochs: 4 steps per rollout), responses of up to 8 tokens."""
 
     def make(**overrides):
         base = {
             "stage": "ppo",
-            "data.dataset": str(prompts_dir / "train.jsonl"),
-            "data.eval_dataset": str(prompts_dir / "eval.jsonl"),
+            "data.dataset": str(prompts_jsonl / "train.jsonl"),
+            "data.eval_dataset": str(prompts_jsonl / "eval.jsonl"),
             "training.per_device_train_batch_size": 2,
             "training.gradient_accumulation_steps": 2,
             "training.max_steps": 8,
@@ -155,7 +135,7 @@ def ppo_recipe(tiny_recipe, prompts_dir):
             "ppo.num_mini_batches": 2,
             "ppo.max_completion_length": 8,
             "ppo.sample_every": 0,
-            "ppo.rewards": [{"function": f"{prompts_dir / 'short.py'}:shortness"}],
+            "ppo.rewards": [{"function": f"{prompts_jsonl / 'short.py'}:shortness"}],
         }
         base.update(overrides)
         return tiny_recipe(**base)
@@ -240,4 +220,32 @@ def test_ppo_refuses_bad_settings_before_a_run_exists(ppo_recipe, tmp_path):
         run_stage(ppo_recipe(**{"training.per_device_train_batch_size": 10}), live=False)
     with pytest.raises(RecipeError, match="target_kl"):
         run_stage(ppo_recipe(**{"ppo.kl_coef": 0.0, "ppo.target_kl": 1.0}), live=False)
+    from tunesmith.train.stages import get_stage
+
+    with pytest.raises(RecipeError, match="QLoRA"):  # (on this CPU the scaffold's preflight refuses QLoRA even earlier)
+        get_stage("ppo").check(ppo_recipe(method="qlora"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_ppo_without_a_kl_penalty_builds_no_reference(ppo_recipe):
+    from tunesmith.train.plan import make_plan
+
+    recipe = ppo_recipe(**{"method": "full", "ppo.kl_coef": 0.0, "training.max_steps": 4, "training.save_strategy": "no"})
+    assert "reference" not in make_plan(recipe).memory_bytes
+    result = run_stage(recipe, live=False)
+    assert result.steps == 4
+    assert all(v == 0.0 for v in logged(result.run_dir, "kl").values())
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_adaptive_kl_coef_moves_as_the_controller_says_in_a_run(ppo_recipe):
+    """target_kl: after each rollout batch kl_coef *= 1 + clip(KL / target - 1, -0.2, 0.2) * n / horizon, with the
+    batch's logged KL; a short horizon makes the move visible in two batches."""
+    recipe = ppo_recipe(**{"training.max_steps": 8, "training.save_strategy": "no", "ppo.kl_coef": 0.05, "ppo.target_kl": 0.5, "ppo.kl_horizon": 16})
+    result = run_stage(recipe, live=False)
+    kl, coef = logged(result.run_dir, "kl"), logged(result.run_dir, "kl_coef")
+    (first, second) = sorted(kl)[:2]
+    assert coef[first] == pytest.approx(0.05)
+    error = max(-0.2, min(0.2, kl[first] / 0.5 - 1))
+    assert coef[second] == pytest.approx(0.05 * (1 + error * 8 / 16), rel=1e-5)

@@ -118,31 +118,38 @@ class AdaptiveKL:
 # ---------------------------------------------------------------- configuration
 
 
+def _default(name: str):
+    """A PPO setting's default, from the recipe's section (recipes/schema.py holds every default)."""
+    from tunesmith.recipes.schema import PPOSection
+
+    return PPOSection.model_fields[name].default
+
+
 @dataclass
 class PPOConfig(TrainingArguments):
-    """TrainingArguments plus PPO's settings (the recipe's `ppo:` section, same names)."""
+    """TrainingArguments plus PPO's settings (the recipe's `ppo:` section, same names and defaults)."""
 
-    ppo_epochs: int = 4
-    num_mini_batches: int = 1
-    cliprange: float = 0.2
-    cliprange_value: float = 0.2
-    vf_coef: float = 0.1
-    kl_coef: float = 0.05
-    target_kl: float | None = None
-    kl_horizon: int = 10000
-    gamma: float = 1.0
-    lam: float = 0.95
-    whiten_rewards: bool = False
-    missing_eos_penalty: float | None = None
-    max_completion_length: int = 48
-    temperature: float = 0.8
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float | None = None
-    repetition_penalty: float = 1.0
-    disable_dropout: bool = True
-    sample_every: int = 5
-    remove_unused_columns: bool = False
+    ppo_epochs: int = _default("ppo_epochs")
+    num_mini_batches: int = _default("num_mini_batches")
+    cliprange: float = _default("cliprange")
+    cliprange_value: float = _default("cliprange_value")
+    vf_coef: float = _default("vf_coef")
+    kl_coef: float = _default("kl_coef")
+    target_kl: float | None = _default("target_kl")
+    kl_horizon: int = _default("kl_horizon")
+    gamma: float = _default("gamma")
+    lam: float = _default("lam")
+    whiten_rewards: bool = _default("whiten_rewards")
+    missing_eos_penalty: float | None = _default("missing_eos_penalty")
+    max_completion_length: int = _default("max_completion_length")
+    temperature: float = _default("temperature")
+    top_p: float = _default("top_p")
+    top_k: int = _default("top_k")
+    min_p: float | None = _default("min_p")
+    repetition_penalty: float = _default("repetition_penalty")
+    disable_dropout: bool = _default("disable_dropout")
+    sample_every: int = _default("sample_every")
+    remove_unused_columns: bool = False  # the prompts' extra columns go to the reward functions
 
     @property
     def rollout_batch_size(self) -> int:
@@ -271,7 +278,7 @@ class PPOTrainer(Trainer):
     def _rollout(self, examples: list[dict]) -> Rollouts:
         from tunesmith.infer.generate import complete_tokens, encode_prompt
         from tunesmith.infer.sampling import SamplingParams
-        from tunesmith.train.stages.grpo import prompts_and_columns, score, weighted
+        from tunesmith.rewards.scoring import prompts_and_columns, score, weighted
 
         if self._window_start is None:
             self._window_start = time.perf_counter()
@@ -351,7 +358,10 @@ class PPOTrainer(Trainer):
                 out["old"].append(token_logprobs(logits, tokens[rows], self.args.temperature))
                 out["entropy"].append(entropy_from_logits(logits.float() / self.args.temperature))
                 out["values"].append(values)
-                out["ref"].append(token_logprobs(self._reference_logits(inputs, width), tokens[rows], self.args.temperature))
+                if self.kl.value == 0 and not self.kl.target:  # no KL penalty, no reference (none was built)
+                    out["ref"].append(out["old"][-1])
+                else:
+                    out["ref"].append(token_logprobs(self._reference_logits(inputs, width), tokens[rows], self.args.temperature))
         mask = batch["response_mask"]
         return tuple(torch.cat(out[k]) * mask for k in ("old", "ref", "values", "entropy"))
 

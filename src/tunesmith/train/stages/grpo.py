@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 from tunesmith.errors import RecipeError
+from tunesmith.rewards.scoring import prompts_and_columns, score, weighted
 from tunesmith.train.rollout import FastRollouts
 from tunesmith.train.stages.base import Change, Stage, StageData
 
@@ -37,30 +38,6 @@ def load_rewards(section, where: str) -> list:
     from tunesmith.rewards import load_reward
 
     return [load_reward(e.function, reward_model=e.reward_model, weight=e.weight, options=dict(e.options), where=f"{where}.rewards[{i}]") for i, e in enumerate(section.rewards)]
-
-
-def prompts_and_columns(examples: list[dict]) -> tuple[list, dict[str, list]]:
-    prompts = [e["prompt"] for e in examples]
-    columns = {k: [e[k] for e in examples] for k in (examples[0] if examples else {}) if k != "prompt"}
-    return prompts, columns
-
-
-def score(rewards: list, prompts: list, completions: list[str], columns: dict[str, list]) -> dict[str, list]:
-    """Each reward's scores of `completions` (None where it does not apply), by reward name."""
-    from tunesmith.rewards.trl_bridge import completion_text, prompt_text, unique_names
-
-    texts = [prompt_text(p) for p in prompts]
-    out = {}
-    for name, reward in zip(unique_names([r.name for r in rewards]), rewards):
-        out[name] = reward(prompts if reward.raw_prompts else texts, [completion_text(c) for c in completions], **columns)
-    return out
-
-
-def weighted(rewards: list, per_function: dict[str, list]) -> list[float | None]:
-    """The weighted sum the advantages start from, per completion (rewards.weighted_sum)."""
-    from tunesmith.rewards import weighted_sum
-
-    return [weighted_sum([r.weight for r in rewards], list(scores)) for scores in zip(*per_function.values())]
 
 
 def mean(values) -> float | None:

@@ -79,13 +79,9 @@ class PPOStage(GRPOStage):
         s = recipe.ppo
         if s.target_kl is not None and s.kl_coef == 0:
             raise RecipeError("target_kl adapts kl_coef, but kl_coef is 0 (no reference, nothing to adapt)", where="ppo.target_kl", hint="set kl_coef > 0 (e.g. 0.05) as the starting value, or drop target_kl")
+        if recipe.method == "qlora":
+            raise RecipeError("PPO does not take QLoRA yet: the critic and the reference are not built for a 4-bit base (and it could not be tested without a GPU)", where="method", hint="use method: lora")
         load_rewards(s, self.name)
-        if spec := reward_model_spec(recipe):
-            from tunesmith.models.load import resolve_model
-
-            source = resolve_model(spec)
-            if source.is_reward_model() and recipe.method == "qlora":
-                raise RecipeError("PPO with QLoRA is not supported: the critic is loaded at full precision", where="method", hint="use method: lora")
 
     def prepare_data(self, recipe, tokenizer, source=None, with_eval=True) -> StageData:
         data = super(GRPOStage, self).prepare_data(recipe, tokenizer, source, with_eval)
