@@ -21,7 +21,7 @@ err_console = Console(stderr=True)
 
 
 def _register() -> None:
-    from tunesmith.cli import bench, chat, eval, generate, inspect, inspect_advantages, inspect_logits, inspect_rollouts, plan, recipe, score, serve, train  # noqa: F401  (commands register on import)
+    from tunesmith.cli import bench, chat, eval, generate, inspect, inspect_advantages, inspect_logits, inspect_rollouts, launch, plan, recipe, score, serve, train  # noqa: F401  (commands register on import)
 
 
 from tunesmith.quiet import quiet_libraries  # noqa: E402
@@ -40,5 +40,7 @@ def main() -> None:
         sys.exit(130)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m tunesmith.cli.main`: run the module the commands register on, not a copy
+    from tunesmith.cli.main import main as _main
+
+    _main()

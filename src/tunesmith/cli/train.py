@@ -77,8 +77,12 @@ def _train(stage: str | None, recipe, set_, overrides, resume) -> None:
 
     if resume and (recipe or set_ or overrides):
         console.print("note: --resume continues with the run's own recipe.yaml; other options are ignored")
+    from tunesmith.train.distributed import launched_rank
+
     built = None if resume else build_recipe(recipe, set_, overrides, stage=stage)
-    render_result(run_stage(built, resume=resume, stage_name=stage, console=console))
+    result = run_stage(built, resume=resume, stage_name=stage, console=console)
+    if launched_rank() == 0:  # under `tunesmith launch`, one process shows the result
+        render_result(result)
 
 
 def _stage_command(stage: str) -> None:

@@ -125,6 +125,17 @@ class TrainingSection(Section):
         return [value] if isinstance(value, str) else value
 
 
+class DistributedSection(Section):
+    """How the processes of `accelerate launch` / `tunesmith launch` share the work (ignored in a single process).
+    Strategy names are accelerate's; each maps to transformers' TrainingArguments (fsdp, fsdp_config, deepspeed)."""
+
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field("ddp", description="ddp: every process holds the whole model, gradients are averaged; fsdp: weights, gradients and optimizer state sharded across processes (PyTorch FSDP2); deepspeed: ZeRO stage zero_stage (CUDA, needs the deepspeed package).")
+    zero_stage: Literal[2, 3] = Field(2, description="DeepSpeed ZeRO stage: 2 shards gradients and optimizer state, 3 the weights too.")
+    offload: bool = Field(False, description="Keep optimizer state (and with ZeRO-3 / FSDP the weights) in CPU memory: slower steps, much less GPU memory.")
+    fsdp_sharding: Literal["full_shard", "shard_grad_op"] = Field("full_shard", description="FSDP: full_shard (weights, gradients and optimizer state; the weights are gathered for each layer's forward and backward), shard_grad_op (the weights stay whole after the forward: more memory, less communication).")
+    fsdp_wrap: Literal["transformer_layer", "size"] = Field("transformer_layer", description="FSDP: wrap each decoder layer (the model's own layer class), or by parameter count.")
+
+
 class SampleSection(Section):
     prompts: list[str] = Field(DEMO_PROMPTS, description="Prompts answered before and after training, side by side.")
     max_new_tokens: int = Field(48, ge=1, description="Tokens generated per answer.")
@@ -321,6 +332,7 @@ class Recipe(Section):
     data: DataSection = DataSection()
     training: TrainingSection = TrainingSection()
     sample: SampleSection = SampleSection()
+    distributed: DistributedSection = DistributedSection()
     output_dir: str | None = Field(None, description="Run directory; default runs/<method>-<timestamp>.")
     merge: bool = Field(False, description="Also write a merged full model (LoRA) to <run>/merged.")
     reward: RewardSection | None = Field(None, description="Settings of stage reward (TRL RewardConfig names).")

@@ -23,8 +23,12 @@ gradient_accumulation_steps rollouts. The data loader yields each rollout batch 
 micro-batch that trains on it (TRL's RepeatSampler, as its GRPO trainer does), so the Trainer's step
 count, schedule, logging, checkpoints and resume work unchanged; `_prepare_inputs` samples a new batch
 at the first micro-batch of each and hands out minibatch slices after. A checkpoint keeps the rollout
-batch being trained on and kl_coef (ppo_state.pt), so a run resumed in the middle of a batch trains on
+batch being trained on and kl_coef (ppo_state_<rank>.pt), so a run resumed in the middle of a batch trains on
 exactly the rollouts it would have.
+
+Under several processes (`tunesmith launch`, DDP) each process samples and scores its own rollout batch
+and the gradients are averaged; the logged rollout metrics and the KL that adapts kl_coef are means over
+every process's batch (so kl_coef stays the same everywhere); the advantages are whitened per process.
 
 The critic is a separate value model: a causal LM body with a one-output head read at every position
 (transformers' *ForSequenceClassification, whose head we apply per token). It starts as a copy of the
@@ -47,7 +51,7 @@ from transformers import Trainer, TrainingArguments
 
 from tunesmith.train.advantages import gae, masked_mean, masked_var, whiten
 
-PPO_STATE = "ppo_state.pt"
+PPO_STATE = "ppo_state_{rank}.pt"  # one per process: under several processes each trains on its own rollout batch
 CRITIC_DIR = "critic"
 
 
@@ -289,7 +293,8 @@ class PPOTrainer(Trainer):
         prompt_ids = [encode_prompt(tokenizer, p, chat=isinstance(p, list)) for p in prompts]
 
         # 1. the actor samples (seeded by the rollout's index: a resumed run samples what the whole run did)
-        generator = torch.Generator(device=device).manual_seed(self.rollout_seed * 1_000_003 + self._rollout_index * 1009)
+        seed = self.rollout_seed * 1_000_003 + self._rollout_index * 1009 + self.accelerator.process_index * 7919  # each process its own draws
+        generator = torch.Generator(device=device).manual_seed(seed)
         params = SamplingParams(temperature=a.temperature, top_k=a.top_k or 0, top_p=a.top_p, min_p=a.min_p or 0.0, repetition_penalty=a.repetition_penalty)
         started = time.perf_counter()
         was_training = policy.training
@@ -321,11 +326,13 @@ class PPOTrainer(Trainer):
         advantages = whiten(estimate.advantages, mask)
 
         kl_per_response = kl.sum(dim=1)
+        mean = lambda t: self.accelerator.reduce(t.float().mean().to(device), "mean").item()  # noqa: E731  (over every process's batch)
+        batch_kl = mean(kl_per_response)
         self._record_metrics(
             {
-                "reward": scores.mean().item(),
-                "reward_with_kl": (scores.to(device) - self.kl.value * kl_per_response).mean().item(),
-                "kl": kl_per_response.mean().item(),
+                "reward": mean(scores),
+                "reward_with_kl": mean(scores.to(device) - self.kl.value * kl_per_response),
+                "kl": batch_kl,
                 "kl_coef": self.kl.value,
                 "entropy": masked_mean(entropy, mask).item(),
                 "response_length": mask.sum(dim=1).float().mean().item(),
@@ -337,7 +344,7 @@ class PPOTrainer(Trainer):
         )
         if self.accelerator.is_main_process:
             self._record(prompts, texts, scores, kl_per_response, values, estimate, mask)
-        self.kl.update(kl_per_response.mean().item(), len(prompts))
+        self.kl.update(batch_kl, len(prompts) * self.accelerator.num_processes)  # one kl_coef on every process
         self._rollout_index += 1
         return Rollouts(**batch, old_logprobs=old_logprobs, old_values=values, advantages=advantages, returns=estimate.returns, order=self._minibatch_order(len(prompts)))
 
@@ -447,6 +454,14 @@ class PPOTrainer(Trainer):
 
     # ------------------------------------------------------------ checkpoints: both models and the rollout state
 
+    def _save_checkpoint(self, model, trial) -> None:
+        """Each process's PPO state first (its own rollout batch under several processes), then the Trainer's checkpoint,
+        whose trainer_state.json, written last, marks it complete."""
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self._state(), folder / PPO_STATE.format(rank=self.accelerator.process_index))
+        super()._save_checkpoint(model, trial)
+
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         output_dir = Path(output_dir or self.args.output_dir)
         if not self.args.should_save:
@@ -456,7 +471,6 @@ class PPOTrainer(Trainer):
         model.policy.save_pretrained(output_dir)
         model.critic.save_pretrained(output_dir / CRITIC_DIR)
         self.processing_class.save_pretrained(output_dir)
-        torch.save(self._state(), output_dir / PPO_STATE)
 
     def _state(self) -> dict:
         """What a resumed run needs beyond weights and optimizer: kl_coef, the rollout count, the batch being trained on."""
@@ -474,7 +488,7 @@ class PPOTrainer(Trainer):
         module = self.accelerator.unwrap_model(self.model)
         load_weights(module.policy, checkpoint)
         load_weights(module.critic, checkpoint / CRITIC_DIR)
-        state = torch.load(checkpoint / PPO_STATE, weights_only=False)
+        state = torch.load(checkpoint / PPO_STATE.format(rank=self.accelerator.process_index), weights_only=False)
         self.kl.value = state["kl_coef"]
         self._rollout_index = state["rollout_index"]
         self._micro = state["micro"]

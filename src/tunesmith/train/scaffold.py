@@ -130,8 +130,11 @@ def reference_model(stage: Stage, recipe: Recipe, model, schedule):
 
 def common_arguments(recipe: Recipe, run: RunDir, precision: Precision, has_eval: bool, speed: SpeedSettings) -> dict:
     """TrainingArguments shared by every stage (recipe names pass straight through)."""
+    from tunesmith.train.distributed import launched_world_size, strategy_arguments
+
     t = recipe.training
     return dict(
+        **strategy_arguments(recipe, launched_world_size()),
         output_dir=str(run.path),
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_train_batch_size,
@@ -165,6 +168,7 @@ def common_arguments(recipe: Recipe, run: RunDir, precision: Precision, has_eval
         logging_nan_inf_filter=False,  # the NaN guard must see a non-finite loss, not a filtered average
         include_num_input_tokens_seen="non_padding",
         dataset_num_proc=None,
+        ddp_find_unused_parameters=False,  # every trained parameter takes part in the loss (transformers' default would search, each step)
     )
 
 
@@ -191,6 +195,8 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     """Train per `recipe` (or continue the run/checkpoint `resume`) with its stage, and return what happened."""
     import torch
 
+    from tunesmith.train.distributed import processes
+
     console = console or Console()
     started = time.perf_counter()
     run, recipe, checkpoint = open_run(recipe, resume, stage_name, console)
@@ -198,20 +204,32 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     precision = resolve_precision(recipe.model.precision)
     preflight(recipe, precision)
     stage.check(recipe)
+    from tunesmith.train.distributed import check_distributed, launched_world_size
+
+    check_distributed(recipe, precision.device, launched_world_size())
+    procs = processes(precision.device)  # under `accelerate launch`: one of several; the main one writes and prints
+    if not procs.is_main:
+        console = Console(quiet=True)
     tokenizer = load_tokenizer(recipe.model.name)
     data = stage.prepare_data(recipe, tokenizer)  # bad data stops here, before a run directory exists
     if run is None:
-        run = RunDir.new(recipe.output_dir, recipe.stage)
-        run.write_text("recipe.yaml", dump_recipe(recipe.model_copy(update={"output_dir": str(run.path)})))
+        if procs.is_main:
+            run = RunDir.new(recipe.output_dir, recipe.stage)
+            run.write_text("recipe.yaml", dump_recipe(recipe.model_copy(update={"output_dir": str(run.path)})))
+        run = RunDir(procs.share(run.path if run else None))
+        recipe = recipe.model_copy(update={"output_dir": str(run.path)})
     console.print(f"stage: {recipe.stage} ({stage.describe(recipe)})", soft_wrap=True, highlight=False)
     console.print(f"precision: {precision.name} ({precision.reason})", soft_wrap=True)
-    run.write_environment(precision)
+    if procs.is_main:
+        run.write_environment(precision)
     torch.manual_seed(recipe.training.seed)
     console.print(f"data: {data.summary}", soft_wrap=True, highlight=False)
+    if procs.world > 1:
+        console.print(f"processes: {procs.world} (accelerate launch); each takes 1/{procs.world} of every step's batch, the main one writes the run", highlight=False)
 
     from tunesmith.train.schedule import compute_schedule
 
-    schedule = compute_schedule(recipe.training, data.num_sequences)
+    schedule = compute_schedule(recipe.training, data.num_sequences, procs.world)
     speed = speed_settings(recipe, precision, data.longest)
     source, model = load_for_training(recipe, precision, speed.attention, stage.head)
     if speed.checkpoint_every > 1:
@@ -220,8 +238,10 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     sample = dict(max_new_tokens=recipe.sample.max_new_tokens, temperature=recipe.sample.temperature, seed=recipe.training.seed)
     from tunesmith.infer import generate
 
+    if not procs.is_main:
+        prompts = []  # the answers and measurements before and after are the main process's to show
     before = generate(model, tokenizer, prompts, **sample) if prompts and not resume else []
-    before_snapshot = measure_before(stage, run, model, tokenizer, recipe, data, resumed=bool(resume))
+    before_snapshot = measure_before(stage, run, model, tokenizer, recipe, data, resumed=bool(resume)) if procs.is_main else {}
     from tunesmith.infer.packed import drop_packed
 
     drop_packed(model)  # the decode loop's packed bf16 weights (~270 MB for SmolLM2) must not ride along through training
@@ -234,7 +254,7 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     ref_model = reference_model(stage, recipe, model, schedule)
     guard = NanGuard(precision.name)
     resume_step = int(checkpoint.name.split("-")[1]) if checkpoint else None
-    if resume_step is not None:
+    if resume_step is not None and procs.is_main:
         from tunesmith.train.rollout import keep_rollouts_until
 
         keep_rollouts_until(run.path, resume_step)  # RL stages: the steps after the checkpoint are sampled again
@@ -248,7 +268,7 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
         args=stage.config(recipe, common_arguments(recipe, run, precision, data.eval is not None, speed), schedule),
         data=data,
         tokenizer=tokenizer,
-        callbacks=[MetricsLog(run.metrics_file, resume_step=resume_step), guard, Progress(console, live, stage.progress_metrics), *callbacks],
+        callbacks=[*([MetricsLog(run.metrics_file, resume_step=resume_step)] if procs.is_main else []), guard, Progress(console, live, stage.progress_metrics), *callbacks],
         peft_config=peft_config,
     )
     from transformers.trainer_callback import PrinterCallback
@@ -274,12 +294,16 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     eval_loss = None
     final_metrics: dict = {}
     if data.eval is not None:
-        final_metrics = trainer.evaluate()
+        final_metrics = trainer.evaluate()  # every process takes part: the eval set is sharded too
         eval_loss = final_metrics.get("eval_loss")
-        with open(run.metrics_file, "a") as fh:
-            fh.write(json.dumps({"step": trainer.state.global_step, **final_metrics, "final": True}) + "\n")
+        if procs.is_main:
+            with open(run.metrics_file, "a") as fh:
+                fh.write(json.dumps({"step": trainer.state.global_step, **final_metrics, "final": True}) + "\n")
 
     trained = stage.trained_model(trainer)
+    if not procs.is_main:  # the main process saves, measures and writes the rest; the others wait until it has
+        procs.barrier()
+        return StageResult(stage=recipe.stage, run_dir=run.path, model_dir=run.model_dir, steps=trainer.state.global_step, train_loss=train_loss, eval_loss=eval_loss, seconds=time.perf_counter() - started)
     model_dir = run.save_final("model", lambda path: save_model(trained, tokenizer, source, path))
     run.plot_losses()
     for name, keys in stage.plots(recipe).items():
@@ -302,6 +326,7 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
         changes=changes, examples=examples, examples_title=examples_title, diagnostics=diagnostics,
     )
     write_model_card(run, recipe, stage, data, result, trainable, total)
+    procs.barrier()
     return result
 
 

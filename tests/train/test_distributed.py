@@ -1,0 +1,153 @@
+"""Two processes on this CPU (gloo), launched the way users launch them: `tunesmith launch -n 2 -- <stage> ...`.
+
+For SFT and DPO: the run trains; its steps, checkpoints and logging are the plan's for 2 processes; one run
+directory and one set of checkpoints are written; the result loads; the loss at every step equals a
+single-process run with the same effective batch (2 per process x 2 processes = 2 x 2 accumulation), within
+1e-4 relative (LoRA dropout off: its random masks are drawn per process); a run resumed under 2 processes
+continues with the losses the uninterrupted run logged.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tunesmith.runs.rundir import RunDir
+
+TOLERANCE = 1e-4  # relative, per logged step: the same arithmetic summed in another order
+
+
+def launch(args: list[str], cwd, processes: int = 2) -> subprocess.CompletedProcess:
+    """`tunesmith launch -n 2 -- ARGS` (or the plain command for 1 process), one intra-op thread per process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "tunesmith", *(["launch", "-n", str(processes), "--"] if processes > 1 else []), *args]
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def losses(run) -> dict[int, float]:
+    return {m["step"]: m["loss"] for m in RunDir(run).read_metrics() if "loss" in m}
+
+
+def write_recipe(path, **sections) -> str:
+    path.write_text(yaml.safe_dump(sections))
+    return str(path)
+
+
+def check_two_process_run(tmp_path, recipe_file: str, stage: str):
+    """Run the recipe on 2 processes and on 1 with twice the accumulation; compare; return the 2-process run."""
+    from tunesmith.recipes import load_recipe
+    from tunesmith.train.plan import make_plan
+
+    two, one = tmp_path / "runs" / "two", tmp_path / "one"
+    shown = launch([stage, "-c", recipe_file, "--output-dir", str(two)], tmp_path)
+    assert "processes: 2 (accelerate launch)" in shown.stdout
+    assert shown.stdout.count("done in") == 1, shown.stdout  # one process reports
+    launch([stage, "-c", recipe_file, "--output-dir", str(one), "--gradient-accumulation-steps", "2"], tmp_path, processes=1)
+
+    plan = make_plan(load_recipe(recipe_file), world_size=2)
+    s = plan.schedule
+    assert sorted(os.listdir(two.parent)) == ["two"]  # one run directory, named by the main process
+    metrics = RunDir(two).read_metrics()
+    assert max(m["step"] for m in metrics) == s.total_steps
+    assert [m["step"] for m in metrics if "loss" in m] == s.logging_steps  # one writer: no line twice
+    assert sorted(int(p.name.split("-")[1]) for p in two.glob("checkpoint-*")) == s.kept_checkpoints
+    a, b = losses(two), losses(one)
+    assert a.keys() == b.keys()
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=TOLERANCE), (step, a, b)
+    return two, a
+
+
+@pytest.fixture
+def sft_recipe(tmp_path, tiny_model_dir, chat_jsonl):
+    return write_recipe(
+        tmp_path / "sft.yaml",
+        stage="sft",
+        model={"name": tiny_model_dir, "precision": "fp32"},
+        lora={"lora_dropout": 0.0},
+        data={"dataset": chat_jsonl, "max_length": 64},
+        sample={"prompts": [], "diagnostics": False},
+        training={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_steps": 6, "logging_steps": 1, "save_strategy": "steps", "save_steps": 3, "save_total_limit": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0},
+    )
+
+
+def test_sft_on_two_processes_matches_one_and_resumes(tmp_path, sft_recipe):
+    from tunesmith.models.load import load_model
+
+    two, logged = check_two_process_run(tmp_path, sft_recipe, "sft")
+    assert load_model(str(two)) is not None  # the adapter and its base load as any run's do
+    # resume under 2 processes from checkpoint 3: the steps after it are trained again, with the same losses
+    shutil.rmtree(two / "checkpoint-6")
+    shutil.rmtree(two / "model")
+    launch(["sft", "--resume", str(two)], tmp_path)
+    resumed = losses(two)
+    assert resumed.keys() == logged.keys()
+    for step in resumed:
+        assert resumed[step] == pytest.approx(logged[step], rel=TOLERANCE), (step, resumed, logged)
+    assert (two / "model" / "adapter_model.safetensors").is_file()
+
+
+def test_dpo_on_two_processes_matches_one(tmp_path, tiny_model_dir, pairs_jsonl):
+    recipe = write_recipe(
+        tmp_path / "dpo.yaml",
+        stage="dpo",
+        model={"name": tiny_model_dir, "precision": "fp32"},
+        lora={"lora_dropout": 0.0},
+        data={"dataset": pairs_jsonl, "eval_dataset": "none", "max_length": 96},
+        sample={"prompts": []},
+        training={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_steps": 4, "logging_steps": 1, "save_strategy": "steps", "save_steps": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0},
+    )
+    two, _ = check_two_process_run(tmp_path, recipe, "dpo")
+    assert json.loads((two / "model" / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def rl_recipe(tmp_path, tiny_model_dir, prompts_jsonl, stage: str, **section) -> str:
+    return write_recipe(
+        tmp_path / f"{stage}.yaml",
+        stage=stage,
+        model={"name": tiny_model_dir, "precision": "fp32"},
+        lora={"lora_dropout": 0.0},
+        data={"dataset": str(prompts_jsonl / "train.jsonl"), "eval_dataset": str(prompts_jsonl / "eval.jsonl"), "max_length": 64},
+        sample={"prompts": []},
+        training={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "max_steps": 4, "logging_steps": 1, "save_strategy": "steps", "save_steps": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0},
+        **{stage: {"max_completion_length": 8, "rewards": [{"function": f"{prompts_jsonl / 'short.py'}:shortness"}], **section}},
+    )
+
+
+def test_ppo_on_two_processes_trains_and_resumes_inside_a_rollout_batch(tmp_path, tiny_model_dir, prompts_jsonl):
+    """Each process samples its own rollout batch (4 prompts) and trains it 4 times (steps 1-4). Checkpoint 2 falls inside
+    the batch: resumed there, each process must train on its own saved rollouts (ppo_state_<rank>.pt)."""
+    from tunesmith.recipes import load_recipe
+    from tunesmith.train.plan import make_plan
+
+    recipe = rl_recipe(tmp_path, tiny_model_dir, prompts_jsonl, "ppo", ppo_epochs=4, sample_every=0)
+    run = tmp_path / "runs" / "ppo"
+    launch(["ppo", "-c", recipe, "--output-dir", str(run)], tmp_path)
+    plan = make_plan(load_recipe(recipe), world_size=2)
+    assert max(m["step"] for m in RunDir(run).read_metrics()) == plan.schedule.total_steps == 4
+    assert sorted(p.name for p in (run / "checkpoint-2").glob("ppo_state_*.pt")) == ["ppo_state_0.pt", "ppo_state_1.pt"]
+    logged = losses(run)
+    shutil.rmtree(run / "checkpoint-4")
+    shutil.rmtree(run / "model")
+    launch(["ppo", "--resume", str(run)], tmp_path)
+    resumed = losses(run)
+    for step in logged:
+        assert resumed[step] == pytest.approx(logged[step], rel=TOLERANCE, abs=1e-6), (step, resumed, logged)
+
+
+def test_grpo_on_two_processes_trains_as_planned(tmp_path, tiny_model_dir, prompts_jsonl):
+    from tunesmith.recipes import load_recipe
+    from tunesmith.train.plan import make_plan
+
+    recipe = rl_recipe(tmp_path, tiny_model_dir, prompts_jsonl, "grpo", num_generations=4)
+    run = tmp_path / "runs" / "grpo"
+    launch(["grpo", "-c", recipe, "--output-dir", str(run)], tmp_path)
+    plan = make_plan(load_recipe(recipe), world_size=2)
+    assert max(m["step"] for m in RunDir(run).read_metrics()) == plan.schedule.total_steps
+    assert (run / "model" / "adapter_model.safetensors").is_file() and (run / "rollouts.jsonl").is_file()
