@@ -46,7 +46,7 @@ def check_two_process_run(tmp_path, recipe_file: str, stage: str):
 
     two, one = tmp_path / "runs" / "two", tmp_path / "one"
     shown = launch([stage, "-c", recipe_file, "--output-dir", str(two)], tmp_path)
-    assert "processes: 2 (accelerate launch)" in shown.stdout
+    assert "processes: 2 (accelerate launch, ddp)" in shown.stdout
     assert shown.stdout.count("done in") == 1, shown.stdout  # one process reports
     launch([stage, "-c", recipe_file, "--output-dir", str(one), "--gradient-accumulation-steps", "2"], tmp_path, processes=1)
 
@@ -151,3 +151,79 @@ def test_grpo_on_two_processes_trains_as_planned(tmp_path, tiny_model_dir, promp
     plan = make_plan(load_recipe(recipe), world_size=2)
     assert max(m["step"] for m in RunDir(run).read_metrics()) == plan.schedule.total_steps
     assert (run / "model" / "adapter_model.safetensors").is_file() and (run / "rollouts.jsonl").is_file()
+
+
+# ---------------------------------------------------------------- the plan and the checks (no processes started)
+
+
+def test_plan_divides_memory_per_process_by_strategy(tiny_recipe):
+    from tunesmith.train.plan import make_plan
+
+    recipe = tiny_recipe(**{"method": "full"})
+    one = make_plan(recipe, num_examples=64)
+    ddp = make_plan(recipe, num_examples=64, world_size=2)
+    assert ddp.schedule.effective_batch_size == 2 * one.schedule.effective_batch_size
+    # 64 sequences, 2 per micro-batch, 3 micro-batches a step, 2 epochs: one process 32 micro-batches -> 11 steps an epoch;
+    # two processes 16 micro-batches each -> 6 steps an epoch (the Trainer's rounding, per process)
+    assert (one.schedule.total_steps, ddp.schedule.total_steps) == (22, 12)
+    assert ddp.memory_bytes["weights"] == one.memory_bytes["weights"]  # every process holds the whole model
+    assert any("ddp: every process holds the whole model" in n for n in ddp.notes)
+    # FSDP on a CPU: accelerate runs it as DDP, and the plan says so instead of promising sharded memory
+    fsdp_cpu = make_plan(tiny_recipe(**{"method": "full", "distributed.strategy": "fsdp"}), num_examples=64, world_size=2)
+    assert fsdp_cpu.memory_bytes == ddp.memory_bytes
+    assert any("on CPUs it runs as DDP" in n for n in fsdp_cpu.notes)
+
+
+def test_per_process_memory_under_sharding():
+    from tunesmith.recipes import load_recipe
+    from tunesmith.train.distributed import per_process_memory
+
+    memory = {"weights": 400, "gradients": 400, "optimizer": 800, "activations": 100}
+    fsdp = load_recipe(None, {"distributed.strategy": "fsdp"})
+    assert per_process_memory(memory, fsdp, 4, "cuda")[0] == {"weights": 100, "gradients": 100, "optimizer": 200, "activations": 100}
+    zero2 = load_recipe(None, {"distributed.strategy": "deepspeed", "distributed.zero_stage": 2, "distributed.offload": True})
+    assert per_process_memory(memory, zero2, 4, "cuda")[0] == {"weights": 400, "gradients": 100, "optimizer": 0, "activations": 100}
+
+
+def test_strategies_that_cannot_run_are_refused_in_a_sentence(tiny_recipe):
+    import importlib.util
+
+    from tunesmith.errors import RecipeError
+    from tunesmith.train.distributed import check_distributed, strategy_arguments
+
+    if importlib.util.find_spec("deepspeed") is None:
+        with pytest.raises(RecipeError, match="deepspeed package is not installed"):
+            check_distributed(tiny_recipe(**{"distributed.strategy": "deepspeed"}), "cuda", 2)
+    with pytest.raises(RecipeError, match="QLoRA's 4-bit weights cannot be sharded by fsdp"):
+        check_distributed(tiny_recipe(**{"method": "qlora", "distributed.strategy": "fsdp"}), "cuda", 2)
+    with pytest.raises(RecipeError, match="PPO runs under ddp only"):
+        check_distributed(tiny_recipe(**{"stage": "ppo", "distributed.strategy": "fsdp"}), "cuda", 2)
+    fsdp = strategy_arguments(tiny_recipe(**{"distributed.strategy": "fsdp"}), 2, "cuda")
+    assert fsdp["fsdp"] is True and fsdp["fsdp_config"]["reshard_after_forward"] is True
+    assert strategy_arguments(tiny_recipe(**{"distributed.strategy": "fsdp"}), 2, "cpu") == {}
+    assert strategy_arguments(tiny_recipe(**{"distributed.strategy": "fsdp"}), 1, "cuda") == {}
+
+
+def test_launch_writes_the_accelerate_config_and_says_what_it_runs(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tunesmith.cli.main import _register, app
+
+    _register()
+    monkeypatch.chdir(tmp_path)
+    shown = CliRunner().invoke(app, ["launch", "-n", "2", "--fsdp", "--dry-run", "--", "sft", "-c", "r.yaml"])
+    assert shown.exit_code == 0, shown.output
+    config = yaml.safe_load((tmp_path / ".tunesmith" / "accelerate-2p-fsdp-cpu.yaml").read_text())
+    assert config["num_processes"] == 2 and config["num_machines"] == 1 and config["mixed_precision"] == "no"
+    assert "-m tunesmith sft -c r.yaml --set distributed.strategy=fsdp" in shown.output
+    two = CliRunner().invoke(app, ["launch", "-n", "4", "--num-machines", "2", "--machine-rank", "1", "--main-process-ip", "10.0.0.1", "--dry-run", "--", "dpo"])
+    multi = yaml.safe_load((tmp_path / ".tunesmith" / "accelerate-8p-cpu.yaml").read_text())
+    assert two.exit_code == 0 and (multi["num_processes"], multi["machine_rank"], multi["main_process_ip"]) == (8, 1, "10.0.0.1")
+    for args, message in (
+        (["launch", "--fsdp", "--deepspeed", "zero2", "--", "sft"], "choose one"),
+        (["launch", "--deepspeed", "zero1", "--", "sft"], "zero2 or zero3"),
+        (["launch", "--num-machines", "2", "--", "sft"], "--main-process-ip"),
+        (["launch", "-n", "2"], "needs the command to run after --"),
+    ):
+        refused = CliRunner().invoke(app, args)
+        assert refused.exit_code != 0 and message in str(refused.exception), (args, refused.output, refused.exception)

@@ -86,11 +86,32 @@ def check_distributed(recipe, device: str, world: int) -> None:
         raise RecipeError("PPO runs under ddp only: its actor and critic are two models in one trainer, which FSDP and ZeRO-3 do not shard together here", where="distributed.strategy", hint="use strategy: ddp")
 
 
-def strategy_arguments(recipe, world: int) -> dict:
+CPU_FSDP = "accelerate shards with FSDP only on GPUs (and other accelerators); on CPUs it runs as DDP, every process holding the whole model (tried here: 2 CPU processes gave the DDP run's losses exactly)"
+
+
+def effective_strategy(recipe, device: str) -> str:
+    """The strategy that will run: FSDP on CPUs is DDP (accelerate keeps MULTI_CPU), so tunesmith says so and plans for it."""
+    strategy = recipe.distributed.strategy
+    return "ddp" if strategy == "fsdp" and device == "cpu" else strategy
+
+
+def strategy_note(recipe, device: str, world: int) -> str | None:
+    """A sentence when the recipe's strategy is not what runs, or does nothing (one process)."""
+    strategy = recipe.distributed.strategy
+    if strategy == "ddp":
+        return None
+    if world <= 1:
+        return f"distributed.strategy {strategy} applies under tunesmith launch / accelerate launch; this single process ignores it"
+    if effective_strategy(recipe, device) != strategy:
+        return f"distributed.strategy fsdp: {CPU_FSDP}"
+    return None
+
+
+def strategy_arguments(recipe, world: int, device: str) -> dict:
     """TrainingArguments for the recipe's strategy (transformers builds accelerate's FSDP / DeepSpeed plugin from them).
     DDP needs none: it is what several processes get by default. One process: none at all."""
     d = recipe.distributed
-    if world <= 1 or d.strategy == "ddp":
+    if world <= 1 or effective_strategy(recipe, device) == "ddp":
         return {}
     if d.strategy == "fsdp":
         config = {
@@ -111,20 +132,21 @@ def strategy_arguments(recipe, world: int) -> dict:
     return {"deepspeed": {"zero_optimization": zero, "train_micro_batch_size_per_gpu": auto, "gradient_accumulation_steps": auto, "gradient_clipping": auto, "bf16": {"enabled": auto}, "fp16": {"enabled": auto}}}
 
 
-def per_process_memory(memory: dict[str, int], recipe, world: int) -> tuple[dict[str, int], str]:
-    """The plan's memory for one process under the recipe's strategy, and a sentence saying what is divided."""
+def per_process_memory(memory: dict[str, int], recipe, world: int, device: str) -> tuple[dict[str, int], str]:
+    """The plan's memory for one process under the strategy that runs, and a sentence saying what is divided."""
     d = recipe.distributed
     if world <= 1:
         return memory, ""
+    strategy = effective_strategy(recipe, device)
     shared = {
         "ddp": (),
         "fsdp": ("weights", "gradients", "optimizer") if d.fsdp_sharding == "full_shard" else ("gradients", "optimizer"),
         "deepspeed": ("gradients", "optimizer") + (("weights",) if d.zero_stage == 3 else ()),
-    }[d.strategy]
+    }[strategy]
     out = {k: (v // world if k in shared else v) for k, v in memory.items()}
-    if d.offload:
+    if d.offload and strategy != "ddp":
         out = {k: (0 if k == "optimizer" or (k == "weights" and "weights" in shared) else v) for k, v in out.items()}
     what = {"ddp": f"ddp: every process holds the whole model, its gradients and optimizer state; activations are for its own 1/{world} of the batch"}.get(
-        d.strategy, f"{d.strategy}: {', '.join(shared)} divided across {world} processes" + ("; optimizer state (and sharded weights) offloaded to CPU memory" if d.offload else "")
+        strategy, f"{strategy}: {', '.join(shared)} divided across {world} processes" + ("; optimizer state (and sharded weights) offloaded to CPU memory" if d.offload else "")
     )
     return out, f"memory per process ({what})"

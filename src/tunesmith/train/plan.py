@@ -149,11 +149,13 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
             + ("; it scores the data once before training (precompute_ref_log_probs)" if precomputed else "; it runs a forward pass in every step")
         )
     notes += stage.plan_notes(recipe)
-    if world > 1:
-        from tunesmith.train.distributed import per_process_memory
+    from tunesmith.train.distributed import per_process_memory, strategy_note
 
-        memory, how = per_process_memory(memory, recipe, world)
+    if world > 1:
+        memory, how = per_process_memory(memory, recipe, world, precision.device)
         notes.append(f"{world} processes: each step's batch is {recipe.training.per_device_train_batch_size} per process x {world} processes x {recipe.training.gradient_accumulation_steps} accumulation; {how}")
+    if note := strategy_note(recipe, precision.device, world):
+        notes.append(note)
     plan = Plan(schedule, precision, recipe.method, recipe.model.name, total, trainable, memory, data_summary, num_examples, notes, speed)
     plan.stage, plan.unit = recipe.stage, stage.unit
     return plan

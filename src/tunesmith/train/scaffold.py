@@ -134,7 +134,7 @@ def common_arguments(recipe: Recipe, run: RunDir, precision: Precision, has_eval
 
     t = recipe.training
     return dict(
-        **strategy_arguments(recipe, launched_world_size()),
+        **strategy_arguments(recipe, launched_world_size(), precision.device),
         output_dir=str(run.path),
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_train_batch_size,
@@ -204,7 +204,7 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     precision = resolve_precision(recipe.model.precision)
     preflight(recipe, precision)
     stage.check(recipe)
-    from tunesmith.train.distributed import check_distributed, launched_world_size
+    from tunesmith.train.distributed import check_distributed, effective_strategy, launched_world_size, strategy_note
 
     check_distributed(recipe, precision.device, launched_world_size())
     procs = processes(precision.device)  # under `accelerate launch`: one of several; the main one writes and prints
@@ -225,7 +225,9 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     torch.manual_seed(recipe.training.seed)
     console.print(f"data: {data.summary}", soft_wrap=True, highlight=False)
     if procs.world > 1:
-        console.print(f"processes: {procs.world} (accelerate launch); each takes 1/{procs.world} of every step's batch, the main one writes the run", highlight=False)
+        console.print(f"processes: {procs.world} (accelerate launch, {effective_strategy(recipe, precision.device)}); each takes 1/{procs.world} of every step's batch, the main one writes the run", highlight=False)
+    if note := strategy_note(recipe, precision.device, procs.world):
+        console.print(f"note: {note}", soft_wrap=True, highlight=False)
 
     from tunesmith.train.schedule import compute_schedule
 
