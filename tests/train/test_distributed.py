@@ -227,3 +227,28 @@ def test_launch_writes_the_accelerate_config_and_says_what_it_runs(tmp_path, mon
     ):
         refused = CliRunner().invoke(app, args)
         assert refused.exit_code != 0 and message in str(refused.exception), (args, refused.output, refused.exception)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["reward", "kto", "orpo", "cpo", "rloo"])
+def test_every_other_stage_trains_on_two_processes(tmp_path, stage, tiny_model_dir, pairs_jsonl, unpaired_jsonl, prompts_jsonl):
+    """The stages the fast tests above do not launch: each trains on 2 processes for the plan's steps and saves a model."""
+    from tunesmith.recipes import load_recipe
+    from tunesmith.train.plan import make_plan
+
+    if stage == "rloo":
+        recipe = rl_recipe(tmp_path, tiny_model_dir, prompts_jsonl, "rloo", num_generations=2)
+    else:
+        recipe = write_recipe(
+            tmp_path / f"{stage}.yaml",
+            stage=stage,
+            model={"name": tiny_model_dir, "precision": "fp32"},
+            data={"dataset": unpaired_jsonl if stage == "kto" else pairs_jsonl, "eval_dataset": "none", "max_length": 96},
+            sample={"prompts": []},
+            training={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_steps": 4, "logging_steps": 1, "save_strategy": "steps", "save_steps": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0},
+        )
+    run = tmp_path / "runs" / stage
+    launch([stage, "-c", recipe, "--output-dir", str(run)], tmp_path)
+    plan = make_plan(load_recipe(recipe), world_size=2)
+    assert max(m["step"] for m in RunDir(run).read_metrics()) == plan.schedule.total_steps
+    assert (run / "model" / "adapter_model.safetensors").is_file()
