@@ -222,6 +222,13 @@ def test_ppo_refuses_bad_settings_before_a_run_exists(ppo_recipe, tmp_path):
         run_stage(ppo_recipe(**{"ppo.kl_coef": 0.0, "ppo.target_kl": 1.0}), live=False)
     from tunesmith.train.stages import get_stage
 
+    # a reward model of another vocabulary cannot start the critic, which reads the actor's token ids
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    other = tmp_path / "other-reward"
+    LlamaForSequenceClassification(LlamaConfig(vocab_size=500, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_labels=1, pad_token_id=0)).save_pretrained(other)
+    with pytest.raises(RecipeError, match="vocabulary of 500 tokens"):
+        run_stage(ppo_recipe(**{"ppo.rewards": [{"reward_model": str(other)}]}), live=False)
     with pytest.raises(RecipeError, match="QLoRA"):  # (on this CPU the scaffold's preflight refuses QLoRA even earlier)
         get_stage("ppo").check(ppo_recipe(method="qlora"))
     assert not (tmp_path / "run").exists()

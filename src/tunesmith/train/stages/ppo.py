@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from tunesmith.errors import RecipeError
 from tunesmith.train.stages.base import StageData
 from tunesmith.train.stages.grpo import GRPOStage, load_rewards
@@ -82,6 +80,15 @@ class PPOStage(GRPOStage):
         if recipe.method == "qlora":
             raise RecipeError("PPO does not take QLoRA yet: the critic and the reference are not built for a 4-bit base (and it could not be tested without a GPU)", where="method", hint="use method: lora")
         load_rewards(s, self.name)
+        if spec := reward_model_spec(recipe):  # the critic, a copy of the reward model, reads the actor's token ids
+            from tunesmith.models.load import meta_model
+
+            theirs, ours = meta_model(spec, head="reward").config.vocab_size, meta_model(recipe.model.name).config.vocab_size
+            if theirs != ours:
+                raise RecipeError(
+                    f"the reward model {spec} has a vocabulary of {theirs} tokens and the model {recipe.model.name} one of {ours}; the critic starts as a copy of the reward model and reads the actor's tokens",
+                    where="ppo.reward_model", hint="train the reward model from the same model family as the actor (tunesmith reward --model ...)",
+                )
 
     def prepare_data(self, recipe, tokenizer, source=None, with_eval=True) -> StageData:
         data = super(GRPOStage, self).prepare_data(recipe, tokenizer, source, with_eval)
@@ -119,7 +126,6 @@ class PPOStage(GRPOStage):
         return trainer.model.policy
 
 
-
 @dataclass(frozen=True)
 class CriticSource:
     """Where the critic starts: the reward model (`reward_model`), else the starting policy `model`."""
@@ -134,6 +140,8 @@ def build_critic(source: CriticSource, policy):
     """The value model, in the dtype of the actor's base: a copy of the reward model when one scores (its values
     start on the reward's scale), else the starting policy with a new head at zero (values start at 0, no made-up
     baseline). With LoRA it trains its own adapter and head (peft's SEQ_CLS task keeps the head trainable)."""
+    import torch
+
     from tunesmith.models.load import resolve_model
     from tunesmith.models.reward import load_reward_model, new_reward_model, score_in_fp32
 
