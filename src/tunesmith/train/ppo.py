@@ -73,7 +73,9 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     """PPO's clipped surrogate: mean over tokens of max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)).
 
     ratio = p_new / p_old of each sampled token. For A > 0 a ratio above 1 + eps earns nothing more (no
-    incentive to push further); for A < 0 one below 1 - eps does. Returns (loss, stats): clip_fraction
+    incentive to push further); for A < 0 neither does a ratio below 1 - eps. Where the update went the
+    wrong way (A > 0 and ratio < 1 - eps, or A < 0 and ratio > 1 + eps) the unclipped, larger loss is kept,
+    so it is always pulled back. Returns (loss, stats): clip_fraction
     (share of tokens where the clipped term was taken) and approx_kl (mean of (log ratio)^2 / 2)."""
     log_ratio = (logprobs - old_logprobs) * mask
     ratio = torch.exp(log_ratio)
