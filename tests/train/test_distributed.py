@@ -82,15 +82,20 @@ def test_sft_on_two_processes_matches_one_and_resumes(tmp_path, sft_recipe):
 
     two, logged = check_two_process_run(tmp_path, sft_recipe, "sft")
     assert load_model(str(two)) is not None  # the adapter and its base load as any run's do
-    # resume under 2 processes from checkpoint 3: the steps after it are trained again, with the same losses
-    shutil.rmtree(two / "checkpoint-6")
-    shutil.rmtree(two / "model")
-    launch(["sft", "--resume", str(two)], tmp_path)
-    resumed = losses(two)
+    resume_and_compare(tmp_path, "sft", two, logged, last=6)
+
+
+def resume_and_compare(tmp_path, stage: str, run, logged: dict, last: int) -> None:
+    """Drop the last checkpoint and the final model, resume under 2 processes from the one before: the steps after it
+    are trained again and log the same losses."""
+    shutil.rmtree(run / f"checkpoint-{last}")
+    shutil.rmtree(run / "model")
+    launch([stage, "--resume", str(run)], tmp_path)
+    resumed = losses(run)
     assert resumed.keys() == logged.keys()
     for step in resumed:
         assert resumed[step] == pytest.approx(logged[step], rel=TOLERANCE), (step, resumed, logged)
-    assert (two / "model" / "adapter_model.safetensors").is_file()
+    assert (run / "model" / "adapter_model.safetensors").is_file()
 
 
 def test_dpo_on_two_processes_matches_one(tmp_path, tiny_model_dir, pairs_jsonl):
@@ -103,8 +108,12 @@ def test_dpo_on_two_processes_matches_one(tmp_path, tiny_model_dir, pairs_jsonl)
         sample={"prompts": []},
         training={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_steps": 4, "logging_steps": 1, "save_strategy": "steps", "save_steps": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0},
     )
-    two, _ = check_two_process_run(tmp_path, recipe, "dpo")
+    two, logged = check_two_process_run(tmp_path, recipe, "dpo")
+    from tunesmith.models.load import load_model
+
     assert json.loads((two / "model" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert load_model(str(two)) is not None
+    resume_and_compare(tmp_path, "dpo", two, logged, last=4)
 
 
 def rl_recipe(tmp_path, tiny_model_dir, prompts_jsonl, stage: str, **section) -> str:
