@@ -173,7 +173,7 @@ def gae_notes(result) -> list[str]:
         if len(r) == 1:
             notes.append(f"with gamma = lam = 1 and one terminal reward R: A = R - V = {r[0]:.3f} - {_paren(v[0])} = {a[0]:+.3f}")
         else:
-            shown = [t for t in range(len(r))] if len(r) <= 6 else [0, 1, 2, None, len(r) - 1]
+            shown = list(range(len(r))) if len(r) <= 6 else [0, 1, 2, None, len(r) - 1]
             terms = ", ".join("..." if t is None else f"{r[-1]:.3f} - {_paren(v[t])} = {a[t]:+.3f}" for t in shown)
             notes.append(f"with gamma = lam = 1 and one terminal reward R = {r[-1]:.3f}, A_t = R - V_t: {terms}")
     if result.lam == 0:

@@ -61,9 +61,7 @@ def rollouts(
             shown = shown if len(shown) <= width else shown[: width - 1] + "…"
             centred = None if c["reward"] is None or group["mean"] is None else c["reward"] - group["mean"]
             table.add_row(str(i), escape(shown), *(_fmt(c["rewards"].get(n)) for n in weights), _fmt(c["reward"]), _fmt(centred, "{:+.3f}"), _fmt(c["advantage"], "{:+.3f}"), style="green" if (c["advantage"] or 0) > 0 else None)
-        # a terminal shrinks the columns to fit; a pipe or file gets the whole table
-        out = console if console.is_terminal else Console(width=max(console.width, console.measure(table, options=console.options.update(max_width=1000)).maximum))
-        out.print(table)
+        print_table(table)
         hidden = len(group["completions"]) - completions
         console.print(f"group mean {_fmt(group['mean'])}, std {_fmt(group['std'])} (sample std, n-1)" + (f"; {hidden} more completions (--completions)" if hidden > 0 else ""), highlight=False)
     if len(record["groups"]) > groups:
@@ -88,10 +86,15 @@ def show_ppo(record: dict, steps: list[int], rows: int, width: int) -> None:
         shown = shown if len(shown) <= width else shown[: width - 1] + "…"
         table.add_row(str(i + 1), escape(s["prompt"][:40]), escape(shown), str(s["tokens"]), _fmt(s["score"], "{:+.3f}"), _fmt(s["kl"]), _fmt(s["reward_with_kl"], "{:+.3f}"),
                       _fmt(s["value_first"], "{:+.3f}"), _fmt(s["advantage_first"], "{:+.3f}"), _fmt(s["return_first"], "{:+.3f}"), style="green" if s["advantage_first"] > 0 else None)
-    out = console if console.is_terminal else Console(width=max(console.width, console.measure(table, options=console.options.update(max_width=1000)).maximum))
-    out.print(table)
+    print_table(table)
     mean = sum(s["score"] for s in samples) / len(samples)
     console.print(f"mean score {mean:+.3f}; best first" + (f"; {len(samples) - rows} more responses (--completions)" if len(samples) > rows else ""), highlight=False)
+
+
+def print_table(table: Table) -> None:
+    """A terminal shrinks the columns to fit; a pipe or file gets the whole table, however wide."""
+    out = console if console.is_terminal else Console(width=max(console.width, console.measure(table, options=console.options.update(max_width=1000)).maximum))
+    out.print(table)
 
 
 def _fmt(value, spec: str = "{:.3f}") -> str:

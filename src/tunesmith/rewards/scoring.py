@@ -27,3 +27,9 @@ def weighted(rewards: list, per_function: dict[str, list]) -> list[float | None]
     from tunesmith.rewards import weighted_sum
 
     return [weighted_sum([r.weight for r in rewards], list(scores)) for scores in zip(*per_function.values())]
+
+
+def mean(values) -> float | None:
+    """The mean of the scores that apply (None left out); None when none does."""
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None

@@ -146,7 +146,8 @@ def per_process_memory(memory: dict[str, int], recipe, world: int, device: str) 
     out = {k: (v // world if k in shared else v) for k, v in memory.items()}
     if d.offload and strategy != "ddp":
         out = {k: (0 if k == "optimizer" or (k == "weights" and "weights" in shared) else v) for k, v in out.items()}
-    what = {"ddp": f"ddp: every process holds the whole model, its gradients and optimizer state; activations are for its own 1/{world} of the batch"}.get(
-        strategy, f"{strategy}: {', '.join(shared)} divided across {world} processes" + ("; optimizer state (and sharded weights) offloaded to CPU memory" if d.offload else "")
-    )
+    if strategy == "ddp":
+        what = f"ddp: every process holds the whole model, its gradients and optimizer state; activations are for its own 1/{world} of the batch"
+    else:
+        what = f"{strategy}: {', '.join(shared)} divided across {world} processes" + ("; optimizer state (and sharded weights) offloaded to CPU memory" if d.offload else "")
     return out, f"memory per process ({what})"

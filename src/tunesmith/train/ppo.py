@@ -42,14 +42,15 @@ a separate model.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainingArguments
 
+from tunesmith.rewards.scoring import mean
 from tunesmith.train.advantages import gae, masked_mean, masked_var, whiten
+from tunesmith.train.rollout import TimedGeneration, response_tokens
 
 PPO_STATE = "ppo_state_{rank}.pt"  # one per process: under several processes each trains on its own rollout batch
 CRITIC_DIR = "critic"
@@ -184,8 +185,6 @@ class PolicyAndCritic(torch.nn.Module):
         for model in (self.policy, self.critic):
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs_, **kwargs)
 
-    gradient_checkpointing_enable = activation_checkpointing_enable
-
 
 def critic_values(critic, input_ids, attention_mask, position_ids, response_width: int) -> torch.Tensor:
     """V_t for each response position: the critic's head applied to the hidden state just before the token."""
@@ -197,11 +196,17 @@ def critic_values(critic, input_ids, attention_mask, position_ids, response_widt
     return seq.score(hidden[:, -response_width - 1 : -1]).squeeze(-1).float()
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log p(token) under the sampling distribution's temperature (top-k/top-p truncation is not modelled, as in TRL)."""
+def tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The logits of the sampling distribution, in fp32: divided by the rollouts' temperature (top-k/top-p truncation
+    is not modelled, as in TRL)."""
+    return logits.float() / temperature
+
+
+def token_logprobs(tempered_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log p(token) from `tempered` logits."""
     from trl.trainer.utils import selective_log_softmax
 
-    return selective_log_softmax(logits.float() / temperature, tokens)
+    return selective_log_softmax(tempered_logits, tokens)
 
 
 # ---------------------------------------------------------------- the trainer
@@ -227,7 +232,7 @@ class Rollouts:
         return {name: getattr(self, name)[index] for name in self.TENSORS}
 
 
-class PPOTrainer(Trainer):
+class PPOTrainer(TimedGeneration, Trainer):
     """transformers' Trainer with PPO's rollouts in `_prepare_inputs` and its losses in `compute_loss`."""
 
     def __init__(self, *, policy, critic, ref_model, rewards, args: PPOConfig, train_dataset, processing_class, callbacks=None):
@@ -246,8 +251,6 @@ class PPOTrainer(Trainer):
         self._micro = 0  # micro-batches trained so far
         self._rollout_index = 0
         self._metrics: dict[str, list[float]] = {}
-        self._generate_seconds = 0.0
-        self._window_start: float | None = None
 
     @property
     def micro_per_rollout(self) -> int:
@@ -282,12 +285,10 @@ class PPOTrainer(Trainer):
 
     @torch.no_grad()
     def _rollout(self, examples: list[dict]) -> Rollouts:
-        from tunesmith.infer.generate import complete_tokens, encode_prompt
-        from tunesmith.infer.sampling import SamplingParams
+        from tunesmith.infer.generate import encode_prompt
         from tunesmith.rewards.scoring import prompts_and_columns, score, weighted
 
-        if self._window_start is None:
-            self._window_start = time.perf_counter()
+        self._start_window()
         a, tokenizer = self.args, self.processing_class
         policy = self.accelerator.unwrap_model(self.model).policy
         device = next(policy.parameters()).device
@@ -297,21 +298,18 @@ class PPOTrainer(Trainer):
         # 1. the actor samples (seeded by the rollout's index: a resumed run samples what the whole run did)
         seed = self.rollout_seed * 1_000_003 + self._rollout_index * 1009 + self.accelerator.process_index * 7919  # each process its own draws
         generator = torch.Generator(device=device).manual_seed(seed)
-        params = SamplingParams(temperature=a.temperature, top_k=a.top_k or 0, top_p=a.top_p, min_p=a.min_p or 0.0, repetition_penalty=a.repetition_penalty)
-        started = time.perf_counter()
         was_training = policy.training
         policy.eval()
-        done = complete_tokens(policy, tokenizer, prompt_ids, params, max_new_tokens=a.max_completion_length, generator=generator, pack_weights=False)
+        done = self._sample_responses(policy, prompt_ids, generator)
         policy.train(was_training)
-        self._generate_seconds += time.perf_counter() - started
-        responses = [c.token_ids + ([c.stop_token] if c.stop_token is not None else []) for c in done]
+        responses = [response_tokens(c) for c in done]
         texts = [c.text for c in done]
 
         # 2. the rewards score each response
         per_function = score(self.rewards, prompts, texts, columns)
         totals = weighted(self.rewards, per_function)
-        scores = torch.tensor([0.0 if t is None else t for t in totals], dtype=torch.float32)
-        stopped = torch.tensor([c.stop_token is not None for c in done])
+        scores = torch.tensor([0.0 if t is None else t for t in totals], dtype=torch.float32, device=device)
+        stopped = torch.tensor([c.stop_token is not None for c in done], device=device)
         if a.missing_eos_penalty is not None:
             scores = scores - a.missing_eos_penalty * (~stopped).float()
 
@@ -321,19 +319,19 @@ class PPOTrainer(Trainer):
         old_logprobs, ref_logprobs, values, entropy = self._score_tokens(batch)
 
         # 4. the KL penalty folded into per-token rewards; 5. GAE, whitened advantages, returns
-        rewards, kl = kl_penalty_rewards(old_logprobs, ref_logprobs, scores.to(device), mask, self.kl.value)
+        rewards, kl = kl_penalty_rewards(old_logprobs, ref_logprobs, scores, mask, self.kl.value)
         if a.whiten_rewards:
             rewards = whiten(rewards, mask, shift_mean=False)
         estimate = gae(rewards, values, a.gamma, a.lam, mask)
         advantages = whiten(estimate.advantages, mask)
 
         kl_per_response = kl.sum(dim=1)
-        mean = lambda t: self.accelerator.reduce(t.float().mean().to(device), "mean").item()  # noqa: E731  (over every process's batch)
-        batch_kl = mean(kl_per_response)
+        everywhere = lambda t: self.accelerator.reduce(t.float().mean(), "mean").item()  # noqa: E731  (the mean over every process's batch)
+        batch_kl = everywhere(kl_per_response)
         self._record_metrics(
             {
-                "reward": mean(scores),
-                "reward_with_kl": mean(scores.to(device) - self.kl.value * kl_per_response),
+                "reward": everywhere(scores),
+                "reward_with_kl": everywhere(scores - self.kl.value * kl_per_response),
                 "kl": batch_kl,
                 "kl_coef": self.kl.value,
                 "entropy": masked_mean(entropy, mask).item(),
@@ -341,7 +339,7 @@ class PPOTrainer(Trainer):
                 "stopped": stopped.float().mean().item(),
                 "explained_variance": explained_variance(values, estimate.returns, mask),
                 "value": masked_mean(values, mask).item(),
-                **{f"rewards/{name}/mean": _mean(v) for name, v in per_function.items()},
+                **{f"rewards/{name}/mean": mean(v) for name, v in per_function.items()},
             }
         )
         if self.accelerator.is_main_process:
@@ -364,13 +362,14 @@ class PPOTrainer(Trainer):
             inputs = dict(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows], position_ids=batch["position_ids"][rows])
             with self.accelerator.autocast():
                 logits, values = model(**inputs, response_width=width)
-                out["old"].append(token_logprobs(logits, tokens[rows], self.args.temperature))
-                out["entropy"].append(entropy_from_logits(logits.float() / self.args.temperature))
+                sampling = tempered(logits, self.args.temperature)
+                out["old"].append(token_logprobs(sampling, tokens[rows]))
+                out["entropy"].append(entropy_from_logits(sampling))
                 out["values"].append(values)
                 if self.kl.value == 0 and not self.kl.target:  # no KL penalty, no reference (none was built)
                     out["ref"].append(out["old"][-1])
                 else:
-                    out["ref"].append(token_logprobs(self._reference_logits(inputs, width), tokens[rows], self.args.temperature))
+                    out["ref"].append(token_logprobs(tempered(self._reference_logits(inputs, width), self.args.temperature), tokens[rows]))
         mask = batch["response_mask"]
         return tuple(torch.cat(out[k]) * mask for k in ("old", "ref", "values", "entropy"))
 
@@ -400,7 +399,7 @@ class PPOTrainer(Trainer):
         width = mask.shape[1]
         with self.accelerator.autocast():
             logits, values = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], position_ids=inputs["position_ids"], response_width=width)
-        logprobs = token_logprobs(logits, inputs["input_ids"][:, -width:], a.temperature)
+        logprobs = token_logprobs(tempered(logits, a.temperature), inputs["input_ids"][:, -width:])
         pg_loss, pg_stats = policy_loss(logprobs, inputs["old_logprobs"], inputs["advantages"], mask, a.cliprange)
         vf_loss, vf_stats = value_loss(values, inputs["old_values"], inputs["returns"], mask, a.cliprange_value)
         loss = pg_loss + a.vf_coef * vf_loss
@@ -415,15 +414,10 @@ class PPOTrainer(Trainer):
                 self._metrics.setdefault(key, []).append(float(value))
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
-        """Add the means of the PPO metrics since the last log, and the share of time spent sampling."""
+        """Add the means of the PPO metrics since the last log (TimedGeneration adds the share of time spent sampling)."""
         if "loss" in logs:
             logs.update({key: sum(v) / len(v) for key, v in self._metrics.items() if v})
             self._metrics = {}
-            if self._window_start is not None:
-                wall = time.perf_counter() - self._window_start
-                logs["time/generate_s"] = round(self._generate_seconds, 3)
-                logs["time/generate_share"] = round(self._generate_seconds / wall, 4) if wall > 0 else 0.0
-                self._generate_seconds, self._window_start = 0.0, time.perf_counter()
         super().log(logs, start_time)
 
     def _record(self, prompts, texts, scores, kl, values, estimate, mask) -> None:
@@ -530,8 +524,3 @@ def pad_rollouts(prompt_ids: list[list[int]], responses: list[list[int]], pad_id
         "position_ids": (attention.cumsum(dim=1) - 1).clamp(min=0),
         "response_mask": torch.tensor(response_masks, device=device, dtype=torch.float32),
     }
-
-
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None

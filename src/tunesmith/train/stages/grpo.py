@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 
 from tunesmith.errors import RecipeError
-from tunesmith.rewards.scoring import prompts_and_columns, score, weighted
+from tunesmith.rewards.scoring import mean, prompts_and_columns, score, weighted
 from tunesmith.train.rollout import FastRollouts
 from tunesmith.train.stages.base import Change, Stage, StageData
 
@@ -40,9 +40,9 @@ def load_rewards(section, where: str) -> list:
     return [load_reward(e.function, reward_model=e.reward_model, weight=e.weight, options=dict(e.options), where=f"{where}.rewards[{i}]") for i, e in enumerate(section.rewards)]
 
 
-def mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
+def rewards_formula(section) -> str:
+    """The weighted rewards in one line, for the run header: '1 x numeric_answer + 0.5 x length_penalty'."""
+    return " + ".join(f"{e.weight:g} x {e.function.rsplit(':', 1)[-1] if e.function else 'reward model'}" for e in section.rewards)
 
 
 class GRPOStage(Stage):
@@ -62,8 +62,7 @@ class GRPOStage(Stage):
 
     def describe(self, recipe) -> str:
         s = self.section(recipe)
-        rewards = " + ".join(f"{e.weight:g} x {e.function.rsplit(':', 1)[-1] if e.function else 'reward model'}" for e in s.rewards)
-        return f"{self.title}, {s.num_generations} completions per prompt, beta {s.beta:g}, rewards {rewards}"
+        return f"{self.title}, {s.num_generations} completions per prompt, beta {s.beta:g}, rewards {rewards_formula(s)}"
 
     def plots(self, recipe) -> dict[str, tuple[str, ...]]:
         names = [f"rewards/{n}/mean" for n in self._reward_names(recipe)]
@@ -96,16 +95,22 @@ class GRPOStage(Stage):
         load_rewards(s, self.name)  # unknown names, missing files, wrong signatures: before anything runs
 
     def prepare_data(self, recipe, tokenizer, source=None, with_eval=True) -> StageData:
+        data = self.prompts_with_rewards(recipe, tokenizer, source, with_eval)
+        # the trainer iterates over completions: every prompt num_generations times (the plan counts the same)
+        data.num_sequences = data.num_examples * self.section(recipe).num_generations * self.section(recipe).num_iterations
+        return data
+
+    def prompts_with_rewards(self, recipe, tokenizer, source=None, with_eval=True) -> StageData:
+        """The prompts (and held-out prompts) with the recipe's rewards loaded and checked against their columns,
+        as every online-RL stage takes them; the caller says how many sequences the trainer iterates over."""
         data = super().prepare_data(recipe, tokenizer, source, with_eval)
         rewards = load_rewards(self.section(recipe), self.name)
         for reward in rewards:  # a missing column (`answer` for exact_answer) stops here, before the run starts
             reward.check_columns([c for c in data.train.column_names if c != "prompt"], source or recipe.data.dataset)
-        # the trainer iterates over completions: every prompt num_generations times (the plan counts the same)
-        data.num_sequences = data.num_examples * self.section(recipe).num_generations * self.section(recipe).num_iterations
         data.longest += self.section(recipe).max_completion_length  # what the trainer runs: prompt + completion
         data.summary += f"\nrewards: {', '.join(f'{r.name} (weight {r.weight:g})' for r in rewards)}"
         data.raw = rewards
-        data.eval = None  # the trainer's own eval would sample groups and report a loss that means nothing here;
+        data.eval = None  # the trainer's own eval would sample and report a loss that means nothing here;
         # the held-out prompts are answered and scored before and after training instead (measure)
         return data
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tunesmith.errors import RecipeError
 from tunesmith.train.stages.base import StageData
-from tunesmith.train.stages.grpo import GRPOStage, load_rewards
+from tunesmith.train.stages.grpo import GRPOStage, load_rewards, rewards_formula
 
 
 def rollout_batch_size(recipe) -> int:
@@ -40,9 +40,8 @@ class PPOStage(GRPOStage):
 
     def describe(self, recipe) -> str:
         s = recipe.ppo
-        rewards = " + ".join(f"{e.weight:g} x {e.function.rsplit(':', 1)[-1] if e.function else 'reward model'}" for e in s.rewards)
         kl = f"KL penalty {s.kl_coef:g}" + (f" adapting to {s.target_kl:g}" if s.target_kl else "")
-        return f"{self.title}: actor, critic, rewards {rewards}, reference ({kl}); {s.ppo_epochs} epochs x {s.num_mini_batches} minibatches per {rollout_batch_size(recipe)} rollouts"
+        return f"{self.title}: actor, critic, rewards {rewards_formula(s)}, reference ({kl}); {s.ppo_epochs} epochs x {s.num_mini_batches} minibatches per {rollout_batch_size(recipe)} rollouts"
 
     def plots(self, recipe) -> dict[str, tuple[str, ...]]:
         return {"reward.png": ("reward", "reward_with_kl", "value"), "kl.png": ("kl", "approx_kl", "clip_fraction"), "critic.png": ("value_loss", "explained_variance")}
@@ -91,10 +90,7 @@ class PPOStage(GRPOStage):
                 )
 
     def prepare_data(self, recipe, tokenizer, source=None, with_eval=True) -> StageData:
-        data = super(GRPOStage, self).prepare_data(recipe, tokenizer, source, with_eval)
-        rewards = load_rewards(recipe.ppo, self.name)
-        for reward in rewards:
-            reward.check_columns([c for c in data.train.column_names if c != "prompt"], source or recipe.data.dataset)
+        data = self.prompts_with_rewards(recipe, tokenizer, source, with_eval)
         rollouts = rollout_batch_size(recipe)
         if data.num_examples < rollouts:
             raise RecipeError(
@@ -104,11 +100,7 @@ class PPOStage(GRPOStage):
             )
         # the trainer iterates over whole rollout batches (the last partial one is left out), each ppo_epochs times
         data.num_sequences = data.num_examples // rollouts * rollouts * recipe.ppo.ppo_epochs
-        data.longest += recipe.ppo.max_completion_length
-        data.summary += f"\nrewards: {', '.join(f'{r.name} (weight {r.weight:g})' for r in rewards)}"
-        data.raw = rewards
         data.extras["critic"] = CriticSource(reward_model_spec(recipe), recipe.model.name, recipe.method, recipe.lora)
-        data.eval = None  # the held-out prompts are answered and scored before and after training instead (measure)
         return data
 
     def config(self, recipe, common: dict, schedule=None):
