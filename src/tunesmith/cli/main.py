@@ -21,7 +21,7 @@ err_console = Console(stderr=True)
 
 
 def _register() -> None:
-    from tunesmith.cli import bench, chat, eval, generate, inspect, inspect_advantages, inspect_logits, inspect_rollouts, launch, plan, recipe, score, serve, train  # noqa: F401  (commands register on import)
+    from tunesmith.cli import bench, chat, eval, export, generate, inspect, inspect_advantages, inspect_logits, inspect_rollouts, launch, merge, pipeline, plan, recipe, score, serve, train  # noqa: F401  (commands register on import)
 
 
 from tunesmith.quiet import quiet_libraries  # noqa: E402

@@ -66,10 +66,16 @@ def plan(
     num_examples: Optional[int] = typer.Option(None, "--num-examples", min=1, help="Plan for N examples instead of loading the dataset."),
     num_devices: Optional[int] = typer.Option(None, "--num-devices", min=1, help="Data-parallel devices (default: WORLD_SIZE or 1)."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    pipeline: bool = typer.Option(False, "--pipeline", help="Plan the built-in demo pipeline (or pass a pipeline file to -c)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the learning-rate curve with checkpoints to this PNG."),
     overrides: dict = None,
 ):
-    """Show the schedule, checkpoints, learning-rate curve and memory a recipe implies, and check its data."""
+    """Show the schedule, checkpoints, learning-rate curve and memory a recipe implies, and check its data.
+    Given a pipeline file (or --pipeline for the built-in demo): every stage's plan and the estimated time here."""
+    from tunesmith.pipeline import is_pipeline_file
+
+    if pipeline or (recipe and is_pipeline_file(recipe)):
+        return plan_of_pipeline(recipe, as_json)
     from tunesmith.train.plan import make_plan
 
     result = make_plan(build_recipe(recipe, set_, overrides), num_examples=num_examples, world_size=num_devices)
@@ -86,3 +92,35 @@ def plan(
     render(result)
     if plot:
         console.print(f"plot: {plot}")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def plan_of_pipeline(file: Optional[Path], as_json: bool) -> None:
+    from rich.table import Table
+
+    from tunesmith.cli.pipeline import pipeline_file
+    from tunesmith.models.precision import cpu_capability
+    from tunesmith.pipeline import load_pipeline
+    from tunesmith.pipeline.plan import plan_pipeline
+
+    spec = load_pipeline(pipeline_file(file))
+    steps = plan_pipeline(spec)
+    total = sum(s.seconds for s in steps)
+    if as_json:
+        print(json.dumps({"pipeline": spec.name, "total_seconds": round(total, 1), "stages": [
+            {"name": s.name, "stage": s.stage, "seconds": round(s.seconds, 1), "basis": s.basis, "plan": s.plan.to_json() if s.plan else None} for s in steps]}, indent=2))
+        return
+    for s in steps:
+        if s.plan is not None:
+            console.print(f"[bold]── {s.name} ({s.stage}) ──[/]")
+            render(s.plan)
+    table = Table(title=f"pipeline {spec.name}: estimated time on this machine ({cpu_capability()['summary']})", title_justify="left")
+    for col in ("stage", "kind", "estimate", "from"):
+        table.add_column(col, overflow="fold")
+    for s in steps:
+        table.add_row(s.name, s.stage, _duration(s.seconds), s.basis)
+    table.add_row("[bold]total[/]", "", f"[bold]{_duration(total)}[/]", "")
+    console.print(table)

@@ -1,8 +1,8 @@
 """Resolve what the user typed after `--model` to files on disk, and load them.
 
 Accepted: a built-in name (`smollm2-135m-instruct`), a local model directory, a
-PEFT adapter directory (its base is loaded too), a tunesmith run directory (its
-`model/`), a local `.gguf` file, or a Hub id (only where the Hub can be reached).
+PEFT adapter directory (its base is loaded too), a tunesmith run, merge or export
+directory (its `model/`), a local `.gguf` file, or a Hub id (only where the Hub can be reached).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from tunesmith.errors import ModelError
 from tunesmith.models.builtin import BUILTIN_MODELS, builtin_gguf, converted_gguf_dir
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# what marks a tunesmith output directory whose model lies in <dir>/model: a training run, a merge, an export
+RUN_MARKERS = ("recipe.yaml", "merge.json", "export.json")
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def resolve_model(spec: str) -> ModelSource:
     if path.is_file() and path.suffix == ".gguf":
         return ModelSource(spec, str(converted_gguf_dir(path.resolve())))
     if path.is_dir():
-        if (path / "model").is_dir() and (path / "recipe.yaml").is_file():  # a tunesmith run directory
+        if (path / "model").is_dir() and any((path / f).is_file() for f in RUN_MARKERS):  # a tunesmith run, merge or export
             return resolve_model(str(path / "model"))
         if (path / "adapter_config.json").is_file():
             base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")

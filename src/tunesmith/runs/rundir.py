@@ -11,6 +11,7 @@
     <run>/before.json        the stage's measurement of the starting model on the eval split (kept for resume)
     <run>/changes.json       what training changed on the eval split (before/after measurements)
     <run>/diagnostics.json   end-of-run eval diagnostics (leakage, repetition, memorization)
+    <run>/summary.json       steps, final losses, wall time (written at the end: the run is complete; read by pipelines and lineage)
     <run>/README.md          model card: what was trained on what, and how it went
 """
 

@@ -35,6 +35,7 @@ class Plan:
     speed: SpeedSettings | None = None
     stage: str = "sft"
     unit: str = "sequences"  # what one training example is: sequences, or pairs (chosen and rejected)
+    mean_tokens: float = 0.0  # tokens per training sequence (pairs: prompt + the longer answer; RL: the prompt)
 
     def to_json(self) -> dict:
         s = asdict(self.schedule)
@@ -116,8 +117,10 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
         num_sequences = prepared.num_sequences
         seq_len = prepared.longest
         data_summary = prepared.summary
+        mean_tokens = prepared.tokens / max(prepared.num_sequences, 1) if prepared.tokens else seq_len
     else:
         num_sequences = num_examples
+        mean_tokens = seq_len
         notes.append(f"without the data, every sequence counts as max_length ({seq_len}) tokens: the memory estimate and the attention kernel follow from that; pass --dataset for the real lengths")
         if recipe.data.packing:
             notes.append("packing is on: with --num-examples the plan counts one sequence per example; pass --dataset for the packed count")
@@ -157,5 +160,5 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     if note := strategy_note(recipe, precision.device, world):
         notes.append(note)
     plan = Plan(schedule, precision, recipe.method, recipe.model.name, total, trainable, memory, data_summary, num_examples, notes, speed)
-    plan.stage, plan.unit = recipe.stage, stage.unit
+    plan.stage, plan.unit, plan.mean_tokens = recipe.stage, stage.unit, mean_tokens
     return plan

@@ -23,6 +23,7 @@ class StageData:
     num_examples: int
     num_sequences: int  # what the Trainer iterates over (examples, packed sequences, pairs)
     longest: int  # longest row in tokens, as the trainer will see it
+    tokens: int = 0  # all rows' tokens (pairs: prompt + the longer answer; RL: the prompts), for the plan's time estimate
     eval_examples: list[dict] = field(default_factory=list)  # canonical rows, for the before/after measurement
     raw: Any = None  # the stage's own prepared object (e.g. SFT's TrainingData)
     extras: dict = field(default_factory=dict)  # what a stage's trainer needs from the recipe beyond its config (PPO: the critic's source)
@@ -119,6 +120,7 @@ class Stage:
             num_examples=train.report.num_examples,
             num_sequences=train.report.num_examples,
             longest=min(train.report.max_tokens, recipe.data.max_length),
+            tokens=round(train.report.mean_tokens * train.report.num_examples),
             eval_examples=evaluation.examples if evaluation else [],
         )
 

@@ -22,6 +22,7 @@ class SFTStage(Stage):
             num_examples=data.report.num_examples,
             num_sequences=data.num_sequences,
             longest=longest_sequence(recipe, data),
+            tokens=data.report.num_tokens,
             eval_examples=data.eval.examples if data.eval else [],
             raw=data,
         )

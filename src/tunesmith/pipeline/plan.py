@@ -1,0 +1,149 @@
+"""`tunesmith plan` on a pipeline: every training stage's plan, and how long each stage should take on this machine.
+
+The time is work divided by speed. Work is counted the way `tunesmith bench` counts it (bench/measure.py:
+training_flops: 4 x the decoder's weights per token for a LoRA step, 6 x for the adapters, the LM head at scored
+positions only; 2 x the weights per generated token). Speed is this machine's matmul peak, measured now in the
+precision the run will use (~1 s), times the share of it that training and decoding reach, calibrated on the
+embedded model:
+- training: the pirate SFT demo ran at 345 tokens/s on the avx512_bf16 CPU (~166 GFLOP/s of a 367 GFLOP/s bf16 peak)
+  and at ~140 tokens/s in fp32 on an AVX2 CPU (~67 of ~148): 0.45 of the peak on both;
+- decoding (memory-bound, small matmuls): batch-8 greedy decode at 143 tokens/s in bf16 (0.10 of the bf16 peak) and
+  64 tokens/s in fp32 (0.22 of 77 GFLOP/s), avx512_bf16 CPU.
+Stages that do not train are timed from the parameters they read and write (see MERGE/EVAL/EXPORT below).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunesmith.pipeline.config import EvalStep, ExportStep, MergeStep, Pipeline, TrainStep, check_references
+
+TRAIN_SHARE = 0.45
+DECODE_SHARE = {"bf16": 0.10, "fp16": 0.10, "fp32": 0.22}
+LOAD_SECONDS = 5.0  # tokenizer, data, model from the cache (135M: ~1 s each), before/after bookkeeping
+
+
+@dataclass
+class StepPlan:
+    name: str
+    stage: str
+    seconds: float
+    basis: str  # how the time was estimated, in words
+    plan: object = None  # train.plan.Plan for training stages
+    notes: list[str] = field(default_factory=list)
+
+
+def _body(config) -> int:
+    """Decoder linear weights (what a token's forward multiplies by), as bench/measure.py counts them."""
+    width, heads = config.hidden_size, config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or width // heads
+    return config.num_hidden_layers * (width * heads * head_dim * 2 + width * kv * head_dim * 2 + 3 * width * config.intermediate_size)
+
+
+def decode_flops_per_token(config) -> float:
+    return 2 * (_body(config) + config.vocab_size * config.hidden_size)
+
+
+class Speeds:
+    """This machine's matmul peak in a precision (measured once per precision, ~1 s), and what shares of it do."""
+
+    def __init__(self):
+        self.peaks: dict[str, float] = {}
+
+    def peak(self, precision) -> float:
+        if precision.name not in self.peaks:
+            from tunesmith.bench.measure import matmul_peak
+
+            self.peaks[precision.name] = matmul_peak(precision.dtype, size=1024, repeats=5, budget_s=2.0) * 1e9
+        return self.peaks[precision.name]
+
+    def train(self, precision) -> float:
+        return self.peak(precision) * TRAIN_SHARE
+
+    def decode(self, precision) -> float:
+        return self.peak(precision) * DECODE_SHARE.get(precision.name, 0.2)
+
+
+def train_seconds(plan, recipe, config, speeds: Speeds) -> tuple[float, str]:
+    """Seconds for a training stage's plan: its optimizer steps, the sampling of RL stages, the answers before/after."""
+    from tunesmith.bench.measure import training_flops
+
+    s = plan.schedule
+    per_step_sequences = s.effective_batch_size
+    lora = plan.trainable_parameters if recipe.method != "full" else 0
+    scale = 1.0 if recipe.method != "full" else 1.5  # full fine-tuning adds the weights' own gradients: 6N, not 4N
+    decode = speeds.decode(plan.precision)
+    stage = recipe.stage
+    extra = 0.0
+    if stage in ("grpo", "rloo", "ppo"):
+        section = getattr(recipe, stage)
+        length = plan.mean_tokens + section.max_completion_length
+        sampled = per_step_sequences * section.max_completion_length * decode_flops_per_token(config)
+        if stage == "ppo":  # one rollout batch serves ppo_epochs x num_mini_batches steps; actor and critic both train
+            sampled /= section.ppo_epochs * section.num_mini_batches
+            scale *= 2
+        flops = training_flops(config, lora, [round(length)] * per_step_sequences, per_step_sequences * section.max_completion_length) * scale
+        extra = sampled / decode
+        basis = f"{per_step_sequences} responses of up to {section.max_completion_length} tokens sampled per step"
+    else:
+        rows = per_step_sequences * (2 if plan.unit == "pairs" else 1)
+        tokens = round(plan.mean_tokens)
+        flops = training_flops(config, lora, [tokens] * rows, rows * tokens // 2) * scale
+        from tunesmith.train.stages import get_stage
+        from tunesmith.train.stages.pairs import precompute_reference
+
+        if get_stage(stage).uses_reference(recipe):
+            reference = rows * tokens * 2 * _body(config)  # the reference's forward over a step's sequences
+            if precompute_reference(recipe, get_stage(stage), s):  # once over the data before training, instead of every step
+                extra = reference * s.steps_per_epoch / speeds.train(plan.precision)
+            else:
+                flops += reference
+        basis = f"{rows} sequences of ~{tokens} tokens per step"
+    per_step = flops / speeds.train(plan.precision) + (extra if stage in ("grpo", "rloo", "ppo") else 0.0)
+    samples = 2 * len(recipe.sample.prompts) * recipe.sample.max_new_tokens + (8 * recipe.sample.max_new_tokens if stage == "sft" else 0)
+    once = extra if stage not in ("grpo", "rloo", "ppo") else 0.0  # DPO/KTO: the reference scoring the data before training
+    seconds = s.total_steps * per_step + once + samples * decode_flops_per_token(config) / decode * 4 + LOAD_SECONDS  # one-prompt decode: ~1/4 of batch-8's speed
+    return seconds, f"{s.total_steps} steps x {per_step:.1f} s ({basis}, {plan.precision.name})"
+
+
+def plan_pipeline(pipeline: Pipeline) -> list[StepPlan]:
+    """A StepPlan per stage. Stages that use an earlier stage's output are planned on that stage's starting model (the
+    same architecture and tokenizer), since the output does not exist yet."""
+    from tunesmith.models.load import meta_model
+    from tunesmith.models.precision import resolve_precision
+    from tunesmith.pipeline.run import train_recipe
+    from tunesmith.train.plan import make_plan
+
+    speeds = Speeds()
+    stand_in: dict[str, Path] = {}  # stage name -> the model its output is shaped like
+    out: list[StepPlan] = []
+    for step in check_references(pipeline):
+        if isinstance(step, TrainStep):
+            recipe = train_recipe(step, pipeline, stand_in, pipeline.root / step.name)
+            plan = make_plan(recipe)
+            config = meta_model(recipe.model.name).config
+            seconds, basis = train_seconds(plan, recipe, config, speeds)
+            stand_in[step.name] = Path(recipe.model.name)
+            out.append(StepPlan(step.name, step.stage, seconds, basis, plan))
+            continue
+        refs = [str(stand_in.get(r, r)) for r in step.references()]
+        config = meta_model(refs[0]).config
+        params = _body(config) + config.vocab_size * config.hidden_size
+        precision = resolve_precision("fp32")
+        if isinstance(step, MergeStep):
+            stand_in[step.name] = Path(str(stand_in.get(step.references()[0], step.references()[0])))
+            # each input is loaded (an adapter merged into its base), read and written in fp32: ~4 s per 100M parameters
+            inputs = len(set(step.references()))
+            seconds = LOAD_SECONDS + inputs * 4.0 * params / 1e8
+            out.append(StepPlan(step.name, step.stage, seconds, f"{inputs} inputs of {params / 1e6:.0f}M parameters"))
+        elif isinstance(step, EvalStep):
+            decode = speeds.decode(precision)
+            per_model = LOAD_SECONDS + step.max_prompts * step.max_new_tokens * decode_flops_per_token(config) / decode + 10.0  # + loss and pair scoring
+            out.append(StepPlan(step.name, step.stage, per_model * len(step.models), f"{len(step.models)} models x ({step.max_prompts} answers of {step.max_new_tokens} tokens, loss, pairs)"))
+        elif isinstance(step, ExportStep):
+            # merge in fp32, write (quantise) the GGUF, load it back with transformers and compare logits
+            seconds = LOAD_SECONDS + (12.0 * params / 1e8 if "gguf" in step.formats or "ollama" in step.formats else 3.0 * params / 1e8)
+            out.append(StepPlan(step.name, step.stage, seconds, f"{', '.join(step.formats)} of {params / 1e6:.0f}M parameters"))
+    return out
