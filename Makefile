@@ -5,6 +5,7 @@
 #   make demo-reward  a reward model on the built-in preference pairs
 #   make demo-grpo    GRPO on the built-in arithmetic prompts (50 steps, ~7 min on a 2-core CPU)
 #   make demo-ppo     PPO on the pirate prompts with the pirate reward model (trains the SFT run and the reward model first if missing)
+#   make demo-pipeline  the whole life-cycle in one command: pirate SFT, DPO, SLERP merge, side-by-side eval, GGUF + Ollama export
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
@@ -13,7 +14,7 @@ PIP    := $(PY) -m pip -q --disable-pip-version-check
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu). With a GPU, bring your own CUDA torch or let pip choose.
 TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup setup-dev demo demo-dpo demo-reward demo-grpo demo-ppo test test-slow clean
+.PHONY: setup setup-dev go demo demo-dpo demo-reward demo-grpo demo-ppo demo-pipeline test test-slow clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -34,7 +35,14 @@ $(VENV)/.setup-dev: pyproject.toml $(VENV)/.setup
 	touch $@
 
 setup: $(VENV)/.setup
-setup-dev: $(VENV)/.setup-dev
+setup-dev: $(VENV)/.setup-dev go
+
+# Go's text/template renders the Ollama Modelfile's TEMPLATE in the tests, as Ollama itself does (Debian's golang-go).
+# Best effort: without root or apt the test says why it skipped.
+go:
+	@command -v go >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		(apt-get install -y -q golang-go >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q golang-go >/dev/null 2>&1)) \
+		|| echo "note: Go is not installed (apt-get install golang-go); the Modelfile template test will be skipped"; }
 
 demo: setup
 	$(VENV)/bin/tunesmith sft
@@ -53,6 +61,9 @@ demo-ppo: setup
 	test -f runs/pirate-sft/model/adapter_config.json || $(VENV)/bin/tunesmith sft --output-dir runs/pirate-sft
 	test -f runs/pirate-reward/model/adapter_config.json || $(VENV)/bin/tunesmith reward --output-dir runs/pirate-reward
 	$(VENV)/bin/tunesmith train -c recipes/pirate-ppo.yaml
+
+demo-pipeline: setup
+	$(VENV)/bin/tunesmith pipeline
 
 test: setup-dev
 	$(PY) -m pytest -q

@@ -30,7 +30,8 @@ def merge(
     weight: Optional[list[float]] = typer.Option(None, "--weight", help="One weight per --model (linear, task_arithmetic, ties, dare)."),
     density: Optional[list[float]] = typer.Option(None, "--density", help="ties/dare: the share of each delta kept (one value, or one per --model)."),
     dtype: str = typer.Option("float32", "--dtype", help="dtype the merge is computed and saved in."),
-    path: str = typer.Option("auto", "--path", help="auto (adapters on one base: PEFT's add_weighted_adapter; else full), adapter, full."),
+    tokenizer_source: Optional[str] = typer.Option(None, "--tokenizer-source", help="Which model's tokenizer and chat template the merge gets (default: the base model's, else the first)."),
+    path: str = typer.Option("auto", "--path", help="auto: the adapter path (PEFT's add_weighted_adapter, cheap) where it is exact (linear, task_arithmetic of LoRA adapters on one base), else full (mergekit on the materialised models); adapter: also ties/dare the way PEFT does them (an SVD approximation of mergekit's); full."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where to write (default runs/merge-<method>-<time>)."),
     eval_: bool = typer.Option(False, "--eval", help="Then evaluate the merge and each source side by side on one prompt set."),
     eval_data: str = typer.Option("pirate-eval", "--eval-data", help="--eval: prompts with reference answers."),
@@ -50,6 +51,10 @@ def merge(
         plan = slerp_recipe(model[0], model[1], _numbers(t) if t else 0.5, attn_t=_numbers(attn_t), mlp_t=_numbers(mlp_t), dtype=dtype)
     else:
         plan = recipe_from_flags(method, model, base=base, weights=weight, density=density[0] if density and len(density) == 1 else density, t=_numbers(t), dtype=dtype)
+    if tokenizer_source and not recipe:
+        from tunesmith.merge import MergeRecipe
+
+        plan = MergeRecipe({**plan.data, "tokenizer_source": tokenizer_source})
     out = output_dir or Path("runs") / f"merge-{plan.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run_merge(plan, out, path=path, log=lambda line: console.print(line, soft_wrap=True, highlight=False))
     console.print(f"merged ({result.method}, {result.path} path) in {result.seconds:.1f} s: {result.model_dir}", highlight=False)
