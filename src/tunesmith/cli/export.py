@@ -29,14 +29,16 @@ def export(
     result = export_model(model, out, formats, quant=quant, dtype=dtype, verify=verify, system=system,
                           log=lambda line: console.print(line, soft_wrap=True, highlight=False))
     render_export(result)
+    if not (result.verify.get("logits") or {}).get("passed", True):
+        raise typer.Exit(1)  # the files are kept for a look; the check above says what differs
 
 
 def render_export(result) -> None:
     logits = result.verify.get("logits")
     if isinstance(logits, dict) and logits.get("summary"):
-        console.print(f"gguf check: {logits['summary']}", soft_wrap=True, highlight=False)
+        console.print(f"gguf check: {logits['summary']}", soft_wrap=True, highlight=False, style=None if logits["passed"] else "bold red")
     for kind, path in result.files.items():
         console.print(f"{kind}: {path}", highlight=False)
     console.print(f"model card: {result.output_dir / 'README.md'}  (done in {result.seconds:.0f} s)", highlight=False)
     if "ollama" in result.files:
-        console.print(f"run it: cd {result.output_dir} && ollama create {result.output_dir.name.lower()} -f Modelfile", highlight=False)
+        console.print(f"run it: cd {result.output_dir} && ollama create {result.name.lower()} -f Modelfile && ollama run {result.name.lower()}", highlight=False)

@@ -59,12 +59,13 @@ class Comparison:
     def render(self, console) -> None:
         from rich.table import Table
 
-        table = Table(title=f"side by side on {self.data}" + (f" and {self.pairs}" if self.pairs else ""), title_justify="left")
-        table.add_column("measure")
+        table = Table(title=f"side by side on {self.data}" + (f" and {self.pairs}" if self.pairs else ""), title_justify="left",
+                      caption="↑ higher is better, ↓ lower is better; the last column: where the first model stands among all", caption_justify="left")
+        table.add_column("measure", overflow="fold")
         for i, name in enumerate(self.models):
             table.add_column(name + (" (under test)" if i == 0 and len(self.models) > 1 else ""), justify="right")
         if len(self.models) > 1:
-            table.add_column(f"{self.models[0]} vs the others")
+            table.add_column(f"{self.models[0]} vs the others", overflow="fold")
         colours = {"fine": "green", "watch": "yellow", "bad": "red"}
         for measure in self.measures():
             cells = []
@@ -73,9 +74,8 @@ class Comparison:
                 verdict = self.verdicts[name].get(measure, "info")
                 text = "n/a" if value is None else f"{value:.0%}" if measure.endswith("accuracy") else f"{value:.3f}"
                 cells.append(f"[{colours[verdict]}]{text}[/]" if verdict in colours else text)
-            standing = self.standing(measure)
-            better = "higher" if HIGHER_IS_BETTER.get(measure) else "lower"
-            table.add_row(measure, *cells, *([f"{standing} ({better} is better)" if standing else ""] if len(self.models) > 1 else []))
+            arrow = {True: " ↑", False: " ↓"}.get(HIGHER_IS_BETTER.get(measure), "")
+            table.add_row(measure + arrow, *cells, *([self.standing(measure)] if len(self.models) > 1 else []))
         console.print(table)
         if self.samples:
             answers = Table(title="the same prompts, answered by each (greedy)", show_lines=True)

@@ -26,6 +26,7 @@ VERIFY_PROMPTS = ["What is the capital of France?", "Give me a tip for staying h
 class ExportResult:
     output_dir: Path
     formats: list[str]
+    name: str = "model"  # what was exported, by its directory name (the GGUF's and Ollama's model name)
     files: dict[str, str] = field(default_factory=dict)  # format -> path
     verify: dict = field(default_factory=dict)
     seconds: float = 0.0
@@ -59,11 +60,11 @@ def export_model(spec: str, output_dir: str | Path, formats: list[str], *, quant
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        result = ExportResult(out, formats)
+        name = Path(spec.rstrip("/")).name or "model"
+        result = ExportResult(out, formats, name)
         log(f"export: merging {spec} into a full {dtype} model")
         merged = save_merged(spec, tmp / "model", dtype)
         result.files["merged"] = str(out / "model")
-        name = Path(spec.rstrip("/")).name or "model"
         if "gguf" in formats:
             from tunesmith.export.gguf import verify_gguf, write_gguf
 

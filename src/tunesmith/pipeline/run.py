@@ -169,7 +169,7 @@ class PipelineRun:
                 status = "resumed" if now == "resumable" else "ran"
             done[step.name] = directory
             seconds = self.seconds_of(kind, directory, time.perf_counter() - started, status)
-            inputs = [resolve(r, done) for r in step.references()]
+            inputs = list(dict.fromkeys(resolve(r, done) for r in step.references()))
             self.outcomes.append(StepOutcome(step.name, kind, step.stage, status, str(directory), seconds, digest, self.metrics_of(kind, directory), inputs))
             self.write_lineage()
         return self.outcomes
@@ -186,6 +186,7 @@ class PipelineRun:
             from tunesmith.merge import MergeRecipe, run_merge
 
             spec = {k: v for k, v in resolved_spec(step, done).items() if k not in ("name", "stage")}
+            spec["models"] = [{"model": m} if isinstance(m, str) else m for m in spec.get("models") or []]  # `models: [sft, dpo]` is short for mergekit's form
             recipe = MergeRecipe(spec, file=f"{self.pipeline.source or 'pipeline'}: stage {step.name}")
             result = run_merge(recipe, directory, log=self.say)
         elif isinstance(step, EvalStep):
@@ -253,7 +254,7 @@ class PipelineRun:
         for col in ("stage", "kind", "status", "time", "key metrics"):
             table.add_column(col, overflow="fold")
         for o in self.outcomes:
-            metrics = {k: v for k, v in o.metrics.items() if k != "standing"}
+            metrics = {k: v for k, v in o.metrics.items() if k not in ("standing", "seconds")}  # the time has its column
             standing = o.metrics.get("standing")
             text = format_metrics(metrics) + (("; vs sources: " + ", ".join(f"{k} {v}" for k, v in standing.items() if v)) if standing else "")
             table.add_row(o.name, o.stage, o.status, f"{o.seconds:.0f} s", text)

@@ -1,0 +1,170 @@
+"""An Ollama Modelfile whose TEMPLATE renders exactly what the tokenizer's chat template renders.
+
+Ollama does not run Jinja: its TEMPLATE is a Go text/template over `.Messages` (each `.Role`,
+`.Content`). A template that differs by one newline, or a missing stop token, makes an exported
+model ramble. So the chat template is not parsed: it is *rendered* on probe conversations and
+matched against a few known families (ChatML, Llama 3 headers, `[INST]`), each written twice: a
+Python mirror, checked here against the Jinja output on every probe, and the Go template it stands
+for (tests run that one through Go's own text/template, byte for byte).
+
+Conventions: every message is closed and the generation prompt appended, as
+`apply_chat_template(..., add_generation_prompt=True)` renders a conversation ending in a user turn.
+A leading BOS that the tokenizer adds by itself is left out: llama.cpp adds it (add_bos_token).
+Ollama turns a Modelfile SYSTEM into a first system message, so it goes through the same logic.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+
+from tunesmith.errors import ModelError
+
+U1, A1, U2, S = "PROBE-USER-1", "PROBE-ASSISTANT-1", "PROBE-USER-2", "PROBE-SYSTEM"
+PROBES = [
+    [{"role": "user", "content": U1}],
+    [{"role": "user", "content": U1}, {"role": "assistant", "content": A1}, {"role": "user", "content": U2}],
+    [{"role": "system", "content": S}, {"role": "user", "content": U1}],
+    [{"role": "system", "content": S}, {"role": "user", "content": U1},
+     {"role": "assistant", "content": A1}, {"role": "user", "content": U2}],
+]
+
+# block families: a message is PRE + role + MID + content + CLOSE; the generation prompt is PRE + "assistant" + MID
+BLOCKS = {"chatml": ("<|im_start|>", "\n", "<|im_end|>\n", "<|im_end|>"),  # (pre, mid, close, end-of-turn stop)
+          "llama3": ("<|start_header_id|>", "<|end_header_id|>\n\n", "<|eot_id|>", "<|eot_id|>")}
+INST_SYSTEM = {"prepend": ("", "\n\n"), "llama2": ("<<SYS>>\n", "\n<</SYS>>\n\n")}  # system text around, before the first user turn
+
+
+@dataclass(frozen=True)
+class Block:
+    """ChatML / Llama 3: `start` opens the text (BOS or nothing); `default` is the system prompt used when none is given."""
+
+    style: str
+    start: str
+    default: str | None
+
+    def render(self, messages: list[dict]) -> str:
+        pre, mid, close, _ = BLOCKS[self.style]
+        out = self.start
+        for i, m in enumerate(messages):
+            if i == 0 and m["role"] != "system" and self.default is not None:
+                out += pre + "system" + mid + self.default + close
+            out += pre + m["role"] + mid + m["content"] + close
+        return out + pre + "assistant" + mid
+
+    def go(self, start: str) -> str:
+        pre, mid, close, _ = BLOCKS[self.style]
+        default = (_lit(pre + "system" + mid + self.default + close) if self.default is not None else "")
+        return (_lit(start) + "{{ range $i, $m := .Messages }}"
+                + ('{{ if and (eq $i 0) (ne $m.Role "system") }}' + default + "{{ end }}" if default else "")
+                + _lit(pre) + "{{ $m.Role }}" + _lit(mid) + "{{ $m.Content }}" + _lit(close)
+                + "{{ end }}" + _lit(pre + "assistant" + mid))
+
+
+@dataclass(frozen=True)
+class Inst:
+    """Mistral / Llama 2 `[INST] user [/INST]assistant</s>`; the spacing and system style vary by model, so they are parameters."""
+
+    start: str
+    bos_each_turn: str
+    open: str
+    close: str
+    reply_before: str
+    reply_end: str
+    system: str
+
+    def render(self, messages: list[dict]) -> str:
+        system = messages[0]["content"] if messages and messages[0]["role"] == "system" else None
+        before, after = INST_SYSTEM[self.system]
+        out = self.start
+        for i, m in enumerate(messages[1:] if system is not None else messages):
+            if m["role"] == "user":
+                prefix = before + system + after if system is not None and i == 0 else ""
+                out += self.bos_each_turn + self.open + prefix + m["content"] + self.close
+            elif m["role"] == "assistant":
+                out += self.reply_before + m["content"] + self.reply_end
+        return out
+
+    def go(self, start: str) -> str:
+        before, after = INST_SYSTEM[self.system]
+        return (_lit(start) + '{{ $sys := "" }}{{ $skip := -1 }}{{ if .Messages }}{{ if eq (index .Messages 0).Role "system" }}'
+                "{{ $sys = (index .Messages 0).Content }}{{ $skip = 0 }}{{ end }}{{ end }}"
+                "{{ range $i, $m := .Messages }}{{ if ne $i $skip }}"
+                '{{ if eq $m.Role "user" }}' + _lit(self.bos_each_turn + self.open)
+                + "{{ if and (eq $skip 0) (eq $i 1) }}" + _lit(before) + "{{ $sys }}" + _lit(after) + "{{ end }}"
+                + "{{ $m.Content }}" + _lit(self.close)
+                + '{{ else if eq $m.Role "assistant" }}' + _lit(self.reply_before) + "{{ $m.Content }}" + _lit(self.reply_end)
+                + "{{ end }}{{ end }}{{ end }}")
+
+
+def _lit(text: str) -> str:
+    """`text` as literal Go template text; as a quoted string action if it holds template delimiters."""
+    return "{{ " + json.dumps(text, ensure_ascii=False) + " }}" if "{{" in text or "}}" in text else text
+
+
+def _render(tokenizer, messages: list[dict]) -> str | None:
+    """The tokenizer's own rendering, or None where its template refuses the conversation (raise_exception)."""
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception:  # noqa: BLE001 - jinja's TemplateError and whatever a template raises
+        return None
+
+
+def _candidates(tokenizer, first: str):
+    """Family instances worth checking, given the rendering of a one-user-message conversation."""
+    bos, eos = tokenizer.bos_token or "", tokenizer.eos_token or ""
+    for style, (pre, mid, close, _) in BLOCKS.items():
+        for start in dict.fromkeys(["", bos]):
+            head = start + pre + "system" + mid
+            default = first[len(head):first.index(close, len(head))] if first.startswith(head) and close in first[len(head):] else None
+            yield from (Block(style, start, d) for d in dict.fromkeys([None, default]))
+    for each, opn, cls, before, end, system in itertools.product(
+            (False, True), ("[INST] ", "[INST]"), (" [/INST]", "[/INST]"), (" ", ""), (eos, " " + eos), INST_SYSTEM):
+        yield Inst("" if each else bos, bos if each else "", opn, cls, before, end, system)
+
+
+def _stops(family, tokenizer) -> list[str]:
+    turn_end = BLOCKS[family.style][3] if isinstance(family, Block) else None
+    return [s for s in dict.fromkeys([turn_end, tokenizer.eos_token]) if s]
+
+
+def go_template_for(tokenizer) -> tuple[str, list[str]]:
+    """(Go template, stop strings) equivalent to `tokenizer`'s chat template; ModelError if no family fits it."""
+    from tunesmith.export.gguf import adds_bos_eos
+
+    hint = "pass modelfile(..., template=...) with a Go template over .Messages (.Role, .Content), and stops=[...]"
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelError("the tokenizer has no chat template, so there is nothing to write as the Modelfile TEMPLATE", hint=hint)
+    rendered = [_render(tokenizer, probe) for probe in PROBES]
+    if rendered[0] is None:
+        raise ModelError("the chat template fails on a one-message conversation, so its family cannot be recognised", hint=hint)
+    for family in _candidates(tokenizer, rendered[0]):
+        if all(text is None or family.render(probe) == text for probe, text in zip(PROBES, rendered)):
+            start = "" if family.start and adds_bos_eos(tokenizer)[0] else family.start  # llama.cpp adds that BOS itself
+            return family.go(start), _stops(family, tokenizer)
+    raise ModelError("the chat template's family is not recognised (known: ChatML, Llama 3 headers, Mistral/Llama 2 [INST])",
+                     hint=hint)
+
+
+def modelfile(tokenizer, gguf_filename: str, *, system: str | None = None, parameters: dict | None = None,
+              template: str | None = None, stops: list[str] | None = None) -> str:
+    """The text of an Ollama Modelfile: FROM ./<gguf>, TEMPLATE, PARAMETER stop ..., optional SYSTEM and PARAMETERs.
+
+    `template` (a Go template) overrides the derived one, for chat templates no family fits; its
+    `stops` default to the tokenizer's eos. `parameters` maps Ollama parameter names to a value or a list.
+    """
+    if template is None:
+        template, derived = go_template_for(tokenizer)
+        stops = stops or derived
+    stops = stops or [tokenizer.eos_token]
+    if '"""' in template or (system and '"""' in system):
+        raise ModelError('the TEMPLATE or SYSTEM text contains """, which a Modelfile cannot quote', hint="remove it from the text")
+    lines = [f"FROM ./{gguf_filename}", "", f'TEMPLATE """{template}"""', ""]
+    lines += [f"PARAMETER stop {json.dumps(s, ensure_ascii=False)}" for s in stops]
+    for key, value in (parameters or {}).items():
+        lines += [f"PARAMETER {key} {json.dumps(v, ensure_ascii=False) if isinstance(v, str) else v}"
+                  for v in (value if isinstance(value, (list, tuple)) else [value])]
+    if system:
+        lines += ["", f'SYSTEM """{system}"""']
+    return "\n".join(lines) + "\n"
