@@ -98,7 +98,7 @@ def test_real_tokenizer_metadata_reads_back(tiny_q8, smol_tokenizer):
     assert meta["bos_token_id"] == smol_tokenizer.bos_token_id and meta["add_bos_token"] is False
     assert meta["chat_template"] == smol_tokenizer.chat_template
     assert meta["control_tokens"][:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] and len(meta["control_tokens"]) == 17
-    assert 2 <= len(lines) <= 22 and lines[-1].startswith("gguf: tensor 20/20")
+    assert 1 <= len(lines) <= 22 and lines[-1].startswith("gguf: tensor 20/20")  # a line every 2 s, and the last tensor
 
 
 def test_real_tokenizer_model_loads_in_transformers(tiny_q8, tiny_model_dir):
