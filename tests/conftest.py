@@ -1,4 +1,4 @@
-"""Shared fixtures: the SmolLM2 tokenizer and a tiny random Llama model built once per session."""
+"""Shared fixtures: one torch thread, the SmolLM2 tokenizer and a tiny random Llama model built once per session."""
 
 from __future__ import annotations
 
@@ -8,6 +8,17 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """On a busy 2-core machine two intra-op threads make the tiny model ~100x slower (spin-waiting); one is plenty."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -101,6 +101,7 @@ def test_real_tokenizer_metadata_reads_back(tiny_q8, smol_tokenizer):
     assert 1 <= len(lines) <= 22 and lines[-1].startswith("gguf: tensor 20/20")  # a line every 2 s, and the last tensor
 
 
+@pytest.mark.slow  # 20 s (transformers parses the 49k-token vocabulary three times); the small-vocabulary quant tests cover the logits check fast
 def test_real_tokenizer_model_loads_in_transformers(tiny_q8, tiny_model_dir):
     result = verify_gguf(tiny_q8[0], tiny_model_dir, PROMPTS, "q8_0")
     assert result["passed"], result

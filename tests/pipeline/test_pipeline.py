@@ -16,16 +16,6 @@ from tunesmith.errors import RecipeError
 from tunesmith.pipeline import load_pipeline, run_pipeline
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _chat(i):
     return {"messages": [{"role": "user", "content": f"What is {i} plus {i + 1}?"}, {"role": "assistant", "content": "Arr, " + "matey " * (1 + i % 4) + f"{2 * i + 1}."}]}
 

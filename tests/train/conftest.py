@@ -2,18 +2,6 @@ import json
 
 import pytest
 
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """On a busy 2-core machine two intra-op threads make the tiny model ~100x slower (spin-waiting); one is plenty."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 QUESTIONS = ["What is {a} plus {b}?", "Name a colour like {a}.", "Count from {a} to {b}.", "Say hello {a} times."]
 
 

@@ -17,7 +17,7 @@ from tunesmith.train.advantages import group_advantages, rloo_advantages
 from tunesmith.train.rollout import read_rollouts
 from tunesmith.train.scaffold import run_stage
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 @pytest.fixture
 def rl_recipe(tiny_recipe, prompts_jsonl):

@@ -17,7 +17,7 @@ from tunesmith.evaluate.preference import Pairs, pairwise_accuracy, response_log
 from tunesmith.runs.rundir import RunDir
 from tunesmith.train.scaffold import run_stage
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/train/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def losses(run_dir):

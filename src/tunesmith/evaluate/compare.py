@@ -61,7 +61,7 @@ class Comparison:
 
         table = Table(title=f"side by side on {self.data}" + (f" and {self.pairs}" if self.pairs else ""), title_justify="left",
                       caption="↑ higher is better, ↓ lower is better; the last column: where the first model stands among all", caption_justify="left")
-        table.add_column("measure", overflow="fold")
+        table.add_column("measure", overflow="fold", min_width=21)
         for i, name in enumerate(self.models):
             table.add_column(name + (" (under test)" if i == 0 and len(self.models) > 1 else ""), justify="right")
         if len(self.models) > 1:

@@ -88,18 +88,11 @@ class MergeRecipe:
 
 def load_merge_recipe(path: str | Path) -> MergeRecipe:
     """Read and check a merge recipe file; every problem is a RecipeError naming the file, line and field."""
+    from tunesmith.recipes.load import read_yaml
+
     source = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise RecipeError(f"cannot read the merge recipe: {exc.strerror}", where=source, hint="check the path to the recipe") from exc
-    try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise RecipeError(f"the merge recipe is not valid YAML: {getattr(exc, 'problem', None) or exc}", where=where) from None
+    text, data = read_yaml(path, "merge recipe", hint="check the path to the recipe")
+    node = yaml.compose(text)
     return MergeRecipe(data, file=source, lines=_node_lines(node))
 
 

@@ -139,16 +139,10 @@ def check_references(pipeline: Pipeline) -> list[Step]:
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
+    from tunesmith.recipes.load import read_yaml
+
     source = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise RecipeError(f"cannot read the pipeline file: {exc.strerror}", where=source) from exc
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RecipeError(f"not valid YAML: {getattr(exc, 'problem', exc)}", where=f"{source}:{mark.line + 1}" if mark else source) from exc
+    data = read_yaml(path, "pipeline file", hint="pass a pipeline YAML to -c, or none for the built-in demo")[1] or {}
     if not isinstance(data, dict) or "stages" not in data:
         raise RecipeError("a pipeline file is a mapping with a stages: list", where=source, hint="see `tunesmith pipeline --help` for an example")
     try:

@@ -86,6 +86,22 @@ def _explain(error: dict, source: str | None, lines: dict, overridden: set[tuple
     return f"{where}{dotted}: {message} (got {error.get('input')!r})" if "input" in error and not isinstance(error["input"], dict) else f"{where}{dotted}: {message}"
 
 
+def read_yaml(path: str | Path, what: str, hint: str | None = None) -> tuple[str, Any]:
+    """(text, parsed) of a YAML file; an unreadable file or bad YAML is a RecipeError at `file:line` (recipes, merge
+    recipes and pipelines all read their files here)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise RecipeError(f"cannot read the {what}: {exc.strerror}", where=source, hint=hint) from exc
+    try:
+        return text, yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise RecipeError(f"not valid YAML: {getattr(exc, 'problem', None) or exc}", where=where) from None
+
+
 def load_recipe(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None, stage: str | None = None) -> Recipe:
     """Read a recipe file (optional), apply overrides (`a.b=v` strings or {dotted: value}), validate.
     `stage`: the stage to take where neither the file nor the overrides name one (a stage's own command)."""
@@ -94,16 +110,8 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | dict[str,
     source = None
     if path is not None:
         source = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise RecipeError(f"cannot read recipe: {exc.strerror}", where=source, hint="check the path given to --recipe") from exc
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{source}:{mark.line + 1}" if mark else source
-            raise RecipeError(f"not valid YAML: {getattr(exc, 'problem', exc)}", where=where) from exc
+        text, data = read_yaml(path, "recipe", hint="check the path given to --recipe")
+        data = data or {}
         if not isinstance(data, dict):
             raise RecipeError("a recipe must be a mapping of sections (model:, data:, training:, ...)", where=source)
     overridden: set[tuple[str, ...]] = set()
