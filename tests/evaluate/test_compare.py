@@ -65,4 +65,4 @@ def test_compare_two_models_on_the_tiny_model(tiny_model_dir, tiny_pairs, tmp_pa
     console = Console(record=True, width=160)
     c.render(console)
     text = console.export_text()
-    assert "a (under test)" in text and "a vs the others" in text and "judged measures" in text
+    assert "standing: where a (under test)" in text and "judged measures" in text

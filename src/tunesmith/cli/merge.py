@@ -56,10 +56,17 @@ def merge(
 
         plan = MergeRecipe({**plan.data, "tokenizer_source": tokenizer_source})
     out = output_dir or Path("runs") / f"merge-{plan.method}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = run_merge(plan, out, path=path, log=lambda line: console.print(line, soft_wrap=True, highlight=False))
+    said: list[str] = []
+
+    def log(line: str) -> None:
+        said.append(line)
+        console.print(line, soft_wrap=True, highlight=False)
+
+    result = run_merge(plan, out, path=path, log=log)
     console.print(f"merged ({result.method}, {result.path} path) in {result.seconds:.1f} s: {result.model_dir}", highlight=False)
     for note in result.notes:
-        console.print(f"note: {note}", soft_wrap=True, highlight=False)
+        if not any(note in line for line in said):  # what the merge already said as it went is not repeated
+            console.print(f"note: {note}", soft_wrap=True, highlight=False)
     if eval_:
         from tunesmith.evaluate.compare import compare_models
 

@@ -60,12 +60,12 @@ class Comparison:
         from rich.table import Table
 
         table = Table(title=f"side by side on {self.data}" + (f" and {self.pairs}" if self.pairs else ""), title_justify="left",
-                      caption="↑ higher is better, ↓ lower is better; the last column: where the first model stands among all", caption_justify="left")
+                      caption=f"↑ higher is better, ↓ lower is better; standing: where {self.models[0]} (under test) stands among all", caption_justify="left")
         table.add_column("measure", overflow="fold", min_width=21)
-        for i, name in enumerate(self.models):
-            table.add_column(name + (" (under test)" if i == 0 and len(self.models) > 1 else ""), justify="right")
+        for name in self.models:
+            table.add_column(name, justify="right", overflow="fold")
         if len(self.models) > 1:
-            table.add_column(f"{self.models[0]} vs the others", overflow="fold")
+            table.add_column("standing", overflow="fold")
         colours = {"fine": "green", "watch": "yellow", "bad": "red"}
         for measure in self.measures():
             cells = []
