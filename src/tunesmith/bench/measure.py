@@ -31,6 +31,14 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def decoder_weights(config) -> int:
+    """The decoder's linear weights N (q, k, v, o and the MLP of every layer): what each token is multiplied by."""
+    width, heads = config.hidden_size, config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or width // heads
+    return config.num_hidden_layers * (width * heads * head_dim * 2 + width * kv * head_dim * 2 + 3 * width * config.intermediate_size)
+
+
 def training_flops(config, lora_params: int, sequence_lengths: list[int], scored_tokens: int) -> float:
     """FLOPs a LoRA step needs for these sequences, counted the way the work is defined, not as a kernel did it.
 
@@ -40,10 +48,9 @@ def training_flops(config, lora_params: int, sequence_lengths: list[int], scored
     per *scored* token only: the loss needs no other position's logits. Padding is not work.
     """
     width, layers = config.hidden_size, config.num_hidden_layers
-    heads, kv = config.num_attention_heads, getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or width // heads
-    per_layer = width * heads * head_dim * 2 + width * kv * head_dim * 2 + 3 * width * config.intermediate_size
-    body = layers * per_layer
+    body = decoder_weights(config)
     tokens = sum(sequence_lengths)
     attention = sum(6 * layers * heads * head_dim * length**2 for length in sequence_lengths)
     return tokens * (4 * body + 6 * lora_params) + attention + scored_tokens * 4 * config.vocab_size * width

@@ -43,12 +43,9 @@ def evaluate(
     train = prepare_dataset(train_data, tokenizer, max_length=max_length).examples if train_data else None
     reference = load_model(reference_model) if reference_model else None
     eval_data = prepare_dataset(data, tokenizer, max_length=max_length)
-    answers = None
-    if match:
-        from tunesmith.data import read_rows
+    from tunesmith.evaluate.diagnose import short_answers
 
-        found = [record.get(answers_field) for _, record in read_rows(data)]
-        answers = [str(a) for a in found] if all(a is not None for a in found) else None
+    answers = short_answers(data, answers_field) if match else None
     report = diagnose(loaded.model, tokenizer, eval_data, name=model, train_examples=train, reference=reference,
                       max_prompts=max_prompts, max_new_tokens=max_new_tokens, match=match, answers=answers)
     if output:

@@ -117,11 +117,12 @@ def compare_models(models: dict[str, str], *, data: str = "pirate-eval", pairs: 
     Models are loaded one at a time (fp32, as `tunesmith eval` does), so memory holds one model."""
     import gc
 
-    from tunesmith.data import prepare_dataset, read_rows
-    from tunesmith.evaluate.diagnose import split_example
+    from tunesmith.data import prepare_dataset
+    from tunesmith.evaluate.diagnose import short_answers, split_example
     from tunesmith.models import load_pretrained
 
     comparison = Comparison(list(models), data=data, pairs=pairs)
+    answers = short_answers(data, answers_field) if match else None
     prompts: list[str] = []
     for label, spec in models.items():
         log(f"eval: {label} ({spec}) on {data}" + (f" and {pairs}" if pairs else ""))
@@ -133,8 +134,6 @@ def compare_models(models: dict[str, str], *, data: str = "pirate-eval", pairs: 
             from tunesmith.evaluate.preference import Pairs
 
             preference = Pairs.from_examples(prepare_preference_data(pairs, loaded.tokenizer, stage="dpo", max_length=1024).examples)
-        found = [record.get(answers_field) for _, record in read_rows(data)] if match else []
-        answers = [str(a) for a in found] if match and all(a is not None for a in found) else None
         values, verdicts, texts = measure_model(loaded.model, loaded.tokenizer, eval_data, label=label, pairs=preference,
                                                 max_prompts=max_prompts, max_new_tokens=max_new_tokens, match=match, answers=answers)
         comparison.values[label], comparison.verdicts[label] = values, verdicts

@@ -66,6 +66,14 @@ def split_example(example: dict) -> tuple[object, str | None]:
     return " ".join(words[: max(1, len(words) // 2)]), None
 
 
+def short_answers(data: str, field: str = "answer") -> list[str] | None:
+    """Each row's short answer (`field`) of a data file or built-in, for --match; None unless every row has one."""
+    from tunesmith.data import read_rows
+
+    found = [record.get(field) for _, record in read_rows(data)]
+    return [str(a) for a in found] if all(a is not None for a in found) else None
+
+
 def answers_of(examples: list[dict]) -> list[str]:
     return [a for a in (split_example(e)[1] for e in examples) if a]
 

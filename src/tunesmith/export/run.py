@@ -85,7 +85,7 @@ def export_model(spec: str, output_dir: str | Path, formats: list[str], *, quant
         result.seconds = time.perf_counter() - started
         (tmp / "export.json").write_text(json.dumps({"source": str(Path(spec).resolve()) if Path(spec).exists() else spec, "formats": formats,
                                                      "quant": quant if "gguf" in formats else None, "merged": merged, "files": result.files,
-                                                     "verify": _jsonable(result.verify), "seconds": round(result.seconds, 1)}, indent=2) + "\n")
+                                                     "verify": result.verify, "seconds": round(result.seconds, 1)}, indent=2, default=str) + "\n")
         from tunesmith.export.card import write_card
 
         write_card(tmp, spec, result, merged)
@@ -96,18 +96,3 @@ def export_model(spec: str, output_dir: str | Path, formats: list[str], *, quant
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return result
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return str(value)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunesmith.bench.measure import decoder_weights
 from tunesmith.pipeline.config import EvalStep, ExportStep, MergeStep, Pipeline, TrainStep, check_references
 
 TRAIN_SHARE = 0.45
@@ -34,16 +35,8 @@ class StepPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def _body(config) -> int:
-    """Decoder linear weights (what a token's forward multiplies by), as bench/measure.py counts them."""
-    width, heads = config.hidden_size, config.num_attention_heads
-    kv = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or width // heads
-    return config.num_hidden_layers * (width * heads * head_dim * 2 + width * kv * head_dim * 2 + 3 * width * config.intermediate_size)
-
-
 def decode_flops_per_token(config) -> float:
-    return 2 * (_body(config) + config.vocab_size * config.hidden_size)
+    return 2 * (decoder_weights(config) + config.vocab_size * config.hidden_size)
 
 
 class Speeds:
@@ -95,7 +88,7 @@ def train_seconds(plan, recipe, config, speeds: Speeds) -> tuple[float, str]:
         from tunesmith.train.stages.pairs import precompute_reference
 
         if get_stage(stage).uses_reference(recipe):
-            reference = rows * tokens * 2 * _body(config)  # the reference's forward over a step's sequences
+            reference = rows * tokens * 2 * decoder_weights(config)  # the reference's forward over a step's sequences
             if precompute_reference(recipe, get_stage(stage), s):  # once over the data before training, instead of every step
                 extra = reference * s.steps_per_epoch / speeds.train(plan.precision)
             else:
@@ -130,7 +123,7 @@ def plan_pipeline(pipeline: Pipeline) -> list[StepPlan]:
             continue
         refs = [str(stand_in.get(r, r)) for r in step.references()]
         config = meta_model(refs[0]).config
-        params = _body(config) + config.vocab_size * config.hidden_size
+        params = decoder_weights(config) + config.vocab_size * config.hidden_size
         precision = resolve_precision("fp32")
         if isinstance(step, MergeStep):
             stand_in[step.name] = Path(str(stand_in.get(step.references()[0], step.references()[0])))
