@@ -91,3 +91,25 @@ def test_ppo_with_the_pirate_reward_model_raises_the_held_out_reward(tmp_path):
     assert mean.after > mean.before + 0.2, ppo.changes
     kl = [m["kl"] for m in RunDir(ppo.run_dir).read_metrics() if "kl" in m]
     assert max(kl) < 10.0, kl
+
+
+@pytest.mark.slow
+def test_the_demo_pipeline_runs_end_to_end(tmp_path):
+    """`tunesmith pipeline` (the built-in demo, ~14 min on the 2-core AMX CPU): every stage runs, the merge keeps DPO's
+    preference ranking near SFT's loss, the GGUF check passes, and a second run skips everything."""
+    import json
+
+    from tunesmith.cli.pipeline import DEMO
+    from tunesmith.pipeline import load_pipeline, run_pipeline
+
+    spec = load_pipeline(DEMO).model_copy(update={"output_dir": str(tmp_path / "pipeline")})
+    outcomes = run_pipeline(spec)
+    assert [o.status for o in outcomes] == ["ran"] * 5
+    report = json.loads((tmp_path / "pipeline" / "eval" / "eval.json").read_text())
+    merged, sft, dpo = (report["values"][m] for m in ("merged", "sft", "dpo"))
+    assert merged["preference_accuracy"] > sft["preference_accuracy"]  # measured: 85% vs 69% (DPO 85%)
+    assert merged["eval_loss"] < dpo["eval_loss"]  # measured: 1.680 vs 1.696 (SFT 1.678)
+    export = json.loads((tmp_path / "pipeline" / "export" / "export.json").read_text())
+    assert export["verify"]["logits"]["passed"], export["verify"]["logits"]["summary"]
+    assert 'PARAMETER stop "<|im_end|>"' in (tmp_path / "pipeline" / "export" / "Modelfile").read_text()
+    assert all(o.status == "skipped" for o in run_pipeline(spec))
