@@ -10,13 +10,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
+from tunesmith.runs.rundir import built_aside
 
 FORMATS = ("merged", "gguf", "ollama")
 VERIFY_PROMPTS = ["What is the capital of France?", "Give me a tip for staying healthy.", "Write one sentence about the sea."]
@@ -56,10 +55,7 @@ def export_model(spec: str, output_dir: str | Path, formats: list[str], *, quant
     if out.exists() and any(out.iterdir()):
         raise TunesmithError(f"the export directory '{out}' already exists and is not empty", hint="choose another --output-dir, or delete it")
     resolve_model(spec)  # a bad --model stops here, before anything is written
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with built_aside(out) as tmp:
         name = Path(spec.rstrip("/")).name or "model"
         result = ExportResult(out, formats, name)
         log(f"export: merging {spec} into a full {dtype} model")
@@ -89,10 +85,4 @@ def export_model(spec: str, output_dir: str | Path, formats: list[str], *, quant
         from tunesmith.export.card import write_card
 
         write_card(tmp, spec, result, merged)
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return result

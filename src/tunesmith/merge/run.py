@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from tunesmith.merge.adapters import merge_adapters_path, plan_adapter_merge
 from tunesmith.merge.full import merge_full
 from tunesmith.merge.inputs import MergeInput, check_compatible, copy_tokenizer, resolve_inputs, unique_inputs
 from tunesmith.merge.recipe import NOT_MODELS, MergeRecipe
+from tunesmith.runs.rundir import built_aside
 
 PATHS = ("auto", "adapter", "full")
 
@@ -61,11 +60,7 @@ def run_merge(recipe: MergeRecipe, output_dir: str | Path, *, path: str = "auto"
     taken = "adapter" if plan else "full"
     log(f"merge: {recipe.method} on the {taken} path: {why}")
     donor = _donor(recipe, inputs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    try:
+    with built_aside(out) as work:
         notes = [f"{taken} path: {why}"]
         if plan:
             dtype = recipe.data.get("out_dtype") or recipe.data.get("dtype") or "float32"
@@ -76,12 +71,6 @@ def run_merge(recipe: MergeRecipe, output_dir: str | Path, *, path: str = "auto"
         notes += _finish_model_dir(work / "model", recipe, inputs, donor)
         seconds = round(time.perf_counter() - start, 2)
         _write_record(work, recipe, inputs, taken, notes, seconds)
-        if out.exists():
-            out.rmdir()  # empty (checked above): the rename needs the name free
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     log(f"merge: wrote {out / 'model'} in {seconds:.1f} s")
     specs = [item.absolute_spec() for item in unique_inputs(inputs)]
     return MergeResult(out, out / "model", recipe.method, taken, specs, seconds, notes, adapter_dir=out / "adapter" if plan else None)

@@ -191,14 +191,12 @@ class PipelineRun:
             result = run_merge(recipe, directory, log=self.say)
         elif isinstance(step, EvalStep):
             from tunesmith.evaluate.compare import compare_models
+            from tunesmith.runs.rundir import built_aside
 
             models = {m: resolve(m, done) for m in step.models}
             result = compare_models(models, data=step.data, pairs=step.pairs, max_prompts=step.max_prompts, max_new_tokens=step.max_new_tokens, match=step.match, log=self.say)
-            tmp = directory.with_name(f".{directory.name}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            (tmp / "eval.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
-            os.replace(tmp, directory)
+            with built_aside(directory) as tmp:
+                (tmp / "eval.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
         else:
             from tunesmith.export.run import export_model
 

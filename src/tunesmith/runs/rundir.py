@@ -24,6 +24,7 @@ import re
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,6 +143,25 @@ class RunDir:
         if not self.metrics_file.is_file():
             return []
         return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+
+
+@contextmanager
+def built_aside(target: str | Path):
+    """A whole output directory that appears at once: yields a sibling temp directory to fill; when the block ends it
+    is renamed to `target` (absent or empty), and if the block fails it is removed, so `target` is never half-written.
+    (RunDir.save_final does the same for one entry inside a run directory that already exists.)"""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if target.exists():
+            target.rmdir()  # empty: the rename needs the name free
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def find_resume_point(path: str) -> tuple[RunDir, Path]:
