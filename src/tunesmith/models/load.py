@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,21 @@ from tunesmith.models.builtin import BUILTIN_MODELS, builtin_gguf, converted_ggu
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # what marks a tunesmith output directory whose model lies in <dir>/model: a training run, a merge, an export
 RUN_MARKERS = ("recipe.yaml", "merge.json", "export.json")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+TRUST_PICKLE = "TUNESMITH_TRUST_PICKLE_WEIGHTS"
+
+
+def refuse_pickle_weights(folder: Path, spec: str) -> None:
+    """Weights are read from safetensors; a folder whose only weights are pickle files (.bin, .pt, ...) is refused:
+    unpickling runs whatever code the file holds. `tunesmith --trust-pickle-weights` (or TUNESMITH_TRUST_PICKLE_WEIGHTS=1) allows it."""
+    if os.environ.get(TRUST_PICKLE) == "1" or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
+    if pickles:
+        raise ModelError(
+            f"'{spec}' holds its weights only as pickle files ({', '.join(pickles[:3])}); loading a pickle runs any code it contains, so tunesmith reads safetensors only",
+            hint="convert the weights to safetensors (model.save_pretrained(dir) does), or, for a file you trust, run: tunesmith --trust-pickle-weights ...",
+        )
 
 
 @dataclass(frozen=True)
@@ -68,10 +84,12 @@ def resolve_model(spec: str) -> ModelSource:
             builtin = next((name for name in BUILTIN_MODELS if Path(base).name.startswith(f"{name}-")), None)
             if builtin and not Path(base).exists():
                 base = builtin
+            refuse_pickle_weights(path, spec)
             under = resolve_model(base)
             below = (*under.below, under.adapter) if under.adapter else under.below
             return ModelSource(spec, under.path, adapter=str(path), below=below)
         if (path / "config.json").is_file():
+            refuse_pickle_weights(path, spec)
             return ModelSource(spec, str(path))
         raise ModelError(
             f"the directory '{spec}' holds no model (no config.json, adapter_config.json or run directory)",
