@@ -1,4 +1,4 @@
-"""`tunesmith bench sft|dpo|grpo|generate`: our defaults against what a user would otherwise write, side by side."""
+"""`tunesmith bench sft|dpo|grpo|generate|serve`: our defaults against what a user would otherwise write, side by side."""
 
 from __future__ import annotations
 
@@ -95,3 +95,22 @@ def bench_generate(
     from tunesmith.bench.generate import Job, compare, report_lines
 
     _show(compare(Job(prompts=prompts, max_new_tokens=max_new_tokens), repeats, _progress), report_lines, as_json)
+
+
+@bench.command("serve")
+def bench_serve(
+    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="What both servers serve (any --model value)."),
+    requests: int = typer.Option(1000, min=1, help="Requests in the load phase."),
+    clients: int = typer.Option(32, min=1, help="Concurrent clients in the load phase."),
+    distinct: int = typer.Option(48, min=1, help="Distinct requests in the mix (each is first served alone, for the cross-talk check)."),
+    max_tokens: int = typer.Option(32, min=1, help="Longest reply asked for; the mix asks for 1/8, 1/4, 1/2 and all of it."),
+    max_batch: int = typer.Option(16, min=2, help="The batching server's --max-batch."),
+    compare_clients: int = typer.Option(16, min=1, help="Concurrent clients when comparing with the one-at-a-time server."),
+    compare_requests: int = typer.Option(64, min=1, help="Requests sent to each server in the comparison."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON (the last line is still the speed ratio)."),
+):
+    """The continuous-batching server under load (errors, latency, cross-talk) and against `serve --max-batch 1`."""
+    from tunesmith.bench.serve import Job, compare, report_lines
+
+    job = Job(model=model, requests=requests, clients=clients, distinct=distinct, max_tokens=max_tokens, max_batch=max_batch, compare_clients=compare_clients, compare_requests=compare_requests)
+    _show(compare(job, _progress), report_lines, as_json)

@@ -18,14 +18,17 @@ def serve(
     port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
     name: Optional[str] = typer.Option(None, help="Model id clients send (default: the --model value)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="TUNESMITH_API_KEY", help="Require 'Authorization: Bearer KEY' (or set TUNESMITH_API_KEY)."),
+    max_batch: int = typer.Option(16, "--max-batch", min=1, max=256, help="Requests decoded together (continuous batching); 1 serves one at a time."),
+    max_queue: int = typer.Option(64, "--max-queue", min=0, help="Requests that may wait for a place in the batch; beyond that the answer is 429 with Retry-After."),
 ):
     """Serve POST /v1/chat/completions, POST /v1/completions (stream: true as SSE), GET /v1/models, GET /health."""
     import uvicorn
 
     from tunesmith.serve import Engine, create_app
 
-    engine = Engine(model, name=name)
-    console.print(f"serving '{engine.name}' on http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
+    engine = Engine(model, name=name, max_batch=max_batch, max_queue=max_queue)
+    console.print(f"serving '{engine.name}' on http://{host}:{port}/v1" + (" (API key required)" if api_key else "")
+                  + f"; batches up to {engine.batcher.max_batch} requests, {max_queue} more may wait", highlight=False)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         console.print("[yellow]warning:[/] bound beyond this machine without --api-key: anyone who can reach the port can use it")
     uvicorn.run(create_app(engine, api_key=api_key), host=host, port=port, log_level="warning")

@@ -85,7 +85,7 @@ def _held_back(text: str, stops: list[str], strip: bool) -> int:
     return max(unfinished, partial_stop, trailing_space)
 
 
-class _Row:
+class Row:
     """One sequence: its tokens, its decoded text and how much of that has been streamed."""
 
     def __init__(self, stops: list[str], strip: bool, budget: int):
@@ -163,7 +163,7 @@ def _complete_batch(model, tokenizer, prompt_ids, strips, params, max_new_tokens
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=device)  # (B, T), left-padded
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # real tokens count 0, 1, 2...; padding is masked anyway
-    rows = [_Row(stops, strip, min(max_new_tokens, context - len(p))) for p, strip in zip(prompt_ids, strips)]
+    rows = [Row(stops, strip, min(max_new_tokens, context - len(p))) for p, strip in zip(prompt_ids, strips)]
     # the repetition penalty looks at prompt and reply; padding reads as the (real) last prompt token instead
     seen = torch.where(mask.bool(), ids, ids[:, -1:])
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **last_logits_only(model))

@@ -1,8 +1,9 @@
 """An OpenAI-compatible HTTP API over one model: /v1/chat/completions, /v1/completions, /v1/models, /health.
 
-Requests are queued (one generation at a time on a lock): a CPU runs one batch well, and a
-request never sees another's tokens. Streaming runs generation in a worker thread that hands
-text deltas to the event loop, which sends them as server-sent events.
+Requests join one running batch (serve/batcher.py: continuous batching, each row with its own sampling
+settings and seed); a request never sees another's tokens. The batcher's worker thread hands text deltas
+to the event loop, which sends them as server-sent events. The waiting line is bounded: a full one is
+answered 429 with Retry-After; a client that hangs up leaves the batch before the next decode step.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.serve.schemas import ChatRequest, CompletionRequest
 
 MAX_BODY_BYTES = 1_000_000
+DONE = object()  # marks the end of a streamed reply in its event queue
 DRAIN_BYTES = 64_000_000  # a body up to this size is read (and dropped) before the 413, so the client sees the answer
 
 
@@ -32,28 +34,32 @@ def error(status: int, message: str, type_: str = "invalid_request_error", param
 
 
 class Engine:
-    """One loaded model; `run` generates for one request, serialised by a lock."""
+    """One loaded model behind a continuous batcher (serve/batcher.py): `job` turns a request into a batch row."""
 
-    def __init__(self, model_spec: str, name: str | None = None, max_prompt_tokens: int | None = None):
+    def __init__(self, model_spec: str, name: str | None = None, max_prompt_tokens: int | None = None, *, max_batch: int = 16, max_queue: int = 64):
         from tunesmith.models import load_pretrained
+        from tunesmith.serve.batcher import Batcher, batchable
 
         loaded = load_pretrained(model_spec, precision="auto")
         self.name = name or model_spec
         self.tokenizer, self.model = loaded.tokenizer, loaded.model
         self.model.eval()
         self.max_prompt_tokens = max_prompt_tokens or getattr(self.model.config, "max_position_embeddings", 2048)
-        self.lock = threading.Lock()
+        self.batcher = Batcher(self.model, self.tokenizer, max_batch=max_batch if batchable(self.model) else 1, max_queue=max_queue)
         self.created = int(time.time())
 
-    def prompt_tokens(self, prompt) -> int:
-        """The prompt's length exactly as generation will encode it (chat template included)."""
+    def encode(self, prompt) -> list[int]:
+        """The prompt's tokens exactly as generation feeds them (chat template for a message list, raw text otherwise)."""
         from tunesmith.infer.generate import encode_prompt
 
-        return len(encode_prompt(self.tokenizer, prompt, chat=isinstance(prompt, list)))
+        ids = encode_prompt(self.tokenizer, prompt, chat=isinstance(prompt, list))
+        if not ids:
+            raise TunesmithError("the prompt is empty", hint="give at least one character of text to continue")
+        return ids
 
-    def run(self, prompt, req, on_delta=None):
-        """Generate for a chat (list of messages) or a raw prompt; returns a Completion."""
-        from tunesmith.infer import SamplingParams, complete
+    def job(self, prompt_ids: list[int], prompt, req, on_done, on_delta=None):
+        from tunesmith.infer import SamplingParams
+        from tunesmith.serve.batcher import Job
 
         params = SamplingParams(
             temperature=req.temperature,
@@ -62,12 +68,27 @@ class Engine:
             min_p=req.min_p or 0.0,
             repetition_penalty=req.repetition_penalty or 1.0,
         )
-        with self.lock:
-            return complete(
-                self.model, self.tokenizer, [prompt], params,
-                chat=isinstance(prompt, list), max_new_tokens=req.new_tokens, stop=req.stop, seed=req.seed,
-                on_token=(lambda i, delta: on_delta(delta)) if on_delta else None,
-            )[0]
+        return Job(prompt_ids, params, req.new_tokens, on_done, stops=list(req.stop or []), strip=isinstance(prompt, list), seed=req.seed, on_delta=on_delta)
+
+    def run(self, prompt, req, on_delta=None):
+        """Blocking: generate for a chat (list of messages) or a raw prompt in the shared batch; returns a Completion."""
+        finished = threading.Event()
+        box = []
+
+        def done(outcome):
+            box.append(outcome)
+            finished.set()
+
+        self.batcher.submit(self.job(self.encode(prompt), prompt, req, done, on_delta))
+        finished.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+
+def _settle(future: asyncio.Future, outcome) -> None:
+    if not future.done():
+        future.set_result(outcome)
 
 
 def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
@@ -103,26 +124,56 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": engine.name}
+        return {"status": "ok", "model": engine.name, **engine.batcher.load()}
 
     @app.get("/v1/models")
     async def models():
         return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": engine.created, "owned_by": "tunesmith"}]}
 
-    async def serve(req, prompt, kind: str):
+    def busy(exc) -> JSONResponse:
+        response = error(429, f"{exc}; retry in {exc.retry_after} s", "rate_limit_error", code="queue_full")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    async def serve(request: Request, req, prompt, kind: str):
+        from tunesmith.serve.batcher import QueueFull
+
         if req.model != engine.name:
             return error(404, f"model '{req.model}' is not served here; this server has '{engine.name}'", "not_found_error", "model", "model_not_found")
-        n_prompt = engine.prompt_tokens(prompt)
-        if n_prompt + req.new_tokens > engine.max_prompt_tokens:
-            return error(400, f"the prompt has {n_prompt} tokens; with max_tokens {req.new_tokens} that exceeds the model's context of {engine.max_prompt_tokens}", param="messages" if kind == "chat" else "prompt", code="context_length_exceeded")
+        param = "messages" if kind == "chat" else "prompt"
+        try:
+            prompt_ids = engine.encode(prompt)
+        except TunesmithError as exc:  # bad input found while encoding (an empty prompt, say)
+            return error(400, exc.message, param=param)
+        if len(prompt_ids) + req.new_tokens > engine.max_prompt_tokens:
+            return error(400, f"the prompt has {len(prompt_ids)} tokens; with max_tokens {req.new_tokens} that exceeds the model's context of {engine.max_prompt_tokens}", param=param, code="context_length_exceeded")
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
+        loop = asyncio.get_running_loop()
         if req.stream:
-            return StreamingResponse(stream(req, prompt, kind, rid, created), media_type="text/event-stream")
+            events: asyncio.Queue = asyncio.Queue()
+            job = engine.job(prompt_ids, prompt, req,
+                             on_done=lambda outcome: loop.call_soon_threadsafe(events.put_nowait, (DONE, outcome)),
+                             on_delta=lambda delta: loop.call_soon_threadsafe(events.put_nowait, delta))
+            try:
+                engine.batcher.submit(job)
+            except QueueFull as exc:
+                return busy(exc)
+            return StreamingResponse(stream(req, job, events, kind, rid, created), media_type="text/event-stream")
+        finished: asyncio.Future = loop.create_future()
+        job = engine.job(prompt_ids, prompt, req, on_done=lambda outcome: loop.call_soon_threadsafe(_settle, finished, outcome))
         try:
-            result = await asyncio.to_thread(engine.run, prompt, req)
-        except TunesmithError as exc:  # bad input found while encoding (an empty prompt, say)
-            return error(400, str(exc), param="messages" if kind == "chat" else "prompt")
+            engine.batcher.submit(job)
+        except QueueFull as exc:
+            return busy(exc)
+        while not finished.done():  # a client that hangs up frees its row within a second
+            await asyncio.wait({finished}, timeout=1.0)
+            if not finished.done() and await request.is_disconnected():
+                engine.batcher.cancel(job)
+                return error(499, "the client closed the connection", code="client_closed_request")
+        result = finished.result()
+        if result is None or isinstance(result, BaseException):
+            return error(500, f"generation failed: {result or 'cancelled'}", "server_error")
         usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens, "total_tokens": result.prompt_tokens + result.completion_tokens}
         if kind == "chat":
             choice = {"index": 0, "message": {"role": "assistant", "content": result.text}, "finish_reason": result.finish_reason}
@@ -131,18 +182,7 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": result.finish_reason}
         return {"id": rid, "object": "text_completion", "created": created, "model": engine.name, "choices": [choice], "usage": usage}
 
-    async def stream(req, prompt, kind, rid, created):
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        done = object()
-
-        def work():
-            try:
-                result = engine.run(prompt, req, on_delta=lambda d: loop.call_soon_threadsafe(queue.put_nowait, d))
-                loop.call_soon_threadsafe(queue.put_nowait, (done, result))
-            except Exception as exc:  # surfaced to the client as an error event
-                loop.call_soon_threadsafe(queue.put_nowait, (done, exc))
-
+    async def stream(req, job, events, kind, rid, created):
         def chunk(delta: str | None, finish=None, first=False):
             if kind == "chat":
                 body = {"role": "assistant", "content": ""} if first else ({"content": delta} if delta is not None else {})
@@ -150,27 +190,34 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
                 return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": engine.name, "choices": [choice]}
             return {"id": rid, "object": "text_completion", "created": created, "model": engine.name, "choices": [{"index": 0, "text": delta or "", "logprobs": None, "finish_reason": finish}]}
 
-        threading.Thread(target=work, daemon=True).start()
-        if kind == "chat":
-            yield f"data: {json.dumps(chunk(None, first=True))}\n\n"
-        while True:
-            item = await queue.get()
-            if isinstance(item, tuple) and item and item[0] is done:
-                outcome = item[1]
-                if isinstance(outcome, Exception):
-                    yield f"data: {json.dumps({'error': {'message': str(outcome), 'type': 'server_error', 'param': None, 'code': None}})}\n\n"
-                else:
-                    yield f"data: {json.dumps(chunk(None, finish=outcome.finish_reason))}\n\n"
-                break
-            yield f"data: {json.dumps(chunk(item))}\n\n"
-        yield "data: [DONE]\n\n"
+        try:
+            if kind == "chat":
+                yield f"data: {json.dumps(chunk(None, first=True))}\n\n"
+            while True:
+                item = await events.get()
+                if isinstance(item, tuple) and item and item[0] is DONE:
+                    outcome = item[1]
+                    if outcome is None or isinstance(outcome, BaseException):
+                        failure = {"message": f"generation failed: {outcome or 'cancelled'}", "type": "server_error", "param": None, "code": None}
+                        yield f"data: {json.dumps({'error': failure})}\n\n"
+                    else:
+                        yield f"data: {json.dumps(chunk(None, finish=outcome.finish_reason))}\n\n"
+                        if req.stream_options and req.stream_options.include_usage:  # OpenAI's last chunk: no choices, the usage
+                            usage = {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens, "total_tokens": outcome.prompt_tokens + outcome.completion_tokens}
+                            yield f"data: {json.dumps({**chunk(None), 'choices': [], 'usage': usage})}\n\n"
+                    break
+                yield f"data: {json.dumps(chunk(item))}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:  # the client went away mid-stream (the generator is closed): its row leaves the batch now
+            if not (job.row and job.row.finish):
+                engine.batcher.cancel(job)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatRequest):
-        return await serve(req, [m.model_dump() for m in req.messages], "chat")
+    async def chat_completions(req: ChatRequest, request: Request):
+        return await serve(request, req, [m.model_dump() for m in req.messages], "chat")
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest):
-        return await serve(req, req.prompt, "completion")
+    async def completions(req: CompletionRequest, request: Request):
+        return await serve(request, req, req.prompt, "completion")
 
     return app

@@ -15,6 +15,11 @@ class Message(BaseModel):
     content: str
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
 class Sampling(BaseModel):
     """Fields both endpoints share. Unknown OpenAI fields (user, logit_bias, ...) are accepted and ignored."""
 
@@ -30,6 +35,7 @@ class Sampling(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
+    stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1)
 
     @field_validator("stop")

@@ -1,0 +1,241 @@
+"""Continuous batching: rows join and leave between decode steps, each samples as if alone; back-pressure; hang-ups."""
+
+import json
+import random
+import socket
+import threading
+import time
+import urllib.request
+
+import pytest
+import torch
+
+from tunesmith.infer import SamplingParams, complete
+from tunesmith.infer.generate import encode_prompt
+from tunesmith.serve.batcher import Batcher, Job, QueueFull
+
+
+@pytest.fixture(scope="module")
+def bf16_model(tiny_model_dir, one_thread):
+    """The tiny model as the server loads it on this CPU (bf16), with SDPA attention to begin with."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16, attn_implementation="sdpa").eval()
+    return model, tokenizer
+
+
+def mixed_requests(n, seed=0):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        prompt = [{"role": "user", "content": " ".join(rng.choice(["sea", "ship", "rum", "parrot", "gold"]) for _ in range(rng.randint(1, 40)))}]
+        if i % 2 == 0:
+            params = SamplingParams(temperature=0.0, repetition_penalty=rng.choice([1.0, 1.0, 1.3]))
+        else:
+            params = SamplingParams(temperature=rng.choice([0.7, 1.0, 1.3]), top_k=rng.choice([0, 5, 50]), top_p=rng.choice([1.0, 0.9]), min_p=rng.choice([0.0, 0.05]), repetition_penalty=rng.choice([1.0, 1.2]))
+        out.append((prompt, params, rng.randint(1, 24), i))
+    return out
+
+
+def run_batched(model, tokenizer, requests, max_batch=8, stagger=7):
+    batcher = Batcher(model, tokenizer, max_batch=max_batch, max_queue=len(requests))
+    results, streamed, all_done = {}, {}, threading.Event()
+
+    def finish(i):
+        def done(outcome):
+            results[i] = outcome
+            if len(results) == len(requests):
+                all_done.set()
+        return done
+
+    for prompt, params, n, i in requests:
+        streamed[i] = []
+        batcher.submit(Job(encode_prompt(tokenizer, prompt), params, n, finish(i), seed=i, on_delta=streamed[i].append))
+        if i % stagger == 0:
+            time.sleep(0.005)  # later requests join a batch that is already decoding
+    assert all_done.wait(120)
+    load = batcher.load()
+    batcher.close()
+    return results, streamed, load
+
+
+def test_every_row_of_the_batch_equals_its_request_decoded_alone(bf16_model):
+    """60 requests with their own lengths, settings and seeds, joining and leaving one batch: each reply (tokens, text,
+    finish reason, streamed deltas) equals `complete` on that request alone, greedy and seeded sampling alike."""
+    model, tokenizer = bf16_model
+    requests = mixed_requests(60)
+    results, streamed, load = run_batched(model, tokenizer, requests)
+    assert load["served"] == 60 and load["peak_batch"] == 8 and load["running"] == 0
+    for prompt, params, n, i in requests:
+        alone = complete(model, tokenizer, [prompt], params, max_new_tokens=n, seed=i)[0]
+        got = results[i]
+        assert (got.token_ids, got.text, got.finish_reason, got.completion_tokens) == (alone.token_ids, alone.text, alone.finish_reason, alone.completion_tokens), (i, params)
+        assert "".join(streamed[i]) == got.text
+
+
+def test_with_sdpa_kept_a_batch_would_round_rows_differently(tiny_model_dir, one_thread):
+    """Why the batcher switches to eager attention: the same requests with SDPA in the batch differ from alone."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunesmith.serve import batcher as batcher_module
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16, attn_implementation="sdpa").eval()
+    requests = mixed_requests(60)
+    saved = batcher_module.batch_invariant_attention
+    batcher_module.batch_invariant_attention = lambda model: None
+    try:
+        results, _, _ = run_batched(model, tokenizer, requests)
+    finally:
+        batcher_module.batch_invariant_attention = saved
+    differ = sum(results[i].token_ids != complete(model, tokenizer, [p], params, max_new_tokens=n, seed=i)[0].token_ids for p, params, n, i in requests)
+    assert differ >= 1
+
+
+def test_a_cancelled_row_leaves_at_once_and_its_neighbour_is_unaffected(bf16_model):
+    model, tokenizer = bf16_model
+    batcher = Batcher(model, tokenizer, max_batch=4, max_queue=4)
+    greedy = SamplingParams(temperature=0.0)
+    outcomes, first_delta = {}, threading.Event()
+    long_ids = encode_prompt(tokenizer, [{"role": "user", "content": "go on"}])
+    other_ids = encode_prompt(tokenizer, [{"role": "user", "content": "and you"}])
+    doomed = Job(long_ids, SamplingParams(temperature=1.0), 400, lambda o: outcomes.__setitem__("doomed", o), seed=1, on_delta=lambda d: first_delta.set())
+    kept_done = threading.Event()
+    kept = Job(other_ids, greedy, 30, lambda o: (outcomes.__setitem__("kept", o), kept_done.set()))
+    batcher.submit(doomed)
+    batcher.submit(kept)
+    assert first_delta.wait(30)
+    batcher.cancel(doomed)
+    deadline = time.perf_counter() + 2
+    while "doomed" not in outcomes and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    assert outcomes["doomed"] is None  # cancelled: no reply, and its row is gone
+    assert kept_done.wait(30)
+    assert outcomes["kept"].token_ids == complete(model, tokenizer, [[{"role": "user", "content": "and you"}]], greedy, max_new_tokens=30)[0].token_ids
+    assert batcher.load()["running"] == 0
+    batcher.close()
+
+
+def test_a_full_waiting_line_is_refused_with_a_retry_time(bf16_model):
+    model, tokenizer = bf16_model
+    batcher = Batcher(model, tokenizer, max_batch=1, max_queue=1)
+    started, release = threading.Event(), threading.Event()
+    ids = encode_prompt(tokenizer, "x", chat=False)
+
+    def slow_delta(_):
+        started.set()
+        release.wait(30)  # hold the worker (and so the batch) until the test has filled the line
+
+    finished = []
+    batcher.submit(Job(ids, SamplingParams(temperature=1.0), 3, finished.append, strip=False, seed=0, on_delta=slow_delta))
+    assert started.wait(30)
+    batcher.submit(Job(ids, SamplingParams(temperature=0.0), 2, finished.append, strip=False))  # waits
+    with pytest.raises(QueueFull) as refused:
+        batcher.submit(Job(ids, SamplingParams(temperature=0.0), 2, finished.append, strip=False))
+    assert refused.value.retry_after >= 1 and refused.value.waiting == 1
+    release.set()
+    deadline = time.perf_counter() + 30
+    while len(finished) < 2 and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    assert len(finished) == 2 and all(f is not None for f in finished)
+    batcher.close()
+
+
+# -- over HTTP ----------------------------------------------------------------------------------------------------
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def small_server(tiny_model_dir, one_thread):
+    """max_batch 2, max_queue 1: easy to fill."""
+    import uvicorn
+
+    from tunesmith.serve import Engine, create_app
+
+    engine = Engine(tiny_model_dir, name="tiny", max_prompt_tokens=512, max_batch=2, max_queue=1)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield port, engine
+    server.should_exit = True
+    thread.join(5)
+
+
+def _open_stream(port, max_tokens=400):
+    """A raw streaming request; returns the socket after the first content chunk arrived."""
+    body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "talk"}], "max_tokens": max_tokens, "temperature": 1.0, "seed": 5, "stream": True}).encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    seen = b""
+    while seen.count(b"data: ") < 2:  # the role chunk, then the first text
+        seen += sock.recv(4096)
+    return sock
+
+
+def _health(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health") as resp:
+        return json.loads(resp.read())
+
+
+def test_a_client_that_hangs_up_mid_stream_frees_its_slot(small_server):
+    port, engine = small_server
+    sock = _open_stream(port)
+    assert _health(port)["running"] == 1
+    sock.close()
+    deadline = time.perf_counter() + 3
+    while _health(port)["running"] and time.perf_counter() < deadline:
+        time.sleep(0.02)
+    assert _health(port)["running"] == 0  # 400 tokens were asked for; the row left when the client did
+
+
+def test_a_full_server_answers_429_with_retry_after_and_keeps_serving(small_server):
+    port, engine = small_server
+    streams = [_open_stream(port), _open_stream(port)]  # the batch (2) is full
+    waiting = threading.Thread(target=lambda: urllib.request.urlopen(urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/completions", data=json.dumps({"model": "tiny", "prompt": "a", "max_tokens": 2}).encode(), headers={"Content-Type": "application/json"})).read())
+    waiting.start()  # takes the one place in the line
+    deadline = time.perf_counter() + 5
+    while _health(port)["waiting"] < 1 and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode(), headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request)
+    assert refused.value.code == 429 and int(refused.value.headers["Retry-After"]) >= 1
+    payload = json.loads(refused.value.read())
+    assert set(payload["error"]) == {"message", "type", "param", "code"} and payload["error"]["code"] == "queue_full"
+    for sock in streams:
+        sock.close()
+    waiting.join(30)
+    with urllib.request.urlopen(request) as resp:  # room again
+        assert json.loads(resp.read())["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_streamed_usage_when_asked(small_server):
+    port, _ = small_server
+    body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}).encode()
+    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"})) as resp:
+        events = [json.loads(line[6:]) for line in resp.read().decode().splitlines() if line.startswith("data: {")]
+    assert events[-1]["choices"] == [] and 1 <= events[-1]["usage"]["completion_tokens"] <= 5
+
+
+def test_load_from_a_second_process(tiny_model_dir):
+    """`tunesmith bench serve` on the tiny model: 1000 requests from 32 clients to a `tunesmith serve` process, no
+    errors, every greedy and seeded reply equal to the request served alone, and the one-at-a-time server compared."""
+    from tunesmith.bench.serve import Job, compare
+
+    report = compare(Job(model=tiny_model_dir, requests=1000, clients=32, distinct=48, max_tokens=8, compare_clients=16, compare_requests=48))
+    load = report["load"]
+    assert load["ok"] == 1000 and load["errors"] == 0, load["error_samples"]
+    assert report["greedy_checked"] >= 400 and report["greedy_differ"] == 0
+    assert report["seeded_checked"] >= 400 and report["seeded_differ"] == 0
+    assert report["peak_batch"] > 1 and report["one_at_a_time"]["errors"] == 0
+    assert list(report["targets"].values())[:2] == [True, True]
