@@ -116,10 +116,14 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         loc = ".".join(str(p) for p in first["loc"] if p != "body")
         if first["type"] == "json_invalid":
             return error(400, "the request body is not valid JSON")
+        if not loc:  # the body as a whole: empty, or JSON that is not an object
+            return error(400, "the request body is empty; send a JSON object" if first["type"] == "missing" else "the request body must be a JSON object with model and messages (or prompt)")
         return error(400, f"{loc}: {first['msg']}" if loc else first["msg"], param=loc or None)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
+        if exc.status_code == 400 and "error parsing the body" in str(exc.detail):  # not UTF-8, or nested too deep to parse
+            return error(400, "the request body is not valid JSON (UTF-8, nested at most a few hundred levels deep)")
         return error(exc.status_code, str(exc.detail), "not_found_error" if exc.status_code == 404 else "invalid_request_error")
 
     @app.get("/health")
