@@ -189,6 +189,9 @@ def _health(port):
 def test_a_client_that_hangs_up_mid_stream_frees_its_slot(small_server):
     port, engine = small_server
     sock = _open_stream(port)
+    deadline = time.perf_counter() + 3
+    while _health(port)["running"] != 1 and time.perf_counter() < deadline:  # the first text can arrive just before the row joins
+        time.sleep(0.01)
     assert _health(port)["running"] == 1
     sock.close()
     deadline = time.perf_counter() + 3
@@ -239,3 +242,11 @@ def test_load_from_a_second_process(tiny_model_dir):
     assert report["seeded_checked"] >= 400 and report["seeded_differ"] == 0
     assert report["peak_batch"] > 1 and report["one_at_a_time"]["errors"] == 0
     assert list(report["targets"].values())[:2] == [True, True]
+
+
+def test_serving_beyond_loopback_without_a_key_is_warned():
+    from tunesmith.cli.serve import exposure_warning
+
+    assert exposure_warning("127.0.0.1", None) is None and exposure_warning("::1", None) is None
+    assert exposure_warning("0.0.0.0", "k") is None
+    assert "without --api-key" in exposure_warning("0.0.0.0", None)

@@ -7,8 +7,18 @@ from typing import Optional
 
 import typer
 
-from tunesmith.cli.main import app, console
+from tunesmith.cli.main import app, console, err_console
 from tunesmith.models.builtin import DEFAULT_MODEL
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """What to tell a user who serves beyond this machine without a key (None when bound to loopback or keyed)."""
+    if host in LOOPBACK or host.startswith("127.") or api_key:
+        return None
+    return f"bound to {host}, beyond this machine, without --api-key: anyone who can reach this address can use the model (set --api-key or TUNESMITH_API_KEY)"
 
 
 @app.command()
@@ -29,6 +39,7 @@ def serve(
     engine = Engine(model, name=name, max_batch=max_batch, max_queue=max_queue)
     console.print(f"serving '{engine.name}' on http://{host}:{port}/v1" + (" (API key required)" if api_key else "")
                   + f"; batches up to {engine.batcher.max_batch} requests, {max_queue} more may wait", highlight=False)
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        console.print("[yellow]warning:[/] bound beyond this machine without --api-key: anyone who can reach the port can use it")
+    warning = exposure_warning(host, api_key)
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     uvicorn.run(create_app(engine, api_key=api_key), host=host, port=port, log_level="warning")
