@@ -7,7 +7,7 @@ import torch
 
 from tunesmith.errors import TunesmithError
 from tunesmith.infer import SamplingParams, complete, generate
-from tunesmith.infer.generate import _Row
+from tunesmith.infer.generate import Row
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_row_holds_back_half_characters_stop_prefixes_and_special_tokens(smol_to
     text = "你好 🙂 ok ## then ### gone"
     ids = tok(text, add_special_tokens=False)["input_ids"]
     ids.insert(3, tok.convert_tokens_to_ids("<|im_start|>"))
-    row, deltas = _Row(["###"], strip=True, budget=100), []
+    row, deltas = Row(["###"], strip=True, budget=100), []
     for t in ids:
         deltas.append(row.add(tok, t, eos={tok.eos_token_id}))
         if row.finish:

@@ -74,8 +74,8 @@ def test_every_row_of_the_batch_equals_its_request_decoded_alone(bf16_model):
         assert "".join(streamed[i]) == got.text
 
 
-def test_with_sdpa_kept_a_batch_would_round_rows_differently(tiny_model_dir, one_thread):
-    """Why the batcher switches to eager attention: the same requests with SDPA in the batch differ from alone."""
+def test_without_the_batch_invariant_kernels_rows_would_round_differently(tiny_model_dir, one_thread):
+    """Why the batcher makes the model batch-invariant (serve/invariant.py): with plain SDPA some rows differ from alone."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tunesmith.serve import batcher as batcher_module
@@ -250,3 +250,17 @@ def test_serving_beyond_loopback_without_a_key_is_warned():
     assert exposure_warning("127.0.0.1", None) is None and exposure_warning("::1", None) is None
     assert exposure_warning("0.0.0.0", "k") is None
     assert "without --api-key" in exposure_warning("0.0.0.0", None)
+
+
+def test_a_lone_row_takes_the_same_linear_kernel_as_a_batch(one_thread):
+    """oneDNN's bf16 kernel for one row may round differently from the one for several; hooked, a lone row runs as two."""
+    from tunesmith.serve.invariant import two_row_linears
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(1536, 576, bias=False).to(torch.bfloat16)
+    x = torch.randn(48, 1, 1536).to(torch.bfloat16)
+    with torch.no_grad():
+        batch = layer(x)
+        assert two_row_linears(layer) == 1 and two_row_linears(layer) == 0  # hooked once
+        assert all(torch.equal(layer(x[r : r + 1])[0], batch[r]) for r in range(48))
+        assert layer(x[:1, 0]).shape == (1, 576)

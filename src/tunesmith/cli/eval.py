@@ -30,19 +30,25 @@ def evaluate(
     from tunesmith.data import prepare_dataset
     from tunesmith.errors import TunesmithError
     from tunesmith.evaluate import diagnose
-    from tunesmith.models import load_model, load_pretrained
+    from tunesmith.models import load_model
+    from tunesmith.models.load import Loaded, load_tokenizer, resolve_model
 
     if match and match not in ("exact", "contains", "regex"):
-        raise TunesmithError(f"--match is '{match}'; expected exact, contains or regex")
-    loaded = load_pretrained(model)
-    tokenizer = loaded.tokenizer
+        raise TunesmithError(f"--match is '{match}'; expected exact, contains or regex", hint="--match exact, --match contains or --match regex")
+    if output and not output.parent.is_dir():
+        raise TunesmithError(f"cannot write '{output}': folder '{output.parent}' does not exist", hint="create the folder, or pass another --output")
+    source = resolve_model(model)
+    tokenizer = load_tokenizer(source)
+    # the data is read and checked before any weights are loaded: a bad row costs no time
     if train_data is None and (Path(model) / "recipe.yaml").is_file():
         from tunesmith.recipes import load_recipe
 
         train_data = load_recipe(Path(model) / "recipe.yaml").data.dataset
     train = prepare_dataset(train_data, tokenizer, max_length=max_length).examples if train_data else None
-    reference = load_model(reference_model) if reference_model else None
     eval_data = prepare_dataset(data, tokenizer, max_length=max_length)
+    reference_source = resolve_model(reference_model) if reference_model else None
+    loaded = Loaded(source, load_model(source), tokenizer)
+    reference = load_model(reference_source) if reference_source else None
     from tunesmith.evaluate.diagnose import short_answers
 
     answers = short_answers(data, answers_field) if match else None

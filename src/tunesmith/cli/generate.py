@@ -20,38 +20,45 @@ if TYPE_CHECKING:
 
 def read_prompts(path: Path) -> list:
     """A .txt file (one prompt per line) or .jsonl ({"prompt": str} or {"messages": [...]} per line)."""
+    from tunesmith.data.readers import decode_text
+
+    shape = 'one JSON object per line, {"prompt": "..."} or {"messages": [{"role": "user", "content": "..."}]}'
     if not path.is_file():
-        raise TunesmithError(f"prompts file '{path}' does not exist")
+        raise TunesmithError(f"prompts file '{path}' does not exist", hint="check the path given to --prompts-file")
     if path.suffix == ".json":
         raise TunesmithError(f"prompts file '{path}' is .json", hint="use .jsonl (one JSON object per line) or .txt (one prompt per line)")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise TunesmithError(f"prompts file '{path}' is not UTF-8 text (byte {exc.start})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TunesmithError(f"cannot read the prompts file: {exc.strerror}", where=str(path), hint="check the file's permissions") from None
+    text = decode_text(data, str(path), "JSON Lines text" if path.suffix == ".jsonl" else "text, one prompt per line", path.name, error=TunesmithError)
     prompts = []
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         if path.suffix != ".jsonl":
-            prompts.append(line)
+            prompts.append(line.rstrip("\r"))
             continue
         where = f"{path}:{number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise TunesmithError(f"not valid JSON: {exc.msg}", where=where) from None
+            raise TunesmithError(f"not valid JSON: {exc.msg} at column {exc.colno}", where=where, hint=f"write {shape}") from None
+        except RecursionError:
+            raise TunesmithError("the JSON is nested too deeply to read (thousands of levels)", where=where, hint=f"write {shape}") from None
         if isinstance(record, dict) and isinstance(record.get("prompt"), str):
-            if not record["prompt"]:
-                raise TunesmithError("'prompt' is empty", where=where)
+            if not record["prompt"].strip():
+                raise TunesmithError("'prompt' is empty", where=where, hint="remove the line or write the prompt")
             prompts.append(record["prompt"])
         elif isinstance(record, dict) and isinstance(record.get("messages"), list):
             from tunesmith.data.formats import check_messages
 
             prompts.append(check_messages(record["messages"], where, require_assistant=False))
         else:
-            raise TunesmithError("expected an object with a 'prompt' string or a 'messages' list", where=where)
+            found = f"'prompt' is a {type(record['prompt']).__name__}" if isinstance(record, dict) and "prompt" in record else f"the line is a JSON {type(record).__name__}" if not isinstance(record, dict) else f"the fields are {sorted(record)}"
+            raise TunesmithError(f"expected an object with a 'prompt' string or a 'messages' list; {found}", where=where, hint=f"write {shape}")
     if not prompts:
-        raise TunesmithError(f"prompts file '{path}' has no prompts")
+        raise TunesmithError(f"prompts file '{path}' has no prompts", hint="write one prompt per line (.txt) or one JSON object per line (.jsonl)")
     return prompts
 
 

@@ -111,6 +111,21 @@ class PreparedData:
     examples: list[dict] = field(default_factory=list)  # canonical examples kept, in order
 
 
+def _same_format(record: dict, where: str, fmt, first: str) -> None:
+    """A row in another format than the first row's (e.g. a directory of .jsonl and .csv files written differently)."""
+    from tunesmith.data.formats import FORMATS
+
+    if all(key in record for key in fmt.required):
+        return
+    other = next((f for f in FORMATS.values() if all(key in record for key in f.required)), None)
+    if other is not None:
+        raise DataError(
+            f"this row is in the {other.name} format ({', '.join(other.required)}) but the first row ({first}) is {fmt.name} ({', '.join(fmt.required)}); a dataset holds one format",
+            where=where,
+            hint="convert the rows (or files) to one format, or train on them as separate datasets",
+        )
+
+
 def prepare_dataset(source, tokenizer, *, format: str = "auto", max_length: int | None = 1024, truncation: str = "truncate", train_on_prompt: bool = False, name: str | None = None) -> PreparedData:
     """Read, validate, convert, template and tokenize a dataset exactly as training will see it."""
     import datasets
@@ -128,6 +143,8 @@ def prepare_dataset(source, tokenizer, *, format: str = "auto", max_length: int 
     report = DataReport(source=label, format=fmt.name, num_rows=len(rows))
     ids_col, labels_col, kept = [], [], []
     for where, record in rows:
+        if format == "auto":
+            _same_format(record, where, fmt, rows[0][0])
         example = fmt.convert(record, where)
         tokens = tokenize_example(example, tokenizer, train_on_prompt=train_on_prompt, where=where)
         ids, labels = tokens["input_ids"], tokens["labels"]

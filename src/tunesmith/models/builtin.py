@@ -47,6 +47,41 @@ def builtin_gguf(name: str) -> Path:
     return path
 
 
+GGUF_ALIASES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss", "minimax-m2": "minimax_m2", "t5encoder": "t5"}
+
+
+def check_gguf(gguf: Path) -> str:
+    """The architecture of a GGUF file that transformers can convert; anything else (not GGUF, cut off, an
+    architecture transformers has no converter for) is a ModelError naming the file, before any work."""
+    import struct
+
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    redo = "download or write the file again (a copy that stopped early is cut off), or pass the original model directory"
+    try:
+        with open(gguf, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelError(f"cannot read the GGUF file: {exc.strerror}", where=str(gguf), hint="check the path and its permissions") from None
+    if magic != b"GGUF":
+        raise ModelError("the file is not GGUF (it does not start with the GGUF magic bytes)", where=str(gguf), hint="pass a .gguf model written by llama.cpp or `tunesmith export`, or a model directory")
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(gguf))
+        field = reader.fields.get("general.architecture")
+        architecture = bytes(field.parts[field.data[0]]).decode("utf-8") if field is not None and field.data else None
+    except (ValueError, IndexError, KeyError, struct.error, UnicodeDecodeError, OSError):
+        raise ModelError("the GGUF file is cut off or damaged: its header and tensor table cannot be read", where=str(gguf), hint=redo) from None
+    if not architecture:
+        raise ModelError("the GGUF file names no architecture (no general.architecture in its metadata)", where=str(gguf), hint=redo)
+    if architecture not in GGUF_SUPPORTED_ARCHITECTURES and GGUF_ALIASES.get(architecture, architecture.replace("-", "_")) not in GGUF_SUPPORTED_ARCHITECTURES:
+        supported = ", ".join(a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer"))
+        raise ModelError(f"the GGUF file is a '{architecture}' model, which transformers cannot convert from GGUF",
+                         where=str(gguf), hint=f"convertible architectures: {supported}; for others pass the original model directory (safetensors)")
+    return architecture
+
+
 def converted_gguf_dir(gguf: Path, name: str | None = None) -> Path:
     """Cached transformers copy of `gguf`, converting it on first use (atomically: tmp dir + rename)."""
     stat = gguf.stat()
@@ -56,6 +91,7 @@ def converted_gguf_dir(gguf: Path, name: str | None = None) -> Path:
         return target
     import sys
 
+    check_gguf(gguf)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -64,8 +100,12 @@ def converted_gguf_dir(gguf: Path, name: str | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        except (ValueError, KeyError, OSError) as exc:  # what check_gguf cannot see: tensors or tokenizer metadata transformers refuses
+            raise ModelError(f"transformers cannot convert the GGUF file: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+                             where=str(gguf), hint="pass the original model directory (safetensors), or a GGUF written by llama.cpp's convert script") from None
         # A GGUF-loaded model is flagged as quantized and refuses save_pretrained; its weights are
         # already de-quantized to float32, so the flag is dropped.
         model.hf_quantizer = None

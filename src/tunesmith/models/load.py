@@ -37,6 +37,75 @@ def refuse_pickle_weights(folder: Path, spec: str) -> None:
         )
 
 
+RESAVE = "the save or download was cut off or damaged: save the model again (model.save_pretrained(dir)) or point --model at a complete copy"
+
+
+def _read_json(file: Path, spec: str) -> dict:
+    """A model directory's JSON file (config.json, adapter_config.json) as a dict, or a ModelError naming the file and line."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"the file is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})", where=str(file), hint=RESAVE) from None
+    except (UnicodeDecodeError, RecursionError):
+        raise ModelError("the file is not JSON text", where=str(file), hint=RESAVE) from None
+    except OSError as exc:
+        raise ModelError(f"cannot read {file.name}: {exc.strerror}", where=str(file), hint="check the file's permissions") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"the file holds a JSON {type(data).__name__}; expected an object", where=str(file), hint=RESAVE)
+    return data
+
+
+def check_safetensors(file: Path) -> None:
+    """A safetensors file must be whole: its header parses, and the tensors it lists fit in the file (a copy or
+    download that stopped early fails here, in microseconds, instead of deep inside the loader)."""
+    import struct
+
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as fh:
+            head = fh.read(8)
+            length = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+            header = json.loads(fh.read(length)) if length is not None and 0 < length <= size - 8 and length < 100_000_000 else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise ModelError(f"{file.name} is not a readable safetensors file (its header is cut off or damaged)", where=str(file), hint=RESAVE)
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict) and len(t.get("data_offsets") or ()) == 2), default=0)
+    if 8 + length + end > size:
+        raise ModelError(f"{file.name} is cut off: its header lists {8 + length + end:,} bytes of tensors but the file has {size:,}", where=str(file), hint=RESAVE)
+
+
+def check_weights(folder: Path, spec: str, *, adapter: bool = False) -> None:
+    """The directory holds whole weights: its safetensors files (every shard an index names) are complete;
+    pickle-only weights are refused unless trusted (refuse_pickle_weights)."""
+    refuse_pickle_weights(folder, spec)
+    index = folder / ("adapter_model.safetensors.index.json" if adapter else "model.safetensors.index.json")
+    if index.is_file():
+        shards = sorted(set((_read_json(index, spec).get("weight_map") or {}).values()))
+        missing = [name for name in shards if not (folder / name).is_file()]
+        if missing:
+            raise ModelError(f"the weights are split into {len(shards)} files but {missing[0]} is missing ({len(missing)} of {len(shards)})", where=str(index), hint=RESAVE)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files and not any(p.suffix in PICKLE_SUFFIXES for p in folder.iterdir()):
+        what = "an adapter_config.json but no adapter weights (adapter_model.safetensors)" if adapter else "a config.json but no weights (no *.safetensors file)"
+        raise ModelError(f"'{spec}' has {what}", hint=RESAVE)
+    for file in files:
+        check_safetensors(file)
+
+
+def _unfinished_run(path: Path, spec: str) -> None:
+    """A tunesmith run directory whose model/ is not there yet: still training, stopped, or killed."""
+    if not (path / "recipe.yaml").is_file():
+        return
+    checkpoints = sorted((int(p.name.split("-")[1]), p) for p in path.glob("checkpoint-*") if p.name.split("-")[1].isdigit() and p.is_dir())
+    if checkpoints:
+        newest = checkpoints[-1][1]
+        hint = f"continue it: tunesmith train --resume {spec}, or use the checkpoint {newest} as the model"
+    else:
+        hint = f"it stopped before its first checkpoint: run it again (tunesmith train -c {path / 'recipe.yaml'} --set output_dir=...)"
+    raise ModelError(f"'{spec}' is a tunesmith run that has no model/ yet (unfinished: still running, stopped or killed)", hint=hint)
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """Where a model's weights are: `path` is a transformers directory; `adapter` a PEFT adapter on top of it.
@@ -77,20 +146,29 @@ def resolve_model(spec: str) -> ModelSource:
         if (path / "model").is_dir() and any((path / f).is_file() for f in RUN_MARKERS):  # a tunesmith run, merge or export
             return resolve_model(str(path / "model"))
         if (path / "adapter_config.json").is_file():
-            base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            base = _read_json(path / "adapter_config.json", spec).get("base_model_name_or_path")
             if not base:
                 raise ModelError(f"{path}/adapter_config.json names no base_model_name_or_path", hint="set it to the base model")
             # A built-in base is recorded by its cache path; on another machine that cache may be elsewhere.
             builtin = next((name for name in BUILTIN_MODELS if Path(base).name.startswith(f"{name}-")), None)
             if builtin and not Path(base).exists():
                 base = builtin
-            refuse_pickle_weights(path, spec)
-            under = resolve_model(base)
+            if (path / "trainer_state.json").is_file() or re.match(r"^checkpoint-\d+$", path.name):  # a Trainer checkpoint
+                check_weights(path, spec, adapter=True)
+            else:
+                refuse_pickle_weights(path, spec)
+            try:
+                under = resolve_model(base)
+            except ModelError as exc:
+                raise ModelError(f"the base model of this adapter cannot be used: {exc.message}", where=str(path / "adapter_config.json"),
+                                 hint=f"set base_model_name_or_path to the model the adapter was trained on ({exc.hint})" if exc.hint else "set base_model_name_or_path to the model the adapter was trained on") from None
             below = (*under.below, under.adapter) if under.adapter else under.below
             return ModelSource(spec, under.path, adapter=str(path), below=below)
         if (path / "config.json").is_file():
-            refuse_pickle_weights(path, spec)
+            _read_json(path / "config.json", spec)
+            check_weights(path, spec)
             return ModelSource(spec, str(path))
+        _unfinished_run(path, spec)
         raise ModelError(
             f"the directory '{spec}' holds no model (no config.json, adapter_config.json or run directory)",
             hint="point --model at a directory written by save_pretrained, a tunesmith run, or a .gguf file",
@@ -114,8 +192,14 @@ def load_tokenizer(spec: str | ModelSource):
     from transformers import AutoTokenizer
 
     source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
-    # An adapter directory carries the tokenizer it was trained with (chat template included).
-    tokenizer = AutoTokenizer.from_pretrained(source.adapter or source.path)
+    # An adapter directory carries the tokenizer it was trained with (chat template included); a checkpoint may not.
+    own = source.adapter and any((Path(source.adapter) / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json"))
+    folder = source.adapter if own else source.path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, json.JSONDecodeError) as exc:  # a missing or damaged tokenizer.json / tokenizer_config.json
+        raise ModelError(f"cannot load the tokenizer of '{source.spec}': {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}", where=str(folder),
+                         hint="the directory needs its tokenizer files (tokenizer.json, tokenizer_config.json): tokenizer.save_pretrained(dir) writes them") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -134,13 +218,17 @@ def load_model(spec: str | ModelSource, *, dtype=None, merge_adapter: bool = Fal
         # earlier stages' adapters are merged at full precision, then the weights take `dtype`
         model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32 if source.below else dtype)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load model '{source.spec}': {exc}".splitlines()[0]) from exc
+        raise ModelError(f"cannot load model '{source.spec}': {exc}".splitlines()[0], hint=RESAVE) from exc
     if source.below:
         model = merge_adapters(model, source.below).to(dtype)
     if source.adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, source.adapter, is_trainable=trainable)
+        check_weights(Path(source.adapter), source.spec if not source.below else source.adapter, adapter=True)
+        try:
+            model = PeftModel.from_pretrained(model, source.adapter, is_trainable=trainable)
+        except (OSError, ValueError) as exc:  # no adapter weights, or weights of another shape than the base's
+            raise ModelError(f"cannot load the adapter '{source.adapter}': {exc}".splitlines()[0], hint="check that the adapter directory is complete and was trained on this base model") from None
         if merge_adapter:
             model = model.merge_and_unload()
     return model

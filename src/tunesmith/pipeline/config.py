@@ -108,7 +108,7 @@ STEP_KINDS = {"merge": MergeStep, "eval": EvalStep, "export": ExportStep}
 def parse_step(raw: dict, index: int, source: str | None) -> Step:
     where = f"{source or 'pipeline'}: stages[{index}]" + (f" ({raw.get('name')})" if isinstance(raw, dict) and raw.get("name") else "")
     if not isinstance(raw, dict) or "stage" not in raw:
-        raise RecipeError("a stage is a mapping with name: and stage: (sft, dpo, ..., merge, eval, export)", where=where)
+        raise RecipeError("a stage is a mapping with name: and stage: (sft, dpo, ..., merge, eval, export)", where=where, hint="e.g. - {name: sft, stage: sft}")
     kind = STEP_KINDS.get(raw["stage"], TrainStep)
     try:
         return kind.model_validate(raw)
@@ -130,7 +130,7 @@ def check_references(pipeline: Pipeline) -> list[Step]:
         if step.name in seen:
             raise RecipeError(f"two stages are named '{step.name}'", where=where, hint="stage names name output directories: make them unique")
         if "/" in step.name or step.name.startswith("."):
-            raise RecipeError(f"the stage name '{step.name}' is not a plain directory name", where=where)
+            raise RecipeError(f"the stage name '{step.name}' is not a plain directory name", where=where, hint="use letters, digits, - and _ (it names the stage's output directory)")
         for ref in step.references():
             if ref in names and ref not in seen:
                 raise RecipeError(f"'{ref}' is a later stage (or this one); a stage can only use the output of one above it", where=where, hint="reorder the stages")
@@ -148,15 +148,50 @@ def load_pipeline(path: str | Path) -> Pipeline:
     try:
         pipeline = Pipeline.model_validate({**data, "source": source})
     except ValidationError as exc:
-        raise RecipeError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), where=source) from None
-    check_references(pipeline)
+        raise RecipeError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), where=source,
+                          hint="a pipeline file has name:, output_dir: and a non-empty stages: list; see `tunesmith pipeline --help`") from None
+    check_steps(pipeline, check_references(pipeline))
     return pipeline
+
+
+def _names_a_model(value: str) -> bool:
+    """Whether `value` can be a --model value (a built-in, an existing path, a Hub id; mergekit's base+adapter form)."""
+    from tunesmith.models.builtin import BUILTIN_MODELS
+    from tunesmith.models.load import HUB_ID
+
+    parts = value.split("+") if "+" in value and not Path(value).expanduser().exists() else [value]
+    return all(p in BUILTIN_MODELS or Path(p).expanduser().exists() or (HUB_ID.match(p) and not p.startswith((".", "/", "~"))) for p in parts)
+
+
+def check_steps(pipeline: Pipeline, steps: list[Step]) -> None:
+    """What each stage will be given, checked before the first one runs: a training stage's recipe, a merge stage's
+    recipe (mergekit's schema, its method and parameters), and every model a stage names that is not a stage above.
+    A mistake in the last stage must not cost the time of the ones before it."""
+    from tunesmith.pipeline.run import train_recipe  # run.py imports this module
+
+    done: dict[str, Path] = {}
+    for i, step in enumerate(steps):
+        where = f"{pipeline.source or 'pipeline'}: stages[{i}] ({step.name})"
+        for ref in step.references():
+            if ref not in done and not _names_a_model(ref):
+                above = ", ".join(done) or "none"
+                raise RecipeError(f"'{ref}' is neither the name of a stage above this one nor a model (no such file, directory or built-in model)", where=where,
+                                  hint=f"stages above: {above}; or give a model directory, a run directory or a .gguf file")
+        if isinstance(step, TrainStep):
+            train_recipe(step, pipeline, done, pipeline.root / step.name)
+        elif isinstance(step, MergeStep):
+            from tunesmith.merge import MergeRecipe
+
+            spec = step.merge_recipe()
+            spec["models"] = [{"model": m} if isinstance(m, str) else m for m in spec.get("models") or []]
+            MergeRecipe(spec, file=f"{pipeline.source or 'pipeline'}: stage {step.name}")
+        done[step.name] = pipeline.root / step.name
 
 
 def is_pipeline_file(path: str | Path) -> bool:
     """Whether a YAML file is a pipeline (has a stages: list) rather than a recipe."""
     try:
         data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # not readable as YAML: the recipe reader says why
         return False
     return isinstance(data, dict) and isinstance(data.get("stages"), list)

@@ -157,6 +157,8 @@ def load_reward(function: str | None = None, *, reward_model: str | None = None,
         fn = reward_model_scorer(reward_model, where=where)
         return _reward("reward_model", fn, weight, options, where, builtin=True, raw_prompts=True)
     if ":" not in function:
+        if function.endswith(".py") or "/" in function:
+            raise RecipeError(f"'{function}' names a file but not the function in it", where=where, hint=f"write {function}:name_of_the_function")
         if function not in REWARDS:
             close = difflib.get_close_matches(function, list(REWARDS), n=1)
             raise RecipeError(
@@ -191,7 +193,7 @@ def _reward(name: str, fn, weight: float, options: dict, where: str, *, builtin:
             try:
                 CHECKS[name]({**defaults, **options})
             except ValueError as exc:
-                raise RecipeError(f"{name}: {exc}", where=f"{where}.options") from None
+                raise RecipeError(f"{name}: {exc}", where=f"{where}.options", hint=f"`tunesmith recipe --stage grpo` describes {name}'s options") from None
     clash = [k for k in options if k in ("prompts", "completions") or k in columns]
     if clash:
         raise RecipeError(f"the option '{clash[0]}' of {name} would hide what the trainer passes under that name", where=f"{where}.options", hint="rename the option")
@@ -207,7 +209,7 @@ def _check_type(name: str, key: str, value, default, where: str) -> None:
     if kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok:
-        raise RecipeError(f"the option '{key}' of {name} is {value!r}; expected {kind.__name__} (default {default!r})", where=f"{where}.options.{key}")
+        raise RecipeError(f"the option '{key}' of {name} is {value!r}; expected {kind.__name__} (default {default!r})", where=f"{where}.options.{key}", hint=f"write it as a {kind.__name__}, e.g. {key}: {default!r}")
 
 
 from tunesmith.rewards import rules  # noqa: F401  (fills REWARDS)

@@ -45,7 +45,7 @@ def _import_module(target: str, where: str):
         hint = f"is '{missing}' installed, or on PYTHONPATH? For a file, write path/to/file.py:function"
         raise RecipeError(f"cannot import the module '{target}' (no module named '{missing}')", where=where, hint=hint) from None
     except Exception as exc:  # noqa: BLE001  the module itself fails as it is imported: show its error, not our traceback
-        raise RecipeError(f"importing '{target}' failed: {type(exc).__name__}: {exc}".splitlines()[0], where=where) from None
+        raise RecipeError(f"importing '{target}' failed: {type(exc).__name__}: {exc}".splitlines()[0], where=where, hint=f"fix the module (python -c 'import {target}' shows the whole error)") from None
 
 
 def _import_file(target: str, where: str):
@@ -64,5 +64,6 @@ def _import_file(target: str, where: str):
     except Exception as exc:  # noqa: BLE001  any error in the user's file is theirs to fix
         del sys.modules[module_name]
         line = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
-        raise RecipeError(f"running '{target}' failed{line}: {type(exc).__name__}: {exc}".splitlines()[0], where=where) from None
+        hint = f"fix the syntax at {path.name}:{exc.lineno} (python -m py_compile {target} checks it)" if line else f"fix the file (python {target} shows the whole error)"
+        raise RecipeError(f"running '{target}' failed{line}: {type(exc).__name__}: {exc}".splitlines()[0], where=where, hint=hint) from None
     return module

@@ -6,8 +6,9 @@ joined to the running batch's, the shorter side padded on the left with masked z
 running row its last token in one forward pass, and (4) samples each row's next token with that row's own
 settings, seed and repetition-penalty history, through the same `next_tokens` and the same `Row` bookkeeping
 (eos, stop strings, stable streaming deltas) as `tunesmith generate`. A finished row leaves the batch at once;
-columns that only padding still uses are cut off the left of the cache. Attention runs eagerly in a batch, so a
-row's numbers do not depend on its neighbours (see `batch_invariant_attention`).
+columns that only padding still uses are cut off the left of the cache. Attention runs row by row over each row's
+own tokens and a lone row's linear layers run as two rows (serve/invariant.py), so a row's numbers do not depend
+on its neighbours, on the padding or on being alone.
 
 Rows never read each other's tokens: every row has its own attention-mask row and its own position ids, and
 padding is masked out. A request that has waited is answered in the order it came (FIFO). The waiting line is
@@ -295,13 +296,11 @@ def _join(cache_a, mask_a, cache_b, mask_b):
 
 
 def batch_invariant_attention(model) -> None:
-    """Eager attention for a batch: torch's CPU SDPA kernel rounds a row differently depending on the batch around it
-    (a tiny bf16 model: 1 ulp at the second decode step, enough to change a sampled reply), eager attention does not
-    (0 of 60 mixed requests differed from the same request decoded alone, against 2 with SDPA). It costs ~20% per
-    decode step on SmolLM2 (16 rows, avx512_bf16 CPU: 57 vs 47 ms), far less than batching gains."""
-    base = getattr(model, "get_base_model", lambda: model)()
-    if getattr(base.config, "_attn_implementation", None) not in (None, "eager") and hasattr(base, "set_attn_implementation"):
-        base.set_attn_implementation("eager")
+    """Row-wise attention and two-row linear layers (serve/invariant.py): a row's numbers do not depend on its
+    neighbours, the padding or whether it is alone."""
+    from tunesmith.serve.invariant import make_batch_invariant
+
+    make_batch_invariant(model)
 
 
 def batchable(model) -> bool:

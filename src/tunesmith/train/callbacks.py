@@ -1,22 +1,46 @@
-"""Trainer callbacks every method uses: metrics to JSONL, progress on screen, a NaN guard."""
+"""Trainer callbacks every method uses: metrics to JSONL, progress on screen, a NaN guard; and the checkpoint guard
+(a checkpoint counts only once all of it is written) with the crash tests' fault points."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 
 from transformers import TrainerCallback
 
 from tunesmith.errors import TrainingError
+from tunesmith.runs.faults import ENV as FAULT_ENV, fault_point, torn_write
+
+
+def _rows(path) -> list[str]:
+    """metrics.jsonl's rows; a torn last line (the process was killed while appending it) is dropped."""
+    rows = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        rows.append(line)
+    return rows
+
+
+def _rewritten(row: dict) -> bool:
+    """Rows a resumed run writes again even when it resumes from the last step: the end-of-run eval (final) and
+    transformers' end-of-training summary (train_loss, the mean over the run, with no per-step loss)."""
+    return bool(row.get("final")) or ("train_loss" in row and "loss" not in row)
 
 
 class MetricsLog(TrainerCallback):
     """Append every log event to <run>/metrics.jsonl, with step, epoch and real tokens/s.
 
-    On resume, entries after the checkpoint's step are dropped first, so the file stays one
-    consistent curve.
+    On resume, entries after the checkpoint's step (and the killed run's end-of-run eval row, which the resumed
+    run writes again) are dropped first, so the file stays one consistent curve. The kept rows replace the file
+    atomically (a kill while rewriting never loses the rows before the checkpoint), and a torn last line is dropped.
     """
 
     def __init__(self, path, resume_step: int | None = None):
@@ -24,8 +48,11 @@ class MetricsLog(TrainerCallback):
         self._t0 = None
         self._tokens0 = 0
         if resume_step is not None and path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(f"{line}\n" for line in kept))
+            kept = [line for line in _rows(path) if (row := json.loads(line)).get("step", 0) <= resume_step and not _rewritten(row)]
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(f"{line}\n" for line in kept))
+            fault_point("metrics-rewrite")
+            os.replace(tmp, path)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._t0 = time.perf_counter()
@@ -39,8 +66,10 @@ class MetricsLog(TrainerCallback):
         if state.num_input_tokens_seen and elapsed > 0:
             record["tokens_per_second"] = round((state.num_input_tokens_seen - self._tokens0) / elapsed, 1)
         record["time"] = round(time.time(), 3)
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        if not torn_write("metrics-line", self.path, line, mode="a"):
+            with open(self.path, "a") as fh:
+                fh.write(line)
 
 
 class NanGuard(TrainerCallback):
@@ -140,3 +169,91 @@ class Progress(TrainerCallback):
         if self._bar:
             self._bar.stop()
             self._bar = None
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def guard_checkpoints(trainer, run, is_main: bool = True) -> None:
+    """A checkpoint counts for resume only once every file of it is written (RunDir.checkpoints).
+
+    transformers writes trainer_state.json last, but a kill while it is being written leaves a torn one, a save into
+    an existing checkpoint-N directory (resuming from an older checkpoint) finds the old trainer_state.json there, and
+    with several processes the main one writes it before the others' RNG files. So while `_save_checkpoint` runs the
+    directory holds RunDir.SAVING; an incomplete leftover of the same step (a killed save) is removed first; the
+    marker goes once every process is done; only then are older checkpoints rotated away (transformers would rotate
+    before: a kill then could leave the only checkpoints an incomplete new one and a half-deleted old one).
+    """
+    from transformers.trainer_utils import rotate_checkpoints
+
+    if not hasattr(trainer, "_save_checkpoint"):
+        return
+    original = trainer._save_checkpoint
+
+    def save_checkpoint(model, trial=None, *args, **kwargs):
+        folder = run.path / f"checkpoint-{trainer.state.global_step}"
+        if is_main:
+            run.begin_checkpoint(folder)
+        trainer.accelerator.wait_for_everyone()  # the others write into the folder only once it is marked
+        limit = trainer.args.save_total_limit
+        trainer.args.save_total_limit = None  # rotation waits until this checkpoint is complete
+        try:
+            original(model, trial, *args, **kwargs)
+        finally:
+            trainer.args.save_total_limit = limit
+        trainer.accelerator.wait_for_everyone()
+        if is_main:
+            run.end_checkpoint(folder)
+            fault_point("checkpoint-saved")
+            if trainer.args.should_save:
+                rotate_checkpoints(output_dir=str(run.path), save_total_limit=limit, best_model_checkpoint=trainer.state.best_model_checkpoint, use_mtime=True)
+
+    trainer._save_checkpoint = save_checkpoint
+
+
+def no_step_past_the_end(trainer) -> None:
+    """Resumed from a checkpoint at the last step (killed while writing the final model, or just after), transformers
+    5 still runs one more optimizer step: its epoch loop only checks max_steps after a step. Here an epoch that starts
+    with the training already done trains nothing, so the run ends exactly where the uninterrupted one did."""
+    if not hasattr(trainer, "_run_epoch"):
+        return
+    original = trainer._run_epoch
+
+    def run_epoch(*args, **kwargs):
+        if trainer.state.max_steps > 0 and trainer.state.global_step >= trainer.state.max_steps:
+            return None
+        return original(*args, **kwargs)
+
+    trainer._run_epoch = run_epoch
+
+
+class FaultSteps(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        fault_point("step")
+
+
+def arm_faults(trainer) -> None:
+    """With TUNESMITH_FAULT set (crash tests only, see runs/faults.py): the fault points inside a checkpoint save."""
+    if not os.environ.get(FAULT_ENV):
+        return
+    from transformers.trainer_callback import TrainerState
+
+    trainer.add_callback(FaultSteps())
+    for method, point in (("_save_optimizer_and_scheduler", "checkpoint-weights"), ("_save_rng_state", "checkpoint-rng")):
+        original = getattr(trainer, method)
+
+        def wrapped(*args, _original=original, _point=point, **kwargs):
+            fault_point(_point)
+            return _original(*args, **kwargs)
+
+        setattr(trainer, method, wrapped)
+    save_to_json = TrainerState.save_to_json
+
+    def torn_state(self, json_path):
+        import dataclasses
+
+        text = json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+        if not torn_write("checkpoint-state", json_path, text):
+            save_to_json(self, json_path)
+
+    TrainerState.save_to_json = torn_state

@@ -20,8 +20,9 @@ from tunesmith.errors import ModelError, RecipeError, TrainingError
 from tunesmith.models.load import ModelSource, load_model, load_tokenizer, resolve_model
 from tunesmith.models.precision import Precision, resolve_precision
 from tunesmith.recipes import Recipe, dump_recipe, load_recipe
+from tunesmith.runs.faults import fault_point
 from tunesmith.runs.rundir import RunDir, find_resume_point
-from tunesmith.train.callbacks import MetricsLog, NanGuard, Progress
+from tunesmith.train.callbacks import MetricsLog, NanGuard, Progress, arm_faults, guard_checkpoints, no_step_past_the_end
 from tunesmith.train.speed import SpeedSettings, base_weights_dtype, check_gpu_kernels, checkpoint_one_layer_in, compact_lm_head, speed_settings
 from tunesmith.train.stages import get_stage
 from tunesmith.train.stages.base import Stage, StageData, StageResult
@@ -179,6 +180,8 @@ def open_run(recipe: Recipe | None, resume: str | None, stage_name: str | None, 
     """(run, recipe, checkpoint): a new run directory is only created after the preflight passed (see run_stage)."""
     if resume:
         run, checkpoint = find_resume_point(resume)
+        if not RunDir.is_complete(checkpoint):
+            raise TrainingError(f"cannot resume: '{checkpoint}' was cut off while being saved", hint=f"resume from the run directory to take the newest complete checkpoint: --resume {run.path}")
         recipe = load_recipe(run.recipe_file)
         if stage_name and recipe.stage != stage_name:
             raise RecipeError(f"'{run.path}' is a {recipe.stage} run; it cannot be resumed as {stage_name}", hint=f"tunesmith {recipe.stage} --resume {run.path} (or tunesmith train --resume)")
@@ -260,6 +263,8 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
         from tunesmith.train.rollout import keep_rollouts_until
 
         keep_rollouts_until(run.path, resume_step)  # RL stages: the steps after the checkpoint are sampled again
+        for dropped in run.drop_incomplete_checkpoints():  # cut off mid-save by the crash: never resumed from
+            console.print(f"removed {dropped.name}: it was cut off while being saved", highlight=False)
     from tunesmith.train.stages.pairs import precompute_reference
 
     if precompute_reference(recipe, stage, schedule):
@@ -276,6 +281,9 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # Progress prints instead
+    guard_checkpoints(trainer, run, procs.is_main)  # a checkpoint counts for resume only once all of it is written
+    no_step_past_the_end(trainer)  # resumed from the last step's checkpoint: nothing left to train
+    arm_faults(trainer)  # crash tests only (TUNESMITH_FAULT, runs/faults.py)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     console.print(
@@ -328,6 +336,7 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
         changes=changes, examples=examples, examples_title=examples_title, diagnostics=diagnostics,
     )
     # the numbers a pipeline's summary and an export's lineage read back (the model card is for people)
+    fault_point("summary")
     run.write_text("summary.json", json.dumps({"stage": recipe.stage, "steps": result.steps, "train_loss": train_loss, "eval_loss": eval_loss, "seconds": round(result.seconds, 1)}) + "\n")
     write_model_card(run, recipe, stage, data, result, trainable, total)
     procs.barrier()
@@ -358,6 +367,7 @@ def measure_before(stage: Stage, run: RunDir, model, tokenizer, recipe: Recipe, 
 def save_model(model, tokenizer, source: ModelSource, path: Path) -> None:
     """The adapter or full model plus tokenizer; adapters name their base by a path vanilla peft can load."""
     model.save_pretrained(path)
+    fault_point("final-model")
     tokenizer.save_pretrained(path)
     config_file = path / "adapter_config.json"
     if config_file.is_file():
