@@ -59,7 +59,7 @@ def _packed_forward(module, x: torch.Tensor) -> torch.Tensor:
 def packed_linears(model):
     """Within the block, the model's packable linear layers compute from packed weights (no-grad bf16 calls only;
     anything else takes the plain path)."""
-    patched = [m for m in model.modules() if packable(m)] if available() else []
+    patched = [m for m in model.modules() if packable(m) and "forward" not in m.__dict__] if available() else []  # re-entrant: an outer block keeps its own
     for module in patched:
         module.forward = partial(_packed_forward, module)
     try:

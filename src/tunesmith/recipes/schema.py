@@ -197,7 +197,7 @@ class CPOSection(Section):
 class RewardEntry(Section):
     """One reward function of an RL stage: a built-in, your own function, or a reward model; weighted."""
 
-    function: str | None = Field(None, description="Built-in reward (exact_answer, numeric_answer, format, length_penalty, no_template_leakage), or your own: module.path:function or path/to/file.py:function.")
+    function: str | None = Field(None, description="Built-in reward (exact_answer, numeric_answer, format, length_penalty, no_template_leakage), or your own: module.path:function or path/to/file.py:function (your code, imported and run in this process with your rights: not sandboxed).")
     reward_model: str | None = Field(None, description="A reward model trained with `tunesmith reward` (its run directory), scoring prompt and reply.")
     weight: float = Field(1.0, description="Weight of this reward in the sum the advantages are computed from.")
     options: dict[str, Any] = Field({}, description="Keyword arguments for the function (e.g. format: {pattern: '-?\\d+'}, length_penalty: {max_chars: 100}).")

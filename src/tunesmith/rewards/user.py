@@ -3,6 +3,9 @@
 A file path is relative to the current directory. Every way the name can be wrong (no such file or
 module, an import that fails, no such function, not a function, async) is a RecipeError saying which;
 the signature is checked by `load_reward` against the package contract.
+
+Security: importing the module runs its code, in this process, with the user's rights (files, network,
+credentials), as `python file.py` would. Nothing is sandboxed: name only code you trust (README, "Rewards").
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@ from tunesmith.infer.packed import packed_linears
 from tunesmith.infer.sampling import SamplingParams, next_token_distribution, next_tokens, sample
 
 
+ADMIT_WAIT_S = 0.25
+
+
 class QueueFull(Exception):
     """The waiting line is full; `retry_after` is a guess in whole seconds of when a place frees up."""
 
@@ -118,6 +121,10 @@ class Batcher:
 
     # -- the worker -----------------------------------------------------------------------------------------
     def _loop(self) -> None:
+        with packed_linears(self.model):  # bf16 weights reordered once for the server's life (infer/packed.py)
+            self._serve()
+
+    def _serve(self) -> None:
         while True:
             with self.cond:
                 while not self.closed and not self.waiting and not self.running:
@@ -126,14 +133,15 @@ class Batcher:
                     break
                 room = self.max_batch - len(self.running)
                 joining = []
-                while self.waiting and len(joining) < room:
+                admit = bool(self.waiting) and self._admit_now(room)
+                while admit and self.waiting and len(joining) < room:
                     job = self.waiting.popleft()
                     if job.cancelled:
                         self._finish(job, None)
                     else:
                         joining.append(job)
             try:
-                with torch.no_grad(), packed_linears(self.model):
+                with torch.no_grad():
                     self._drop_cancelled()
                     if joining:
                         self._admit(joining)
@@ -146,6 +154,15 @@ class Batcher:
                 self.running, self.cache, self.mask = [], None, None
         for job in [*self.running, *self.waiting]:
             self._finish(job, RuntimeError("the server is shutting down"))
+
+    def _admit_now(self, room: int) -> bool:
+        """Whether to prefill the waiting requests now. A prompt's prefill is a forward pass the running rows wait for,
+        and one pass for several prompts costs far less than one each (SmolLM2, 100-token prompts: 182 ms for one,
+        832 ms for sixteen), so while rows are decoding, newcomers are let in once a quarter of the batch is free
+        or the oldest has waited ADMIT_WAIT_S; an idle batch takes them at once."""
+        if not self.running or room >= max(1, self.max_batch // 4):
+            return True
+        return time.perf_counter() - self.waiting[0].submitted >= ADMIT_WAIT_S
 
     def _finish(self, job: Job, outcome) -> None:
         """Hand the result (a Completion, an exception, or None for a cancelled job) to the request."""

@@ -6,7 +6,8 @@ its fix here:
   run over a longer axis, in another order, and the bf16 result sometimes rounds the other way. `rowwise_attention`
   lets each row attend over its own tokens only: its keys are a contiguous suffix of the cache (left padding, tokens
   appended on the right: the batcher and `complete` both keep it so), and the row runs torch's SDPA on exactly that
-  slice, as it does alone. Cost: one SDPA call per row and layer.
+  slice, as it does alone (a decode position by plain matmuls, a prompt by SDPA). Cost: a few small ops per row and
+  layer.
 - A linear layer on one row: oneDNN's bf16 kernel for a single row (M = 1) accumulates in another order than for
   M >= 2 (SmolLM2's down_proj, K = 1536: 4-8 of 48 random rows differ by one bf16 ulp; every M >= 2 agrees with
   every other, row by row). `two_row_linears` runs a lone row as two copies of itself and keeps the first, so a
@@ -35,15 +36,36 @@ def rowwise_attention(module, query, key, value, attention_mask, dropout: float 
         valid = attention_mask[:, 0, -1, :] if attention_mask.dtype == torch.bool else attention_mask[:, 0, -1, :] == 0  # keys the last query sees
         counts = valid.sum(-1).tolist()
     out = query.new_zeros(batch, q_len, query.shape[1], query.shape[3])
-    for b, n in enumerate(counts):
-        k, v = key[b : b + 1, :, kv_len - n :], value[b : b + 1, :, kv_len - n :]
-        if q_len == 1:
-            row, _ = sdpa_attention_forward(module, query[b : b + 1], k, v, None, dropout, scaling, is_causal=False, **kwargs)
-            out[b] = row[0]
-        else:  # a left-padded prompt: its last n positions are real, causal among themselves
-            row, _ = sdpa_attention_forward(module, query[b : b + 1, :, q_len - n :], k, v, None, dropout, scaling, is_causal=n > 1, **kwargs)
-            out[b, q_len - n :] = row[0]
+    threads = torch.get_num_threads()
+    if q_len == 1 and threads > 1:  # a decode position is a few thousand flops a row: waking a second thread costs more
+        torch.set_num_threads(1)
+    try:
+        _rows(module, query, key, value, counts, out, dropout, scaling, kwargs)
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
     return out, None
+
+
+def _rows(module, query, key, value, counts, out, dropout, scaling, kwargs) -> None:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    batch, heads, q_len, dim = query.shape
+    kv_len, kv_heads = key.shape[2], key.shape[1]
+    if q_len == 1:  # one decode position per row, by plain fp32 matmuls and softmax: a few small ops a row, ~120 us for SDPA
+        scale = scaling if scaling is not None else dim**-0.5
+        q = (query.float() * scale).reshape(batch, kv_heads, heads // kv_heads, dim)  # the query heads sharing each key/value head
+        k, v = key.float(), value.float()
+        rows = torch.empty(batch, kv_heads, heads // kv_heads, dim)
+        for b, n in enumerate(counts):
+            weights = torch.softmax(torch.matmul(q[b], k[b, :, kv_len - n :].transpose(-1, -2)), dim=-1)
+            torch.matmul(weights, v[b, :, kv_len - n :], out=rows[b])
+        out[:, 0] = rows.reshape(batch, heads, dim).to(out.dtype)
+        return
+    for b, n in enumerate(counts):  # a left-padded prompt: its last n positions are real, causal among themselves
+        k, v = key[b : b + 1, :, kv_len - n :], value[b : b + 1, :, kv_len - n :]
+        row, _ = sdpa_attention_forward(module, query[b : b + 1, :, q_len - n :], k, v, None, dropout, scaling, is_causal=n > 1, **kwargs)
+        out[b, q_len - n :] = row[0]
 
 
 def _one_row(module, args):

@@ -335,10 +335,11 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
         seconds=time.perf_counter() - started, trainable_parameters=trainable, merged_dir=merged, prompts=list(prompts), before=before, after=after,
         changes=changes, examples=examples, examples_title=examples_title, diagnostics=diagnostics,
     )
-    # the numbers a pipeline's summary and an export's lineage read back (the model card is for people)
+    write_model_card(run, recipe, stage, data, result, trainable, total)
+    # the numbers a pipeline's summary and an export's lineage read back (the model card is for people); written
+    # last: the run is complete
     fault_point("summary")
     run.write_text("summary.json", json.dumps({"stage": recipe.stage, "steps": result.steps, "train_loss": train_loss, "eval_loss": eval_loss, "seconds": round(result.seconds, 1)}) + "\n")
-    write_model_card(run, recipe, stage, data, result, trainable, total)
     procs.barrier()
     return result
 
