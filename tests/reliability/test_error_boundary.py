@@ -78,3 +78,21 @@ def test_the_installed_command_goes_through_the_boundary(tmp_path):
     """A real process: `python -m tunesmith` exits 2 on bad input, with no traceback."""
     out = subprocess.run([sys.executable, "-m", "tunesmith", "recipe", "--stage", "nope"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "is not a stage" in out.stderr
+
+
+def test_a_model_that_fails_to_load_leaves_no_run_directory(tmp_path, tiny_model_dir, one_thread, monkeypatch, capsys):
+    """The run directory is made only once data and model have loaded: a late failure leaves nothing that looks like a run."""
+    import json as _json
+
+    from tunesmith.errors import ModelError
+    from tunesmith.train import scaffold
+
+    def broken(*args, **kwargs):
+        raise ModelError("the weights in model.safetensors are damaged", where="model.safetensors")
+
+    monkeypatch.setattr(scaffold, "load_for_training", broken)
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(_json.dumps({"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "arr"}]}) + "\n" for i in range(4)))
+    out = tmp_path / "run"
+    assert cli_main.run(["sft", "--model", tiny_model_dir, "--dataset", str(data), "--output-dir", str(out)]) == 2
+    assert "damaged" in capsys.readouterr().err and not out.exists()

@@ -215,16 +215,11 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
         console = Console(quiet=True)
     tokenizer = load_tokenizer(recipe.model.name)
     data = stage.prepare_data(recipe, tokenizer)  # bad data stops here, before a run directory exists
-    if run is None:
-        if procs.is_main:
-            run = RunDir.new(recipe.output_dir, recipe.stage)
-            run.write_text("recipe.yaml", dump_recipe(recipe.model_copy(update={"output_dir": str(run.path)})))
-        run = RunDir(procs.share(run.path if run else None))
-        recipe = recipe.model_copy(update={"output_dir": str(run.path)})
+    out = Path(recipe.output_dir) if recipe.output_dir and run is None else None
+    if out is not None and procs.is_main and out.is_dir() and any(out.iterdir()):
+        RunDir.new(recipe.output_dir, recipe.stage)  # refuses a directory in use now, before the model loads (it is not empty)
     console.print(f"stage: {recipe.stage} ({stage.describe(recipe)})", soft_wrap=True, highlight=False)
     console.print(f"precision: {precision.name} ({precision.reason})", soft_wrap=True)
-    if procs.is_main:
-        run.write_environment(precision)
     torch.manual_seed(recipe.training.seed)
     console.print(f"data: {data.summary}", soft_wrap=True, highlight=False)
     if procs.world > 1:
@@ -237,6 +232,14 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     schedule = compute_schedule(recipe.training, data.num_sequences, procs.world)
     speed = speed_settings(recipe, precision, data.longest)
     source, model = load_for_training(recipe, precision, speed.attention, stage.head)
+    if run is None:  # only now that data and model loaded: a run that could not start leaves no directory behind
+        if procs.is_main:
+            run = RunDir.new(recipe.output_dir, recipe.stage)
+            run.write_text("recipe.yaml", dump_recipe(recipe.model_copy(update={"output_dir": str(run.path)})))
+        run = RunDir(procs.share(run.path if run else None))
+        recipe = recipe.model_copy(update={"output_dir": str(run.path)})
+    if procs.is_main:
+        run.write_environment(precision)
     if speed.checkpoint_every > 1:
         checkpoint_one_layer_in(model, speed.checkpoint_every)
     prompts = recipe.sample.prompts if stage.head == "causal" else []
