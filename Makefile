@@ -14,7 +14,7 @@ PIP    := $(PY) -m pip -q --disable-pip-version-check
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu). With a GPU, bring your own CUDA torch or let pip choose.
 TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup setup-dev go demo demo-dpo demo-reward demo-grpo demo-ppo demo-pipeline test test-slow clean
+.PHONY: setup setup-dev go chromium demo demo-dpo demo-reward demo-grpo demo-ppo demo-pipeline test test-slow clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -35,7 +35,7 @@ $(VENV)/.setup-dev: pyproject.toml $(VENV)/.setup
 	touch $@
 
 setup: $(VENV)/.setup
-setup-dev: $(VENV)/.setup-dev go
+setup-dev: $(VENV)/.setup-dev go chromium
 
 # Go's text/template renders the Ollama Modelfile's TEMPLATE in the tests, as Ollama itself does (Debian's golang-go).
 # Best effort: without root or apt the test says why it skipped.
@@ -43,6 +43,12 @@ go:
 	@command -v go >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		(apt-get install -y -q golang-go >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q golang-go >/dev/null 2>&1)) \
 		|| echo "note: Go is not installed (apt-get install golang-go); the Modelfile template test will be skipped"; }
+
+# The studio's browser test drives Debian's Chromium through Playwright (no browser download). Best effort, as for Go.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+		|| echo "note: Chromium is not installed (apt-get install chromium); the studio's browser test will be skipped"; }
 
 demo: setup
 	$(VENV)/bin/tunesmith sft

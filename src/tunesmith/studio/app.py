@@ -31,7 +31,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -163,9 +163,13 @@ def add_studio(app: FastAPI, root: str | Path, api_key: str | None = None, *, la
     async def home():
         return RedirectResponse("/studio")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return Response(status_code=204)
+
     @app.get("/studio/api/runs")
     async def list_runs():
-        live = launcher.live_runs()
+        live = launcher.run_states()
         jobs = launcher.jobs()
         listed = await asyncio.to_thread(runs_mod.scan, root, live)
         known = {r["id"] for r in listed}
@@ -179,7 +183,7 @@ def add_studio(app: FastAPI, root: str | Path, api_key: str | None = None, *, la
     @app.get("/studio/api/run")
     async def one_run(id: str):
         try:
-            info = await asyncio.to_thread(runs_mod.details, root, id, launcher.live_runs())
+            info = await asyncio.to_thread(runs_mod.details, root, id, launcher.run_states())
         except TunesmithError as exc:
             return fail(exc)
         job = next((j for j in reversed(launcher.jobs()) if j["run"] == id), None)
@@ -198,7 +202,7 @@ def add_studio(app: FastAPI, root: str | Path, api_key: str | None = None, *, la
         if len(id) < 2:
             return error(400, "compare takes two or more runs: ?id=A&id=B")
         try:
-            return await asyncio.to_thread(runs_mod.compare, root, id, launcher.live_runs())
+            return await asyncio.to_thread(runs_mod.compare, root, id, launcher.run_states())
         except TunesmithError as exc:
             return fail(exc)
 
@@ -272,7 +276,7 @@ def add_studio(app: FastAPI, root: str | Path, api_key: str | None = None, *, la
             job = launcher.stop(body.id)
         except TunesmithError as exc:
             return fail(exc)
-        return {"stopping": body.id, "pid": job["pid"]}
+        return {"stopping": body.id, "pid": job["pid"], "message": f"interrupting {body.id} (pid {job['pid']}) as Ctrl-C would; the checkpoints written so far are kept: resume continues from the newest"}
 
     @app.post("/studio/api/resume")
     async def resume(request: Request):

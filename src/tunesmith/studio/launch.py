@@ -83,9 +83,9 @@ class Launcher:
         tmp.write_text(json.dumps({"jobs": keep}, indent=2) + "\n")
         os.replace(tmp, self.state_file)
 
-    def live_runs(self) -> set[str]:
-        """Ids of the runs a live job of ours is writing."""
-        return {j["run"] for j in self.jobs() if j["alive"]}
+    def run_states(self) -> dict[str, bool]:
+        """Run id -> whether a job of ours lives for it (the newest job of each run)."""
+        return {j["run"]: j["alive"] for j in sorted(self.jobs(), key=lambda j: j["started"])}
 
     def log_tail(self, job: dict, chars: int = 4000) -> str:
         try:
@@ -136,13 +136,16 @@ class Launcher:
         with self.lock:
             if name is not None and not NAME.match(name):
                 raise RecipeError(f"the run name '{name}' is not a plain folder name", hint="letters, digits, '.', '_' and '-'")
-            stem = name or f"launch-{time.strftime('%Y%m%d-%H%M%S')}"
-            recipe, file = self.validate(text, f"{stem}.yaml")
+            recipe, _ = self.validate(text)
+            taken = {j["run"] for j in self.jobs() if j["alive"]}  # a launch still loading has no directory yet
             if name is None:
-                name = f"{recipe.stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+                stem = f"{recipe.stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+                name = next(n for n in (stem, *(f"{stem}-{i}" for i in range(2, 1000))) if n not in taken and not (self.root / n).exists())
             target = self.root / name
-            if target.exists() and any(target.iterdir()):
-                raise TunesmithError(f"the run directory '{target}' already exists and is not empty", hint="choose another name, or resume that run")
+            if name in taken or (target.exists() and any(target.iterdir())):
+                raise TunesmithError(f"the run directory '{target}' already exists and is not empty" if name not in taken else f"a run is already being launched into '{target}'",
+                                     hint="choose another name, or resume that run")
+            _, file = self.validate(text, f"{name}.yaml")  # the file the CLI reads, one per run
             return self._start(["train", "-c", str(file), "--set", f"output_dir={target}"], name, "launch", file)
 
     def _job_of(self, run_id: str) -> dict | None:
@@ -160,12 +163,15 @@ class Launcher:
     def resume(self, run_id: str) -> dict:
         """`tunesmith train --resume <run>`: refused while it runs, or when it has nothing to resume (the CLI's message)."""
         from tunesmith.runs.rundir import find_resume_point
-        from tunesmith.studio.runs import resolve
+        from tunesmith.studio.runs import RUNNING_SECONDS, resolve, status
 
         with self.lock:
             path = resolve(self.root, run_id)
             if self._job_of(run_id) is not None:
                 raise TunesmithError(f"'{run_id}' is running", hint="stop it first")
+            if not any(j["run"] == run_id for j in self.jobs()) and status(path, "train") == "running":
+                raise TunesmithError(f"'{run_id}' is being written by a process this studio did not start (its metrics.jsonl changed in the last {RUNNING_SECONDS} s)",
+                                     hint="stop that process first (Ctrl-C where it runs), then resume")
             if (path / "summary.json").is_file():
                 raise TunesmithError(f"'{run_id}' is finished; there is nothing to resume", hint="launch a new run from its recipe")
             find_resume_point(str(path))  # the CLI's own checks and messages, before a process starts

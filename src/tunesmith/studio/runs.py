@@ -33,7 +33,8 @@ RUNNING_SECONDS = 60
 MARKERS = (("recipe.yaml", "train"), ("merge.json", "merge"), ("export.json", "export"), ("eval.json", "eval"))
 # the logged numbers worth a curve (runtime, throughput and counters are left out)
 CURVE = re.compile(r"loss|learning_rate|grad_norm|reward|kl|margin|clip|accurac|entropy|logps|logits|value|explained_variance|advantage", re.I)
-NOT_CURVE = re.compile(r"runtime|per_second|tokens_per|num_tokens|num_input_tokens|^epoch$|^step$|total_flos", re.I)
+# train_*: transformers' end-of-training summary row (the mean loss of the whole run, its runtime), not a curve
+NOT_CURVE = re.compile(r"runtime|per_second|tokens_per|num_tokens|num_input_tokens|^epoch$|^step$|total_flos|^train_", re.I)
 
 
 class NotFound(TunesmithError):
@@ -130,24 +131,26 @@ def series(rows: list[dict], key: str) -> list[list[float]]:
     return [[row["step"], row[key]] for row in rows if not row.get("final") and "step" in row and _number(row.get(key))]
 
 
-def status(path: Path, kind: str, live: bool = False, now: float | None = None) -> str:
+def status(path: Path, kind: str, alive: bool | None = None, now: float | None = None) -> str:
+    """`alive`: whether the studio's process for this run lives (None: the studio did not start one, so the age
+    of metrics.jsonl decides)."""
     if kind != "train":
         return "finished"
     if (path / "summary.json").is_file():
         return "finished"
-    if live:
+    if alive:
         return "running"
     metrics = path / "metrics.jsonl"
     now = time.time() if now is None else now
-    if metrics.is_file() and now - metrics.stat().st_mtime < RUNNING_SECONDS:
+    if alive is None and metrics.is_file() and now - metrics.stat().st_mtime < RUNNING_SECONDS:
         return "running"
     if RunDir(path).checkpoints():
         return "resumable"
     return "failed"
 
 
-def summary(root: str | Path, path: Path, live: set[str] = frozenset()) -> dict:
-    """One row of the runs list."""
+def summary(root: str | Path, path: Path, jobs: dict[str, bool] | None = None) -> dict:
+    """One row of the runs list. `jobs`: run id -> whether the studio's process for it lives."""
     root = Path(root).resolve()
     path = path.resolve()
     run_id = path.relative_to(root).as_posix()
@@ -157,7 +160,7 @@ def summary(root: str | Path, path: Path, live: set[str] = frozenset()) -> dict:
     started_mtime = (path / "recipe.yaml").stat().st_mtime if (path / "recipe.yaml").is_file() else path.stat().st_mtime
     info["started"] = environment.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started_mtime))
     info["started_ts"] = started_mtime
-    info["status"] = status(path, kind, live=run_id in live)
+    info["status"] = status(path, kind, (jobs or {}).get(run_id))
     final: dict = {}
     if kind == "train":
         recipe = _recipe(path)
@@ -193,12 +196,12 @@ def summary(root: str | Path, path: Path, live: set[str] = frozenset()) -> dict:
     return info
 
 
-def scan(root: str | Path, live: set[str] = frozenset()) -> list[dict]:
+def scan(root: str | Path, jobs: dict[str, bool] | None = None) -> list[dict]:
     """Every run under `root`, newest first."""
     runs = []
     for path in run_ids(root):
         try:
-            runs.append(summary(root, path, live))
+            runs.append(summary(root, path, jobs))
         except OSError:  # removed while being read
             continue
     return sorted(runs, key=lambda r: r["started_ts"], reverse=True)
@@ -228,12 +231,12 @@ def before_after(path: Path) -> list[dict]:
     return out
 
 
-def details(root: str | Path, run_id: str, live: set[str] = frozenset()) -> dict:
+def details(root: str | Path, run_id: str, jobs: dict[str, bool] | None = None) -> dict:
     """Everything the run view shows (curves come from metrics_since)."""
     from tunesmith.runs.lineage import key_metrics, lineage
 
     path = resolve(root, run_id)
-    info = summary(root, path, live)
+    info = summary(root, path, jobs)
     files = {}
     for name in ("recipe.yaml", "merge.yaml"):
         if (path / name).is_file():
@@ -278,7 +281,7 @@ def metrics_since(root: str | Path, run_id: str, since: int = 0, token: str | No
     return {"rows": rows[start:], "next": len(rows), "token": now, "reset": reset, "keys": curve_keys(rows)}
 
 
-def compare(root: str | Path, run_ids_: list[str], live: set[str] = frozenset()) -> dict:
+def compare(root: str | Path, run_ids_: list[str], jobs: dict[str, bool] | None = None) -> dict:
     """Two or more runs: each one's curves and final metrics, and the keys they share (or not)."""
     from tunesmith.runs.lineage import key_metrics
 
@@ -286,7 +289,7 @@ def compare(root: str | Path, run_ids_: list[str], live: set[str] = frozenset())
     keys: dict[str, None] = {}
     for run_id in run_ids_:
         path = resolve(root, run_id)
-        info = summary(root, path, live)
+        info = summary(root, path, jobs)
         rows = read_rows(path / "metrics.jsonl")
         run_keys = curve_keys(rows)
         for k in run_keys:

@@ -59,7 +59,9 @@ function chart(title, lines, width = 420, height = 220) {
   const Y = (y) => height - pad.b - ((y - y0) / (y1 - y0)) * (height - pad.t - pad.b);
   svg.append(el("svg:line", { class: "axis", x1: pad.l, y1: height - pad.b, x2: width - pad.r, y2: height - pad.b }));
   svg.append(el("svg:line", { class: "axis", x1: pad.l, y1: pad.t, x2: pad.l, y2: height - pad.b }));
-  for (const [v, y] of [[y1, Y(y1)], [y0, Y(y0)], [(y0 + y1) / 2, Y((y0 + y1) / 2)]]) svg.append(el("svg:text", { x: 2, y: y + 3 }, fmt(v)));
+  const digits = Math.min(8, Math.max(0, Math.ceil(-Math.log10(y1 - y0)) + 2));  // enough to tell the ticks apart
+  const tick = (v) => (Math.abs(v) >= 1e5 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(2) : v.toFixed(digits));
+  for (const v of [y1, (y0 + y1) / 2, y0]) svg.append(el("svg:text", { x: 2, y: Y(v) + 3 }, tick(v)));
   svg.append(el("svg:text", { x: pad.l, y: height - 8 }, `step ${x0}`));
   svg.append(el("svg:text", { x: width - pad.r - 60, y: height - 8 }, `step ${x1}`));
   lines.forEach((line, i) => {
@@ -72,7 +74,7 @@ function chart(title, lines, width = 420, height = 220) {
       g.append(dot);
     }
     svg.append(g);
-    if (lines.length > 1) svg.append(el("svg:text", { x: width - pad.r - 150, y: pad.t + 12 * (i + 1), fill: color }, line.label));
+    if (lines.length > 1) svg.append(el("svg:text", { x: width - pad.r - 150, y: pad.t + 12 * (i + 1), style: `fill: ${color}` }, line.label));
   });
   return svg;
 }
@@ -137,6 +139,7 @@ async function refreshRun(full) {
     `step ${info.step ?? "?"}${info.max_steps > 0 ? " of " + info.max_steps : ""}`, info.seconds != null && `wall ${wall(info.seconds)}`,
     info.checkpoints && info.checkpoints.length && `checkpoints ${info.checkpoints.join(", ")}`].filter(Boolean).join(" · ");
   $("#run-log").textContent = (info.job && info.job.log) || "";
+  $("#run-log").hidden = $("#run-log-title").hidden = !(info.job && info.job.log);
   if (!(full || statusChanged)) return;
   $("#recipe").textContent = info.recipe;
   $("#answers tbody").replaceChildren(...info.answers.map((a) => el("tr", {}, el("td", {}, a.prompt), el("td", {}, a.before), el("td", {}, a.after))));
@@ -153,7 +156,7 @@ function drawCharts(keys) {
   $("#charts").replaceChildren(...keys.map((k) => chart(k, [{ label: k, points: seriesOf(state.rows, k) }])));
 }
 
-$("#stop-btn").addEventListener("click", async () => { try { await api("stop", { id: state.run.id }); } catch (e) { alert(e.message); } });
+$("#stop-btn").addEventListener("click", async () => { try { $("#run-facts").textContent = (await api("stop", { id: state.run.id })).message; } catch (e) { alert(e.message); } });
 $("#resume-btn").addEventListener("click", async () => { try { await api("resume", { id: state.run.id }); await refreshRun(true); } catch (e) { alert(e.message); } });
 
 // ---------------------------------------------------------------- chat with the run's model (streamed)
@@ -177,7 +180,7 @@ $("#chat-form").addEventListener("submit", async (e) => {
   reply.parentNode.classList.add("pending");
   try {
     const resp = await api("chat", { id: state.run.id, messages, temperature: +$("#temperature").value, top_k: +$("#top-k").value,
-      top_p: +$("#top-p").value, max_tokens: +$("#max-tokens").value });
+      top_p: +$("#top-p").value, max_tokens: +$("#max-tokens").value, seed: $("#seed").value === "" ? null : +$("#seed").value });
     const reader = resp.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "", done = false;
@@ -222,8 +225,9 @@ function drawCompare() {
   const names = [...new Set(data.runs.flatMap((r) => Object.keys(r.metrics)))];
   $("#compare-table thead").replaceChildren(el("tr", {}, el("th", {}, "metric"), ...data.runs.map((r) => el("th", {}, r.id))));
   const cell = (v) => (v && typeof v === "object" ? ("before" in v ? `${fmt(v.before)} → ${fmt(v.after)}` : `${fmt(v.value)} (${v.verdict})`) : fmt(v));
-  $("#compare-table tbody").replaceChildren(...[["stage", (r) => r.stage], ["status", (r) => r.status], ...names.map((n) => [n, (r) => cell(r.metrics[n])])]
-    .map(([n, get]) => el("tr", { "data-metric": n }, el("td", {}, n), ...data.runs.map((r) => el("td", { class: "num" }, get(r) ?? ""))))));
+  const rows = [["stage", (r) => r.stage], ["status", (r) => r.status], ...names.map((n) => [n, (r) => cell(r.metrics[n])])];
+  $("#compare-table tbody").replaceChildren(...rows.map(([n, get]) =>
+    el("tr", { "data-metric": n }, el("td", {}, n), ...data.runs.map((r) => el("td", { class: "num" }, get(r) ?? "")))));
 }
 $("#compare-key").addEventListener("change", drawCompare);
 
