@@ -31,6 +31,7 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 KEEP_LOGS = 50
+INTERRUPTED = "interrupted; checkpoints written so far are kept (resume with --resume RUN_DIR)"
 
 
 @app.callback()
@@ -113,12 +114,14 @@ def run(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="tunesmith")
     except SystemExit as exc:
+        if exc.code == 130:  # typer turns Ctrl-C into a silent Exit(130): say what was kept
+            err_console.print(INTERRUPTED)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except TunesmithError as exc:
         err_console.print(f"[bold red]error:[/] {escape(exc.format())}", highlight=False, markup=True)
         return 2
     except KeyboardInterrupt:
-        err_console.print("interrupted; checkpoints written so far are kept (resume with --resume RUN_DIR)")
+        err_console.print(INTERRUPTED)
         return 130
     except Exception as exc:  # the boundary: a short message and a log file, never a wall of library internals
         return _unexpected(exc, argv)
