@@ -433,3 +433,45 @@ def test_the_studio_rides_on_the_serve_app(runs_folder):
         auth = {"Authorization": "Bearer k"}
         assert c.get("/v1/models", headers=auth).json()["data"][0]["id"] == "tiny"
         assert len(c.get("/studio/api/runs", headers=auth).json()["runs"]) == 5
+
+
+# ---------------------------------------------------------------- plan, inspector, rollouts
+
+
+def test_plan_is_what_tunesmith_plan_gives_for_the_run(client, runs_folder):
+    from tunesmith.recipes import load_recipe
+    from tunesmith.train.plan import make_plan
+
+    shown = client.get("/studio/api/plan", params={"id": "sft-lora"}).json()
+    assert shown == json.loads(json.dumps(make_plan(load_recipe(runs_folder / "sft-lora" / "recipe.yaml")).to_json()))
+    assert client.get("/studio/api/plan", params={"id": "nope"}).status_code == 404
+
+
+def test_inspect_is_the_inspectors_walk_on_the_runs_model(client, runs_folder):
+    from tunesmith.infer.inspect import walk
+    from tunesmith.infer.sampling import SamplingParams
+    from tunesmith.models import load_pretrained
+
+    body = {"id": "sft-lora", "prompt": "hello", "temperature": 0.8, "top_k": 20, "top_p": 0.9, "rows": 5}
+    shown = client.post("/studio/api/inspect", json=body, headers={"Origin": "http://testserver"})
+    assert shown.status_code == 200, shown.text
+    loaded = load_pretrained(str(runs_folder / "sft-lora"), precision="auto")
+    expected = walk(loaded.model, loaded.tokenizer, "hello", SamplingParams(temperature=0.8, top_k=20, top_p=0.9), steps=1, rows=5, chat=True, seed=0)
+    assert shown.json()["steps"] == json.loads(json.dumps(expected))
+    bad = client.post("/studio/api/inspect", json={**body, "top_p": 0}, headers={"Origin": "http://testserver"})
+    assert bad.status_code == 400 and "top_p" in bad.json()["error"]["message"]
+
+
+def test_rollouts_of_an_rl_run_by_step(client, runs_folder):
+    run = runs_folder / "sft-lora"
+    record = {"step": 3, "weights": {"r": 1.0}, "groups": [{"prompt": "2+2?", "mean": 0.5, "std": 0.7, "completions": [{"completion": "4", "rewards": {"r": 1.0}, "reward": 1.0, "advantage": 0.7}]}]}
+    (run / "rollouts.jsonl").write_text(json.dumps({**record, "step": 1}) + "\n" + json.dumps(record) + "\n" + '{"step": 5, "gro')  # the last line half written
+    try:
+        newest = client.get("/studio/api/rollouts", params={"id": "sft-lora"}).json()
+        assert newest == {"steps": [1, 3], "record": record}
+        assert client.get("/studio/api/rollouts", params={"id": "sft-lora", "step": 1}).json()["record"]["step"] == 1
+        missing = client.get("/studio/api/rollouts", params={"id": "sft-lora", "step": 9})
+        assert missing.status_code == 404 and "step 9" in missing.json()["error"]["message"]
+    finally:
+        (run / "rollouts.jsonl").unlink()
+    assert client.get("/studio/api/rollouts", params={"id": "sft-full"}).status_code == 404

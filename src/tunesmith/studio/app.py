@@ -70,6 +70,21 @@ class RecipeBody(BaseModel):
     name: str | None = None
 
 
+class InspectBody(BaseModel):
+    """`tunesmith inspect logits` for a run's model: the next-token table of a prompt."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    prompt: str
+    temperature: float = 0.7
+    top_k: int = 0
+    top_p: float = 0.95
+    min_p: float = 0.0
+    steps: int = Field(1, ge=1, le=16)
+    rows: int = Field(10, ge=1, le=50)
+    seed: int = 0
+
+
 class RunBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: str
@@ -87,10 +102,20 @@ class ChatModels:
         from tunesmith.models import load_pretrained
 
         if self.path != path:
-            self.loaded = None  # let the previous one go before the next loads
+            self.loaded, self.path = None, None  # let the previous one go before the next loads (and forget it if this load fails)
             self.loaded = load_pretrained(path, precision="auto")
             self.path = path
         return self.loaded
+
+    def inspect(self, path: str, body: InspectBody) -> list[dict]:
+        """The inspector's walk (infer/inspect.walk, what `tunesmith inspect logits --chat` prints) on the run's model."""
+        from tunesmith.infer.inspect import walk
+        from tunesmith.infer.sampling import SamplingParams
+
+        params = SamplingParams(temperature=body.temperature, top_k=body.top_k, top_p=body.top_p, min_p=body.min_p)
+        with self.lock:
+            loaded = self.get(path)
+            return walk(loaded.model, loaded.tokenizer, body.prompt, params, steps=body.steps, rows=body.rows, chat=True, seed=body.seed)
 
     def reply(self, path: str, body: ChatBody, on_delta) -> str:
         """The reply to the last user message with the rest as history: ChatSession.reply, the code of `tunesmith chat`."""
@@ -249,6 +274,41 @@ def add_studio(app: FastAPI, root: str | Path, api_key: str | None = None, *, la
                     break
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.post("/studio/api/inspect")
+    async def inspect_logits(request: Request):
+        try:
+            body = await parse(request, InspectBody)
+            path = runs_mod.resolve(root, body.id)
+            return {"steps": await asyncio.to_thread(models.inspect, str(path), body)}
+        except TunesmithError as exc:
+            return fail(exc)
+
+    @app.get("/studio/api/plan")
+    async def plan(id: str):
+        """The plan of the run's recipe, as `tunesmith plan -c <run>/recipe.yaml --json` gives it."""
+        try:
+            path = runs_mod.resolve(root, id)
+            if not (path / "recipe.yaml").is_file():
+                return error(404, f"'{id}' has no recipe.yaml (a merge or an export has no training plan)", "not_found_error")
+
+            def make():
+                from tunesmith.recipes import load_recipe
+                from tunesmith.train.plan import make_plan
+
+                return make_plan(load_recipe(path / "recipe.yaml")).to_json()
+
+            return await asyncio.to_thread(make)
+        except TunesmithError as exc:
+            return fail(exc)
+
+    @app.get("/studio/api/rollouts")
+    async def rollouts(id: str, step: int | None = None):
+        """An RL run's sampled batch (rollouts.jsonl): the one step `step` trained on, else the newest."""
+        try:
+            return await asyncio.to_thread(runs_mod.rollouts, root, id, step)
+        except TunesmithError as exc:
+            return fail(exc)
 
     @app.post("/studio/api/validate")
     async def validate(request: Request):

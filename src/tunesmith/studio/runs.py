@@ -301,3 +301,23 @@ def compare(root: str | Path, run_ids_: list[str], jobs: dict[str, bool] | None 
         out.append({"id": run_id, "name": info["name"], "stage": info.get("stage"), "status": info["status"], "metrics": metrics,
                     "series": {k: series(rows, k) for k in run_keys}})
     return {"runs": out, "keys": list(keys)}
+
+
+def rollouts(root, run_id: str, step: int | None = None) -> dict:
+    """The record of <run>/rollouts.jsonl for `step` (the newest when None), and the steps there are."""
+    path = resolve(root, run_id) / "rollouts.jsonl"
+    if not path.is_file():
+        raise NotFound(f"'{run_id}' has no rollouts.jsonl (only GRPO, RLOO and PPO runs sample rollouts)", hint="pick an RL run")
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written
+            continue
+    if not records:
+        raise NotFound(f"'{run_id}' has no rollout batch yet", hint="wait for the first step")
+    steps = [r.get("step") for r in records]
+    chosen = records[-1] if step is None else next((r for r in records if r.get("step") == step), None)
+    if chosen is None:
+        raise NotFound(f"'{run_id}' has no rollout batch for step {step}", hint=f"steps: {steps[0]}..{steps[-1]}")
+    return {"steps": steps, "record": chosen}

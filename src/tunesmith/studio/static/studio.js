@@ -115,9 +115,59 @@ async function openRun(id) {
   state.run = { id }; state.rows = []; state.next = 0; state.token = null; state.chat = [];
   $("#chat-log").replaceChildren();
   $("#charts").replaceChildren();
+  $("#inspect-table").hidden = true;
+  $("#rollouts-box").hidden = true;
+  $("#plan").textContent = "(loading)";
   show("run");
   await refreshRun(true);
+  loadPlan(id);
+  loadRollouts(id);
 }
+
+// ---------------------------------------------------------------- plan, rollouts, inspector
+
+async function loadPlan(id) {
+  try {
+    const plan = await api(`plan?id=${encodeURIComponent(id)}`);
+    const lines = Object.entries(plan).filter(([, v]) => v !== null && typeof v !== "object").map(([k, v]) => `${k}: ${fmt(v)}`);
+    if (plan.memory_bytes) lines.push("memory: " + Object.entries(plan.memory_bytes).map(([k, v]) => `${k} ${(v / 2 ** 20).toFixed(0)} MiB`).join(", "));
+    if (plan.notes && plan.notes.length) lines.push(...plan.notes.map((n) => "note: " + n));
+    if (state.run && state.run.id === id) $("#plan").textContent = lines.join("\n");
+  } catch (err) { if (state.run && state.run.id === id) $("#plan").textContent = err.message; }
+}
+
+async function loadRollouts(id, step) {
+  let data;
+  try { data = await api(`rollouts?id=${encodeURIComponent(id)}` + (step != null ? `&step=${step}` : "")); } catch { return; }
+  if (!state.run || state.run.id !== id) return;
+  $("#rollouts-box").hidden = false;
+  const select = $("#rollout-step");
+  select.replaceChildren(...data.steps.map((s) => el("option", { value: s }, `step ${s}`)));
+  select.value = data.record.step;
+  const rows = [];
+  for (const group of data.record.groups || []) {
+    for (const [i, c] of group.completions.entries()) rows.push(el("tr", {}, el("td", {}, i ? "" : `${group.prompt}  (mean ${fmt(group.mean)}, std ${fmt(group.std)})`), el("td", {}, c.completion), el("td", { class: "num" }, fmt(c.reward)), el("td", { class: "num" }, fmt(c.advantage))));
+  }
+  for (const r of data.record.samples || []) rows.push(el("tr", {}, el("td", {}, r.prompt), el("td", {}, r.completion), el("td", { class: "num" }, `${fmt(r.score)} (with KL ${fmt(r.reward_with_kl)})`), el("td", { class: "num" }, `${fmt(r.advantage_first)} (first token)`)));  // PPO
+  $("#rollouts tbody").replaceChildren(...rows);
+}
+$("#rollout-step").addEventListener("change", () => state.run && loadRollouts(state.run.id, Number($("#rollout-step").value)));
+
+$("#inspect-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const prompt = $("#inspect-prompt").value;
+  if (!prompt || !state.run) return;
+  $("#inspect-note").textContent = "computing ...";
+  try {
+    const data = await api("inspect", { id: state.run.id, prompt, temperature: Number($("#temperature").value), top_k: Number($("#top-k").value), top_p: Number($("#top-p").value) });
+    const step = data.steps[0];
+    $("#inspect-table tbody").replaceChildren(...step.tokens.map((t) => el("tr", { "data-token-id": t.token_id },
+      el("td", { class: "num" }, t.rank), el("td", {}, JSON.stringify(t.token)), el("td", { class: "num" }, t.logit.toFixed(3)), el("td", { class: "num" }, t.p_softmax.toFixed(4)),
+      el("td", { class: "num" }, t.p_temperature.toFixed(4)), el("td", { class: "num" }, t.cumulative.toFixed(4)), el("td", {}, t.top_k && t.top_p && t.min_p ? "yes" : "no"), el("td", { class: "num" }, t.p_final.toFixed(4)))));
+    $("#inspect-table").hidden = false;
+    $("#inspect-note").textContent = `drawn: ${JSON.stringify(step.chosen)} (p ${step.chosen_p.toFixed(4)}); entropy ${step.entropy_bits_softmax.toFixed(2)} bits before the filters, ${step.entropy_bits_final.toFixed(2)} after; kept ${step.kept.final} of ${step.vocab_size}`;
+  } catch (err) { $("#inspect-note").textContent = err.message; }
+});
 
 async function refreshRun(full) {
   const id = state.run && state.run.id;
