@@ -30,6 +30,7 @@ def serve(
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="TUNESMITH_API_KEY", help="Require 'Authorization: Bearer KEY' (or set TUNESMITH_API_KEY)."),
     max_batch: int = typer.Option(16, "--max-batch", min=1, max=256, help="Requests decoded together (continuous batching); 1 serves one at a time."),
     max_queue: int = typer.Option(64, "--max-queue", min=0, help="Requests that may wait for a place in the batch; beyond that the answer is 429 with Retry-After."),
+    studio: Optional[str] = typer.Option(None, "--studio", help="Also serve `tunesmith studio` over this folder of runs, at /studio (same process, same --api-key)."),
 ):
     """Serve POST /v1/chat/completions, POST /v1/completions (stream: true as SSE), GET /v1/models, GET /health."""
     import uvicorn
@@ -42,4 +43,13 @@ def serve(
     warning = exposure_warning(host, api_key)
     if warning:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    uvicorn.run(create_app(engine, api_key=api_key), host=host, port=port, log_level="warning")
+    app_ = create_app(engine, api_key=api_key)
+    if studio:
+        from pathlib import Path
+
+        from tunesmith.studio.app import add_studio
+
+        Path(studio).mkdir(parents=True, exist_ok=True)
+        add_studio(app_, studio, api_key=api_key, host=host)
+        console.print(f"studio over {studio} on http://{host}:{port}/studio", highlight=False)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
