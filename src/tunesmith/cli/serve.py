@@ -11,12 +11,11 @@ from tunesmith.cli.main import app, console, err_console
 from tunesmith.models.builtin import DEFAULT_MODEL
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def exposure_warning(host: str, api_key: str | None) -> str | None:
     """What to tell a user who serves beyond this machine without a key (None when bound to loopback or keyed)."""
-    if host in LOOPBACK or host.startswith("127.") or api_key:
+    from tunesmith.serve.app import is_loopback
+
+    if is_loopback(host) or api_key:
         return None
     return f"bound to {host}, beyond this machine, without --api-key: anyone who can reach this address can use the model (set --api-key or TUNESMITH_API_KEY)"
 

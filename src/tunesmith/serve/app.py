@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import threading
 import time
 import uuid
 
@@ -24,6 +23,12 @@ from tunesmith.errors import TunesmithError
 from tunesmith.serve.schemas import ChatRequest, CompletionRequest
 
 MAX_BODY_BYTES = 1_000_000
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")  # as a --host value, or as a Host header names it
+
+
+def is_loopback(host: str) -> bool:
+    """This machine only: 127.0.0.0/8, localhost, ::1."""
+    return host in LOOPBACK_NAMES or host.startswith("127.")
 DONE = object()  # marks the end of a streamed reply in its event queue
 DRAIN_BYTES = 64_000_000  # a body up to this size is read (and dropped) before the 413, so the client sees the answer
 
@@ -69,21 +74,6 @@ class Engine:
             repetition_penalty=req.repetition_penalty or 1.0,
         )
         return Job(prompt_ids, params, req.new_tokens, on_done, stops=list(req.stop or []), strip=isinstance(prompt, list), seed=req.seed, on_delta=on_delta)
-
-    def run(self, prompt, req, on_delta=None):
-        """Blocking: generate for a chat (list of messages) or a raw prompt in the shared batch; returns a Completion."""
-        finished = threading.Event()
-        box = []
-
-        def done(outcome):
-            box.append(outcome)
-            finished.set()
-
-        self.batcher.submit(self.job(self.encode(prompt), prompt, req, done, on_delta))
-        finished.wait()
-        if isinstance(box[0], BaseException):
-            raise box[0]
-        return box[0]
 
 
 def _settle(future: asyncio.Future, outcome) -> None:

@@ -36,15 +36,11 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunesmith.errors import TunesmithError
+from tunesmith.serve.app import error, is_loopback  # one error shape (OpenAI's) and one notion of this machine for both pages
 from tunesmith.studio import runs as runs_mod
 from tunesmith.studio.launch import Launcher
 
 STATIC = Path(__file__).parent / "static"
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
-
-
-def error(status: int, message: str, type_: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"message": message, "type": type_}})
 
 
 class Message(BaseModel):
@@ -141,7 +137,7 @@ def add_studio(app: FastAPI, root: str | Path, api_key: str | None = None, *, la
     models = ChatModels()
     app.state.studio_launcher = launcher
     app.state.studio_models = models
-    loopback = host is not None and (host in LOOPBACK_NAMES or host.startswith("127."))
+    loopback = host is not None and is_loopback(host)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -149,7 +145,7 @@ def add_studio(app: FastAPI, root: str | Path, api_key: str | None = None, *, la
         if path.startswith("/studio"):
             if loopback:
                 name = urlsplit("//" + (request.headers.get("host") or "")).hostname or ""
-                if name not in LOOPBACK_NAMES and not name.startswith("127."):
+                if not is_loopback(name):
                     return error(403, f"the studio answers requests for this machine only, not for host '{name}'", "permission_error")
             origin = request.headers.get("origin")
             if request.method == "POST" and origin and urlsplit(origin).netloc != request.headers.get("host"):
