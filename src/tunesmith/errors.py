@@ -24,6 +24,12 @@ class TunesmithError(Exception):
         return text
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of a library exception's message (for a sentence of ours), or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class RecipeError(TunesmithError):
     """A recipe (YAML file or override) is invalid."""
 

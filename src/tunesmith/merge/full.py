@@ -8,7 +8,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from tunesmith.errors import RecipeError
+from tunesmith.errors import RecipeError, first_line
 from tunesmith.merge.inputs import MergeInput, materialise, unique_inputs
 
 
@@ -49,8 +49,7 @@ def _run_mergekit(recipe, data: dict, out: Path, *, seed: int | None) -> None:
         with _quiet():
             run_merge(config, str(out), options)
     except (RuntimeError, ValueError, TypeError) as exc:  # mergekit's refusals of a recipe (missing parameter, bad value)
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RecipeError(f"mergekit could not run the {recipe.method} merge: {first}", where=recipe.where(),
+        raise RecipeError(f"mergekit could not run the {recipe.method} merge: {first_line(exc)}", where=recipe.where(),
                           hint="check the method's parameters in the recipe (mergekit's docs list them per method)") from exc
 
 

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tunesmith.errors import ModelError
+from tunesmith.errors import ModelError, first_line
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -104,7 +104,7 @@ def converted_gguf_dir(gguf: Path, name: str | None = None) -> Path:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         except (ValueError, KeyError, OSError) as exc:  # what check_gguf cannot see: tensors or tokenizer metadata transformers refuses
-            raise ModelError(f"transformers cannot convert the GGUF file: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+            raise ModelError(f"transformers cannot convert the GGUF file: {first_line(exc)}",
                              where=str(gguf), hint="pass the original model directory (safetensors), or a GGUF written by llama.cpp's convert script") from None
         # A GGUF-loaded model is flagged as quantized and refuses save_pretrained; its weights are
         # already de-quantized to float32, so the flag is dropped.

@@ -14,8 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunesmith.errors import ModelError
+from tunesmith.errors import ModelError, first_line
 from tunesmith.models.builtin import BUILTIN_MODELS, builtin_gguf, converted_gguf_dir
+from tunesmith.runs.rundir import CHECKPOINT
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # what marks a tunesmith output directory whose model lies in <dir>/model: a training run, a merge, an export
@@ -97,7 +98,7 @@ def _unfinished_run(path: Path, spec: str) -> None:
     """A tunesmith run directory whose model/ is not there yet: still training, stopped, or killed."""
     if not (path / "recipe.yaml").is_file():
         return
-    checkpoints = sorted((int(p.name.split("-")[1]), p) for p in path.glob("checkpoint-*") if p.name.split("-")[1].isdigit() and p.is_dir())
+    checkpoints = sorted((int(m.group(1)), p) for p in path.iterdir() if (m := CHECKPOINT.match(p.name)) and p.is_dir())
     if checkpoints:
         newest = checkpoints[-1][1]
         hint = f"continue it: tunesmith train --resume {spec}, or use the checkpoint {newest} as the model"
@@ -153,7 +154,7 @@ def resolve_model(spec: str) -> ModelSource:
             builtin = next((name for name in BUILTIN_MODELS if Path(base).name.startswith(f"{name}-")), None)
             if builtin and not Path(base).exists():
                 base = builtin
-            if (path / "trainer_state.json").is_file() or re.match(r"^checkpoint-\d+$", path.name):  # a Trainer checkpoint
+            if (path / "trainer_state.json").is_file() or CHECKPOINT.match(path.name):  # a Trainer checkpoint
                 check_weights(path, spec, adapter=True)
             else:
                 refuse_pickle_weights(path, spec)
@@ -198,7 +199,7 @@ def load_tokenizer(spec: str | ModelSource):
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, json.JSONDecodeError) as exc:  # a missing or damaged tokenizer.json / tokenizer_config.json
-        raise ModelError(f"cannot load the tokenizer of '{source.spec}': {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}", where=str(folder),
+        raise ModelError(f"cannot load the tokenizer of '{source.spec}': {first_line(exc)}", where=str(folder),
                          hint="the directory needs its tokenizer files (tokenizer.json, tokenizer_config.json): tokenizer.save_pretrained(dir) writes them") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
