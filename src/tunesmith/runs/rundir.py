@@ -181,9 +181,23 @@ class RunDir:
         return plot_series(self.path / name, series, title, "optimizer step", ylabel)
 
     def read_metrics(self) -> list[dict]:
-        if not self.metrics_file.is_file():
-            return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+        return metric_rows(self.metrics_file)
+
+
+def metric_rows(path: Path) -> list[dict]:
+    """The complete rows of a metrics.jsonl: a line that does not parse (torn by a kill, or still being appended)
+    is left out. The one reader of that file for plots, resume, and the studio."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 @contextmanager
@@ -226,6 +240,8 @@ def find_resume_point(path: str) -> tuple[RunDir, Path]:
     if CHECKPOINT.match(p.name) and p.is_dir():
         if not (p / "trainer_state.json").is_file():
             raise TunesmithError(f"'{p}' is an incomplete checkpoint (no trainer_state.json)", hint="resume from the run directory to take the newest complete one")
+        if not RunDir.is_complete(p):
+            raise TunesmithError(f"cannot resume: '{p}' was cut off while being saved", hint=f"resume from the run directory to take the newest complete checkpoint: --resume {p.parent}")
         run = RunDir(p.parent)
         checkpoint = p
         older = [c for n, c in run.checkpoints() if n < int(CHECKPOINT.match(p.name).group(1))]

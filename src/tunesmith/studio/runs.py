@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from tunesmith.errors import TunesmithError
-from tunesmith.runs.rundir import RunDir
+from tunesmith.runs.rundir import RunDir, metric_rows
 
 RUNNING_SECONDS = 60
 MARKERS = (("recipe.yaml", "train"), ("merge.json", "merge"), ("export.json", "export"), ("eval.json", "eval"))
@@ -73,25 +73,6 @@ def run_ids(root: str | Path) -> list[Path]:
             if not grandchild.name.startswith(".") and grandchild.is_dir() and kind_of(grandchild):
                 found.append(grandchild)
     return found
-
-
-def read_rows(path: Path) -> list[dict]:
-    """metrics.jsonl's complete rows (a line still being appended, or torn, is left out)."""
-    if not path.is_file():
-        return []
-    rows = []
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = text.split("\n")
-    for line in lines[:-1] if not text.endswith("\n") else lines:  # the last piece has no newline yet: still being written
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def _json(path: Path):
@@ -166,7 +147,7 @@ def summary(root: str | Path, path: Path, jobs: dict[str, bool] | None = None) -
         recipe = _recipe(path)
         info.update(stage=recipe.get("stage", "sft"), method=recipe.get("method"), model=(recipe.get("model") or {}).get("name"),
                     dataset=(recipe.get("data") or {}).get("dataset"), max_steps=(recipe.get("training") or {}).get("max_steps"))
-        rows = read_rows(path / "metrics.jsonl")
+        rows = metric_rows(path / "metrics.jsonl")
         steps = [r["step"] for r in rows if isinstance(r.get("step"), (int, float))]
         info["step"] = max(steps) if steps else 0
         for key in ("loss", "eval_loss", "learning_rate"):
@@ -274,7 +255,7 @@ def token_of(path: Path) -> str:
 def metrics_since(root: str | Path, run_id: str, since: int = 0, token: str | None = None) -> dict:
     """Rows from `since` on. `reset` is true (and all rows come) when the file was replaced since `token`, or shrank."""
     path = resolve(root, run_id) / "metrics.jsonl"
-    rows = read_rows(path)
+    rows = metric_rows(path)
     now = token_of(path)
     reset = (token is not None and token != now) or since > len(rows) or since < 0
     start = 0 if reset else since
@@ -290,7 +271,7 @@ def compare(root: str | Path, run_ids_: list[str], jobs: dict[str, bool] | None 
     for run_id in run_ids_:
         path = resolve(root, run_id)
         info = summary(root, path, jobs)
-        rows = read_rows(path / "metrics.jsonl")
+        rows = metric_rows(path / "metrics.jsonl")
         run_keys = curve_keys(rows)
         for k in run_keys:
             keys.setdefault(k)

@@ -12,21 +12,8 @@ import time
 from transformers import TrainerCallback
 
 from tunesmith.errors import TrainingError
+from tunesmith.runs.rundir import metric_rows
 from tunesmith.runs.faults import ENV as FAULT_ENV, fault_point, torn_write
-
-
-def _rows(path) -> list[str]:
-    """metrics.jsonl's rows; a torn last line (the process was killed while appending it) is dropped."""
-    rows = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        rows.append(line)
-    return rows
 
 
 def _rewritten(row: dict) -> bool:
@@ -48,9 +35,9 @@ class MetricsLog(TrainerCallback):
         self._t0 = None
         self._tokens0 = 0
         if resume_step is not None and path.is_file():
-            kept = [line for line in _rows(path) if (row := json.loads(line)).get("step", 0) <= resume_step and not _rewritten(row)]
+            kept = [row for row in metric_rows(path) if row.get("step", 0) <= resume_step and not _rewritten(row)]  # a torn last line is dropped
             tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text("".join(f"{line}\n" for line in kept))
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
             fault_point("metrics-rewrite")
             os.replace(tmp, path)
 

@@ -180,8 +180,6 @@ def open_run(recipe: Recipe | None, resume: str | None, stage_name: str | None, 
     """(run, recipe, checkpoint): a new run directory is only created after the preflight passed (see run_stage)."""
     if resume:
         run, checkpoint = find_resume_point(resume)
-        if not RunDir.is_complete(checkpoint):
-            raise TrainingError(f"cannot resume: '{checkpoint}' was cut off while being saved", hint=f"resume from the run directory to take the newest complete checkpoint: --resume {run.path}")
         recipe = load_recipe(run.recipe_file)
         if stage_name and recipe.stage != stage_name:
             raise RecipeError(f"'{run.path}' is a {recipe.stage} run; it cannot be resumed as {stage_name}", hint=f"tunesmith {recipe.stage} --resume {run.path} (or tunesmith train --resume)")
