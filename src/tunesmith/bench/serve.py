@@ -302,9 +302,9 @@ def compare(job: Job, progress=None) -> dict:
 def _cpu() -> str:
     import torch
 
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    kind = "avx512_bf16" if "avx512_bf16" in flags else "AVX2-only" if "avx2" in flags else "other"
-    return f"{kind} CPU, {os.cpu_count()} cores, torch kernels {torch.backends.cpu.get_cpu_capability()}"
+    from tunesmith.models.precision import cpu_kind
+
+    return f"{cpu_kind()} CPU, {os.cpu_count()} cores, torch kernels {torch.backends.cpu.get_cpu_capability()}"
 
 
 def report_lines(report: dict) -> list[str]:

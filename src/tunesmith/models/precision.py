@@ -85,15 +85,21 @@ def cpu_has_fast_bf16() -> bool:
     return bool(cpu_flags() & BF16_FLAGS) and bf16_speedup() >= 1.0
 
 
+def cpu_kind() -> str:
+    """The best vector extension this CPU's flags list: AMX, avx512_bf16, AVX-512, AVX2 (else the machine's name)."""
+    import platform
+
+    flags = cpu_flags()
+    return next((name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "avx512_bf16"), ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), platform.machine() or "unknown")
+
+
 def cpu_capability() -> dict:
     """What this CPU can do for torch, in words a benchmark report can carry: the best vector extension its flags
     list (AMX, avx512_bf16, AVX-512, AVX2), the kernels torch dispatches to, and whether bf16 is fast here."""
-    import platform
-
     import torch
 
     flags = cpu_flags()
-    best = next((name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "avx512_bf16"), ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), platform.machine() or "unknown")
+    best = cpu_kind()
     model = _cpuinfo().get("model name", "")
     fast = cpu_has_fast_bf16()
     kernels = torch.backends.cpu.get_cpu_capability()
