@@ -54,3 +54,35 @@ def tiny_model_dir(tmp_path_factory, smol_tokenizer):
     model.save_pretrained(path)
     smol_tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def serve_in_thread():
+    """`with serve_in_thread(app) as port:` an ASGI app served by uvicorn on a free loopback port, in a thread,
+    until the block ends (the server, the batching server and the studio tests share it)."""
+    import threading
+    import time
+    from contextlib import contextmanager
+
+    @contextmanager
+    def serving(app):
+        import uvicorn
+
+        from tunesmith.bench.serve import free_port
+
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start on port {port}")
+            time.sleep(0.02)
+        try:
+            yield port
+        finally:
+            server.should_exit = True
+            thread.join(5)
+
+    return serving

@@ -154,29 +154,14 @@ def test_a_full_waiting_line_is_refused_with_a_retry_time(bf16_model):
 # -- over HTTP ----------------------------------------------------------------------------------------------------
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def small_server(tiny_model_dir, one_thread):
+def small_server(tiny_model_dir, one_thread, serve_in_thread):
     """max_batch 2, max_queue 1: easy to fill."""
-    import uvicorn
-
     from tunesmith.serve import Engine, create_app
 
     engine = Engine(tiny_model_dir, name="tiny", max_prompt_tokens=512, max_batch=2, max_queue=1)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield port, engine
-    server.should_exit = True
-    thread.join(5)
+    with serve_in_thread(create_app(engine)) as port:
+        yield port, engine
 
 
 def _open_stream(port, max_tokens=400):

@@ -1,9 +1,6 @@
 """The server with the official openai client, concurrent requests, and every bad-input path."""
 
 import json
-import socket
-import threading
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,31 +9,13 @@ import pytest
 openai = pytest.importorskip("openai")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tiny_model_dir):
-    import uvicorn
-
+def server(tiny_model_dir, serve_in_thread):
     from tunesmith.serve import Engine, create_app
 
     engine = Engine(tiny_model_dir, name="tiny", max_prompt_tokens=256)
-    port = free_port()
-    config = uvicorn.Config(create_app(engine, api_key="sekret"), host="127.0.0.1", port=port, log_level="error")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", engine
-    srv.should_exit = True
-    thread.join(5)
+    with serve_in_thread(create_app(engine, api_key="sekret")) as port:
+        yield f"http://127.0.0.1:{port}", engine
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -28,12 +26,6 @@ def chromium() -> str | None:
     return next((path for path in CHROMIUM if path and os.path.isfile(path) and os.access(path, os.X_OK)), None)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def browser_path():
     path = chromium()
@@ -45,23 +37,12 @@ def browser_path():
 
 
 @pytest.fixture(scope="module")
-def studio(browser_path, tmp_path_factory, tiny_model_dir, one_thread):
-    import uvicorn
-
+def studio(browser_path, tmp_path_factory, tiny_model_dir, one_thread, serve_in_thread):
     from tunesmith.studio import create_studio_app
 
     folder = shared_runs(tmp_path_factory, tiny_model_dir)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_studio_app(folder, host="127.0.0.1"), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", folder
-    server.should_exit = True
-    thread.join(5)
+    with serve_in_thread(create_studio_app(folder, host="127.0.0.1")) as port:
+        yield f"http://127.0.0.1:{port}", folder
 
 
 @pytest.fixture
