@@ -7,7 +7,7 @@ running row its last token in one forward pass, and (4) samples each row's next 
 settings, seed and repetition-penalty history, through the same `next_tokens` and the same `Row` bookkeeping
 (eos, stop strings, stable streaming deltas) as `tunesmith generate`. A finished row leaves the batch at once;
 columns that only padding still uses are cut off the left of the cache. Attention runs row by row over each row's
-own tokens and a lone row's linear layers run as two rows (serve/invariant.py), so a row's numbers do not depend
+own tokens and linear layers run their rows in chunks of 2 to 32 (serve/invariant.py), so a row's numbers do not depend
 on its neighbours, on the padding or on being alone.
 
 Rows never read each other's tokens: every row has its own attention-mask row and its own position ids, and
