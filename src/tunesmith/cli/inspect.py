@@ -16,7 +16,7 @@ app.add_typer(inspect_app, name="inspect")
 
 
 @inspect_app.command("modules")
-@recipe_options("model", "preset", "lora_r", "use_dora")
+@recipe_options("model", "preset", "lora_r", "lora_alpha", "use_dora")
 def modules(
     recipe: Optional[Path] = RECIPE_OPTION,
     target_modules: Optional[str] = typer.Option(None, "--target-modules", help="Comma-separated module names or all-linear."),
@@ -53,3 +53,6 @@ def modules(
     total = sum(p.numel() for p in model.parameters())
     count = lora_parameter_count(targets, r.lora.r, r.lora.use_dora)
     console.print(f"{len(targets)} modules selected, r={r.lora.r}: {count:,} trainable parameters ({count / total * 100:.3f}% of {total:,})")
+    alpha = r.lora.alpha
+    console.print(f"lora_alpha={alpha}{' (the default, 2r)' if r.lora.lora_alpha is None else ''}: each selected layer computes "
+                  f"W x + (alpha / r) B A x, the update scaled by {alpha / r.lora.r:g}", highlight=False)

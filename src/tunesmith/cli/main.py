@@ -50,7 +50,7 @@ def _global_options(
 
 
 def _register() -> None:
-    from tunesmith.cli import bench, chat, eval, export, generate, inspect, inspect_advantages, inspect_logits, inspect_rollouts, launch, merge, pipeline, plan, recipe, score, serve, studio, train  # noqa: F401  (commands register on import)
+    from tunesmith.cli import bench, chat, eval, export, generate, inspect, inspect_advantages, inspect_logits, inspect_loss, inspect_ppo, inspect_precision, inspect_rollouts, launch, merge, pipeline, plan, recipe, score, serve, studio, train  # noqa: F401  (commands register on import)
 
 
 from tunesmith.quiet import quiet_libraries  # noqa: E402

@@ -39,6 +39,7 @@ RECIPE_FLAGS: dict[str, tuple[str, type]] = {
     "gradient_checkpointing": ("training.gradient_checkpointing", bool),
     "seed": ("training.seed", int),
     "lora_r": ("lora.r", int),
+    "lora_alpha": ("lora.lora_alpha", int),
     "preset": ("lora.preset", str),
     "use_dora": ("lora.use_dora", bool),
     "merge": ("merge", bool),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from rich.markup import escape
+
 # metric -> (is it bad when high?, warn threshold, bad threshold, hint when not fine)
 RULES: dict[str, tuple[bool, float, float, str]] = {
     "leakage_rate": (True, 0.01, 0.10, "the model learned the chat template: train on completions only, fewer epochs, check that EOS is trained"),
@@ -61,6 +63,6 @@ class DiagnosticsReport:
             table.add_row(d.name, value, f"[{colours[d.verdict]}]{d.verdict}[/]", d.hint)
         console.print(table)
         for overlap, text, source in self.examples.get("memorized", [])[:3]:
-            console.print(f"[yellow]memorized ({overlap} words):[/] {text[:160]!r}\n  training answer: {source[:160]!r}", highlight=False)
+            console.print(f"[yellow]memorized ({overlap} words):[/] {escape(repr(text[:160]))}\n  training answer: {escape(repr(source[:160]))}", highlight=False)
         for text in self.examples.get("leaked", [])[:3]:
-            console.print(f"[yellow]leaked template:[/] {text[:160]!r}", highlight=False)
+            console.print(f"[yellow]leaked template:[/] {escape(repr(text[:160]))}", highlight=False)

@@ -30,7 +30,8 @@ def walk(model, tokenizer, prompt: str, params: SamplingParams, *, steps: int = 
     for step in range(1, steps + 1):
         e = explain(out.logits[0, -1], params, ids[0] if params.repetition_penalty != 1.0 else None, rows=rows)
         chosen = int(sample(e.distribution[None], generator)[0])
-        walked.append(_describe(e, step, tokenizer.decode(ids[0, -8:]), chosen, lambda t: tokenizer.decode([t])))
+        tail = ("…" if ids.shape[1] > 8 else "") + tokenizer.decode(ids[0, -8:])  # the last 8 tokens of the context
+        walked.append(_describe(e, step, tail, chosen, lambda t: tokenizer.decode([t])))
         if chosen in eos:
             break
         ids = torch.cat([ids, ids.new_tensor([[chosen]])], dim=-1)

@@ -132,3 +132,42 @@ def resolve_precision(requested: str = "auto") -> Precision:
             return Precision("fp32", f"the CPU lists bf16, but torch's kernels here run a bf16 matmul at {bf16_speedup():.2f}x fp32", "cpu")
         return Precision("fp32", "no GPU and no native bf16 on this CPU (bf16 would be emulated, far slower)", "cpu")
     return Precision(requested, "asked for in the recipe", "cpu")
+
+
+# ---------------------------------------------------------------- the three formats, side by side
+
+FORMATS = {"fp32": (8, 23), "bf16": (8, 7), "fp16": (5, 10)}  # exponent bits, mantissa bits (plus one sign bit)
+PROBES = (0.1, 1 / 3, 1.001, 300.7, 70000.0, 1e-6, 1e-8)  # what each format keeps of these: precision and range
+
+
+@dataclass(frozen=True)
+class NumberFormat:
+    """One floating-point format as torch implements it (`torch.finfo`), and what it stores for each probe."""
+
+    name: str
+    exponent_bits: int
+    mantissa_bits: int
+    largest: float
+    smallest_normal: float
+    eps: float  # the gap between 1.0 and the next number: the relative precision
+    stored: tuple[float, ...]  # PROBES after a round trip through this format
+
+    @property
+    def digits(self) -> float:
+        """Significant decimal digits: log10 of 2^(mantissa bits + 1)."""
+        import math
+
+        return (self.mantissa_bits + 1) * math.log10(2)
+
+
+def number_formats(probes: tuple[float, ...] = PROBES) -> list[NumberFormat]:
+    """fp32, bf16 and fp16 read from torch itself: their limits, and each probe value as it is really stored."""
+    import torch
+
+    out = []
+    for name, (exponent, mantissa) in FORMATS.items():
+        dtype = Precision(name, "", "cpu").dtype
+        info = torch.finfo(dtype)
+        stored = torch.tensor(probes, dtype=torch.float64).to(dtype).to(torch.float64).tolist()
+        out.append(NumberFormat(name, exponent, mantissa, float(info.max), float(info.tiny), float(info.eps), tuple(stored)))
+    return out
