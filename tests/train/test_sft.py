@@ -148,3 +148,18 @@ def test_the_decode_loops_packed_weights_do_not_ride_along_into_training(tiny_re
     recipe = tiny_recipe(**{"model.precision": "bf16", "sample.prompts": ["hello"], "sample.max_new_tokens": 4, "training.max_steps": 1, "training.num_train_epochs": 1})
     run_sft(recipe, callbacks=[Look()], live=False)
     assert seen["packed"] == 0
+
+
+def test_an_epoch_eval_at_the_last_step_is_not_run_twice(tiny_recipe, chat_jsonl, monkeypatch):
+    """With eval_strategy epoch the last epoch's eval is the final one: reused, not measured (and printed) again."""
+    from transformers import Trainer
+
+    calls = []
+    real = Trainer.evaluate
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, *a, **k: calls.append(self.state.global_step) or real(self, *a, **k))
+    recipe = tiny_recipe(**{"training.num_train_epochs": 2, "training.save_strategy": "no", "training.eval_strategy": "epoch",
+                            "data.eval_dataset": chat_jsonl, "sample.diagnostics": False})
+    result = run_sft(recipe, live=False)
+    rows = [m for m in RunDir(result.run_dir).read_metrics() if "eval_loss" in m]
+    assert len(calls) == 2 and calls[-1] == rows[-1]["step"]  # one eval per epoch, none after
+    assert rows[-1]["final"] and rows[-1]["eval_loss"] == rows[-2]["eval_loss"] == result.eval_loss

@@ -305,7 +305,11 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     eval_loss = None
     final_metrics: dict = {}
     if data.eval is not None:
-        final_metrics = trainer.evaluate()  # every process takes part: the eval set is sharded too
+        last = next((m for m in reversed(trainer.state.log_history) if "eval_loss" in m), None)
+        if last is not None and last.get("step") == trainer.state.global_step:  # eval_strategy just measured this model
+            final_metrics = {k: v for k, v in last.items() if k.startswith("eval_")}
+        else:
+            final_metrics = trainer.evaluate()  # every process takes part: the eval set is sharded too
         eval_loss = final_metrics.get("eval_loss")
         if procs.is_main:
             with open(run.metrics_file, "a") as fh:
