@@ -61,14 +61,7 @@ def evaluate(
     answers = short_answers(data, answers_field) if match else None
     report = diagnose(loaded.model, tokenizer, eval_data, name=model, train_examples=train, reference=reference,
                       max_prompts=max_prompts, max_new_tokens=max_new_tokens, match=match, answers=answers)
-    if output:
-        output.write_text(json.dumps(report.to_json(), indent=2))
-    if as_json:
-        print(json.dumps(report.to_json(), indent=2))
-        return
-    report.render(console)
-    if output:
-        console.print(f"report: {output}")
+    _show(report, output, as_json)
 
 
 def _side_by_side(models, data, pairs, match, answers_field, max_prompts, max_new_tokens, output, as_json, train_data, reference_model) -> None:
@@ -87,11 +80,16 @@ def _side_by_side(models, data, pairs, match, answers_field, max_prompts, max_ne
     say = (lambda line: None) if as_json else (lambda line: console.print(line, highlight=False))
     comparison = compare_models(labels, data=data, pairs=pairs, max_prompts=max_prompts, max_new_tokens=max_new_tokens,
                                 match=match, answers_field=answers_field, log=say)
+    _show(comparison, output, as_json)
+
+
+def _show(report, output: Optional[Path], as_json: bool) -> None:
+    """A diagnostics report or a comparison: to a file, as JSON, or as the table."""
     if output:
-        output.write_text(json.dumps(comparison.to_json(), indent=2))
+        output.write_text(json.dumps(report.to_json(), indent=2))
     if as_json:
-        print(json.dumps(comparison.to_json(), indent=2))
+        print(json.dumps(report.to_json(), indent=2))
         return
-    comparison.render(console)
+    report.render(console)
     if output:
         console.print(f"report: {output}")
