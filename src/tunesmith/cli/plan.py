@@ -40,7 +40,7 @@ def render(plan) -> None:
     share = plan.trainable_parameters / plan.total_parameters * 100
     t(f"[bold]parameters[/]      {plan.trainable_parameters:,} trainable of {plan.total_parameters:,} ({share:.2f}%), method {plan.method}")
     t(f"[bold]batch[/]           {s.per_device_train_batch_size} per device x {s.world_size} device(s) x {s.gradient_accumulation_steps} accumulation = {s.effective_batch_size} {plan.unit} per step (effective batch size)")
-    t(f"[bold]steps[/]           {s.steps_per_epoch} per epoch ({s.micro_batches_per_epoch} micro-batches of {s.num_sequences:,} {plan.unit}); {s.total_steps} optimizer steps = {s.num_epochs:g} epochs")
+    t(f"[bold]steps[/]           {s.steps_per_epoch} per epoch ({s.micro_batches_per_epoch} micro-batches of {s.num_sequences:,} {plan.unit}); {s.total_steps} optimizer steps = {s.num_epochs:g} epoch{'' if s.num_epochs == 1 else 's'}")
     t(f"[bold]warmup[/]          {s.warmup_steps} steps")
     kept = f" (kept: {_steps(s.kept_checkpoints)})" if s.kept_checkpoints != s.checkpoint_steps else ""
     t(f"[bold]checkpoints[/]     {_steps(s.checkpoint_steps)}{kept}")

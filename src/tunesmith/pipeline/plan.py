@@ -2,13 +2,14 @@
 
 The time is work divided by speed. Work is counted the way `tunesmith bench` counts it (bench/measure.py:
 training_flops: 4 x the decoder's weights per token for a LoRA step, 6 x for the adapters, the LM head at scored
-positions only; 2 x the weights per generated token). Speed is this machine's matmul peak, measured now in the
-precision the run will use (~1 s), times the share of it that training and decoding reach, calibrated on the
-embedded model:
-- training: the pirate SFT demo ran at 345 tokens/s on the avx512_bf16 CPU (~166 GFLOP/s of a 367 GFLOP/s bf16 peak)
-  and at ~140 tokens/s in fp32 on an AVX2 CPU (~67 of ~148): 0.45 of the peak on both;
-- decoding (memory-bound, small matmuls): batch-8 greedy decode at 143 tokens/s in bf16 (0.10 of the bf16 peak) and
-  64 tokens/s in fp32 (0.22 of 77 GFLOP/s), avx512_bf16 CPU.
+positions only; 2 x the weights per generated token). Training speed is measured now: one LoRA forward and
+backward of the stage's architecture (random weights, the run's precision, 4 x 96 tokens; 1-5 s), whose FLOPs over
+its time is what this machine reaches on that model. A share of the matmul peak does not carry across CPUs: the
+pirate SFT demo reached 0.45 of the bf16 peak on an AMD EPYC (avx512_bf16) and on an AVX2 CPU in fp32, but 0.16 on
+an Intel Xeon with AMX, whose matmuls run ~4x faster than the rest of a step keeps up with (the old estimate said
+52 s for an SFT stage that took 3 min there). Decoding (memory-bound, small matmuls) is still a share of the peak:
+batch-8 greedy decode at 143 tokens/s in bf16 (0.10 of the bf16 peak) and 64 tokens/s in fp32 (0.22 of 77 GFLOP/s),
+avx512_bf16 CPU.
 Stages that do not train are timed from the parameters they read and write (see MERGE/EVAL/EXPORT below).
 """
 
@@ -20,7 +21,11 @@ from pathlib import Path
 from tunesmith.bench.measure import decoder_weights
 from tunesmith.pipeline.config import EvalStep, ExportStep, MergeStep, Pipeline, TrainStep, check_references
 
-TRAIN_SHARE = 0.45
+PROBE_BATCH, PROBE_TOKENS = 4, 96  # the probe step's shape: near the demo data's (mean 72 tokens, batch 8 x 2)
+# A real optimizer step costs more than the probe's forward and backward of the same FLOPs: padding to the longest
+# example of each micro-batch, the optimizer, the Trainer's bookkeeping. The pirate SFT demo on the 2-core AMX Xeon:
+# 2.45 s a step against the probe's 1.6 s.
+STEP_OVERHEAD = 1.5
 DECODE_SHARE = {"bf16": 0.10, "fp16": 0.10, "fp32": 0.22}
 LOAD_SECONDS = 5.0  # tokenizer, data, model from the cache (135M: ~1 s each), before/after bookkeeping
 
@@ -40,10 +45,12 @@ def decode_flops_per_token(config) -> float:
 
 
 class Speeds:
-    """This machine's matmul peak in a precision (measured once per precision, ~1 s), and what shares of it do."""
+    """This machine's speeds, each measured once: the matmul peak per precision (~1 s) for decoding, and a LoRA
+    training step per architecture and precision (1-5 s)."""
 
     def __init__(self):
         self.peaks: dict[str, float] = {}
+        self.steps: dict[tuple[str, str], float] = {}
 
     def peak(self, precision) -> float:
         if precision.name not in self.peaks:
@@ -52,11 +59,42 @@ class Speeds:
             self.peaks[precision.name] = matmul_peak(precision.dtype, size=1024, repeats=5, budget_s=2.0) * 1e9
         return self.peaks[precision.name]
 
-    def train(self, precision) -> float:
-        return self.peak(precision) * TRAIN_SHARE
+    def train(self, precision, config, attention: str = "sdpa") -> float:
+        """FLOP/s a LoRA forward and backward of `config`'s architecture reaches here, in `precision`."""
+        key = (config.to_json_string(), precision.name, attention)
+        if key not in self.steps:
+            self.steps[key] = probe_training_speed(config, precision, attention)
+        return self.steps[key]
 
     def decode(self, precision) -> float:
         return self.peak(precision) * DECODE_SHARE.get(precision.name, 0.2)
+
+
+def probe_training_speed(config, precision, attention: str = "sdpa") -> float:
+    """One LoRA step's forward and backward (q/k/v/o, r=16, the defaults) on random weights of this architecture, timed
+    after a warm-up; FLOPs counted as training_flops counts them, so the speed applies to any batch of the model."""
+    import time
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.bench.measure import training_flops
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=precision.dtype, attn_implementation=attention)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    ids = torch.randint(0, config.vocab_size, (PROBE_BATCH, PROBE_TOKENS))
+    lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    best = float("inf")
+    for _ in range(3):  # a warm-up, then the faster of two
+        started = time.perf_counter()
+        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+        best = min(best, time.perf_counter() - started)
+        if best > 5.0:  # a slow machine: one measured step is enough
+            break
+    flops = training_flops(config, lora, [PROBE_TOKENS] * PROBE_BATCH, PROBE_BATCH * PROBE_TOKENS)
+    return flops / best
 
 
 def train_seconds(plan, recipe, config, speeds: Speeds) -> tuple[float, str]:
@@ -90,11 +128,11 @@ def train_seconds(plan, recipe, config, speeds: Speeds) -> tuple[float, str]:
         if get_stage(stage).uses_reference(recipe):
             reference = rows * tokens * 2 * decoder_weights(config)  # the reference's forward over a step's sequences
             if precompute_reference(recipe, get_stage(stage), s):  # once over the data before training, instead of every step
-                extra = reference * s.steps_per_epoch / speeds.train(plan.precision)
+                extra = reference * s.steps_per_epoch / speeds.train(plan.precision, config, plan.speed.attention)
             else:
                 flops += reference
         basis = f"{rows} sequences of ~{tokens} tokens per step"
-    per_step = flops / speeds.train(plan.precision) + (extra if stage in ("grpo", "rloo", "ppo") else 0.0)
+    per_step = STEP_OVERHEAD * flops / speeds.train(plan.precision, config, plan.speed.attention) + (extra if stage in ("grpo", "rloo", "ppo") else 0.0)
     samples = 2 * len(recipe.sample.prompts) * recipe.sample.max_new_tokens + (8 * recipe.sample.max_new_tokens if stage == "sft" else 0)
     once = extra if stage not in ("grpo", "rloo", "ppo") else 0.0  # DPO/KTO: the reference scoring the data before training
     seconds = s.total_steps * per_step + once + samples * decode_flops_per_token(config) / decode * 4 + LOAD_SECONDS  # one-prompt decode: ~1/4 of batch-8's speed

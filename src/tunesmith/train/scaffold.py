@@ -289,7 +289,7 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     total = sum(p.numel() for p in trainer.model.parameters())
     console.print(
         f"model: {recipe.model.name}, {recipe.method}, {trainable:,} trainable of {total:,} parameters; "
-        f"{schedule.total_steps} steps of {schedule.effective_batch_size} {stage.unit} ({schedule.num_epochs:g} epochs)",
+        f"{schedule.total_steps} steps of {schedule.effective_batch_size} {stage.unit} ({schedule.num_epochs:g} epoch{'' if schedule.num_epochs == 1 else 's'})",
         soft_wrap=True,
     )
     console.print(f"speed: {speed.summary()}", soft_wrap=True)
