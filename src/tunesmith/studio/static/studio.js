@@ -32,7 +32,7 @@ function el(tag, attrs = {}, ...children) {
   for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
   return node;
 }
-const fmt = (v) => (typeof v === "number" ? (Number.isInteger(v) ? String(v) : Math.abs(v) >= 1e-3 && Math.abs(v) < 1e4 ? v.toFixed(4) : v.toExponential(3)) : v == null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
+const fmt = (v) => (typeof v === "number" ? (Number.isInteger(v) ? String(v) : Math.abs(v) >= 1e-3 && Math.abs(v) < 1e4 ? String(Number(v.toFixed(4))) : v.toExponential(3)) : v == null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
 const wall = (s) => (s == null ? "" : s < 90 ? `${Math.round(s)} s` : s < 5400 ? `${(s / 60).toFixed(1)} min` : `${(s / 3600).toFixed(1)} h`);
 
 // ---------------------------------------------------------------- views
