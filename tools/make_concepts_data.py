@@ -24,18 +24,18 @@ def llama2_text(chats: list[list[dict]]) -> str:
     return "".join(f"<s>[INST] {c[0]['content']} [/INST] {c[1]['content']} </s>" for c in chats)
 
 
-def main() -> None:
+def main(folder: Path = ROOT / "docs/concepts") -> None:
     source = ROOT / "src/tunesmith/data/builtin/pirate.jsonl"
     chats = [json.loads(line)["messages"] for line in source.read_text().splitlines()[::5][:PAIRS]]
     rows = [llama2_text(chats[i : i + TURNS]) for i in range(0, len(chats), TURNS)]
-    out = ROOT / "docs/concepts/pirate-llama2.jsonl"
+    out = folder / "pirate-llama2.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps({"text": row}) + "\n" for row in rows))
-    print(f"wrote {out.relative_to(ROOT)}: {len(rows)} rows")
+    print(f"wrote {out}: {len(rows)} rows")
     held_out = [json.loads(line)["messages"] for line in (ROOT / "src/tunesmith/data/builtin/pirate_eval.jsonl").read_text().splitlines()]
-    out = ROOT / "docs/concepts/pirate-llama2-eval.jsonl"
+    out = folder / "pirate-llama2-eval.jsonl"
     out.write_text("".join(json.dumps({"prompt": f"<s>[INST] {c[0]['content']} [/INST]", "completion": f" {c[1]['content']} </s>"}) + "\n" for c in held_out))
-    print(f"wrote {out.relative_to(ROOT)}: {len(held_out)} rows")
+    print(f"wrote {out}: {len(held_out)} rows")
 
 
 if __name__ == "__main__":

@@ -233,3 +233,17 @@ def test_matching_rules():
     assert output_matches(["a", "d"], ["a", "b", "d"], 0) is not None  # a gap must be marked
     assert output_matches(["a", "..."], ["a", "b"], 0) is None
     assert output_matches(["b"], ["a", "b"], 0) is not None  # leading lines too
+
+
+def test_the_guides_data_regenerates(tmp_path):
+    """docs/concepts/*.jsonl are what tools/make_concepts_data.py writes, byte for byte."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_concepts_data", ROOT / "tools" / "make_concepts_data.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(tmp_path)
+    written = sorted(p.name for p in tmp_path.glob("*.jsonl"))
+    assert written == sorted(p.name for p in (ROOT / "docs" / "concepts").glob("*.jsonl")) == ["pirate-llama2-eval.jsonl", "pirate-llama2.jsonl"]
+    for name in written:
+        assert (tmp_path / name).read_bytes() == (ROOT / "docs" / "concepts" / name).read_bytes(), name

@@ -4,6 +4,7 @@ and what `precision: auto` picks on this machine and why."""
 from __future__ import annotations
 
 import json
+import math
 
 import typer
 from rich.table import Table
@@ -23,7 +24,8 @@ def precision(as_json: bool = typer.Option(False, "--json", help="Machine-readab
     chosen = resolve_precision("auto")
     machine = cpu_capability() if chosen.device == "cpu" else None
     if as_json:
-        print(json.dumps({"formats": [{**f.__dict__, "digits": f.digits} for f in formats], "probes": PROBES,
+        finite = lambda xs: [x if math.isfinite(x) else str(x) for x in xs]  # noqa: E731  (JSON has no inf: "inf")
+        print(json.dumps({"formats": [{**f.__dict__, "stored": finite(f.stored), "digits": f.digits} for f in formats], "probes": PROBES,
                           "auto": {"precision": chosen.name, "reason": chosen.reason, "device": chosen.device},
                           "cpu": machine}, indent=2))
         return
@@ -57,8 +59,6 @@ def _number(x: float) -> str:
 
 def _stored(got: float, wanted: float, smallest_normal: float) -> str:
     """The stored value with enough digits to see the rounding; overflow, underflow and subnormals said plainly."""
-    import math
-
     if math.isinf(got):
         return "inf (overflow)"
     if got == 0 and wanted != 0:
