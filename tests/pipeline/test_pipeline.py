@@ -159,3 +159,20 @@ def test_the_demo_pipeline_is_valid_and_wired_by_name():
     assert [s.stage for s in steps] == ["sft", "dpo", "merge", "eval", "export"]
     assert steps[1].model == "sft" and steps[2].references() == ["sft", "sft", "dpo"] and steps[4].model == "merged"
     assert os.path.basename(spec.root) == "pipeline-pirate"
+
+
+def test_the_training_estimate_is_a_measured_step(tiny_model_dir):
+    """plan --pipeline times training from one measured LoRA step of the stage's architecture, on a big model too
+    without building all of it."""
+    from transformers import AutoConfig, LlamaConfig
+
+    from tunesmith.models.precision import Precision
+    from tunesmith.pipeline.plan import Speeds, probe_training_speed
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    fp32 = Precision("fp32", "", "cpu")
+    speeds = Speeds()
+    speed = speeds.train(fp32, config, "eager")
+    assert speed > 1e6 and speeds.train(fp32, config, "eager") == speed  # measured once per architecture
+    big = LlamaConfig(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=2, num_hidden_layers=200_000, vocab_size=1000)
+    assert probe_training_speed(big, fp32) > 0  # 200,000 layers would not fit: the probe builds four

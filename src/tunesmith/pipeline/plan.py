@@ -22,6 +22,7 @@ from tunesmith.bench.measure import decoder_weights
 from tunesmith.pipeline.config import EvalStep, ExportStep, MergeStep, Pipeline, TrainStep, check_references
 
 PROBE_BATCH, PROBE_TOKENS = 4, 96  # the probe step's shape: near the demo data's (mean 72 tokens, batch 8 x 2)
+PROBE_LAYERS = 4  # decoder layers a probe of a model over 1B parameters builds
 # A real optimizer step costs more than the probe's forward and backward of the same FLOPs: padding to the longest
 # example of each micro-batch, the optimizer, the Trainer's bookkeeping. The pirate SFT demo on the 2-core AMX Xeon:
 # 2.45 s a step against the probe's 1.6 s.
@@ -50,7 +51,7 @@ class Speeds:
 
     def __init__(self):
         self.peaks: dict[str, float] = {}
-        self.steps: dict[tuple[str, str], float] = {}
+        self.steps: dict[tuple[str, str, str], float] = {}  # (architecture, precision, attention) -> FLOP/s
 
     def peak(self, precision) -> float:
         if precision.name not in self.peaks:
@@ -71,8 +72,11 @@ class Speeds:
 
 
 def probe_training_speed(config, precision, attention: str = "sdpa") -> float:
-    """One LoRA step's forward and backward (q/k/v/o, r=16, the defaults) on random weights of this architecture, timed
-    after a warm-up; FLOPs counted as training_flops counts them, so the speed applies to any batch of the model."""
+    """One LoRA step's forward and backward (q/k/v/o, r=16, the defaults) on random weights of this architecture, on
+    the run's device, timed after a warm-up; FLOPs counted as training_flops counts them, so the speed applies to any
+    batch of the model. A model over 1B parameters is probed on its first PROBE_LAYERS layers (same kernels per layer,
+    without allocating the whole model)."""
+    import copy
     import time
 
     import torch
@@ -81,15 +85,20 @@ def probe_training_speed(config, precision, attention: str = "sdpa") -> float:
 
     from tunesmith.bench.measure import training_flops
 
+    if decoder_weights(config) > 1e9:
+        config = copy.deepcopy(config)
+        config.num_hidden_layers = PROBE_LAYERS
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=precision.dtype, attn_implementation=attention)
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=precision.dtype, attn_implementation=attention).to(precision.device)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
-    ids = torch.randint(0, config.vocab_size, (PROBE_BATCH, PROBE_TOKENS))
+    ids = torch.randint(0, config.vocab_size, (PROBE_BATCH, PROBE_TOKENS), device=precision.device)
     lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    sync = torch.cuda.synchronize if precision.device == "cuda" else (lambda: None)
     best = float("inf")
     for _ in range(3):  # a warm-up, then the faster of two
         started = time.perf_counter()
         model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+        sync()
         best = min(best, time.perf_counter() - started)
         if best > 5.0:  # a slow machine: one measured step is enough
             break
