@@ -313,7 +313,7 @@ def _join(cache_a, mask_a, cache_b, mask_b):
 
 
 def batch_invariant_attention(model) -> None:
-    """Row-wise attention and two-row linear layers (serve/invariant.py): a row's numbers do not depend on its
+    """Row-wise attention and linear layers in row chunks that round alike (serve/invariant.py): a row's numbers do not depend on its
     neighbours, the padding or whether it is alone."""
     from tunesmith.serve.invariant import make_batch_invariant
 

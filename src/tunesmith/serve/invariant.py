@@ -10,11 +10,13 @@ its fix here:
   layer.
 - A linear layer's row count: oneDNN picks its bf16 kernel by the number of rows M, and kernels accumulate in
   different orders. On an AMD EPYC (avx512_bf16) M = 1 differs from every M >= 2 (SmolLM2's down_proj, K = 1536:
-  4-8 of 48 random rows by one bf16 ulp); on an Intel Xeon with AMX every M from 2 to 32 agrees, and M >= 33 takes
-  another kernel (5 of 33 rows differ). `small_row_linears` runs every linear layer in chunks of 2 to 32 rows (a
-  lone row as two copies of itself, the first kept), so a row takes the same kernel alone, in a decode batch or in
-  a batched prefill. Cost: nothing measurable for decoding (16 rows or fewer: one chunk); a batched prefill of
-  768 rows runs its MLP's linears 0.5-2x as fast as in one call (AMX Xeon, 2 threads).
+  4-8 of 48 random rows by one bf16 ulp), and every M >= 2 agrees; on an Intel Xeon with AMX every M from 2 to 32
+  agrees, and from 33 rows on results change with M (5 of 33 rows differ from 32-row calls, more at 100 or 1100).
+  `small_row_linears` runs every linear layer in chunks of at most `agreeing_rows` rows, measured at start-up on the
+  model's own layer shapes (32 on that Xeon, 1024 on the EPYC), a lone row as two copies of itself (the first kept),
+  so a row takes the same kernel alone, in a decode batch or in a batched prefill. Cost: nothing for decoding (16
+  rows or fewer: one call); on the AMX Xeon a batched prefill of 16 x 40 tokens takes 443 ms in chunks of 32
+  against 223 ms in one call; the probe ~0.1-0.6 s at start-up.
 
 Where this is exact: bf16 on a CPU with oneDNN's bf16 kernels (avx512_bf16/AMX; `bit_exact_here`). In fp32
 (what `precision: auto` serves on an AVX2-only CPU) MKL's sgemm rounds a row differently with the number of rows
@@ -75,35 +77,57 @@ def _rows(module, query, key, value, counts, out, dropout, scaling, kwargs) -> N
         out[b, q_len - n :] = row[0]
 
 
-CHUNK_ROWS = 32  # the most rows oneDNN's AMX bf16 kernel takes before it switches to another (see the module docstring)
+PROBE_SIZES = (3, 5, 8, 16, 17, 31, 32, 33, 48, 64, 65, 100, 128, 129, 200, 256, 257, 512, 777, 1024)
+CHUNK_CANDIDATES = (1024, 256, 128, 64, 32, 16, 8)
 
 
-def _chunked_forward(module):
-    """`module.forward` that runs its rows in chunks of 2..CHUNK_ROWS (a lone row doubled), each as F.linear would."""
+def agreeing_rows(shapes: set[tuple[int, int]], dtype) -> int:
+    """The most rows a linear call may take on this CPU with each row computing exactly what it computes in a call of
+    two rows, for every (in_features, out_features) in `shapes`: the largest candidate C for which every probed row
+    count up to C agrees (random weights and inputs; the kernels depend on shapes and row counts, not on values)."""
+    linear = torch.nn.functional.linear
+    generator = torch.Generator().manual_seed(0)
+    probes = []
+    for features_in, features_out in sorted(shapes):
+        w = torch.randn(features_out, features_in, generator=generator).to(dtype)
+        x = torch.randn(max(CHUNK_CANDIDATES), features_in, generator=generator).to(dtype)
+        pairs = torch.cat([linear(x[i : i + 2], w) for i in range(0, 64, 2)])  # rows 0..63, two at a time
+        probes.append((w, x, pairs))
+    with torch.no_grad():
+        for chunk in CHUNK_CANDIDATES:
+            if all(torch.equal(linear(x[:m], w)[: min(m, 64)], pairs[: min(m, 64)]) for w, x, pairs in probes for m in PROBE_SIZES if m <= chunk):
+                return chunk
+    return 2
+
+
+def _chunked_forward(module, chunk_rows: int):
+    """`module.forward` that runs its rows in chunks of 2..chunk_rows (a lone row doubled), each as F.linear would."""
     linear = torch.nn.functional.linear
 
     def forward(x):
         rows = x.reshape(-1, x.shape[-1])
-        if 2 <= rows.shape[0] <= CHUNK_ROWS:
+        if 2 <= rows.shape[0] <= chunk_rows:
             return linear(x, module.weight, module.bias)
         out = []
-        for start in range(0, rows.shape[0], CHUNK_ROWS):
-            chunk = rows[start : start + CHUNK_ROWS]
+        for start in range(0, rows.shape[0], chunk_rows):
+            chunk = rows[start : start + chunk_rows]
             out.append(linear(torch.cat([chunk, chunk]), module.weight, module.bias)[:1] if len(chunk) == 1 else linear(chunk, module.weight, module.bias))
         return torch.cat(out).reshape(*x.shape[:-1], module.weight.shape[0])
 
     return forward
 
 
-def small_row_linears(model) -> int:
-    """Every nn.Linear runs its rows in chunks of 2..CHUNK_ROWS (see the module docstring); returns how many changed."""
-    count = 0
-    for module in model.modules():
-        if type(module) is torch.nn.Linear and not module.__dict__.get("_tunesmith_small_rows"):
-            module.forward = _chunked_forward(module)
-            module.__dict__["_tunesmith_small_rows"] = True
-            count += 1
-    return count
+def small_row_linears(model, chunk_rows: int | None = None) -> int:
+    """Every nn.Linear runs its rows in chunks of 2..chunk_rows (default: `agreeing_rows` for the model's shapes and
+    dtype, where `bit_exact_here`; else only a lone row is doubled); returns how many layers changed."""
+    layers = [m for m in model.modules() if type(m) is torch.nn.Linear and not m.__dict__.get("_tunesmith_small_rows")]
+    if layers and chunk_rows is None:
+        dtype = layers[0].weight.dtype
+        chunk_rows = agreeing_rows({(m.in_features, m.out_features) for m in layers}, dtype) if bit_exact_here(dtype) else 2**31
+    for module in layers:
+        module.forward = _chunked_forward(module, chunk_rows)
+        module.__dict__["_tunesmith_small_rows"] = True
+    return len(layers)
 
 
 def bit_exact_here(dtype) -> bool:
