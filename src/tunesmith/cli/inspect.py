@@ -1,4 +1,4 @@
-"""`tunesmith inspect ...`: look inside models (which modules LoRA would adapt)."""
+"""`tunesmith inspect ...`: look inside (the modules command here; the others in cli/inspect_*.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.table import Table
 from tunesmith.cli.main import app, console
 from tunesmith.cli.options import RECIPE_OPTION, build_recipe, recipe_options
 
-inspect_app = typer.Typer(help="Look inside models: LoRA-targetable modules.", no_args_is_help=True)
+inspect_app = typer.Typer(help="Look inside: LoRA targets, number formats, next-token sampling, SFT's loss per token, RL rollouts and advantages, PPO's clipping and KL.", no_args_is_help=True)
 app.add_typer(inspect_app, name="inspect")
 
 
