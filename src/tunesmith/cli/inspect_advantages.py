@@ -10,7 +10,7 @@ import typer
 
 from tunesmith.cli.inspect import inspect_app
 from tunesmith.cli.inspect_logits import parse_floats
-from tunesmith.cli.main import console
+from tunesmith.cli.main import console, say
 from tunesmith.errors import TunesmithError
 
 GROUP_OPTIONS = (("group_size", "--group-size"), ("scale_rewards", "--scale-rewards"), ("normalize_advantages", "--normalize-advantages"))
@@ -135,17 +135,17 @@ def show_gae(rewards: str, critic_values: str | None, estimator: str | None, gam
         print(json.dumps({"estimator": "gae", **result.to_dict()}, indent=2))
         return
     n = len(result.rewards)
-    _say(f"[bold]GAE[/]: {n} token{'s' if n > 1 else ''}, gamma {result.gamma:g}, lam {result.lam:g}", markup=True)
-    _say("  delta_t = r_t + gamma * V_{t+1} - V_t,  A_t = delta_t + gamma * lam * A_{t+1},  return_t = A_t + V_t")
-    _say("worked from the last token backwards (after it, V and A are 0):")
+    say(f"[bold]GAE[/]: {n} token{'s' if n > 1 else ''}, gamma {result.gamma:g}, lam {result.lam:g}", markup=True)
+    say("  delta_t = r_t + gamma * V_{t+1} - V_t,  A_t = delta_t + gamma * lam * A_{t+1},  return_t = A_t + V_t")
+    say("worked from the last token backwards (after it, V and A are 0):")
     for line in gae_table(result):
-        _say(f"  {line}")
-    _say(f"advantages A_t (t = 1..{n}): {row(result.advantages, 0, n, signed=True)}" if n > 1 else f"advantage A: {row(result.advantages, 0, n, signed=True)}")
-    _say(f"returns (the critic's targets): {row(result.returns, 0, n)}" if n > 1 else f"return (the critic's target): {row(result.returns, 0, n)}")
+        say(f"  {line}")
+    say(f"advantages A_t (t = 1..{n}): {row(result.advantages, 0, n, signed=True)}" if n > 1 else f"advantage A: {row(result.advantages, 0, n, signed=True)}")
+    say(f"returns (the critic's targets): {row(result.returns, 0, n)}" if n > 1 else f"return (the critic's target): {row(result.returns, 0, n)}")
     for note in gae_notes(result):
-        _say(note)
-    _say("[bold]the trainer uses A_t[/], whitened over the batch (mean 0, std 1); the critic learns V_t towards return_t", markup=True)
-    _say("[dim]rewards as given, per token: tunesmith ppo makes them -kl_coef x KL_t on each token plus the reward model's score on the last[/]",
+        say(note)
+    say("[bold]the trainer uses A_t[/], whitened over the batch (mean 0, std 1); the critic learns V_t towards return_t", markup=True)
+    say("[dim]rewards as given, per token: tunesmith ppo makes them -kl_coef x KL_t on each token plus the reward model's score on the last[/]",
          markup=True)
 
 
@@ -189,8 +189,3 @@ def _factor(x: float) -> str:
 def _paren(x: float) -> str:
     """A number after a minus sign: 0.600, or (-0.600) when negative."""
     return f"{x:.3f}" if x >= 0 else f"({x:.3f})"
-
-
-def _say(text: str, markup: bool = False) -> None:
-    """Print one line unwrapped (the table's rows are wider than a terminal's 80 columns)."""
-    console.print(text, highlight=False, markup=markup, soft_wrap=True)

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tunesmith.cli.inspect import inspect_app
-from tunesmith.cli.main import console
+from tunesmith.cli.main import console, say
 from tunesmith.errors import TunesmithError
 from tunesmith.models.builtin import DEFAULT_MODEL
 
@@ -64,7 +64,6 @@ def loss(
     console.print(table)
     n, masked = len(result.trained), len(ids) - len(result.trained)
     counted = "the prompt and the reply" if train_on_prompt else "the reply and its end-of-turn token"
-    say = lambda text: console.print(text, highlight=False, soft_wrap=True, markup=False)  # noqa: E731
     say(f"in the loss: {n} tokens ({counted}); masked: {masked} (label -100: predicted but not scored)")
     say(f"loss = mean of -log p over the {n} = {result.loss:.4f} (perplexity {result.perplexity:.2f}); "
         f"training's loss function on this example: {result.training_loss:.4f}")

@@ -9,12 +9,8 @@ import typer
 
 from tunesmith.cli.inspect import inspect_app
 from tunesmith.cli.inspect_logits import parse_floats
-from tunesmith.cli.main import console
+from tunesmith.cli.main import say
 from tunesmith.errors import TunesmithError
-
-
-def _say(text: str) -> None:
-    console.print(text, highlight=False, soft_wrap=True, markup=False)
 
 
 @inspect_app.command("clip")
@@ -46,18 +42,23 @@ def clip(
         print(json.dumps({"advantage": advantage, "cliprange": cliprange, "rows": rows}, indent=2))
         return
     low, high = 1 - cliprange, 1 + cliprange
-    _say(f"one token, advantage A = {advantage:+.3f}; ratio = p_new / p_old, clipped to [{low:.2f}, {high:.2f}]")
-    _say("  loss = max(-A x ratio, -A x clip(ratio)); the optimizer lowers it")
+    say(f"one token, advantage A = {advantage:+.3f}; ratio = p_new / p_old, clipped to [{low:.2f}, {high:.2f}]")
+    say("  loss = max(-A x ratio, -A x clip(ratio)); the optimizer lowers it")
     header = ("ratio", "-A x ratio", "-A x clip(ratio)", "loss", "d loss / d log p")
     cells = [header] + [(f"{r['ratio']:.2f}", f"{r['unclipped']:+.3f}", f"{r['clipped']:+.3f}", f"{r['loss']:+.3f}",
                          f"{r['gradient']:+.3f}" + _note(r, low, high))
                         for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(4)]
-    for c in cells:
-        _say("  " + "  ".join(cell.rjust(w) for cell, w in zip(c[:4], widths)) + "  " + c[4])
+    _aligned(cells, 4)
     direction = "raise" if advantage > 0 else "lower"
-    _say(f"A {'>' if advantage > 0 else '<'} 0: the update wants to {direction} this token's probability; past a ratio of "
+    say(f"A {'>' if advantage > 0 else '<'} 0: the update wants to {direction} this token's probability; past a ratio of "
          f"{high if advantage > 0 else low:.2f} it gains nothing more, so one batch cannot move the policy far")
+
+
+def _aligned(rows: list[tuple[str, ...]], columns: int) -> None:
+    """Print rows indented, their first `columns` cells right-aligned in columns, any further cell as it is."""
+    widths = [max(len(r[i]) for r in rows) for i in range(columns)]
+    for r in rows:
+        say("  " + "  ".join([cell.rjust(w) for cell, w in zip(r[:columns], widths)] + list(r[columns:])))
 
 
 def _note(row: dict, low: float, high: float) -> str:
@@ -92,13 +93,11 @@ def kl(
     if as_json:
         print(json.dumps({"kl_coef": kl_coef, "score": score, "kl": per_token, "kl_sum": sum(per_token), "rewards": rewards}, indent=2))
         return
-    _say(f"{len(actor)} tokens; KL_t = log p_actor - log p_ref; reward_t = -{kl_coef:g} x KL_t (+ score {score:+.3f} on the last)")
+    say(f"{len(actor)} tokens; KL_t = log p_actor - log p_ref; reward_t = -{kl_coef:g} x KL_t (+ score {score:+.3f} on the last)")
     cells = [("t", "log p_actor", "log p_ref", "KL_t", "reward_t")]
     for t, (a, r, k, w) in enumerate(zip(actor.tolist(), reference.tolist(), per_token, rewards)):
         cells.append((str(t + 1), f"{a:.3f}", f"{r:.3f}", f"{k:+.3f}", f"{w:+.4f}"))
-    widths = [max(len(c[i]) for c in cells) for i in range(5)]
-    for c in cells:
-        _say("  " + "  ".join(cell.rjust(w) for cell, w in zip(c, widths)))
+    _aligned(cells, 5)
     total = sum(per_token)
-    _say(f"KL of this response (sum of KL_t, an estimate of KL(actor || reference)): {total:+.3f}; "
+    say(f"KL of this response (sum of KL_t, an estimate of KL(actor || reference)): {total:+.3f}; "
          f"penalty {-kl_coef * total:+.4f}, so it earns {score - kl_coef * total:+.4f} in all instead of {score:+.3f}")

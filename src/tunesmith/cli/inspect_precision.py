@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from tunesmith.cli.inspect import inspect_app
-from tunesmith.cli.main import console
+from tunesmith.cli.main import console, say
 
 
 @inspect_app.command("precision")
@@ -43,7 +43,6 @@ def precision(as_json: bool = typer.Option(False, "--json", help="Machine-readab
     for i, value in enumerate(PROBES):
         stored.add_row(_number(value), *(_stored(f.stored[i], value, f.smallest_normal) for f in formats))
     console.print(stored)
-    say = lambda text: console.print(text, highlight=False, soft_wrap=True)  # noqa: E731
     say("bf16 keeps fp32's exponent (its range) and drops mantissa bits (precision); fp16 keeps more mantissa but "
         "overflows above 65504 and loses tiny values, so fp16 training needs loss scaling.")
     say(f"rule: {ModelSection.model_fields['precision'].description}")

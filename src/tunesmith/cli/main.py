@@ -30,6 +30,12 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+def say(text: str, markup: bool = False) -> None:
+    """Print one line of a command's own text unwrapped (lines and tables wider than a terminal stay whole), with
+    rich markup only when asked for: a model's tokens or a user's numbers may contain brackets."""
+    console.print(text, highlight=False, markup=markup, soft_wrap=True)
 KEEP_LOGS = 50
 INTERRUPTED = "interrupted; checkpoints written so far are kept (resume with --resume RUN_DIR)"
 
