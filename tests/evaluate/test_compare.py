@@ -66,3 +66,10 @@ def test_compare_two_models_on_the_tiny_model(tiny_model_dir, tiny_pairs, tmp_pa
     c.render(console)
     text = " ".join(console.export_text().split())  # the caption wraps at the table's width
     assert "standing: where a (under test)" in text and "judged measures" in text
+
+
+def test_models_are_labelled_by_folder_and_never_dropped():
+    from tunesmith.evaluate.compare import model_labels
+
+    assert model_labels(["runs/a/sft", "runs/b/sft/", "smollm2-135m-instruct"]) == {
+        "sft": "runs/a/sft", "runs/b/sft/": "runs/b/sft/", "smollm2-135m-instruct": "smollm2-135m-instruct"}

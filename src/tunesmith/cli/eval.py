@@ -67,18 +67,14 @@ def evaluate(
 def _side_by_side(models, data, pairs, match, answers_field, max_prompts, max_new_tokens, output, as_json, train_data, reference_model) -> None:
     """Every model measured on the same prompts and pairs, one at a time (memory holds one), in one table."""
     from tunesmith.errors import TunesmithError
-    from tunesmith.evaluate.compare import compare_models
+    from tunesmith.evaluate.compare import compare_models, model_labels
 
     if train_data or reference_model:
         raise TunesmithError("--train-data and --reference-model measure one model; with several --model drop them, or run eval once per model")
-    labels: dict[str, str] = {}
-    for spec in models:
-        label = Path(spec.rstrip("/")).name or spec
-        labels[label if label not in labels else spec] = spec
-    if len(labels) < len(models) or len(set(models)) < len(models):
+    if len(set(models)) < len(models):
         raise TunesmithError("the same --model is given twice; give each model once")
     say = (lambda line: None) if as_json else (lambda line: console.print(line, highlight=False))
-    comparison = compare_models(labels, data=data, pairs=pairs, max_prompts=max_prompts, max_new_tokens=max_new_tokens,
+    comparison = compare_models(model_labels(models), data=data, pairs=pairs, max_prompts=max_prompts, max_new_tokens=max_new_tokens,
                                 match=match, answers_field=answers_field, log=say)
     _show(comparison, output, as_json)
 

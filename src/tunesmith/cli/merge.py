@@ -68,9 +68,9 @@ def merge(
         if not any(note in line for line in said):  # what the merge already said as it went is not repeated
             console.print(f"note: {note}", soft_wrap=True, highlight=False)
     if eval_:
-        from tunesmith.evaluate.compare import compare_models
+        from tunesmith.evaluate.compare import compare_models, model_labels
 
-        models = {"merged": str(result.output_dir), **{Path(s.rstrip("/")).name or s: s for s in plan.references()}}
+        models = {"merged": str(result.output_dir), **model_labels(plan.references())}
         comparison = compare_models(models, data=eval_data, pairs=None if eval_pairs in (None, "none") else eval_pairs,
                                     log=lambda line: console.print(line, highlight=False))
         comparison.render(console)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tunesmith.evaluate.report import RULES
 
@@ -108,6 +109,16 @@ def measure_model(model, tokenizer, eval_data, *, label: str, pairs=None, max_pr
         values["preference_margin"] = sum(c - r for c, r in zip(chosen, rejected)) / len(chosen)
         verdicts["preference_accuracy"] = judge("accuracy", values["preference_accuracy"]).verdict
     return values, verdicts, [g["text"] for g in report.examples["generations"]]
+
+
+def model_labels(specs: list[str]) -> dict[str, str]:
+    """label -> --model value for a side-by-side table: each model by its folder's name (runs/pirate-sft ->
+    pirate-sft), or by the whole value where another model took that name already."""
+    labels: dict[str, str] = {}
+    for spec in specs:
+        name = Path(spec.rstrip("/")).name or spec
+        labels[spec if name in labels else name] = spec
+    return labels
 
 
 def compare_models(models: dict[str, str], *, data: str = "pirate-eval", pairs: str | None = None, max_prompts: int = 8,
