@@ -136,7 +136,7 @@ def resolve_precision(requested: str = "auto") -> Precision:
 
 # ---------------------------------------------------------------- the three formats, side by side
 
-FORMATS = {"fp32": (8, 23), "bf16": (8, 7), "fp16": (5, 10)}  # exponent bits, mantissa bits (plus one sign bit)
+FORMATS = ("fp32", "bf16", "fp16")
 PROBES = (0.1, 1 / 3, 1.001, 300.7, 70000.0, 1e-6, 1e-8)  # what each format keeps of these: precision and range
 
 
@@ -161,13 +161,17 @@ class NumberFormat:
 
 
 def number_formats(probes: tuple[float, ...] = PROBES) -> list[NumberFormat]:
-    """fp32, bf16 and fp16 read from torch itself: their limits, and each probe value as it is really stored."""
+    """fp32, bf16 and fp16 read from torch itself (bits, limits; exponent and mantissa widths from finfo's bits and
+    eps), and each probe value as it is really stored."""
+    import math
+
     import torch
 
     out = []
-    for name, (exponent, mantissa) in FORMATS.items():
+    for name in FORMATS:
         dtype = Precision(name, "", "cpu").dtype
         info = torch.finfo(dtype)
+        mantissa = round(-math.log2(info.eps))  # eps = 2^-mantissa bits
         stored = torch.tensor(probes, dtype=torch.float64).to(dtype).to(torch.float64).tolist()
-        out.append(NumberFormat(name, exponent, mantissa, float(info.max), float(info.tiny), float(info.eps), tuple(stored)))
+        out.append(NumberFormat(name, info.bits - 1 - mantissa, mantissa, float(info.max), float(info.tiny), float(info.eps), tuple(stored)))
     return out
