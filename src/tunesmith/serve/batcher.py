@@ -7,8 +7,8 @@ running row its last token in one forward pass, and (4) samples each row's next 
 settings, seed and repetition-penalty history, through the same `next_tokens` and the same `Row` bookkeeping
 (eos, stop strings, stable streaming deltas) as `tunesmith generate`. A finished row leaves the batch at once;
 columns that only padding still uses are cut off the left of the cache. Attention runs row by row over each row's
-own tokens and linear layers run their rows in chunks of 2 to 32 (serve/invariant.py), so a row's numbers do not depend
-on its neighbours, on the padding or on being alone.
+own tokens and linear layers run their rows in chunks that this CPU's kernel rounds alike (serve/invariant.py), so a
+row's numbers do not depend on its neighbours, on the padding or on being alone.
 
 Rows never read each other's tokens: every row has its own attention-mask row and its own position ids, and
 padding is masked out. A request that has waited is answered in the order it came (FIFO). The waiting line is
@@ -313,8 +313,8 @@ def _join(cache_a, mask_a, cache_b, mask_b):
 
 
 def batch_invariant_attention(model) -> None:
-    """Row-wise attention and linear layers in row chunks that round alike (serve/invariant.py): a row's numbers do not depend on its
-    neighbours, the padding or whether it is alone."""
+    """Row-wise attention and linear layers in row chunks that round alike (serve/invariant.py): a row's numbers
+    do not depend on its neighbours, the padding or whether it is alone."""
     from tunesmith.serve.invariant import make_batch_invariant
 
     make_batch_invariant(model)
