@@ -1,6 +1,8 @@
 # Two commands do everything; each sets up what is missing first (idempotent, quick when done):
 #   make demo   LoRA-tune the embedded SmolLM2 on the built-in pirate data, answers before/after
 #   make test   the fast test suite (what CI runs)
+#   make check  what a contributor runs before pushing: ruff check, ruff format --check, then the fast suite
+#   make test-slow    the real embedded model: the demos, every doc page's training runs, the benches at their smallest
 #   make demo-dpo     DPO on top of the pirate SFT run (trains that first if it is missing)
 #   make demo-reward  a reward model on the built-in preference pairs
 #   make demo-grpo    GRPO on the built-in arithmetic prompts (50 steps, ~7 min on a 2-core CPU)
@@ -14,7 +16,7 @@ PIP    := $(PY) -m pip -q --disable-pip-version-check
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu). With a GPU, bring your own CUDA torch or let pip choose.
 TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup setup-dev go chromium demo demo-dpo demo-reward demo-grpo demo-ppo demo-pipeline test test-slow clean
+.PHONY: setup setup-dev go chromium demo demo-dpo demo-reward demo-grpo demo-ppo demo-pipeline test test-slow check lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -76,6 +78,13 @@ test: setup-dev
 
 test-slow: setup-dev
 	$(PY) -m pytest -q -m slow
+
+LINTED := src tests tools benchmarks
+lint: setup-dev
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+check: lint test
 
 clean:
 	rm -rf $(VENV) runs

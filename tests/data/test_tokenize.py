@@ -104,9 +104,9 @@ def test_prompt_longer_than_max_length_is_dropped_not_trained_on_nothing(smol_to
 
 
 def test_builtin_pirate_loads(smol_tokenizer):
-    from tunesmith.data import BUILTIN_DATASETS
-
     import os
+
+    from tunesmith.data import BUILTIN_DATASETS
 
     if not os.path.exists(BUILTIN_DATASETS["pirate"]):
         pytest.skip("pirate data not written yet")

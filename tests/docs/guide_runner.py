@@ -1,8 +1,9 @@
 """Run tunesmith command lines one after another in this process, as a terminal shows them.
 
-Reads a JSON list of argv lists on stdin; writes a JSON list of {"output", "status"} on stdout. Each command
-goes through `tunesmith.cli.main.run`, the console script's own entry, with stdout and stderr captured
-together (a terminal interleaves them), so many commands pay for one import of torch and transformers.
+Reads one JSON request a line on stdin, {"argv": [...], "cwd": DIR, "env": {NAME: VALUE}}, and answers each with one
+JSON line {"output", "status"} on stdout. Each command goes through `tunesmith.cli.main.run`, the console script's
+own entry, with stdout and stderr captured together (a terminal interleaves them), in `cwd` and with `env` set for
+that command alone, so every page's commands pay for one import of torch and transformers.
 COLUMNS must be set before this starts: rich reads the width once, when the CLI's consoles are made.
 """
 
@@ -11,21 +12,33 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 
 
 def main() -> None:
-    commands = json.load(sys.stdin)
     real_stdout = sys.stdout
     from tunesmith.cli.main import run
 
-    results = []
-    for argv in commands:
+    for line in sys.stdin:
+        request = json.loads(line)
+        saved = {name: os.environ.get(name) for name in request.get("env", {})}
+        os.environ.update(request.get("env", {}))
+        here = os.getcwd()
+        os.chdir(request["cwd"])
         buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-            status = run(argv)
-        results.append({"output": buffer.getvalue(), "status": status})
-    real_stdout.write(json.dumps(results))
+        try:
+            with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+                status = run(request["argv"])
+        finally:
+            os.chdir(here)
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+        real_stdout.write(json.dumps({"output": buffer.getvalue(), "status": status}) + "\n")
+        real_stdout.flush()
 
 
 if __name__ == "__main__":

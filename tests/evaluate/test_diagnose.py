@@ -21,7 +21,7 @@ def test_loss_matches_the_model_and_kl_behaves(tiny_model_dir, smol_tokenizer):
         with torch.no_grad():
             out = model(input_ids=torch.tensor([row["input_ids"]]), labels=torch.tensor([row["labels"]]))
         by_hand.append((out.loss.item(), sum(1 for x in row["labels"][1:] if x != -100)))
-    expected = sum(l * n for l, n in by_hand) / sum(n for _, n in by_hand)
+    expected = sum(each * n for each, n in by_hand) / sum(n for _, n in by_hand)
     assert abs(loss - expected) < 1e-4 and abs(ppl / math.exp(expected) - 1) < 1e-5
     assert drift(model, model, small) == 0.0
     other = load_model(tiny_model_dir)

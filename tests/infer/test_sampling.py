@@ -84,7 +84,11 @@ def test_repetition_penalty_hf_convention():
 ])
 def test_equals_hugging_face_warpers(kwargs):
     from transformers.generation.logits_process import (
-        MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+        MinPLogitsWarper,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
     )
 
     torch.manual_seed(0)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+
 def write_variant(base: str, target: Path, *, seed: int | None = None, scale: float = 0.02, edit=None) -> str:
     """Copy `base` (config, tokenizer) with its tensors perturbed by N(0, scale²) noise (fixed `seed`)
     and/or changed in place by `edit(tensors)`."""

@@ -27,7 +27,7 @@ def assert_same_model(a, b):
     ta, tb = weights(a), weights(b)
     assert ta.keys() == tb.keys()
     for name in ta:
-        torch.testing.assert_close(ta[name], tb[name], **TOLERANCE, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(ta[name], tb[name], **TOLERANCE, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def linear_recipe(loras, base=None, method="linear", **top):

@@ -1,9 +1,9 @@
 import pytest
 
 from tunesmith.errors import RecipeError
+from tunesmith.models.load import meta_model
 from tunesmith.models.lora import build_lora_config, layer_range, lora_parameter_count, select_targets
 from tunesmith.recipes import load_recipe
-from tunesmith.models.load import meta_model
 
 
 @pytest.fixture(scope="module")

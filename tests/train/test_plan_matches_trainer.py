@@ -7,8 +7,6 @@ from tunesmith.train.plan import make_plan
 from tunesmith.train.sft import run_sft
 
 
-
-
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -220,10 +220,10 @@ def test_ppo_refuses_bad_settings_before_a_run_exists(ppo_recipe, tmp_path):
         run_stage(ppo_recipe(**{"training.per_device_train_batch_size": 10}), live=False)
     with pytest.raises(RecipeError, match="target_kl"):
         run_stage(ppo_recipe(**{"ppo.kl_coef": 0.0, "ppo.target_kl": 1.0}), live=False)
-    from tunesmith.train.stages import get_stage
-
     # a reward model of another vocabulary cannot start the critic, which reads the actor's token ids
     from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from tunesmith.train.stages import get_stage
 
     other = tmp_path / "other-reward"
     LlamaForSequenceClassification(LlamaConfig(vocab_size=500, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_labels=1, pad_token_id=0)).save_pretrained(other)

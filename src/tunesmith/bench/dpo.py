@@ -23,7 +23,18 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from tunesmith.bench.measure import baseline_arguments, baseline_model, batch_counter, job_recipe, median, peak_rss_mb, run_recipe, side_settings, trainer_meter, tuned_precision
+from tunesmith.bench.measure import (
+    baseline_arguments,
+    baseline_model,
+    batch_counter,
+    job_recipe,
+    median,
+    peak_rss_mb,
+    run_recipe,
+    side_settings,
+    trainer_meter,
+    tuned_precision,
+)
 
 SIDES = ("baseline", "tunesmith")
 DATASET = "pirate-pairs"

@@ -25,7 +25,22 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tunesmith.bench.measure import BudgetSpent, baseline_arguments, baseline_model, batch_counter, emulated_bf16, job_recipe, matmul_peak, median, peak_rss_mb, run_recipe, side_settings, trainer_meter, training_flops, tuned_precision
+from tunesmith.bench.measure import (
+    BudgetSpent,
+    baseline_arguments,
+    baseline_model,
+    batch_counter,
+    emulated_bf16,
+    job_recipe,
+    matmul_peak,
+    median,
+    peak_rss_mb,
+    run_recipe,
+    side_settings,
+    trainer_meter,
+    training_flops,
+    tuned_precision,
+)
 
 SIDES = ("trl-defaults", "trl-tuned", "tunesmith")
 

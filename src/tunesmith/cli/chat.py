@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -21,8 +21,8 @@ def chat(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file."),
     params: SamplingParams = None,
     max_new_tokens: int = typer.Option(256, min=1, help="Longest reply in tokens."),
-    system: Optional[str] = typer.Option(None, help="System prompt."),
-    seed: Optional[int] = typer.Option(None, help="Seed for sampling."),
+    system: str | None = typer.Option(None, help="System prompt."),
+    seed: int | None = typer.Option(None, help="Seed for sampling."),
 ):
     """Interactive chat with streaming replies; /help lists the commands (/temperature, /system, /reset, /exit ...)."""
     from tunesmith.infer.chat import HELP, ChatSession

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,15 +15,15 @@ from tunesmith.models.builtin import DEFAULT_MODEL
 def evaluate(
     models: list[str] = typer.Option([DEFAULT_MODEL], "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file; several: side by side, the first under test."),
     data: str = typer.Option("pirate-eval", "--data", help="Eval data: built-in name, file or directory (any format the data layer knows)."),
-    train_data: Optional[str] = typer.Option(None, "--train-data", help="Training data, to detect memorization (default: a run directory's own dataset)."),
-    reference_model: Optional[str] = typer.Option(None, "--reference-model", help="Measure drift: mean per-token KL(model || reference)."),
-    match: Optional[str] = typer.Option(None, "--match", help="Score answers: exact, contains or regex against each row's --answers-field (else the reference reply)."),
+    train_data: str | None = typer.Option(None, "--train-data", help="Training data, to detect memorization (default: a run directory's own dataset)."),
+    reference_model: str | None = typer.Option(None, "--reference-model", help="Measure drift: mean per-token KL(model || reference)."),
+    match: str | None = typer.Option(None, "--match", help="Score answers: exact, contains or regex against each row's --answers-field (else the reference reply)."),
     answers_field: str = typer.Option("answer", "--answers-field", help="Row field holding the short answer for --match."),
-    pairs: Optional[str] = typer.Option(None, "--pairs", help="With several --model: held-out preference pairs, to compare how often each ranks the chosen answer first (e.g. pirate-pairs-eval)."),
+    pairs: str | None = typer.Option(None, "--pairs", help="With several --model: held-out preference pairs, to compare how often each ranks the chosen answer first (e.g. pirate-pairs-eval)."),
     max_prompts: int = typer.Option(16, min=1, help="Prompts to generate for."),
     max_new_tokens: int = typer.Option(64, min=1, help="Tokens per generation."),
     max_length: int = typer.Option(1024, min=8, help="Longest eval example in tokens."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report as JSON here."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the report as JSON here."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
     """Evaluate a model: loss/perplexity, template leakage, repetition, memorization, drift and accuracy.
@@ -79,7 +78,7 @@ def _side_by_side(models, data, pairs, match, answers_field, max_prompts, max_ne
     _show(comparison, output, as_json)
 
 
-def _show(report, output: Optional[Path], as_json: bool) -> None:
+def _show(report, output: Path | None, as_json: bool) -> None:
     """A diagnostics report or a comparison: to a file, as JSON, or as the table."""
     if output:
         output.write_text(json.dumps(report.to_json(), indent=2))

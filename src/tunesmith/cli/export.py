@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,8 +15,8 @@ def export(
     format_: list[str] = typer.Option(["merged"], "--format", "-f", help="merged (safetensors), gguf, ollama (GGUF + Modelfile); repeatable."),
     quant: str = typer.Option("q8_0", "--quant", help="GGUF tensor type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1."),
     dtype: str = typer.Option("float32", "--dtype", help="dtype of the merged model: float32, bfloat16, float16."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where to write (default: exports/<name>-<format>)."),
-    system: Optional[str] = typer.Option(None, "--system", help="Ollama: a SYSTEM prompt written into the Modelfile."),
+    output_dir: Path | None = typer.Option(None, "--output-dir", "-o", help="Where to write (default: exports/<name>-<format>)."),
+    system: str | None = typer.Option(None, "--system", help="Ollama: a SYSTEM prompt written into the Modelfile."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Read the GGUF back and compare its logits with the model's."),
 ):
     """Export a model: merged into a full model, as GGUF for llama.cpp, or for Ollama, with its lineage in a model card."""

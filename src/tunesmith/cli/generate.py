@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -66,16 +66,16 @@ def read_prompts(path: Path) -> list:
 @sampling_options(temperature=0.0)
 def generate(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Built-in name, model/adapter/run directory, .gguf file or Hub id."),
-    prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p", help="Prompt (repeatable)."),
-    prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help=".txt (one per line) or .jsonl with 'prompt' or 'messages'."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write one JSON result per prompt to this .jsonl file."),
+    prompt: list[str] | None = typer.Option(None, "--prompt", "-p", help="Prompt (repeatable)."),
+    prompts_file: Path | None = typer.Option(None, "--prompts-file", help=".txt (one per line) or .jsonl with 'prompt' or 'messages'."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write one JSON result per prompt to this .jsonl file."),
     batch_size: int = typer.Option(8, min=1, help="Prompts generated together."),
     max_new_tokens: int = typer.Option(64, min=1, help="Tokens to generate at most."),
     params: SamplingParams = None,
-    stop: Optional[list[str]] = typer.Option(None, "--stop", help="Stop string (repeatable); the text is cut before it."),
-    seed: Optional[int] = typer.Option(None, help="Seed for sampling (same seed, same output)."),
+    stop: list[str] | None = typer.Option(None, "--stop", help="Stop string (repeatable); the text is cut before it."),
+    seed: int | None = typer.Option(None, help="Seed for sampling (same seed, same output)."),
     chat: bool = typer.Option(True, "--chat/--no-chat", help="Apply the chat template (default) or complete raw text."),
-    system: Optional[str] = typer.Option(None, help="System prompt (chat only)."),
+    system: str | None = typer.Option(None, help="System prompt (chat only)."),
     precision: str = typer.Option("auto", help="auto, bf16 or fp32."),
 ):
     """Generate replies for prompts given on the command line or in a file."""

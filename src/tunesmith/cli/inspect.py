@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -18,14 +17,14 @@ app.add_typer(inspect_app, name="inspect")
 @inspect_app.command("modules")
 @recipe_options("model", "preset", "lora_r", "lora_alpha", "use_dora")
 def modules(
-    recipe: Optional[Path] = RECIPE_OPTION,
-    target_modules: Optional[str] = typer.Option(None, "--target-modules", help="Comma-separated module names or all-linear."),
-    layers: Optional[str] = typer.Option(None, "--layers", help="all, low, mid, high, or comma-separated indices."),
+    recipe: Path | None = RECIPE_OPTION,
+    target_modules: str | None = typer.Option(None, "--target-modules", help="Comma-separated module names or all-linear."),
+    layers: str | None = typer.Option(None, "--layers", help="all, low, mid, high, or comma-separated indices."),
     overrides: dict = None,
 ):
     """List the LoRA-targetable linear modules per decoder layer and mark what the recipe/preset selects."""
-    from tunesmith.models.lora import linear_modules, lora_parameter_count, select_targets
     from tunesmith.models.load import meta_model
+    from tunesmith.models.lora import linear_modules, lora_parameter_count, select_targets
 
     if target_modules:
         overrides["lora.target_modules"] = target_modules if target_modules == "all-linear" else target_modules.split(",")

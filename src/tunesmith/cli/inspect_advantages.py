@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -20,11 +19,11 @@ GROUP_OPTIONS = (("group_size", "--group-size"), ("scale_rewards", "--scale-rewa
 def advantages(
     ctx: typer.Context,
     rewards: str = typer.Option(..., "--rewards", help="Comma-separated rewards, one per completion, each prompt's group together: 1.0,0.2,0.5; with --values, one per token of one response: 0,0,1"),
-    group_size: Optional[int] = typer.Option(None, "--group-size", "-g", min=1, help="Completions per prompt (GRPOConfig.num_generations); default: all rewards are one group."),
-    estimator: Optional[str] = typer.Option(None, "--estimator", help="grpo (baseline: the group mean; the default), rloo (baseline: the mean of the other completions) or gae (PPO: baseline the critic's values; the default with --values)."),
-    scale_rewards: Optional[str] = typer.Option(None, "--scale-rewards", help="GRPO: group (default, TRL's), batch or none."),
+    group_size: int | None = typer.Option(None, "--group-size", "-g", min=1, help="Completions per prompt (GRPOConfig.num_generations); default: all rewards are one group."),
+    estimator: str | None = typer.Option(None, "--estimator", help="grpo (baseline: the group mean; the default), rloo (baseline: the mean of the other completions) or gae (PPO: baseline the critic's values; the default with --values)."),
+    scale_rewards: str | None = typer.Option(None, "--scale-rewards", help="GRPO: group (default, TRL's), batch or none."),
     normalize_advantages: bool = typer.Option(False, "--normalize-advantages", help="RLOO: rescale the batch's advantages to mean 0, std 1."),
-    critic_values: Optional[str] = typer.Option(None, "--values", help="GAE: the critic's value V_t for each token, as many as --rewards: 0.5,0.6,0.7"),
+    critic_values: str | None = typer.Option(None, "--values", help="GAE: the critic's value V_t for each token, as many as --rewards: 0.5,0.6,0.7"),
     gamma: float = typer.Option(1.0, "--gamma", help="GAE: discount per token (PPOConfig.gamma)."),
     lam: float = typer.Option(0.95, "--lam", help="GAE: lambda, how far each advantage looks ahead (PPOConfig.lam)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -24,10 +24,10 @@ if TYPE_CHECKING:
 @inspect_app.command("logits")
 @sampling_options(help_texts={"top_k": "0 = off.", "top_p": "1 = off.", "min_p": "0 = off.", "repetition_penalty": "1 = off."})
 def logits(
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text to continue (the model's logits)."),
-    given: Optional[str] = typer.Option(None, "--logits", help="No model: comma-separated logits, e.g. 4.2,-2.0,1.5,-3.5."),
-    tokens: Optional[str] = typer.Option(None, "--tokens", help="With --logits: comma-separated token names (default token0, token1, ...)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Built-in name, model/adapter/run directory or .gguf file (default {DEFAULT_MODEL})."),
+    prompt: str | None = typer.Option(None, "--prompt", "-p", help="Text to continue (the model's logits)."),
+    given: str | None = typer.Option(None, "--logits", help="No model: comma-separated logits, e.g. 4.2,-2.0,1.5,-3.5."),
+    tokens: str | None = typer.Option(None, "--tokens", help="With --logits: comma-separated token names (default token0, token1, ...)."),
+    model: str | None = typer.Option(None, "--model", "-m", help=f"Built-in name, model/adapter/run directory or .gguf file (default {DEFAULT_MODEL})."),
     chat: bool = typer.Option(False, "--chat/--no-chat", help="Apply the chat template first (default: raw text)."),
     params: SamplingParams = None,
     rows: int = typer.Option(15, min=1, help="Table rows per step."),

@@ -4,7 +4,6 @@ exactly as training does (which tokens count, what each one costs, the mean)."""
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -18,11 +17,11 @@ from tunesmith.models.builtin import DEFAULT_MODEL
 
 @inspect_app.command("loss")
 def loss(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Built-in name, model/adapter/run directory or .gguf file (default {DEFAULT_MODEL})."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Take the example from this data (built-in name or file), templated as training does."),
+    model: str | None = typer.Option(None, "--model", "-m", help=f"Built-in name, model/adapter/run directory or .gguf file (default {DEFAULT_MODEL})."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Take the example from this data (built-in name or file), templated as training does."),
     row: int = typer.Option(1, "--row", min=1, help="With --dataset: which example (1 = the first)."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Without --dataset: the user's message."),
-    answer: Optional[str] = typer.Option(None, "--answer", "-a", help="Without --dataset: the assistant's reply to score."),
+    prompt: str | None = typer.Option(None, "--prompt", "-p", help="Without --dataset: the user's message."),
+    answer: str | None = typer.Option(None, "--answer", "-a", help="Without --dataset: the assistant's reply to score."),
     train_on_prompt: bool = typer.Option(False, "--train-on-prompt", help="Count the prompt's tokens too (data.train_on_prompt)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):

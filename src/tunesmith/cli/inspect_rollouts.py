@@ -6,7 +6,6 @@ rollout batch with its score, KL to the reference, the critic's value and the GA
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -20,7 +19,7 @@ from tunesmith.cli.main import console
 @inspect_app.command("rollouts")
 def rollouts(
     run: str = typer.Argument(..., help="A grpo, rloo or ppo run directory."),
-    step: Optional[int] = typer.Option(None, "--step", "-s", help="Optimizer step (default: the last recorded); PPO: the rollout batch that step trained on."),
+    step: int | None = typer.Option(None, "--step", "-s", help="Optimizer step (default: the last recorded); PPO: the rollout batch that step trained on."),
     groups: int = typer.Option(2, "--groups", "-g", min=1, help="Groups (prompts) to show."),
     completions: int = typer.Option(8, "--completions", "-n", min=1, help="Completions to show per group."),
     width: int = typer.Option(60, "--width", min=10, help="Characters of each completion shown."),

@@ -13,7 +13,6 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -64,10 +63,10 @@ def launch(
     ctx: typer.Context,
     num_processes: int = typer.Option(2, "--num-processes", "-n", min=1, help="Processes on this machine (one per GPU; on a CPU at most one per core)."),
     fsdp: bool = typer.Option(False, "--fsdp", help="Shard weights, gradients and optimizer state with FSDP (recipe: distributed.strategy=fsdp)."),
-    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed ZeRO: zero2 or zero3 (CUDA; recipe: distributed.strategy=deepspeed)."),
+    deepspeed: str | None = typer.Option(None, "--deepspeed", help="DeepSpeed ZeRO: zero2 or zero3 (CUDA; recipe: distributed.strategy=deepspeed)."),
     num_machines: int = typer.Option(1, "--num-machines", min=1, help="Machines in the job; run the same command on each with its --machine-rank."),
     machine_rank: int = typer.Option(0, "--machine-rank", min=0, help="This machine's rank (0 is the main one)."),
-    main_process_ip: Optional[str] = typer.Option(None, "--main-process-ip", help="Address of machine 0 (several machines)."),
+    main_process_ip: str | None = typer.Option(None, "--main-process-ip", help="Address of machine 0 (several machines)."),
     main_process_port: int = typer.Option(29500, "--main-process-port", help="Port on machine 0 for the process group."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write the config and print the command without running it."),
 ):

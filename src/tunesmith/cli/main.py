@@ -13,7 +13,6 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -56,7 +55,29 @@ def _global_options(
 
 
 def _register() -> None:
-    from tunesmith.cli import bench, chat, eval, export, generate, inspect, inspect_advantages, inspect_logits, inspect_loss, inspect_ppo, inspect_precision, inspect_rollouts, launch, merge, pipeline, plan, recipe, score, serve, studio, train  # noqa: F401  (commands register on import)
+    from tunesmith.cli import (  # noqa: F401  (commands register on import)
+        bench,
+        chat,
+        eval,
+        export,
+        generate,
+        inspect,
+        inspect_advantages,
+        inspect_logits,
+        inspect_loss,
+        inspect_ppo,
+        inspect_precision,
+        inspect_rollouts,
+        launch,
+        merge,
+        pipeline,
+        plan,
+        recipe,
+        score,
+        serve,
+        studio,
+        train,
+    )
 
 
 from tunesmith.quiet import quiet_libraries  # noqa: E402

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from tunesmith.cli.main import app, console
 
 
-def _numbers(values: Optional[list[str]]):
+def _numbers(values: list[str] | None):
     """`--t 0.5`, `--t 0,0.5,1` (a gradient over the layers) or repeated values -> a number or a list."""
     if not values:
         return None
@@ -20,22 +19,22 @@ def _numbers(values: Optional[list[str]]):
 
 @app.command()
 def merge(
-    recipe: Optional[Path] = typer.Option(None, "--recipe", "-c", help="Merge recipe YAML in mergekit's shape (merge_method, base_model, models, parameters, dtype)."),
-    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="A model to merge (repeat): run, adapter or model directory, built-in name."),
+    recipe: Path | None = typer.Option(None, "--recipe", "-c", help="Merge recipe YAML in mergekit's shape (merge_method, base_model, models, parameters, dtype)."),
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="A model to merge (repeat): run, adapter or model directory, built-in name."),
     method: str = typer.Option("slerp", "--method", help="linear, slerp, task_arithmetic, ties, dare_ties, dare_linear, model_stock, ..."),
-    base: Optional[str] = typer.Option(None, "--base", help="The base model (task arithmetic, TIES, DARE: deltas are taken from it; slerp: t=0)."),
-    t: Optional[list[str]] = typer.Option(None, "--t", help="slerp: 0 = the first model, 1 = the second; a list spreads over the layers (0,0.5,1)."),
-    attn_t: Optional[list[str]] = typer.Option(None, "--attn-t", help="slerp: t for the attention weights (a number or a list over the layers)."),
-    mlp_t: Optional[list[str]] = typer.Option(None, "--mlp-t", help="slerp: t for the MLP weights (a number or a list over the layers)."),
-    weight: Optional[list[float]] = typer.Option(None, "--weight", help="One weight per --model (linear, task_arithmetic, ties, dare)."),
-    density: Optional[list[float]] = typer.Option(None, "--density", help="ties/dare: the share of each delta kept (one value, or one per --model)."),
+    base: str | None = typer.Option(None, "--base", help="The base model (task arithmetic, TIES, DARE: deltas are taken from it; slerp: t=0)."),
+    t: list[str] | None = typer.Option(None, "--t", help="slerp: 0 = the first model, 1 = the second; a list spreads over the layers (0,0.5,1)."),
+    attn_t: list[str] | None = typer.Option(None, "--attn-t", help="slerp: t for the attention weights (a number or a list over the layers)."),
+    mlp_t: list[str] | None = typer.Option(None, "--mlp-t", help="slerp: t for the MLP weights (a number or a list over the layers)."),
+    weight: list[float] | None = typer.Option(None, "--weight", help="One weight per --model (linear, task_arithmetic, ties, dare)."),
+    density: list[float] | None = typer.Option(None, "--density", help="ties/dare: the share of each delta kept (one value, or one per --model)."),
     dtype: str = typer.Option("float32", "--dtype", help="dtype the merge is computed and saved in."),
-    tokenizer_source: Optional[str] = typer.Option(None, "--tokenizer-source", help="Which model's tokenizer and chat template the merge gets (default: the base model's, else the first)."),
+    tokenizer_source: str | None = typer.Option(None, "--tokenizer-source", help="Which model's tokenizer and chat template the merge gets (default: the base model's, else the first)."),
     path: str = typer.Option("auto", "--path", help="auto: the adapter path (PEFT's add_weighted_adapter, cheap) where it is exact (linear, task_arithmetic of LoRA adapters on one base), else full (mergekit on the materialised models); adapter: also ties/dare the way PEFT does them (an SVD approximation of mergekit's); full."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where to write (default runs/merge-<method>-<time>)."),
+    output_dir: Path | None = typer.Option(None, "--output-dir", "-o", help="Where to write (default runs/merge-<method>-<time>)."),
     eval_: bool = typer.Option(False, "--eval", help="Then evaluate the merge and each source side by side on one prompt set."),
     eval_data: str = typer.Option("pirate-eval", "--eval-data", help="--eval: prompts with reference answers."),
-    eval_pairs: Optional[str] = typer.Option("pirate-pairs-eval", "--eval-pairs", help="--eval: preference pairs to measure ranking on ('none' to skip)."),
+    eval_pairs: str | None = typer.Option("pirate-pairs-eval", "--eval-pairs", help="--eval: preference pairs to measure ranking on ('none' to skip)."),
 ):
     """Merge models: SLERP of two (per layer and module kind), linear, task arithmetic, TIES, DARE, model stock."""
     import time

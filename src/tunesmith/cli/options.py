@@ -107,7 +107,7 @@ def recipe_options(*names: str, extra: dict[str, tuple[str, type]] | None = None
             flag = name.replace("_", "-")
             decl = f"--{flag}/--no-{flag}" if kind is bool else f"--{flag}"
             option = typer.Option(None, decl, help=field_help(path), rich_help_panel="Recipe fields", show_default=False)
-            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind]))
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind]))  # noqa: UP045  (built at run time for typer, as the decorators would write it)
 
         @functools.wraps(func)
         def wrapper(*args, **kwargs):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,14 +11,14 @@ from tunesmith.cli.main import app, console
 DEMO = Path(__file__).resolve().parent.parent / "pipeline" / "demo.yaml"
 
 
-def pipeline_file(path: Optional[Path]) -> Path:
+def pipeline_file(path: Path | None) -> Path:
     return path or DEMO
 
 
 @app.command()
 def pipeline(
-    file: Optional[Path] = typer.Option(None, "--pipeline", "-c", help="Pipeline YAML (stages: sft, reward, dpo, ..., merge, eval, export). Default: the built-in demo."),
-    output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Override the file's output_dir."),
+    file: Path | None = typer.Option(None, "--pipeline", "-c", help="Pipeline YAML (stages: sft, reward, dpo, ..., merge, eval, export). Default: the built-in demo."),
+    output_dir: str | None = typer.Option(None, "--output-dir", "-o", help="Override the file's output_dir."),
 ):
     """Run a pipeline: stages in order, each output feeding the next by name; complete stages are skipped, an
     interrupted one resumes. With no file: the demo (pirate SFT, DPO, SLERP merge, side-by-side eval, GGUF + Ollama)."""

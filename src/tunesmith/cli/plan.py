@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -61,13 +60,13 @@ def render(plan) -> None:
 @app.command()
 @recipe_options(*RECIPE_FLAGS, extra={"stage": ("stage", str)})
 def plan(
-    recipe: Optional[Path] = RECIPE_OPTION,
-    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
-    num_examples: Optional[int] = typer.Option(None, "--num-examples", min=1, help="Plan for N examples instead of loading the dataset."),
-    num_devices: Optional[int] = typer.Option(None, "--num-devices", min=1, help="Data-parallel devices (default: WORLD_SIZE or 1)."),
+    recipe: Path | None = RECIPE_OPTION,
+    set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+    num_examples: int | None = typer.Option(None, "--num-examples", min=1, help="Plan for N examples instead of loading the dataset."),
+    num_devices: int | None = typer.Option(None, "--num-devices", min=1, help="Data-parallel devices (default: WORLD_SIZE or 1)."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
     pipeline: bool = typer.Option(False, "--pipeline", help="Plan the built-in demo pipeline (or pass a pipeline file to -c)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the learning-rate curve with checkpoints to this PNG."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write the learning-rate curve with checkpoints to this PNG."),
     overrides: dict = None,
 ):
     """Show the schedule, checkpoints, learning-rate curve and memory a recipe implies, and check its data.
@@ -98,7 +97,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def plan_of_pipeline(file: Optional[Path], as_json: bool) -> None:
+def plan_of_pipeline(file: Path | None, as_json: bool) -> None:
     from rich.table import Table
 
     from tunesmith.cli.pipeline import pipeline_file
@@ -117,10 +116,11 @@ def plan_of_pipeline(file: Optional[Path], as_json: bool) -> None:
         if s.plan is not None:
             console.print(f"[bold]── {s.name} ({s.stage}) ──[/]")
             render(s.plan)
-    table = Table(title=f"pipeline {spec.name}: estimated time on this machine ({cpu_capability()['summary']})", title_justify="left")
+    table = Table(title=f"pipeline {spec.name}: estimated time on this machine", title_justify="left")
     for col in ("stage", "kind", "estimate", "from"):
         table.add_column(col, overflow="fold")
     for s in steps:
         table.add_row(s.name, s.stage, _duration(s.seconds), s.basis)
     table.add_row("[bold]total[/]", "", f"[bold]{_duration(total)}[/]", "")
     console.print(table)
+    console.print(f"cpu: {cpu_capability()['summary']}", soft_wrap=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from pydantic import BaseModel
 
@@ -35,7 +33,7 @@ def commented_yaml(model: BaseModel, indent: int = 0, extra: dict[str, str] | No
 
 
 @app.command()
-def recipe(stage: Optional[str] = typer.Option(None, "--stage", help="sft (default), reward, dpo, kto, orpo, cpo, grpo or rloo: the fields of that stage.")):
+def recipe(stage: str | None = typer.Option(None, "--stage", help="sft (default), reward, dpo, kto, orpo, cpo, grpo or rloo: the fields of that stage.")):
     """Print the default recipe of a stage: every field, its default, and what it means."""
     from tunesmith.errors import RecipeError
     from tunesmith.recipes.schema import STAGES, Recipe

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -16,7 +15,7 @@ def score(
     reward_model: str = typer.Option(..., "--reward-model", "-r", help="A reward run directory (tunesmith reward), its model/ adapter, or a full reward model."),
     prompt: str = typer.Option(..., "--prompt", "-p", help="The user's message."),
     response: list[str] = typer.Option(..., "--response", help="A response to score (repeat for several)."),
-    system: Optional[str] = typer.Option(None, "--system", help="A system message before the prompt."),
+    system: str | None = typer.Option(None, "--system", help="A system message before the prompt."),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
 ):
     """Score responses with a reward model, as the chat template renders the conversation (higher = preferred)."""

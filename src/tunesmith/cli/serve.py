@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from typing import Optional
-
 import typer
 
 from tunesmith.cli.main import app, console, err_console
@@ -25,11 +22,11 @@ def serve(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; the default serves this machine only."),
     port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
-    name: Optional[str] = typer.Option(None, help="Model id clients send (default: the --model value)."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="TUNESMITH_API_KEY", help="Require 'Authorization: Bearer KEY' (or set TUNESMITH_API_KEY)."),
+    name: str | None = typer.Option(None, help="Model id clients send (default: the --model value)."),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="TUNESMITH_API_KEY", help="Require 'Authorization: Bearer KEY' (or set TUNESMITH_API_KEY)."),
     max_batch: int = typer.Option(16, "--max-batch", min=1, max=256, help="Requests decoded together (continuous batching); 1 serves one at a time."),
     max_queue: int = typer.Option(64, "--max-queue", min=0, help="Requests that may wait for a place in the batch; beyond that the answer is 429 with Retry-After."),
-    studio: Optional[str] = typer.Option(None, "--studio", help="Also serve `tunesmith studio` over this folder of runs, at /studio (same process, same --api-key)."),
+    studio: str | None = typer.Option(None, "--studio", help="Also serve `tunesmith studio` over this folder of runs, at /studio (same process, same --api-key)."),
 ):
     """Serve POST /v1/chat/completions, POST /v1/completions (stream: true as SSE), GET /v1/models, GET /health."""
     import uvicorn

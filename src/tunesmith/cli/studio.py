@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,7 +15,7 @@ def studio(
     runs: Path = typer.Option(Path("runs"), "--runs", help="The folder whose run directories the page shows (and where it launches new ones)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; the default serves this machine only."),
     port: int = typer.Option(8200, min=1, max=65535, help="TCP port."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="TUNESMITH_API_KEY", help="Require 'Authorization: Bearer KEY' for the page's API (or set TUNESMITH_API_KEY)."),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="TUNESMITH_API_KEY", help="Require 'Authorization: Bearer KEY' for the page's API (or set TUNESMITH_API_KEY)."),
 ):
     """Runs (status, curves while they train, recipe, before/after, diagnostics, lineage), compare, chat with a run, launch/stop/resume."""
     import uvicorn

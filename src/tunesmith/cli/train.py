@@ -6,7 +6,6 @@ Every stage runs on the same scaffold (train/scaffold.py) and returns one StageR
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -88,9 +87,9 @@ def _train(stage: str | None, recipe, set_, overrides, resume) -> None:
 def _stage_command(stage: str) -> None:
     @recipe_options(extra=STAGE_FLAGS[stage])
     def command(
-        recipe: Optional[Path] = RECIPE_OPTION,
-        set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
-        resume: Optional[str] = typer.Option(None, "--resume", help=RESUME_HELP),
+        recipe: Path | None = RECIPE_OPTION,
+        set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+        resume: str | None = typer.Option(None, "--resume", help=RESUME_HELP),
         overrides: dict = None,
     ):
         _train(stage, recipe, set_, overrides, resume)
@@ -105,9 +104,9 @@ for _name in STAGE_HELP:
 
 @app.command()
 def train(
-    recipe: Optional[Path] = RECIPE_OPTION,
-    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
-    resume: Optional[str] = typer.Option(None, "--resume", help=RESUME_HELP),
+    recipe: Path | None = RECIPE_OPTION,
+    set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
+    resume: str | None = typer.Option(None, "--resume", help=RESUME_HELP),
 ):
     """Run the stage a recipe names (`stage: sft|reward|dpo|kto|orpo|cpo|grpo|rloo|ppo`), or resume any run."""
     if not recipe and not resume:

@@ -10,8 +10,8 @@ A new format is a `Format(...)` and a `register_format` call.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from tunesmith.errors import DataError
 

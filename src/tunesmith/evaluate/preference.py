@@ -96,7 +96,7 @@ class Pairs:
         return len(self.prompts)
 
     @classmethod
-    def from_examples(cls, examples: list[dict]) -> "Pairs":
+    def from_examples(cls, examples: list[dict]) -> Pairs:
         """From preference rows, or from unpaired rows by matching a desirable and an undesirable answer per prompt."""
         if examples and "chosen" in examples[0]:
             return cls([e["prompt"] for e in examples], [e["chosen"] for e in examples], [e["rejected"] for e in examples])

@@ -13,12 +13,13 @@ import os
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import gguf
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
+from gguf import GGML_QUANT_SIZES
+from gguf import GGMLQuantizationType as T
 from safetensors import safe_open
 
 from tunesmith.errors import ModelError
@@ -193,7 +194,9 @@ def _plan(model_dir: Path, config) -> list[tuple[str, str, Path]]:
             raise ModelError(f"the tensor '{hf}' has no GGUF name in the llama architecture", where=str(file),
                              hint="the model is not a plain Llama; convert it with llama.cpp's convert_hf_to_gguf.py")
         plan.append((hf, target, file))
-    block = lambda t: int(m.group(1)) if (m := re.match(r"blk\.(\d+)\.", t[1])) else (-1 if t[1].startswith("token_embd") else 1 << 30)
+    def block(t) -> int:  # token_embd first, then the layers in order, then the rest
+        return int(m.group(1)) if (m := re.match(r"blk\.(\d+)\.", t[1])) else (-1 if t[1].startswith("token_embd") else 1 << 30)
+
     return sorted(plan, key=lambda t: (block(t), t[1]))
 
 

@@ -13,9 +13,9 @@ from a worker thread while the model sits in eval mode).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Union
 
 import torch
 
@@ -23,7 +23,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.infer.packed import packed_linears
 from tunesmith.infer.sampling import SamplingParams, next_tokens
 
-Prompt = Union[str, list[dict]]  # raw text, or chat messages [{"role", "content"}, ...]
+Prompt = str | list[dict]  # raw text, or chat messages [{"role", "content"}, ...]
 
 
 @dataclass

@@ -4,10 +4,16 @@ Measured on an AMD EPYC with avx512_bf16 (2 cores): bf16 matmul ~4.7x fp32, and 
 LoRA step on SmolLM2 ~1.8x faster with bf16 base weights. So `auto` takes bf16
 wherever the hardware does it natively, fp16 (with loss scaling) on older GPUs,
 and fp32 otherwise.
+
+TUNESMITH_CPU_KIND=amx|avx512_bf16|avx2 makes the probe report that kind of CPU (its flags; the model name says it
+was forced) while every speed is still measured on the real one: the doc tests run the guides' commands as each
+kind of CPU would show them. A CPU forced to list bf16 that does not run it natively still gets fp32 from `auto`
+(the measured bf16 speed-up decides), so forcing a kind never runs a slow emulated bf16 training step.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -44,9 +50,37 @@ def _cpuinfo() -> dict[str, str]:
     return fields
 
 
+FORCE_KIND = "TUNESMITH_CPU_KIND"
+FORCED_FLAGS = {  # the flags each kind of CPU lists, for TUNESMITH_CPU_KIND
+    "amx": frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
+    "avx512_bf16": frozenset({"avx2", "avx512f", "avx512_bf16"}),
+    "avx2": frozenset({"avx2"}),
+}
+
+
+def forced_kind() -> str | None:
+    """The kind of CPU TUNESMITH_CPU_KIND asks the probe to report, or None."""
+    value = os.environ.get(FORCE_KIND, "").strip().lower()
+    if not value:
+        return None
+    if value not in FORCED_FLAGS:
+        raise TunesmithError(f"{FORCE_KIND}={value!r} is not a kind of CPU the probe knows", hint=f"use one of {', '.join(FORCED_FLAGS)}, or unset it")
+    return value
+
+
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as /proc/cpuinfo lists them."""
+    """The CPU's feature flags as /proc/cpuinfo lists them (those of the forced kind under TUNESMITH_CPU_KIND)."""
+    forced = forced_kind()
+    if forced:
+        return FORCED_FLAGS[forced]
     return frozenset(_cpuinfo().get("flags", "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name, saying so when the probe's kind is forced."""
+    model = _cpuinfo().get("model name", "")
+    forced = forced_kind()
+    return f"forced by {FORCE_KIND}={forced}; really {model or 'model unknown'}" if forced else model
 
 
 def matmul_seconds(dtype, size: int, repeats: int, budget_s: float) -> float:
@@ -100,7 +134,7 @@ def cpu_capability() -> dict:
 
     flags = cpu_flags()
     best = cpu_kind()
-    model = _cpuinfo().get("model name", "")
+    model = cpu_model()
     fast = cpu_has_fast_bf16()
     kernels = torch.backends.cpu.get_cpu_capability()
     summary = f"{best} CPU ({model or 'model unknown'}), torch kernels {kernels}, " + (

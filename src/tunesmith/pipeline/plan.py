@@ -145,7 +145,7 @@ def train_seconds(plan, recipe, config, speeds: Speeds) -> tuple[float, str]:
     samples = 2 * len(recipe.sample.prompts) * recipe.sample.max_new_tokens + (8 * recipe.sample.max_new_tokens if stage == "sft" else 0)
     once = extra if stage not in ("grpo", "rloo", "ppo") else 0.0  # DPO/KTO: the reference scoring the data before training
     seconds = s.total_steps * per_step + once + samples * decode_flops_per_token(config) / decode * 4 + LOAD_SECONDS  # one-prompt decode: ~1/4 of batch-8's speed
-    return seconds, f"{s.total_steps} steps x {per_step:.1f} s ({basis}, {plan.precision.name})"
+    return seconds, f"{s.total_steps} steps x {per_step:.1f} s ({basis})"  # the precision: the stage plan's own line
 
 
 def plan_pipeline(pipeline: Pipeline) -> list[StepPlan]:

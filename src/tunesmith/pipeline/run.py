@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tunesmith.errors import RecipeError
-from tunesmith.pipeline.config import EvalStep, ExportStep, MergeStep, Pipeline, Step, TrainStep, check_references
+from tunesmith.pipeline.config import EvalStep, MergeStep, Pipeline, Step, TrainStep, check_references
 
 # what marks each kind of stage's output as complete (written last, or moved into place whole)
 COMPLETE = {"train": "summary.json", "merge": "merge.json", "eval": "eval.json", "export": "export.json"}

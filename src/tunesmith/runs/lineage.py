@@ -126,8 +126,12 @@ def lineage_markdown(nodes: list[dict]) -> str:
     for n in oldest_first(nodes):
         if n["kind"] == "base":
             continue
-        what = {"train": lambda: f"{n['stage']} ({n['method']}) on `{n['dataset']}`", "merge": lambda: f"merge: {n['method']} ({n['path']} path)",
-                "export": lambda: f"export: {', '.join(n.get('formats') or [])}"}[n["kind"]]()
+        if n["kind"] == "train":
+            what = f"{n['stage']} ({n['method']}) on `{n['dataset']}`"
+        elif n["kind"] == "merge":
+            what = f"merge: {n['method']} ({n['path']} path)"
+        else:
+            what = f"export: {', '.join(n.get('formats') or [])}"
         lines.append(f"| `{name(n['id'])}` | {what} | {', '.join(f'`{name(i)}`' for i in n['inputs'])} | {format_metrics(n.get('metrics') or {})} |")
     return "\n".join(lines) + "\n"
 

@@ -39,7 +39,7 @@ class RunDir:
     path: Path
 
     @classmethod
-    def new(cls, output_dir: str | None, method: str) -> "RunDir":
+    def new(cls, output_dir: str | None, method: str) -> RunDir:
         path = Path(output_dir or f"runs/{method}-{time.strftime('%Y%m%d-%H%M%S')}")
         if path.exists() and any(path.iterdir()):
             found = cls(path)

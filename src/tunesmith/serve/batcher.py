@@ -22,15 +22,14 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
 from tunesmith.infer.generate import Completion, Row, cache_keyword, last_logits_only, returned_cache, stop_token_ids
 from tunesmith.infer.packed import packed_linears
 from tunesmith.infer.sampling import SamplingParams, next_token_distribution, next_tokens, sample
-
 
 ADMIT_WAIT_S = 0.25
 

@@ -12,8 +12,9 @@ import time
 from transformers import TrainerCallback
 
 from tunesmith.errors import TrainingError
+from tunesmith.runs.faults import ENV as FAULT_ENV
+from tunesmith.runs.faults import fault_point, torn_write
 from tunesmith.runs.rundir import metric_rows
-from tunesmith.runs.faults import ENV as FAULT_ENV, fault_point, torn_write
 
 
 def _rewritten(row: dict) -> bool:
@@ -110,7 +111,8 @@ class Progress(TrainerCallback):
         self._t0 = time.perf_counter()
         self._start_step = state.global_step
         if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
 
             self._bar = Bar(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console)
             self._bar.start()
