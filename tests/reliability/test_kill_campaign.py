@@ -315,6 +315,7 @@ def run_case(c: Campaign, name: str, label: str, first: str | None, later: tuple
 # ------------------------------------------------------------------ the fast case
 
 
+@pytest.mark.slow  # three runs in subprocesses (~30 s); the fast suite keeps the atomic writes' own tests (test_rundir)
 def test_kill_mid_checkpoint_write_then_resume_equals_uninterrupted(campaign):
     """SIGKILL while checkpoint-4 is half written (weights there, optimizer/RNG/trainer state not): resume takes
     checkpoint-2, removes the half one, and ends bit for bit where the uninterrupted run ends."""

@@ -224,6 +224,7 @@ def test_streamed_usage_when_asked(small_server):
     assert events[-1]["choices"] == [] and 1 <= events[-1]["usage"]["completion_tokens"] <= 5
 
 
+@pytest.mark.slow  # two server processes (~8 s each to start) and 1000 requests: ~35 s; the fast suite keeps the batcher in process
 def test_load_from_a_second_process(tiny_model_dir):
     """`tunesmith bench serve` on the tiny model: 1000 requests from 32 clients to a `tunesmith serve` process, no
     errors, every greedy and seeded reply equal to the request served alone, and the one-at-a-time server compared."""

@@ -77,6 +77,7 @@ def sft_recipe(tmp_path, tiny_model_dir, chat_jsonl):
     )
 
 
+@pytest.mark.slow  # two processes of the tiny model: ~55 s on the 2-core EPYC; the fast suite keeps launch's config and plan (below)
 def test_sft_on_two_processes_matches_one_and_resumes(tmp_path, sft_recipe):
     from tunesmith.models.load import load_model
 
@@ -130,6 +131,7 @@ def rl_recipe(tmp_path, tiny_model_dir, prompts_jsonl, stage: str, **section) ->
     )
 
 
+@pytest.mark.slow  # two processes of the tiny model: ~55 s on the 2-core EPYC; the fast suite keeps launch's config and plan (below)
 def test_ppo_on_two_processes_trains_and_resumes_inside_a_rollout_batch(tmp_path, tiny_model_dir, prompts_jsonl):
     """Each process samples its own rollout batch (4 prompts) and trains it 4 times (steps 1-4). Checkpoint 2 falls inside
     the batch: resumed there, each process must train on its own saved rollouts (ppo_state_<rank>.pt)."""

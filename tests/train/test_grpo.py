@@ -49,6 +49,7 @@ def logged(run_dir, key) -> dict[int, float]:
     return {m["step"]: m[key] for m in RunDir(run_dir).read_metrics() if key in m}
 
 
+@pytest.mark.slow  # enough steps to learn (~15 s); the fast suite keeps the advantages, the plan and resume
 def test_grpo_learns_an_easy_reward_with_bounded_kl(rl_recipe):
     # top_k 10: a random model spreads its mass over the whole vocabulary; among 10 candidates short ones get sampled
     recipe = rl_recipe(**{"method": "full", "training.max_steps": 16, "training.save_strategy": "no", "training.learning_rate": 3e-3, "grpo.top_k": 10})

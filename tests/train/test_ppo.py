@@ -171,6 +171,7 @@ def test_ppo_learns_an_easy_reward_with_bounded_kl(ppo_recipe):
     assert result.changes and result.changes[0].metric.startswith("mean reward")
 
 
+@pytest.mark.slow  # two runs of 8 steps (~20 s); the fast suite keeps PPO learning, its pieces by hand and the adaptive KL
 @pytest.mark.usefixtures("one_thread")
 def test_ppo_with_lora_follows_the_plan_and_resumes_the_same_run(ppo_recipe):
     from tunesmith.train.plan import make_plan

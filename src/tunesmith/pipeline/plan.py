@@ -49,9 +49,9 @@ class Speeds:
     """This machine's speeds, each measured once: the matmul peak per precision (~1 s) for decoding, and a LoRA
     training step per architecture and precision (1-5 s)."""
 
-    def __init__(self):
-        self.peaks: dict[str, float] = {}
-        self.steps: dict[tuple[str, str, str], float] = {}  # (architecture, precision, attention) -> FLOP/s
+    # measured once per process: a second plan in the same process (the doc tests' runner, the studio) reuses them
+    peaks: dict[str, float] = {}
+    steps: dict[tuple[str, str, str, str], float] = {}  # (architecture, precision, attention, device) -> FLOP/s
 
     def peak(self, precision) -> float:
         if precision.name not in self.peaks:
@@ -62,7 +62,7 @@ class Speeds:
 
     def train(self, precision, config, attention: str = "sdpa") -> float:
         """FLOP/s a LoRA forward and backward of `config`'s architecture reaches here, in `precision`."""
-        key = (config.to_json_string(), precision.name, attention)
+        key = (config.to_json_string(), precision.name, attention, precision.device)
         if key not in self.steps:
             self.steps[key] = probe_training_speed(config, precision, attention)
         return self.steps[key]
