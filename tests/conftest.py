@@ -10,6 +10,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_configure(config):
+    """One torch thread in the test process. The tiny models' matmuls are too small to split, and on a 2-core machine
+    a second intra-op thread spin-waits against whatever else runs (tokenizers, a server thread): measured on the
+    2-core EPYC, tests/evaluate + tests/export + test_generate took 52 s with two threads and 22 s with one.
+    Subprocesses (servers, launches, the doc pages' runner) keep torch's default."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """On a busy 2-core machine two intra-op threads make the tiny model ~100x slower (spin-waiting); one is plenty."""

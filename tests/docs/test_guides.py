@@ -99,6 +99,10 @@ RESULTS: dict[tuple[str, int, str | None], list[dict]] = {}  # (page, line, kind
 
 def run_block(block, runner, workdirs, kind: str | None = None) -> list[dict]:
     key = (block.page, block.line, kind)
+    if key not in RESULTS:  # the page's earlier fast blocks first, as the page runs them
+        for earlier in FAST:
+            if earlier.page == block.page and earlier.line < block.line:
+                run_block(earlier, runner, workdirs, kind)
     if key not in RESULTS:
         cwd = workdirs(block.page, kind)
         env = {"TUNESMITH_CPU_KIND": kind} if kind else {}
@@ -125,7 +129,17 @@ def test_fast_block(block, runner, workdirs):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("block", FAST, ids=lambda b: b.id)
 def test_fast_block_on_every_cpu_kind(block, kind, runner, workdirs):
-    """The same block with the probe reporting another kind of CPU: only machine lines may differ."""
+    """The same block with the probe reporting another kind of CPU: only machine lines may differ.
+
+    The kind of CPU reaches an output in two ways only: through its flags (the precision `auto` picks from them)
+    and through the probe naming the CPU (cpu_kind, cpu_model); the runner tells which a command used. A block is
+    run again as a kind where that can change its output: its commands named the CPU, or read the flags where the
+    kind makes `auto` pick another precision. Elsewhere its output is this machine's by construction."""
+    native = run_block(block, runner, workdirs)
+    named = any(r["described_cpu"] for r in native)
+    flips = any(r["read_flags"] for r in native) and auto_precision(kind) != auto_precision(None)
+    if not (named or flips):
+        return
     check(block, run_block(block, runner, workdirs, kind), kind)
 
 

@@ -62,6 +62,7 @@ def statuses(outcomes):
     return [(o.name, o.status) for o in outcomes]
 
 
+@pytest.mark.slow  # three stages trained twice (~10 s); the fast suite keeps the pipeline file, its plan and its refusals
 @pytest.mark.usefixtures("one_thread")
 def test_an_interrupted_pipeline_resumes_where_it_stopped(pipeline_file, tmp_path):
     spec = load_pipeline(pipeline_file)

@@ -82,6 +82,7 @@ def test_every_row_of_the_batch_equals_its_request_decoded_alone(bf16_model):
         assert "".join(streamed[i]) == got.text
 
 
+@pytest.mark.slow  # the counterfactual (~6 s): the fast suite keeps every row equal to its request alone
 def test_without_the_batch_invariant_kernels_rows_would_round_differently(tiny_model_dir, one_thread):
     """Why the batcher makes the model batch-invariant (serve/invariant.py): with plain SDPA some rows differ from alone."""
     needs_exact_bf16()

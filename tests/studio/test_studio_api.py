@@ -363,6 +363,7 @@ def test_launch_stop_resume_through_the_cli(tmp_path, tiny_model_dir):
         launcher.stop_all()
 
 
+@pytest.mark.slow  # a training subprocess (~10 s); the fast suite keeps launch, stop and resume through the CLI
 def test_a_real_launch_trains_a_tiny_run(tmp_path, tiny_model_dir, monkeypatch):
     """The studio's own command line, not a stand-in: `tunesmith train -c ... --set output_dir=...` trains and finishes."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the child's torch: one thread on a busy machine

@@ -96,6 +96,7 @@ def test_rloo_trains_with_leave_one_out_advantages(rl_recipe):
             assert [r["advantage"] for r in rows] == pytest.approx([float(a) for a in expected.advantages], abs=1e-4)
 
 
+@pytest.mark.slow  # two runs (~10 s); the fast suite keeps SFT's and DPO's resume tests and GRPO's logged advantages
 def test_resume_samples_what_the_uninterrupted_run_sampled(rl_recipe, tmp_path):
     whole = run_stage(rl_recipe(output_dir=str(tmp_path / "whole")), live=False)
     interrupted = run_stage(rl_recipe(output_dir=str(tmp_path / "cut")), live=False, callbacks=[StopAt(3)])

@@ -82,6 +82,7 @@ def test_causal_lm_loss_equals_the_models_own(tiny_model_dir, smol_tokenizer, ad
         assert torch.allclose(a, p.grad, rtol=1e-3, atol=1e-6)  # fp32 sums in another order
 
 
+@pytest.mark.slow  # two trainings (~6 s); the fast suite keeps the loss and gradients against the model's own
 def test_trainer_curve_equals_trls(tiny_model_dir, smol_tokenizer, chat_jsonl, tmp_path):
     """Same model, data and seed: CompactLossSFTTrainer logs the losses and accuracies SFTTrainer logs."""
     from datasets import load_dataset

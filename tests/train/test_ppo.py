@@ -147,6 +147,7 @@ def logged(run_dir, key) -> dict[int, float]:
     return {m["step"]: m[key] for m in RunDir(run_dir).read_metrics() if key in m}
 
 
+@pytest.mark.slow  # enough steps to learn (~8 s); the fast suite keeps the adaptive KL run and PPO's pieces by hand
 @pytest.mark.usefixtures("one_thread")
 def test_ppo_learns_an_easy_reward_with_bounded_kl(ppo_recipe):
     # 8 prompts a rollout, 2 epochs of one minibatch: a rollout every 2 steps, 12 in all
@@ -171,7 +172,7 @@ def test_ppo_learns_an_easy_reward_with_bounded_kl(ppo_recipe):
     assert result.changes and result.changes[0].metric.startswith("mean reward")
 
 
-@pytest.mark.slow  # two runs of 8 steps (~20 s); the fast suite keeps PPO learning, its pieces by hand and the adaptive KL
+@pytest.mark.slow  # two runs of 8 steps (~20 s); the fast suite keeps PPO's pieces by hand and the adaptive KL run
 @pytest.mark.usefixtures("one_thread")
 def test_ppo_with_lora_follows_the_plan_and_resumes_the_same_run(ppo_recipe):
     from tunesmith.train.plan import make_plan

@@ -94,7 +94,11 @@ def test_stage_trains_and_saves_a_loadable_model(stage_recipe, stage, method, pa
 # ---------------------------------------------------------------- 2. resume equals uninterrupted
 
 
-@pytest.mark.parametrize("stage, extra", [("dpo", {}), ("dpo", {"dpo.precompute_ref_log_probs": True}), ("reward", {})], ids=["dpo", "dpo-precomputed-reference", "reward"])
+@pytest.mark.parametrize(
+    "stage, extra",
+    [("dpo", {}), pytest.param("dpo", {"dpo.precompute_ref_log_probs": True}, marks=pytest.mark.slow), pytest.param("reward", {}, marks=pytest.mark.slow)],
+    ids=["dpo", "dpo-precomputed-reference", "reward"],
+)
 def test_resume_reproduces_uninterrupted_curve(stage_recipe, tmp_path, stage, extra):
     common = {"training.max_steps": 4, "training.save_steps": 2, "training.save_total_limit": None, "lora.lora_dropout": 0.1, "training.learning_rate": 5e-3, **extra}
     straight = run_stage(stage_recipe(stage, **common, output_dir=str(tmp_path / "a")), live=False)
