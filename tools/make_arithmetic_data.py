@@ -42,7 +42,9 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "src" / "tunesmith" / "data" / "builtin", help="folder to write the files to")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "src" / "tunesmith" / "data" / "builtin", help="folder to write the files to"
+    )
     target = parser.parse_args().out
     all_problems = problems()
     rng = random.Random(0)

@@ -349,11 +349,7 @@ def pairs(source: Path) -> list[dict]:
 
 def unpair(rows: list[dict]) -> list[dict]:
     """The same pairs as KTO rows: chosen -> desirable, rejected -> undesirable."""
-    return [
-        {"prompt": row["prompt"], "completion": row[side], "label": side == "chosen"}
-        for row in rows
-        for side in ("chosen", "rejected")
-    ]
+    return [{"prompt": row["prompt"], "completion": row[side], "label": side == "chosen"} for row in rows for side in ("chosen", "rejected")]
 
 
 def build() -> dict[str, list[dict]]:

@@ -10,7 +10,9 @@ import pytest
 
 
 def _bench(*args: str) -> tuple[dict, str]:
-    done = subprocess.run([sys.executable, "-c", "from tunesmith.cli.main import main; main()", "bench", *args, "--json"], capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", "from tunesmith.cli.main import main; main()", "bench", *args, "--json"], capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     *body, last = done.stdout.strip().splitlines()
     return json.loads("\n".join(body)), last

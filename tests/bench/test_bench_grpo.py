@@ -9,8 +9,16 @@ from tunesmith.bench.grpo import Job, reward_difference, summarise
 
 def figures(seconds, rewards, rss):
     return {
-        "steps_per_s": 1 / seconds, "seconds_per_step": seconds, "peak_rss_mb": rss, "rewards": rewards, "kl": [0.01] * len(rewards),
-        "completion_lengths": [20.0] * len(rewards), "generate_share": [0.4], "losses": [0.1], "train_seconds": 10.0, "process_seconds": 20.0,
+        "steps_per_s": 1 / seconds,
+        "seconds_per_step": seconds,
+        "peak_rss_mb": rss,
+        "rewards": rewards,
+        "kl": [0.01] * len(rewards),
+        "completion_lengths": [20.0] * len(rewards),
+        "generate_share": [0.4],
+        "losses": [0.1],
+        "train_seconds": 10.0,
+        "process_seconds": 20.0,
         "settings": {"weights": "float32"},
     }
 

@@ -75,7 +75,11 @@ def test_a_budgeted_run_stops_and_is_timed_over_its_micro_batches(clock):
     Stepper = stepper(clock)
     counter = batch_counter(Stepper, budget_s=0.07)
     trainer = Stepper()
-    batch = {"input_ids": torch.ones(2, 5, dtype=torch.long), "attention_mask": torch.tensor([[1] * 5, [0, 0, 1, 1, 1]]), "labels": torch.ones(2, 5, dtype=torch.long)}
+    batch = {
+        "input_ids": torch.ones(2, 5, dtype=torch.long),
+        "attention_mask": torch.tensor([[1] * 5, [0, 0, 1, 1, 1]]),
+        "labels": torch.ones(2, 5, dtype=torch.long),
+    }
     with pytest.raises(BudgetSpent, match=r"stopped after 3 micro-batches"):
         for _ in range(10):
             Stepper.training_step(trainer, None, batch)
@@ -87,7 +91,11 @@ def test_a_budgeted_run_stops_and_is_timed_over_its_micro_batches(clock):
 def test_a_run_whose_first_micro_batch_spends_the_budget_is_timed_over_it(clock):
     Stepper = stepper(clock)
     counter = batch_counter(Stepper, budget_s=0.01)
-    batch = {"input_ids": torch.ones(1, 4, dtype=torch.long), "attention_mask": torch.ones(1, 4, dtype=torch.long), "labels": torch.ones(1, 4, dtype=torch.long)}
+    batch = {
+        "input_ids": torch.ones(1, 4, dtype=torch.long),
+        "attention_mask": torch.ones(1, 4, dtype=torch.long),
+        "labels": torch.ones(1, 4, dtype=torch.long),
+    }
     with pytest.raises(BudgetSpent, match=r"stopped after 1 micro-batch,"):
         Stepper.training_step(Stepper(), None, batch)
     figures = counter.partial_figures()
@@ -100,20 +108,34 @@ def test_loss_curves_compare_over_the_steps_both_logged():
 
 
 def _side(tps, peak, loss, stopped=None, **settings):
-    return {"tokens_per_s": tps, "peak_rss_mb": peak, "final_loss": loss, "gflops_per_s": tps / 2, "mfu": 0.3, "stopped": stopped, "settings": settings or {"weights": "float32"}}
+    return {
+        "tokens_per_s": tps,
+        "peak_rss_mb": peak,
+        "final_loss": loss,
+        "gflops_per_s": tps / 2,
+        "mfu": 0.3,
+        "stopped": stopped,
+        "settings": settings or {"weights": "float32"},
+    }
 
 
 def test_the_report_names_the_cpu_each_sides_precision_and_a_cut_run():
     report = {
         "cpu": {"summary": "AVX2 CPU (x), torch kernels AVX2, bf16 emulated (fp32 is the fast precision)"},
         "precision": {"tunesmith": "fp32", "reason": "no native bf16"},
-        "matmul_peak_dtype": "fp32", "matmul_peak_gflops": 148.0, "timed": "optimizer steps 2..5", "rounds": 2,
+        "matmul_peak_dtype": "fp32",
+        "matmul_peak_gflops": 148.0,
+        "timed": "optimizer steps 2..5",
+        "rounds": 2,
         "sides": {
             "trl-defaults": _side(6.1, 2300, None, stopped="stopped after 3 micro-batches, 95 s (budget 90 s)", autocast="bf16"),
             "trl-tuned": _side(103.0, 2198, 1.9, autocast="none"),
             "tunesmith": _side(218.0, 2150, 1.9, autocast="none"),
         },
-        "speed_ratio": 2.12, "speed_ratio_vs_defaults": 35.7, "memory_ratio": 0.98, "loss_curve_max_gap": 0.0,
+        "speed_ratio": 2.12,
+        "speed_ratio_vs_defaults": 35.7,
+        "memory_ratio": 0.98,
+        "loss_curve_max_gap": 0.0,
     }
     lines = report_lines(report)
     assert lines[0].startswith("CPU: AVX2 CPU") and "fp32 matmul peak" in lines[2] and "median of 2" in lines[2]

@@ -10,7 +10,20 @@ from tunesmith.bench.dpo import Job, baseline_config, report_lines, step_gaps, s
 from tunesmith.bench.measure import batch_counter
 
 # what the job fixes, by DPOConfig name; each side's own choices (dtype, autocast, checkpointing) are not here
-FIXED = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "learning_rate", "lr_scheduler_type", "warmup_steps", "beta", "seed", "loss_type", "logging_steps", "precompute_ref_log_probs")
+FIXED = (
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "beta",
+    "seed",
+    "loss_type",
+    "logging_steps",
+    "precompute_ref_log_probs",
+)
 
 
 def _tunesmith_config(job: Job, tmp_path):
@@ -27,7 +40,10 @@ def _tunesmith_config(job: Job, tmp_path):
     return recipe, stage, stage.config(recipe, common)
 
 
-@pytest.mark.parametrize("job", [Job(), Job(steps=3, batch_size=2, gradient_accumulation_steps=1, max_length=256, learning_rate=1e-4, beta=0.2, seed=7, precompute_ref_log_probs=True)])
+@pytest.mark.parametrize(
+    "job",
+    [Job(), Job(steps=3, batch_size=2, gradient_accumulation_steps=1, max_length=256, learning_rate=1e-4, beta=0.2, seed=7, precompute_ref_log_probs=True)],
+)
 def test_both_sides_get_the_same_job(job, tmp_path, tiny_model_dir, smol_tokenizer):
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
@@ -61,8 +77,18 @@ def test_both_sides_get_the_same_job(job, tmp_path, tiny_model_dir, smol_tokeniz
 
 def _run(tokens_per_s, rss, losses, real=1000):
     return {
-        "tokens_per_s": tokens_per_s, "seconds_per_step": 1000 / tokens_per_s, "peak_rss_mb": rss, "final_loss": losses[-1], "losses": losses,
-        "timed_real_tokens": real, "timed_padded_positions": 1250, "all_real_tokens": real + 500, "timed_seconds": 8.0, "train_seconds": 10.0, "process_seconds": 20.0, "peak_rss_mb_by": {},
+        "tokens_per_s": tokens_per_s,
+        "seconds_per_step": 1000 / tokens_per_s,
+        "peak_rss_mb": rss,
+        "final_loss": losses[-1],
+        "losses": losses,
+        "timed_real_tokens": real,
+        "timed_padded_positions": 1250,
+        "all_real_tokens": real + 500,
+        "timed_seconds": 8.0,
+        "train_seconds": 10.0,
+        "process_seconds": 20.0,
+        "peak_rss_mb_by": {},
         "settings": {"weights": "float32"},
     }
 
@@ -114,6 +140,13 @@ def test_batch_counter_counts_preference_batches():
     completion = torch.tensor([[0, 0, 1, 1, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 1], [0, 1, 0, 0, 0]])
     assert trainer.training_step(None, {"input_ids": torch.zeros(4, 5, dtype=torch.long), "attention_mask": mask, "completion_mask": completion}) == "trained"
     trainer.state.global_step = 1
-    trainer.training_step(None, {"input_ids": torch.zeros(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3, dtype=torch.long), "completion_mask": torch.ones(2, 3, dtype=torch.long)})
+    trainer.training_step(
+        None,
+        {
+            "input_ids": torch.zeros(2, 3, dtype=torch.long),
+            "attention_mask": torch.ones(2, 3, dtype=torch.long),
+            "completion_mask": torch.ones(2, 3, dtype=torch.long),
+        },
+    )
     assert counter.since(step=0) == ([4, 3, 5, 2, 3, 3], 8 + 4)
     assert counter.since(step=1) == ([3, 3], 4) and counter.positions_since(step=1) == 6 and counter.positions_since(step=0) == 26

@@ -7,8 +7,23 @@ from tunesmith.cli.main import _register, app
 _register()
 runner = CliRunner()
 
-ISSUE_PLAN = ["plan", "--num-examples", "1000", "--per-device-train-batch-size", "4", "--gradient-accumulation-steps", "4",
-              "--num-train-epochs", "3", "--save-strategy", "epoch", "--save-total-limit", "2", "--logging-steps", "7"]
+ISSUE_PLAN = [
+    "plan",
+    "--num-examples",
+    "1000",
+    "--per-device-train-batch-size",
+    "4",
+    "--gradient-accumulation-steps",
+    "4",
+    "--num-train-epochs",
+    "3",
+    "--save-strategy",
+    "epoch",
+    "--save-total-limit",
+    "2",
+    "--logging-steps",
+    "7",
+]
 
 
 def test_plan_json_has_the_issue_numbers():

@@ -18,9 +18,16 @@ TEXTBOOK = ["inspect", "advantages", "--rewards", "1.0,0.2,0.5"]
 def test_grpo_steps_read_like_the_textbook():
     result = runner.invoke(app, TEXTBOOK)
     assert result.exit_code == 0, result.output
-    for text in ("1.000   0.200   0.500", "/ 3 = 0.567", "+0.433  -0.367  -0.067", "sample std (n-1), as torch.std",
-                 "sqrt((0.433² + 0.367² + 0.067²) / 2) = 0.404", "+1.072  -0.907  -0.165",
-                 "the trainer uses (r - mean) / (group std + 1e-4)", "scale_rewards=group (TRL's default)"):
+    for text in (
+        "1.000   0.200   0.500",
+        "/ 3 = 0.567",
+        "+0.433  -0.367  -0.067",
+        "sample std (n-1), as torch.std",
+        "sqrt((0.433² + 0.367² + 0.067²) / 2) = 0.404",
+        "+1.072  -0.907  -0.165",
+        "the trainer uses (r - mean) / (group std + 1e-4)",
+        "scale_rewards=group (TRL's default)",
+    ):
         assert text in result.output, text
 
 
@@ -58,13 +65,16 @@ def test_groups():
     assert "2 groups of 2" in text and "group 2: completions 3-4" in text
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--rewards", "1,x"], "--rewards: 'x' is not a number"),
-    (["--rewards", "1,2,3", "--group-size", "2"], "3 rewards do not divide into groups of 2"),
-    (["--rewards", "1,2", "--estimator", "ppo"], "--estimator is 'ppo'; it must be grpo or rloo"),
-    (["--rewards", "1,2", "--scale-rewards", "mean"], "scale_rewards is 'mean'"),
-    (["--rewards", "1,2", "--estimator", "rloo", "--scale-rewards", "none"], "--scale-rewards is GRPO's option"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--rewards", "1,x"], "--rewards: 'x' is not a number"),
+        (["--rewards", "1,2,3", "--group-size", "2"], "3 rewards do not divide into groups of 2"),
+        (["--rewards", "1,2", "--estimator", "ppo"], "--estimator is 'ppo'; it must be grpo or rloo"),
+        (["--rewards", "1,2", "--scale-rewards", "mean"], "scale_rewards is 'mean'"),
+        (["--rewards", "1,2", "--estimator", "rloo", "--scale-rewards", "none"], "--scale-rewards is GRPO's option"),
+    ],
+)
 def test_bad_input_is_one_sentence(args, message):
     result = runner.invoke(app, ["inspect", "advantages", *args])
     assert isinstance(result.exception, TunesmithError) and message in str(result.exception)
@@ -93,10 +103,19 @@ def test_gae_three_tokens_worked_backwards():
     result = runner.invoke(app, [*GAE, "--gamma", "1", "--lam", "0.95"])
     assert result.exit_code == 0, result.output
     # deltas: 0 + 0.6 - 0.5, 0 + 0.7 - 0.6, 1 + 0 - 0.7; A_3 = 0.3, A_2 = 0.1 + 0.95 x 0.3, A_1 = 0.1 + 0.95 x 0.385 = 0.46575
-    for text in ("GAE: 3 tokens, gamma 1, lam 0.95", "delta_t = r_t + gamma * V_{t+1} - V_t", "A_t = delta_t + gamma * lam * A_{t+1}",
-                 "return_t = A_t + V_t", "1.000 + 1.00 x 0.000 - 0.700 = +0.300", "0.000 + 1.00 x 0.700 - 0.600 = +0.100",
-                 "0.000 + 1.00 x 0.600 - 0.500 = +0.100", "+0.100 + 1.00 x 0.95 x +0.300 = +0.385", "+0.100 + 1.00 x 0.95 x +0.385 = +0.466",
-                 "+0.466  +0.385  +0.300", "0.966   0.985   1.000"):
+    for text in (
+        "GAE: 3 tokens, gamma 1, lam 0.95",
+        "delta_t = r_t + gamma * V_{t+1} - V_t",
+        "A_t = delta_t + gamma * lam * A_{t+1}",
+        "return_t = A_t + V_t",
+        "1.000 + 1.00 x 0.000 - 0.700 = +0.300",
+        "0.000 + 1.00 x 0.700 - 0.600 = +0.100",
+        "0.000 + 1.00 x 0.600 - 0.500 = +0.100",
+        "+0.100 + 1.00 x 0.95 x +0.300 = +0.385",
+        "+0.100 + 1.00 x 0.95 x +0.385 = +0.466",
+        "+0.466  +0.385  +0.300",
+        "0.966   0.985   1.000",
+    ):
         assert text in result.output, text
     assert result.output.index("  3  1.000") < result.output.index("  1  0.000")  # last token first
     assert "A_t = R - V_t" not in result.output  # lam < 1: no textbook reduction
@@ -104,6 +123,7 @@ def test_gae_three_tokens_worked_backwards():
 
 def test_gae_json_holds_the_library_numbers():
     from tunesmith.train.advantages import gae
+
     out = json.loads(runner.invoke(app, [*GAE, "--json"]).stdout)
     assert out["estimator"] == "gae" and out["gamma"] == 1.0 and out["lam"] == 0.95
     assert out["deltas"] == pytest.approx([0.1, 0.1, 0.3]) and out["advantages"] == pytest.approx([0.46575, 0.385, 0.3])
@@ -115,8 +135,9 @@ def test_gae_json_holds_the_library_numbers():
 def test_gae_with_gamma_and_lam_1_says_every_a_is_r_minus_v():
     result = runner.invoke(app, [*GAE, "--gamma", "1", "--lam", "1"])
     assert result.exit_code == 0, result.output
-    assert ("with gamma = lam = 1 and one terminal reward R = 1.000, A_t = R - V_t: "
-            "1.000 - 0.500 = +0.500, 1.000 - 0.600 = +0.400, 1.000 - 0.700 = +0.300") in result.output
+    assert (
+        "with gamma = lam = 1 and one terminal reward R = 1.000, A_t = R - V_t: 1.000 - 0.500 = +0.500, 1.000 - 0.600 = +0.400, 1.000 - 0.700 = +0.300"
+    ) in result.output
 
 
 def test_gae_lam_0_is_the_td_error():
@@ -127,17 +148,22 @@ def test_gae_lam_0_is_the_td_error():
     assert "+0.100 + 1.00 x 0.00 x +0.100 = +0.100" in text and "each A_t is its delta_t" in text
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--rewards", "0,1", "--values", "0.5"], "(2,) rewards and (1,) values; give one value per reward"),
-    (["--rewards", "0,1", "--values", "0.5,0.6", "--group-size", "2"], "--group-size is for GRPO and RLOO groups"),
-    (["--rewards", "0,1", "--values", "0.5,0.6", "--scale-rewards", "none", "--normalize-advantages"],
-     "--scale-rewards and --normalize-advantages are for GRPO and RLOO groups"),
-    (["--rewards", "0,1", "--estimator", "gae"], "give --values"),
-    (["--rewards", "0,1", "--values", "0.5,0.6", "--estimator", "rloo"], "--values is GAE's option"),
-    (["--rewards", "1", "--values", "0.6", "--gamma", "1.5"], "gamma is 1.5 and lam is 0.95; both must lie in [0, 1]"),
-    (["--rewards", "1,2", "--gamma", "0.9"], "--gamma and --lam are GAE's options; give --values"),
-    (["--rewards", "1", "--values", "x"], "--values: 'x' is not a number"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--rewards", "0,1", "--values", "0.5"], "(2,) rewards and (1,) values; give one value per reward"),
+        (["--rewards", "0,1", "--values", "0.5,0.6", "--group-size", "2"], "--group-size is for GRPO and RLOO groups"),
+        (
+            ["--rewards", "0,1", "--values", "0.5,0.6", "--scale-rewards", "none", "--normalize-advantages"],
+            "--scale-rewards and --normalize-advantages are for GRPO and RLOO groups",
+        ),
+        (["--rewards", "0,1", "--estimator", "gae"], "give --values"),
+        (["--rewards", "0,1", "--values", "0.5,0.6", "--estimator", "rloo"], "--values is GAE's option"),
+        (["--rewards", "1", "--values", "0.6", "--gamma", "1.5"], "gamma is 1.5 and lam is 0.95; both must lie in [0, 1]"),
+        (["--rewards", "1,2", "--gamma", "0.9"], "--gamma and --lam are GAE's options; give --values"),
+        (["--rewards", "1", "--values", "x"], "--values: 'x' is not a number"),
+    ],
+)
 def test_gae_bad_input_is_one_sentence(args, message):
     result = runner.invoke(app, ["inspect", "advantages", *args])
     assert isinstance(result.exception, TunesmithError) and message in str(result.exception)

@@ -58,11 +58,14 @@ def test_inspect_loss_is_the_training_loss(tiny_model_dir, smol_tokenizer):
     assert code == 0 and "· (-100)" in out and "training's loss function on this example" in out
 
 
-@pytest.mark.parametrize("args, message", [
-    ((), "give --dataset (and --row), or --prompt and --answer"),
-    (("--dataset", "pirate", "-p", "x"), "not both"),
-    (("--dataset", "pirate", "--row", "9999"), "--row is 9999, but pirate has 250 examples"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((), "give --dataset (and --row), or --prompt and --answer"),
+        (("--dataset", "pirate", "-p", "x"), "not both"),
+        (("--dataset", "pirate", "--row", "9999"), "--row is 9999, but pirate has 250 examples"),
+    ],
+)
 def test_inspect_loss_refuses(tiny_model_dir, args, message):
     code, out = invoke("inspect", "loss", "-m", tiny_model_dir, *args)
     assert code == 2 and message in out

@@ -21,14 +21,20 @@ def tunesmith(*args, cwd=None):
 @pytest.fixture
 def tiny_pipeline(tmp_path, tiny_model_dir):
     chats = tmp_path / "chats.jsonl"
-    chats.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Hi {i}"}, {"role": "assistant", "content": f"Arr {i}"}]}) + "\n" for i in range(20)))
-    spec = {"name": "tiny", "output_dir": str(tmp_path / "out"), "stages": [
-        {"name": "sft", "stage": "sft", "model": tiny_model_dir, "dataset": str(chats), "set": {"training.max_steps": 6, "model.precision": "fp32"}},
-        {"name": "dpo", "stage": "dpo", "model": "sft", "set": {"training.max_steps": 3, "model.precision": "fp32"}},
-        {"name": "m", "stage": "merge", "merge_method": "slerp", "base_model": "sft", "models": ["sft", "dpo"], "parameters": {"t": 0.5}},
-        {"name": "e", "stage": "eval", "models": ["m", "sft"]},
-        {"name": "x", "stage": "export", "model": "m", "formats": ["gguf"]},
-    ]}
+    chats.write_text(
+        "".join(json.dumps({"messages": [{"role": "user", "content": f"Hi {i}"}, {"role": "assistant", "content": f"Arr {i}"}]}) + "\n" for i in range(20))
+    )
+    spec = {
+        "name": "tiny",
+        "output_dir": str(tmp_path / "out"),
+        "stages": [
+            {"name": "sft", "stage": "sft", "model": tiny_model_dir, "dataset": str(chats), "set": {"training.max_steps": 6, "model.precision": "fp32"}},
+            {"name": "dpo", "stage": "dpo", "model": "sft", "set": {"training.max_steps": 3, "model.precision": "fp32"}},
+            {"name": "m", "stage": "merge", "merge_method": "slerp", "base_model": "sft", "models": ["sft", "dpo"], "parameters": {"t": 0.5}},
+            {"name": "e", "stage": "eval", "models": ["m", "sft"]},
+            {"name": "x", "stage": "export", "model": "m", "formats": ["gguf"]},
+        ],
+    }
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -51,12 +57,15 @@ def test_plan_of_a_pipeline_gives_each_stage_and_the_total(tiny_pipeline):
     assert "── sft (sft) ──" in text.output and "── dpo (dpo) ──" in text.output and "estimated time on this machine" in text.output and "total" in text.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["merge", "-m", "only-one"], "at least two --model values"),
-    (["export", "no-such-dir/model", "--format", "merged"], "is not a local path"),
-    (["export", "smollm2-135m-instruct", "--format", "onnx"], "unknown export format 'onnx'"),
-    (["pipeline", "-c", "missing.yaml"], "cannot read the pipeline file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["merge", "-m", "only-one"], "at least two --model values"),
+        (["export", "no-such-dir/model", "--format", "merged"], "is not a local path"),
+        (["export", "smollm2-135m-instruct", "--format", "onnx"], "unknown export format 'onnx'"),
+        (["pipeline", "-c", "missing.yaml"], "cannot read the pipeline file"),
+    ],
+)
 def test_refusals_are_one_sentence(tmp_path, args, message, monkeypatch):
     from tunesmith.errors import TunesmithError
 

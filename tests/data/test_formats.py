@@ -9,9 +9,21 @@ from tunesmith.data.formats import detect_format
 from tunesmith.errors import DataError
 
 CASES = [
-    ("messages", {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "arr"}]}, {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "arr"}]}),
-    ("sharegpt", {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "arr"}]}, {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "arr"}]}),
-    ("alpaca", {"instruction": "Translate", "input": "hello", "output": "ahoy"}, {"messages": [{"role": "user", "content": "Translate\n\nhello"}, {"role": "assistant", "content": "ahoy"}]}),
+    (
+        "messages",
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "arr"}]},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "arr"}]},
+    ),
+    (
+        "sharegpt",
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "arr"}]},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "arr"}]},
+    ),
+    (
+        "alpaca",
+        {"instruction": "Translate", "input": "hello", "output": "ahoy"},
+        {"messages": [{"role": "user", "content": "Translate\n\nhello"}, {"role": "assistant", "content": "ahoy"}]},
+    ),
     ("prompt_completion", {"prompt": "2+2=", "completion": "4"}, {"prompt": "2+2=", "completion": "4"}),
     ("text", {"text": "Once upon a time"}, {"text": "Once upon a time"}),
 ]
@@ -45,12 +57,20 @@ GOOD = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "co
 @pytest.mark.parametrize(
     "rows,message",
     [
-        ([GOOD, {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "bot", "content": "x"}]}],
-         "train.jsonl:2: messages[2].role is 'bot'; expected system, user or assistant"),
+        (
+            [GOOD, {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "bot", "content": "x"}]}],
+            "train.jsonl:2: messages[2].role is 'bot'; expected system, user or assistant",
+        ),
         ([GOOD, "{not json"], "train.jsonl:2: not valid JSON"),
-        ([GOOD, {"messages": [{"role": "user", "content": ["a"]}, {"role": "assistant", "content": "a"}]}], "train.jsonl:2: messages[0].content is a list; expected a string"),
+        (
+            [GOOD, {"messages": [{"role": "user", "content": ["a"]}, {"role": "assistant", "content": "a"}]}],
+            "train.jsonl:2: messages[0].content is a list; expected a string",
+        ),
         ([{"prompt": "q"}], "train.jsonl:1: cannot tell the data format"),
-        ([{"prompt": "q", "completion": "a"}, {"prompt": "q"}], "train.jsonl:2: field 'completion' is missing; the prompt_completion format needs prompt, completion"),
+        (
+            [{"prompt": "q", "completion": "a"}, {"prompt": "q"}],
+            "train.jsonl:2: field 'completion' is missing; the prompt_completion format needs prompt, completion",
+        ),
         ([{"text": "a"}, {"text": "  "}], "train.jsonl:2: field 'text' is empty"),
         ([{"messages": [{"role": "user", "content": "q"}]}], "train.jsonl:1: messages has no assistant message"),
         ([GOOD, "[1, 2]"], "train.jsonl:2: a line is a JSON list; expected an object"),
@@ -60,7 +80,9 @@ def test_bad_input_messages(tmp_path, smol_tokenizer, rows, message):
     f = write(tmp_path, rows)
     with pytest.raises(DataError) as exc:
         prepare_dataset(str(f), smol_tokenizer)
-    assert str(exc.value).startswith(str(tmp_path / message.split(":")[0]) + ":" + message.split(":", 1)[1]) or message in str(exc.value).replace(str(tmp_path) + "/", "")
+    assert str(exc.value).startswith(str(tmp_path / message.split(":")[0]) + ":" + message.split(":", 1)[1]) or message in str(exc.value).replace(
+        str(tmp_path) + "/", ""
+    )
 
 
 def test_empty_file_and_unknown_format(tmp_path, smol_tokenizer):

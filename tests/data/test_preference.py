@@ -95,7 +95,14 @@ def test_kto_unpairs_preference_pairs(smol_tokenizer):
     assert [(e["completion"][0]["content"], e["label"]) for e in data.examples] == [("good", True), ("bad", False), ("yes", True), ("no", False)]
     assert data.dataset.column_names == ["prompt", "completion", "label"]
     report = data.report
-    assert (report.kind, report.unpaired_from_pairs, report.num_rows, report.num_examples, report.num_desirable, report.num_undesirable) == ("unpaired", True, 2, 4, 2, 2)
+    assert (report.kind, report.unpaired_from_pairs, report.num_rows, report.num_examples, report.num_desirable, report.num_undesirable) == (
+        "unpaired",
+        True,
+        2,
+        4,
+        2,
+        2,
+    )
     assert "unpaired from 2 preference pairs" in report.summary()
 
 
@@ -143,7 +150,11 @@ ROW_ERRORS = [
     ("kto", [UNPAIRED, {**UNPAIRED, "label": "yes"}], "train.jsonl:2: label is 'yes'; expected true or false"),
     ("kto", [UNPAIRED, {**UNPAIRED, "label": 1}], "train.jsonl:2: label is 1; expected true or false"),
     ("kto", [UNPAIRED, {**UNPAIRED, "label": 2}], "train.jsonl:2: label is 2; expected true or false"),
-    ("dpo", [PAIR, {"prompt": [user("q")], "chosen": [bot("a")]}], "train.jsonl:2: column 'rejected' is missing; preference data needs prompt, chosen, rejected"),
+    (
+        "dpo",
+        [PAIR, {"prompt": [user("q")], "chosen": [bot("a")]}],
+        "train.jsonl:2: column 'rejected' is missing; preference data needs prompt, chosen, rejected",
+    ),
     ("dpo", [{"prompt": [user("q")], "chosen": [bot("a")]}], "train.jsonl:1: column 'rejected' is missing; preference data needs prompt, chosen, rejected"),
     ("dpo", [STANDARD, {"chosen": "a", "rejected": "b"}], "train.jsonl:2: column 'prompt' is missing; preference data needs prompt, chosen, rejected"),
     ("kto", [UNPAIRED, {"prompt": "q", "completion": "a"}], "train.jsonl:2: column 'label' is missing; unpaired data needs prompt, completion, label"),
@@ -151,7 +162,11 @@ ROW_ERRORS = [
     ("dpo", [PAIR, {**PAIR, "chosen": [{"role": "bot", "content": "a"}]}], "train.jsonl:2: chosen[0].role is 'bot'; expected system, user or assistant"),
     ("dpo", [PAIR, {**PAIR, "prompt": [{"role": "user", "content": ["q"]}]}], "train.jsonl:2: prompt[0].content is a list; expected a string"),
     ("kto", [UNPAIRED, {**UNPAIRED, "completion": [bot(7)]}], "train.jsonl:2: completion[0].content is a int; expected a string"),
-    ("dpo", [PAIR, {**PAIR, "chosen": [user("q"), bot("a")]}], "train.jsonl:2: chosen[0].role is 'user'; with a prompt column, chosen holds only the assistant reply"),
+    (
+        "dpo",
+        [PAIR, {**PAIR, "chosen": [user("q"), bot("a")]}],
+        "train.jsonl:2: chosen[0].role is 'user'; with a prompt column, chosen holds only the assistant reply",
+    ),
     ("dpo", [PAIR, {**PAIR, "prompt": [user("q"), bot("a")]}], "train.jsonl:2: prompt ends with a assistant message"),
     (
         "dpo",
@@ -160,7 +175,11 @@ ROW_ERRORS = [
     ),
     ("dpo", [PAIR, {"chosen": [bot("x")], "rejected": [bot("y")]}], "train.jsonl:2: chosen and rejected have no prompt"),
     ("dpo", [STANDARD, STANDARD, PAIR], "train.jsonl:3: this row is conversational (lists of messages) but the rows before it are standard (strings)"),
-    ("kto", [UNPAIRED, {**UNPAIRED, "prompt": "q", "completion": "a"}], "train.jsonl:2: this row is standard (strings) but the rows before it are conversational"),
+    (
+        "kto",
+        [UNPAIRED, {**UNPAIRED, "prompt": "q", "completion": "a"}],
+        "train.jsonl:2: this row is standard (strings) but the rows before it are conversational",
+    ),
     ("grpo", [{"prompt": "q"}, {"prompt": [user("q")]}], "train.jsonl:2: this row is conversational"),
     ("dpo", [STANDARD, {**STANDARD, "prompt": [user("q")]}], "train.jsonl:2: prompt is a list of messages but chosen and rejected are strings"),
     ("dpo", [PAIR, {**PAIR, "rejected": "bad"}], "train.jsonl:2: chosen is a list of messages but rejected is not"),
@@ -185,10 +204,20 @@ WRONG_KIND = [
     ("reward", {"instruction": "q", "output": "a"}, "this looks like SFT data (instruction); reward needs preference pairs", "pirate-pairs"),
     ("sft", PAIR, "this looks like preference pairs (prompt, chosen, rejected); sft needs conversations", "stage dpo"),
     ("sft", UNPAIRED, "this looks like unpaired (KTO) data (prompt, completion, label); sft needs", "stage kto"),
-    ("dpo", UNPAIRED, "this looks like unpaired (KTO) data (prompt, completion, label); dpo needs preference pairs: prompt, chosen, rejected; kto takes unpaired data", "stage kto"),
+    (
+        "dpo",
+        UNPAIRED,
+        "this looks like unpaired (KTO) data (prompt, completion, label); dpo needs preference pairs: prompt, chosen, rejected; kto takes unpaired data",
+        "stage kto",
+    ),
     ("kto", {"messages": [user("q"), bot("a")]}, "this looks like SFT data (messages); kto needs unpaired examples: prompt, completion, label", "pirate-kto"),
     ("grpo", {"prompt": "q", "completion": "a"}, "this looks like SFT data (prompt, completion); grpo needs prompts", "rename the completion column"),
-    ("dpo", {"question": "q", "answer": "a"}, "cannot tell the kind of data from the fields ['answer', 'question']; dpo needs preference pairs", "rename the columns to prompt, chosen, rejected"),
+    (
+        "dpo",
+        {"question": "q", "answer": "a"},
+        "cannot tell the kind of data from the fields ['answer', 'question']; dpo needs preference pairs",
+        "rename the columns to prompt, chosen, rejected",
+    ),
 ]
 
 

@@ -51,7 +51,7 @@ class Runner:
 
 
 class Workdirs:
-    """One working directory per page (and CPU kind), each with docs/ copied in once."""
+    """One working directory per page, with docs/ copied in once."""
 
     def __init__(self, base: Path):
         self.base, self.made = base, {}
@@ -99,12 +99,12 @@ RESULTS: dict[tuple[str, int, str | None], list[dict]] = {}  # (page, line, kind
 
 def run_block(block, runner, workdirs, kind: str | None = None) -> list[dict]:
     key = (block.page, block.line, kind)
-    if key not in RESULTS:  # the page's earlier fast blocks first, as the page runs them
+    if key not in RESULTS and not kind:  # the page's earlier fast blocks first, as the page runs them
         for earlier in FAST:
             if earlier.page == block.page and earlier.line < block.line:
-                run_block(earlier, runner, workdirs, kind)
+                run_block(earlier, runner, workdirs)
     if key not in RESULTS:
-        cwd = workdirs(block.page, kind)
+        cwd = workdirs(block.page, None)  # as another kind too: in the page's directory, after the page's own run
         env = {"TUNESMITH_CPU_KIND": kind} if kind else {}
         RESULTS[key] = [runner.run(c.argv[1:], cwd, env) for c in block.commands]
         record = os.environ.get("TUNESMITH_GUIDE_RECORD")

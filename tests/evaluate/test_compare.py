@@ -15,9 +15,13 @@ def comparison(values):
 
 
 def test_standing_follows_each_measures_direction():
-    c = comparison({"merged": {"eval_loss": 1.7, "preference_accuracy": 0.9, "leakage_rate": 0.2, "mean_length_tokens": 30.0},
-                    "sft": {"eval_loss": 1.6, "preference_accuracy": 0.6, "leakage_rate": 0.0, "mean_length_tokens": 20.0},
-                    "dpo": {"eval_loss": 1.8, "preference_accuracy": 0.9, "leakage_rate": 0.1, "mean_length_tokens": 40.0}})
+    c = comparison(
+        {
+            "merged": {"eval_loss": 1.7, "preference_accuracy": 0.9, "leakage_rate": 0.2, "mean_length_tokens": 30.0},
+            "sft": {"eval_loss": 1.6, "preference_accuracy": 0.6, "leakage_rate": 0.0, "mean_length_tokens": 20.0},
+            "dpo": {"eval_loss": 1.8, "preference_accuracy": 0.9, "leakage_rate": 0.1, "mean_length_tokens": 40.0},
+        }
+    )
     assert c.standing("eval_loss") == "between"  # lower is better: 1.6 < 1.7 < 1.8
     assert c.standing("preference_accuracy") == "best"  # ties the best source
     assert c.standing("leakage_rate") == "worst"  # higher is bad
@@ -31,8 +35,14 @@ def test_same_values_are_same():
 
 @pytest.fixture
 def tiny_pairs(tmp_path):
-    rows = [{"prompt": [{"role": "user", "content": f"Say {i}."}], "chosen": [{"role": "assistant", "content": f"Arr {i}."}],
-             "rejected": [{"role": "assistant", "content": f"{i}."}]} for i in range(4)]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Say {i}."}],
+            "chosen": [{"role": "assistant", "content": f"Arr {i}."}],
+            "rejected": [{"role": "assistant", "content": f"{i}."}],
+        }
+        for i in range(4)
+    ]
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     chats = tmp_path / "chats.jsonl"
@@ -72,4 +82,7 @@ def test_models_are_labelled_by_folder_and_never_dropped():
     from tunesmith.evaluate.compare import model_labels
 
     assert model_labels(["runs/a/sft", "runs/b/sft/", "smollm2-135m-instruct"]) == {
-        "sft": "runs/a/sft", "runs/b/sft/": "runs/b/sft/", "smollm2-135m-instruct": "smollm2-135m-instruct"}
+        "sft": "runs/a/sft",
+        "runs/b/sft/": "runs/b/sft/",
+        "smollm2-135m-instruct": "smollm2-135m-instruct",
+    }

@@ -65,8 +65,7 @@ def go_render(tmp_path_factory):
     folder = tmp_path_factory.mktemp("go-render")
     (folder / "main.go").write_text(GO_RENDER)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(folder), "GOCACHE": str(folder / "cache"), "GO111MODULE": "off", "CGO_ENABLED": "0"}
-    subprocess.run([go, "build", "-o", str(folder / "render"), str(folder / "main.go")], cwd=folder, env=env, check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run([go, "build", "-o", str(folder / "render"), str(folder / "main.go")], cwd=folder, env=env, check=True, capture_output=True, timeout=120)
 
     def render(template: str, messages: list[dict]) -> str:
         file = folder / "template.txt"
@@ -90,21 +89,38 @@ def small_vocab_dir(tmp_path_factory, smol_tokenizer):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    words = ("the capital of France is Paris; give me a tip for staying healthy: drink water, sleep well. "
-             "Write one sentence about the sea, the waves and the wind. What is 12 + 30? It is 42. ") * 4
+    words = (
+        "the capital of France is Paris; give me a tip for staying healthy: drink water, sleep well. "
+        "Write one sentence about the sea, the waves and the wind. What is 12 + 30? It is 42. "
+    ) * 4
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     backend.train_from_iterator([words], trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                        unk_token="<|endoftext|>", pad_token="<|im_end|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>", unk_token="<|endoftext|>", pad_token="<|im_end|>"
+    )
     tokenizer.chat_template = smol_tokenizer.chat_template
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer) + 8, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer) + 8,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     path = tmp_path_factory.mktemp("small-vocab-llama")
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -114,8 +114,16 @@ def test_mistral_is_written_as_llama(small_vocab_dir, tmp_path):
 
     tokenizer = AutoTokenizer.from_pretrained(small_vocab_dir)
     torch.manual_seed(0)
-    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=256, eos_token_id=tokenizer.eos_token_id)
+    config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     source = tmp_path / "tiny-mistral"  # not "mistral": transformers' GGUF loader reads general.name == "mistral" as another arch
     MistralForCausalLM(config).save_pretrained(source)
     tokenizer.save_pretrained(source)

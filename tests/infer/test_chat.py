@@ -37,8 +37,7 @@ def test_session_commands(tiny_model_dir):
 
 
 def test_chat_through_a_pipe(tiny_model_dir):
-    result = runner.invoke(app, ["chat", "-m", tiny_model_dir, "--max-new-tokens", "5"],
-                           input="hello\n/temperature 0\n/top_k 5\n/reset\nagain\n/exit\nnever\n")
+    result = runner.invoke(app, ["chat", "-m", tiny_model_dir, "--max-new-tokens", "5"], input="hello\n/temperature 0\n/top_k 5\n/reset\nagain\n/exit\nnever\n")
     assert result.exit_code == 0, result.output
     assert result.output.count("assistant> ") == 2
     assert "temperature = 0.0" in result.output and "top_k = 5" in result.output and "history cleared" in result.output

@@ -16,15 +16,59 @@ def test_generate_batch_file_to_jsonl(tiny_model_dir, tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": "hi"}) + "\n\n" + json.dumps({"messages": [{"role": "user", "content": "yo"}]}) + "\n")
     out = tmp_path / "out.jsonl"
-    result = runner.invoke(app, ["generate", "-m", tiny_model_dir, "--prompts-file", str(prompts), "-o", str(out), "--max-new-tokens", "4",
-                                 "--batch-size", "2", "--temperature", "0.8", "--top-k", "20", "--min-p", "0.01", "--seed", "3"])
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "-m",
+            tiny_model_dir,
+            "--prompts-file",
+            str(prompts),
+            "-o",
+            str(out),
+            "--max-new-tokens",
+            "4",
+            "--batch-size",
+            "2",
+            "--temperature",
+            "0.8",
+            "--top-k",
+            "20",
+            "--min-p",
+            "0.01",
+            "--seed",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == ["hi", [{"role": "user", "content": "yo"}]]
     assert all(set(r) == {"prompt", "text", "finish_reason", "prompt_tokens", "completion_tokens"} and r["completion_tokens"] <= 4 for r in rows)
     again = tmp_path / "again.jsonl"
-    runner.invoke(app, ["generate", "-m", tiny_model_dir, "--prompts-file", str(prompts), "-o", str(again), "--max-new-tokens", "4",
-                        "--batch-size", "2", "--temperature", "0.8", "--top-k", "20", "--min-p", "0.01", "--seed", "3"])
+    runner.invoke(
+        app,
+        [
+            "generate",
+            "-m",
+            tiny_model_dir,
+            "--prompts-file",
+            str(prompts),
+            "-o",
+            str(again),
+            "--max-new-tokens",
+            "4",
+            "--batch-size",
+            "2",
+            "--temperature",
+            "0.8",
+            "--top-k",
+            "20",
+            "--min-p",
+            "0.01",
+            "--seed",
+            "3",
+        ],
+    )
     assert again.read_text() == out.read_text()  # same seed, same output
 
 
@@ -36,13 +80,16 @@ def test_generate_text_file_and_prompt_flags(tiny_model_dir, tmp_path):
     assert result.output.index("> zero\n") < result.output.index("> one\n") < result.output.index("> two\n")
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"prompt": "hi"}\n{oops\n', ":2: not valid JSON"),
-    ('{"prompt": "hi"}\n{"text": "x"}\n', ":2: expected an object with a 'prompt' string or a 'messages' list"),
-    ('{"messages": [{"role": "robot", "content": "x"}]}\n', ":1: messages[0].role is 'robot'"),
-    ('{"prompt": ""}\n', ":1: 'prompt' is empty"),
-    ("\n\n", "has no prompts"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"prompt": "hi"}\n{oops\n', ":2: not valid JSON"),
+        ('{"prompt": "hi"}\n{"text": "x"}\n', ":2: expected an object with a 'prompt' string or a 'messages' list"),
+        ('{"messages": [{"role": "robot", "content": "x"}]}\n', ":1: messages[0].role is 'robot'"),
+        ('{"prompt": ""}\n', ":1: 'prompt' is empty"),
+        ("\n\n", "has no prompts"),
+    ],
+)
 def test_bad_prompts_file_names_the_line(tiny_model_dir, tmp_path, content, message):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(content)

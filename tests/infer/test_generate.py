@@ -48,7 +48,9 @@ def test_batching_does_not_change_greedy_output(tiny):
     together = complete(model, tok, PROMPTS, max_new_tokens=12, batch_size=2)
     alone = complete(model, tok, PROMPTS, max_new_tokens=12, batch_size=1)
     assert [c.token_ids for c in together] == [c.token_ids for c in alone]
-    assert [c.prompt_tokens for c in together] == [len(tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)["input_ids"]) for p in PROMPTS]
+    assert [c.prompt_tokens for c in together] == [
+        len(tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True)["input_ids"]) for p in PROMPTS
+    ]
 
 
 def test_finished_rows_leave_the_batch_and_the_rest_is_unchanged(tiny):
@@ -121,8 +123,9 @@ def test_stop_strings_cut_the_text_and_streaming_adds_up(tiny):
 def test_streamed_deltas_equal_the_text_per_prompt(tiny):
     model, tok = tiny
     deltas = {0: "", 1: ""}
-    results = complete(model, tok, PROMPTS, SamplingParams(temperature=0.9), seed=1, max_new_tokens=16,
-                       on_token=lambda i, d: deltas.__setitem__(i, deltas[i] + d))
+    results = complete(
+        model, tok, PROMPTS, SamplingParams(temperature=0.9), seed=1, max_new_tokens=16, on_token=lambda i, d: deltas.__setitem__(i, deltas[i] + d)
+    )
     assert [deltas[0], deltas[1]] == [r.text for r in results]
     assert all(marker not in r.text for r in results for marker in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"))
 

@@ -40,8 +40,31 @@ def test_inspect_logits_json_shape(tiny_model_dir):
     assert result.exit_code == 0, result.output
     steps = json.loads(result.stdout)
     assert len(steps) == 2 and [s["step"] for s in steps] == [1, 2]
-    assert set(steps[0]) == {"step", "context_tail", "tokens", "kept", "vocab_size", "entropy_bits_softmax", "entropy_bits_final", "chosen_id", "chosen", "chosen_p"}
-    assert set(steps[0]["tokens"][0]) == {"rank", "token_id", "token", "logit", "p_softmax", "p_temperature", "cumulative", "top_k", "top_p", "min_p", "p_final"}
+    assert set(steps[0]) == {
+        "step",
+        "context_tail",
+        "tokens",
+        "kept",
+        "vocab_size",
+        "entropy_bits_softmax",
+        "entropy_bits_final",
+        "chosen_id",
+        "chosen",
+        "chosen_p",
+    }
+    assert set(steps[0]["tokens"][0]) == {
+        "rank",
+        "token_id",
+        "token",
+        "logit",
+        "p_softmax",
+        "p_temperature",
+        "cumulative",
+        "top_k",
+        "top_p",
+        "min_p",
+        "p_final",
+    }
     assert len(steps[0]["tokens"]) == 4 and steps[0]["kept"] == {"top_k": 3, "top_p": 49152, "min_p": 49152, "final": 3}
     assert sum(t["p_final"] for t in steps[0]["tokens"][:3]) == pytest.approx(1.0, abs=1e-5) and steps[0]["tokens"][3]["p_final"] == 0
     assert steps[1]["context_tail"].endswith(steps[0]["chosen"])
@@ -50,7 +73,18 @@ def test_inspect_logits_json_shape(tiny_model_dir):
 def test_inspect_logits_table(tiny_model_dir):
     result = runner.invoke(app, ["inspect", "logits", "-m", tiny_model_dir, "-p", "Shanghai is in", "--top-k", "3", "--top-p", "0.5", "--rows", "5"])
     assert result.exit_code == 0, result.output
-    for text in ("step 1: after 'Shanghai is in'", "p softmax", "cum. after top-k", "top-p", "✓", "✗", "kept of 49,152: top-k 3, top-p", "min-p off", "bits", "chose"):
+    for text in (
+        "step 1: after 'Shanghai is in'",
+        "p softmax",
+        "cum. after top-k",
+        "top-p",
+        "✓",
+        "✗",
+        "kept of 49,152: top-k 3, top-p",
+        "min-p off",
+        "bits",
+        "chose",
+    ):
         assert text in result.output, text
 
 

@@ -48,7 +48,9 @@ def test_sampling_options_apply_as_for_a_model():
     # T = 2: logits / 2 = 2.1, 0.75, -1.0, -1.75 -> exp(-1.35) = 0.2592, exp(-3.1) = 0.0450, exp(-3.85) = 0.0213; top-k 2 keeps Paris, Rome
     step = explain_logits([4.2, -2.0, 1.5, -3.5], SamplingParams(temperature=2.0, top_k=2), ["Paris", "London", "Rome", "Berlin"])
     total = 1 + math.exp(-1.35) + math.exp(-3.1) + math.exp(-3.85)
-    assert [t["p_temperature"] for t in step["tokens"]] == pytest.approx([1 / total, math.exp(-1.35) / total, math.exp(-3.1) / total, math.exp(-3.85) / total], abs=1e-6)
+    assert [t["p_temperature"] for t in step["tokens"]] == pytest.approx(
+        [1 / total, math.exp(-1.35) / total, math.exp(-3.1) / total, math.exp(-3.85) / total], abs=1e-6
+    )
     assert [t["top_k"] for t in step["tokens"]] == [True, True, False, False]
     assert [t["p_final"] for t in step["tokens"]] == pytest.approx([1 / (1 + math.exp(-1.35)), math.exp(-1.35) / (1 + math.exp(-1.35)), 0, 0], abs=1e-6)
     table = runner.invoke(app, [*PARIS, "--temperature", "0"]).output
@@ -60,15 +62,18 @@ def test_default_token_names():
     assert [t["token"] for t in step["tokens"]] == ["token1", "token0"] and [t["token_id"] for t in step["tokens"]] == [1, 0]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--logits", "1,2", "--tokens", "a"], "1 token names for 2 logits"),
-    (["--logits", "1,x"], "--logits: 'x' is not a number"),
-    (["--logits", "1,2", "-p", "hi"], "not both"),
-    ([], "give --prompt (a model's next-token logits) or --logits"),
-    (["--logits", "1,2", "--steps", "2"], "need --prompt"),
-    (["--logits", "1,2", "--repetition-penalty", "1.2"], "repetition penalty needs previous tokens"),
-    (["-p", "hi", "--tokens", "a,b"], "--tokens names the numbers given with --logits"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--logits", "1,2", "--tokens", "a"], "1 token names for 2 logits"),
+        (["--logits", "1,x"], "--logits: 'x' is not a number"),
+        (["--logits", "1,2", "-p", "hi"], "not both"),
+        ([], "give --prompt (a model's next-token logits) or --logits"),
+        (["--logits", "1,2", "--steps", "2"], "need --prompt"),
+        (["--logits", "1,2", "--repetition-penalty", "1.2"], "repetition penalty needs previous tokens"),
+        (["-p", "hi", "--tokens", "a,b"], "--tokens names the numbers given with --logits"),
+    ],
+)
 def test_bad_combinations_are_one_sentence(args, message):
     result = runner.invoke(app, ["inspect", "logits", *args])
     assert isinstance(result.exception, TunesmithError) and message in str(result.exception), result.output

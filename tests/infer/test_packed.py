@@ -23,7 +23,9 @@ def test_a_cpu_without_the_kernels_decodes_on_the_plain_layers(monkeypatch):
         assert not packed.available()
         layer = torch.nn.Linear(8, 4).to(torch.bfloat16)
         with torch.no_grad(), packed_linears(layer) as count:
-            assert count == 0 and torch.equal(layer(torch.ones(2, 8, dtype=torch.bfloat16)), torch.nn.functional.linear(torch.ones(2, 8, dtype=torch.bfloat16), layer.weight, layer.bias))
+            assert count == 0 and torch.equal(
+                layer(torch.ones(2, 8, dtype=torch.bfloat16)), torch.nn.functional.linear(torch.ones(2, 8, dtype=torch.bfloat16), layer.weight, layer.bias)
+            )
     finally:
         packed.available.cache_clear()
 

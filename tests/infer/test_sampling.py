@@ -78,10 +78,18 @@ def test_repetition_penalty_hf_convention():
     assert explain(LOGITS, SamplingParams(repetition_penalty=2.0), torch.tensor([0, 2])).logits == pytest.approx([2.1, 1.5, -3.5, -4.0])
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(temperature=0.7), dict(top_k=10), dict(top_p=0.8), dict(min_p=0.1), dict(temperature=1.3, top_k=20, top_p=0.9),
-    dict(temperature=0.5, top_k=50, top_p=0.95, min_p=0.05), dict(top_p=0.5, repetition_penalty=1.3),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(temperature=0.7),
+        dict(top_k=10),
+        dict(top_p=0.8),
+        dict(min_p=0.1),
+        dict(temperature=1.3, top_k=20, top_p=0.9),
+        dict(temperature=0.5, top_k=50, top_p=0.95, min_p=0.05),
+        dict(top_p=0.5, repetition_penalty=1.3),
+    ],
+)
 def test_equals_hugging_face_warpers(kwargs):
     from transformers.generation.logits_process import (
         MinPLogitsWarper,
@@ -95,8 +103,12 @@ def test_equals_hugging_face_warpers(kwargs):
     logits, seen = torch.randn(3, 200) * 3, torch.randint(0, 200, (3, 12))
     p = SamplingParams(**kwargs)
     scores = RepetitionPenaltyLogitsProcessor(p.repetition_penalty)(seen, logits.clone()) if p.repetition_penalty != 1 else logits.clone()
-    for warper in (TemperatureLogitsWarper(p.temperature), p.top_k and TopKLogitsWarper(p.top_k), p.top_p < 1 and TopPLogitsWarper(p.top_p),
-                   p.min_p and MinPLogitsWarper(p.min_p)):
+    for warper in (
+        TemperatureLogitsWarper(p.temperature),
+        p.top_k and TopKLogitsWarper(p.top_k),
+        p.top_p < 1 and TopPLogitsWarper(p.top_p),
+        p.min_p and MinPLogitsWarper(p.min_p),
+    ):
         scores = warper(seen, scores) if warper else scores
     assert torch.allclose(next_token_distribution(logits, p, seen), scores.softmax(-1), atol=1e-6)
 
@@ -129,11 +141,19 @@ def test_sample_is_reproducible_and_greedy_leaves_the_generator_alone():
     assert sample(torch.tensor([[0.0, 1.0]]), g).tolist() == [1] and torch.equal(g.get_state(), state)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(temperature=-1), "temperature is -1"), (dict(top_p=1.5), "top_p is 1.5"), (dict(top_p=0), "top_p is 0"),
-    (dict(top_k=-2), "top_k is -2"), (dict(top_k=2.5), "top_k is 2.5; it must be an integer"), (dict(min_p=2), "min_p is 2"),
-    (dict(repetition_penalty=0), "repetition_penalty is 0"), (dict(temperature=float("nan")), "finite"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(temperature=-1), "temperature is -1"),
+        (dict(top_p=1.5), "top_p is 1.5"),
+        (dict(top_p=0), "top_p is 0"),
+        (dict(top_k=-2), "top_k is -2"),
+        (dict(top_k=2.5), "top_k is 2.5; it must be an integer"),
+        (dict(min_p=2), "min_p is 2"),
+        (dict(repetition_penalty=0), "repetition_penalty is 0"),
+        (dict(temperature=float("nan")), "finite"),
+    ],
+)
 def test_bad_params_are_explained(kwargs, message):
     with pytest.raises(TunesmithError, match=message.replace(".", r"\.")):
         SamplingParams(**kwargs)

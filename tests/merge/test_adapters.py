@@ -31,8 +31,11 @@ def assert_same_model(a, b):
 
 
 def linear_recipe(loras, base=None, method="linear", **top):
-    data = {"merge_method": method, "dtype": "float32",
-            "models": [{"model": loras["a"], "parameters": {"weight": 0.3}}, {"model": loras["b"], "parameters": {"weight": 0.7}}]}
+    data = {
+        "merge_method": method,
+        "dtype": "float32",
+        "models": [{"model": loras["a"], "parameters": {"weight": 0.3}}, {"model": loras["b"], "parameters": {"weight": 0.7}}],
+    }
     if base:
         data["base_model"] = base
     if top:
@@ -88,8 +91,14 @@ def test_the_merged_adapter_loads_on_its_base_like_the_merged_model(loras, merge
 
 def test_ties_on_adapters_takes_the_full_path_unless_the_adapter_path_is_asked_for(loras, tiny_model_dir, merge, tmp_path):
     params = {"weight": 0.5, "density": 0.5}
-    recipe = MergeRecipe({"merge_method": "ties", "base_model": tiny_model_dir, "dtype": "float32",
-                          "models": [{"model": loras["a"], "parameters": params}, {"model": loras["b"], "parameters": params}]})
+    recipe = MergeRecipe(
+        {
+            "merge_method": "ties",
+            "base_model": tiny_model_dir,
+            "dtype": "float32",
+            "models": [{"model": loras["a"], "parameters": params}, {"model": loras["b"], "parameters": params}],
+        }
+    )
     plan, why = plan_adapter_merge(recipe, resolve_inputs(recipe))
     assert plan is None and why == "ties has no exact adapter form"
     full = merge(recipe, tmp_path / "full")
@@ -100,8 +109,9 @@ def test_ties_on_adapters_takes_the_full_path_unless_the_adapter_path_is_asked_f
 
 
 def test_a_full_model_among_the_inputs_rules_out_the_adapter_path(loras, variants, merge, out):
-    recipe = MergeRecipe({"merge_method": "linear", "models": [{"model": loras["a"], "parameters": {"weight": 0.5}},
-                                                                {"model": variants["b"], "parameters": {"weight": 0.5}}]})
+    recipe = MergeRecipe(
+        {"merge_method": "linear", "models": [{"model": loras["a"], "parameters": {"weight": 0.5}}, {"model": variants["b"], "parameters": {"weight": 0.5}}]}
+    )
     with pytest.raises(RecipeError, match="is a full model, not an adapter"):
         merge(recipe, out, path="adapter")
     assert not out.exists()
@@ -113,8 +123,9 @@ def test_a_run_directory_is_an_input(loras, merge, tmp_path):
     run = tmp_path / "runs" / "sft"
     shutil.copytree(loras["a"], run / "model")
     (run / "recipe.yaml").write_text("stage: sft\n")
-    recipe = MergeRecipe({"merge_method": "linear", "models": [{"model": str(run), "parameters": {"weight": 0.5}},
-                                                                {"model": loras["b"], "parameters": {"weight": 0.5}}]})
+    recipe = MergeRecipe(
+        {"merge_method": "linear", "models": [{"model": str(run), "parameters": {"weight": 0.5}}, {"model": loras["b"], "parameters": {"weight": 0.5}}]}
+    )
     result = merge(recipe, tmp_path / "out")
     assert result.path == "adapter" and result.inputs[0] == str(run.resolve())
 
@@ -156,13 +167,16 @@ def test_adapters_on_an_earlier_stage_merge_on_both_paths(loras, merge, tmp_path
 
     dpo = stacked_on(loras["b"], loras["a"], tmp_path / "dpo")
     dpo2 = stacked_on(loras["b"], loras["a"], tmp_path / "dpo2", negate=True)
-    recipe = MergeRecipe({"merge_method": "linear", "models": [{"model": dpo, "parameters": {"weight": 0.75}},
-                                                                {"model": dpo2, "parameters": {"weight": 0.25}}]})
+    recipe = MergeRecipe(
+        {"merge_method": "linear", "models": [{"model": dpo, "parameters": {"weight": 0.75}}, {"model": dpo2, "parameters": {"weight": 0.25}}]}
+    )
     adapter = merge(recipe, tmp_path / "adapter")
     assert adapter.path == "adapter"
     assert_same_model(adapter.model_dir, merge(recipe, tmp_path / "full", path="full").model_dir)
     assert resolve_model(str(adapter.adapter_dir)).below == (loras["a"],)  # the merged adapter still sits on the SFT one
     # an SFT run and the DPO run on top of it: different stacks, so the full path (mergekit SLERP)
-    sft_dpo = merge(MergeRecipe({"merge_method": "slerp", "base_model": loras["a"], "parameters": {"t": 0.5},
-                                 "models": [{"model": loras["a"]}, {"model": dpo}]}), tmp_path / "slerp")
+    sft_dpo = merge(
+        MergeRecipe({"merge_method": "slerp", "base_model": loras["a"], "parameters": {"t": 0.5}, "models": [{"model": loras["a"]}, {"model": dpo}]}),
+        tmp_path / "slerp",
+    )
     assert sft_dpo.path == "full"

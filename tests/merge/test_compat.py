@@ -66,8 +66,10 @@ def test_a_model_that_is_not_there_names_the_field_and_line(tiny_model_dir, tmp_
     from tunesmith.merge import load_merge_recipe
 
     file = tmp_path / "merge.yaml"
-    file.write_text(f"merge_method: linear\nmodels:\n  - model: {tiny_model_dir}\n    parameters: {{weight: 1}}\n"
-                    "  - model: ./no-such-model\n    parameters: {weight: 1}\n")
+    file.write_text(
+        f"merge_method: linear\nmodels:\n  - model: {tiny_model_dir}\n    parameters: {{weight: 1}}\n"
+        "  - model: ./no-such-model\n    parameters: {weight: 1}\n"
+    )
     with pytest.raises(ModelError) as caught:
         merge(load_merge_recipe(file), out)
     assert caught.value.where == f"{file}:5 (models[1].model)" and "no-such-model" in caught.value.message

@@ -95,16 +95,21 @@ def test_a_required_parameter_left_out(tmp_path):
 def test_slerp_from_flags_is_mergekits_example():
     recipe = slerp_recipe("a", "b", 0.5, attn_t=[0, 0.5, 0.3, 0.7, 1], mlp_t=[1, 0.5, 0.7, 0.3, 0])
     assert recipe.data["base_model"] == "a" and [m["model"] for m in recipe.data["models"]] == ["a", "b"]
-    assert recipe.data["parameters"]["t"] == [{"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
-                                              {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]}, {"value": 0.5}]
+    assert recipe.data["parameters"]["t"] == [
+        {"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
+        {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]},
+        {"value": 0.5},
+    ]
     assert "value: [0, 0.5, 0.3, 0.7, 1]" in recipe.to_yaml()  # gradients on one line, as mergekit writes them
     assert slerp_recipe("a", "b", 0.3).data["parameters"] == {"t": 0.3}
 
 
 def test_recipe_from_flags():
     recipe = recipe_from_flags("ties", ["a", "b"], base="base", weights=[0.7, 0.3], density=0.5)
-    assert recipe.data["models"] == [{"model": "a", "parameters": {"weight": 0.7, "density": 0.5}},
-                                     {"model": "b", "parameters": {"weight": 0.3, "density": 0.5}}]
+    assert recipe.data["models"] == [
+        {"model": "a", "parameters": {"weight": 0.7, "density": 0.5}},
+        {"model": "b", "parameters": {"weight": 0.3, "density": 0.5}},
+    ]
     assert recipe_from_flags("slerp", ["a", "b"], t=0.5).base_model == "a"
     with pytest.raises(RecipeError, match="--weights has 1 values for 2 models"):
         recipe_from_flags("linear", ["a", "b"], weights=[1.0])

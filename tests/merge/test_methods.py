@@ -32,13 +32,14 @@ def basis(shape, *entries: tuple[int, float]) -> torch.Tensor:
 def slerp_pair(make_variant):
     """Q0 is e0 in A and e1 in B (orthogonal unit vectors). K0 is e0 in A and e0 + 0.02·e1 in B: 0.02 rad
     apart, cos = 0.9998 > mergekit's 0.9995 threshold, so SLERP falls back to linear interpolation."""
+
     def setting(q, k):
         def edit(t):
             t[Q0], t[K0] = basis(t[Q0].shape, *q), basis(t[K0].shape, *k)
+
         return edit
 
-    return (make_variant("slerp-a", edit=setting([(0, 1.0)], [(0, 1.0)])),
-            make_variant("slerp-b", seed=1, edit=setting([(1, 1.0)], [(0, 1.0), (1, 0.02)])))
+    return (make_variant("slerp-a", edit=setting([(0, 1.0)], [(0, 1.0)])), make_variant("slerp-b", seed=1, edit=setting([(1, 1.0)], [(0, 1.0), (1, 0.02)])))
 
 
 @pytest.mark.parametrize("t, expected", [(0.0, (1.0, 0.0)), (0.5, (1 / math.sqrt(2), 1 / math.sqrt(2))), (1.0, (0.0, 1.0))])
@@ -68,6 +69,7 @@ def test_slerp_gradient_t_per_layer_and_module(make_model, make_variant, merge, 
         def edit(t):
             for name in [*names, "model.embed_tokens.weight"]:
                 t[name] = basis(t[name].shape, (i, 1.0))
+
         return edit
 
     a, b = make_variant("deep-a", base=deep, edit=unit(0)), make_variant("deep-b", base=deep, seed=1, edit=unit(1))
@@ -90,17 +92,25 @@ def test_ties_trims_elects_sign_by_mass_and_takes_the_disjoint_mean(tiny_model_d
         entry 2: - although D's raw +0.8 is the largest (its weight halves it)
     disjoint mean (sum of agreeing weighted deltas / sum of their weights):
         [0.9/1, 0.5/1, -0.6/1, (0.4 + 0.35)/(1 + 0.5)] = [0.9, 0.5, -0.6, 0.5]"""
+
     def with_delta(delta):
         def edit(t):
             t[NORM0][:4] += torch.tensor(delta)
+
         return edit
 
-    models = {name: make_variant(f"ties-{name}", edit=with_delta(delta)) for name, delta in
-              (("b", [0.9, -0.2, 0.1, 0.4]), ("c", [-0.3, 0.5, -0.6, 0.05]), ("d", [-0.4, 0.3, 0.8, 0.7]))}
-    recipe = MergeRecipe({
-        "merge_method": "ties", "base_model": tiny_model_dir, "dtype": "float32",
-        "models": [{"model": models[n], "parameters": {"weight": w, "density": 0.05}} for n, w in (("b", 1), ("c", 1), ("d", 0.5))],
-    })
+    models = {
+        name: make_variant(f"ties-{name}", edit=with_delta(delta))
+        for name, delta in (("b", [0.9, -0.2, 0.1, 0.4]), ("c", [-0.3, 0.5, -0.6, 0.05]), ("d", [-0.4, 0.3, 0.8, 0.7]))
+    }
+    recipe = MergeRecipe(
+        {
+            "merge_method": "ties",
+            "base_model": tiny_model_dir,
+            "dtype": "float32",
+            "models": [{"model": models[n], "parameters": {"weight": w, "density": 0.05}} for n, w in (("b", 1), ("c", 1), ("d", 0.5))],
+        }
+    )
     merged = tensors(merge(recipe, out))
     base = load_file(f"{tiny_model_dir}/model.safetensors")
     delta = merged[NORM0] - base[NORM0]
@@ -126,10 +136,16 @@ def test_dare_keeps_a_fraction_density_and_rescales_to_keep_the_mean(tiny_model_
         t[name] += delta
 
     model = make_variant("dare-b", edit=edit)
-    recipe = MergeRecipe({"merge_method": "dare_linear", "base_model": tiny_model_dir, "dtype": "float32",
-                          "models": [{"model": model, "parameters": {"weight": 1.0, "density": 0.3}}]})
+    recipe = MergeRecipe(
+        {
+            "merge_method": "dare_linear",
+            "base_model": tiny_model_dir,
+            "dtype": "float32",
+            "models": [{"model": model, "parameters": {"weight": 1.0, "density": 0.3}}],
+        }
+    )
     merged = tensors(merge(recipe, out))[name] - base[name]
-    original = (load_file(f"{model}/model.safetensors")[name] - base[name])  # the delta as stored (fp32 rounding)
+    original = load_file(f"{model}/model.safetensors")[name] - base[name]  # the delta as stored (fp32 rounding)
     kept = merged.abs() > 1e-4
     assert kept.float().mean().item() == pytest.approx(0.3, abs=0.002)
     scale = merged[kept] / original[kept]
@@ -140,8 +156,14 @@ def test_dare_keeps_a_fraction_density_and_rescales_to_keep_the_mean(tiny_model_
 
 def test_dare_is_repeatable_with_a_seed(small_variants, merge, tmp_path):
     v = small_variants
-    recipe = MergeRecipe({"merge_method": "dare_ties", "base_model": v["base"], "dtype": "float32",
-                          "models": [{"model": v[m], "parameters": {"weight": 0.5, "density": 0.5}} for m in ("b", "c")]})
+    recipe = MergeRecipe(
+        {
+            "merge_method": "dare_ties",
+            "base_model": v["base"],
+            "dtype": "float32",
+            "models": [{"model": v[m], "parameters": {"weight": 0.5, "density": 0.5}} for m in ("b", "c")],
+        }
+    )
     first, again, other = (tensors(merge(recipe, tmp_path / str(i), seed=seed)) for i, seed in enumerate((0, 0, 1)))
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not torch.equal(first[Q0], other[Q0])

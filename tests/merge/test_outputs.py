@@ -49,8 +49,13 @@ def test_the_merged_model_loads_and_chats_like_its_base(slerped, tiny_model_dir)
 def test_the_adapter_path_writes_the_same_kind_of_model_directory_and_a_chat_template_on_request(loras, merge, out):
     from transformers import AutoTokenizer
 
-    recipe = MergeRecipe({"merge_method": "linear", "chat_template": "llama3",
-                          "models": [{"model": loras["a"], "parameters": {"weight": 1}}, {"model": loras["b"], "parameters": {"weight": 1}}]})
+    recipe = MergeRecipe(
+        {
+            "merge_method": "linear",
+            "chat_template": "llama3",
+            "models": [{"model": loras["a"], "parameters": {"weight": 1}}, {"model": loras["b"], "parameters": {"weight": 1}}],
+        }
+    )
     result = merge(recipe, out)
     assert result.path == "adapter"
     assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= {p.name for p in result.model_dir.iterdir()}

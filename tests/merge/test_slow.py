@@ -23,8 +23,14 @@ def test_builtin_with_two_adapters_on_both_paths(tmp_path):
         model = get_peft_model(load_model(BUILTIN), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
         model.save_pretrained(tmp_path / f"lora-{seed}")
         adapters.append(str(tmp_path / f"lora-{seed}"))
-    recipe = MergeRecipe({"merge_method": "task_arithmetic", "base_model": BUILTIN, "dtype": "float32",
-                          "models": [{"model": a, "parameters": {"weight": 0.5}} for a in adapters]})
+    recipe = MergeRecipe(
+        {
+            "merge_method": "task_arithmetic",
+            "base_model": BUILTIN,
+            "dtype": "float32",
+            "models": [{"model": a, "parameters": {"weight": 0.5}} for a in adapters],
+        }
+    )
     quiet = lambda *a: None  # noqa: E731
     adapter = run_merge(recipe, tmp_path / "adapter", log=quiet)
     full = run_merge(recipe, tmp_path / "full", path="full", log=quiet)

@@ -17,12 +17,21 @@ from tunesmith.pipeline import load_pipeline, run_pipeline
 
 
 def _chat(i):
-    return {"messages": [{"role": "user", "content": f"What is {i} plus {i + 1}?"}, {"role": "assistant", "content": "Arr, " + "matey " * (1 + i % 4) + f"{2 * i + 1}."}]}
+    return {
+        "messages": [
+            {"role": "user", "content": f"What is {i} plus {i + 1}?"},
+            {"role": "assistant", "content": "Arr, " + "matey " * (1 + i % 4) + f"{2 * i + 1}."},
+        ]
+    }
 
 
 def _pair(i):
     prompt = [{"role": "user", "content": f"What is {i} plus {i + 1}?"}]
-    return {"prompt": prompt, "chosen": [{"role": "assistant", "content": f"Arr, {2 * i + 1}, matey."}], "rejected": [{"role": "assistant", "content": f"It is {2 * i + 1}."}]}
+    return {
+        "prompt": prompt,
+        "chosen": [{"role": "assistant", "content": f"Arr, {2 * i + 1}, matey."}],
+        "rejected": [{"role": "assistant", "content": f"It is {2 * i + 1}."}],
+    }
 
 
 @pytest.fixture
@@ -30,18 +39,43 @@ def pipeline_file(tmp_path, tiny_model_dir):
     chats, pairs = tmp_path / "chats.jsonl", tmp_path / "pairs.jsonl"
     chats.write_text("".join(json.dumps(_chat(i)) + "\n" for i in range(12)))
     pairs.write_text("".join(json.dumps(_pair(i)) + "\n" for i in range(12)))
-    common = {"model.precision": "fp32", "data.max_length": 64, "data.eval_dataset": "none", "sample.prompts": [], "sample.diagnostics": False,
-              "training.per_device_train_batch_size": 2, "training.gradient_accumulation_steps": 1, "training.max_steps": 4,
-              "training.save_strategy": "steps", "training.save_steps": 2, "training.save_total_limit": None, "training.logging_steps": 1,
-              "training.learning_rate": 1e-3, "training.warmup_ratio": 0.0}
+    common = {
+        "model.precision": "fp32",
+        "data.max_length": 64,
+        "data.eval_dataset": "none",
+        "sample.prompts": [],
+        "sample.diagnostics": False,
+        "training.per_device_train_batch_size": 2,
+        "training.gradient_accumulation_steps": 1,
+        "training.max_steps": 4,
+        "training.save_strategy": "steps",
+        "training.save_steps": 2,
+        "training.save_total_limit": None,
+        "training.logging_steps": 1,
+        "training.learning_rate": 1e-3,
+        "training.warmup_ratio": 0.0,
+    }
     spec = {
         "name": "tiny",
         "output_dir": str(tmp_path / "out"),
         "stages": [
             {"name": "sft", "stage": "sft", "model": tiny_model_dir, "dataset": str(chats), "set": common},
             {"name": "dpo", "stage": "dpo", "model": "sft", "dataset": str(pairs), "set": common},
-            {"name": "merged", "stage": "merge", "merge_method": "linear", "models": [{"model": "sft", "parameters": {"weight": 0.5}}, {"model": "dpo", "parameters": {"weight": 0.5}}]},
-            {"name": "eval", "stage": "eval", "models": ["merged", "sft", "dpo"], "data": str(chats), "pairs": str(pairs), "max_prompts": 2, "max_new_tokens": 4},
+            {
+                "name": "merged",
+                "stage": "merge",
+                "merge_method": "linear",
+                "models": [{"model": "sft", "parameters": {"weight": 0.5}}, {"model": "dpo", "parameters": {"weight": 0.5}}],
+            },
+            {
+                "name": "eval",
+                "stage": "eval",
+                "models": ["merged", "sft", "dpo"],
+                "data": str(chats),
+                "pairs": str(pairs),
+                "max_prompts": 2,
+                "max_new_tokens": 4,
+            },
             {"name": "export", "stage": "export", "model": "merged", "formats": ["merged"]},
         ],
     }
@@ -115,15 +149,18 @@ def test_a_stage_with_nothing_to_resume_from_starts_again(pipeline_file, tmp_pat
     assert spec.root == tmp_path / "out"
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"stages": [{"name": "a", "stage": "dpo", "model": "b"}, {"name": "b", "stage": "sft"}]}, "'b' is a later stage"),
-    ({"stages": [{"name": "a", "stage": "sft"}, {"name": "a", "stage": "dpo", "model": "a"}]}, "two stages are named 'a'"),
-    ({"stages": [{"name": "a", "stage": "sft", "learning_rate": 1}]}, "unknown field 'learning_rate'"),
-    ({"stages": [{"name": "a"}]}, "a stage is a mapping with name: and stage:"),
-    ({"stages": [{"name": "e", "stage": "eval"}]}, "models: Field required"),
-    ({"stages": [{"name": "x", "stage": "export", "model": "m", "formats": ["onnx"]}]}, "formats.0"),
-    ({"stage": "sft"}, "a pipeline file is a mapping with a stages: list"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"stages": [{"name": "a", "stage": "dpo", "model": "b"}, {"name": "b", "stage": "sft"}]}, "'b' is a later stage"),
+        ({"stages": [{"name": "a", "stage": "sft"}, {"name": "a", "stage": "dpo", "model": "a"}]}, "two stages are named 'a'"),
+        ({"stages": [{"name": "a", "stage": "sft", "learning_rate": 1}]}, "unknown field 'learning_rate'"),
+        ({"stages": [{"name": "a"}]}, "a stage is a mapping with name: and stage:"),
+        ({"stages": [{"name": "e", "stage": "eval"}]}, "models: Field required"),
+        ({"stages": [{"name": "x", "stage": "export", "model": "m", "formats": ["onnx"]}]}, "formats.0"),
+        ({"stage": "sft"}, "a pipeline file is a mapping with a stages: list"),
+    ],
+)
 def test_bad_pipeline_files_get_a_sentence_naming_the_stage(tmp_path, change, message):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(change))

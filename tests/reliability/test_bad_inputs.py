@@ -326,7 +326,10 @@ def _(c):
 
 @case("sft-bad-role")
 def _(c):
-    return c.train("sft", c.jsonl("data.jsonl", [{"messages": [{"role": "bot", "content": "q"}, {"role": "assistant", "content": "a"}]}])), ["data.jsonl:1", "messages[0].role"]
+    return c.train("sft", c.jsonl("data.jsonl", [{"messages": [{"role": "bot", "content": "q"}, {"role": "assistant", "content": "a"}]}])), [
+        "data.jsonl:1",
+        "messages[0].role",
+    ]
 
 
 @case("sft-empty-assistant-content")
@@ -336,7 +339,10 @@ def _(c):
 
 @case("sft-non-string-content")
 def _(c):
-    return c.train("sft", c.jsonl("data.jsonl", [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": {"x": 1}}]}])), ["data.jsonl:1", "messages[1].content is a dict"]
+    return c.train("sft", c.jsonl("data.jsonl", [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": {"x": 1}}]}])), [
+        "data.jsonl:1",
+        "messages[1].content is a dict",
+    ]
 
 
 @case("sft-messages-not-a-list")
@@ -374,7 +380,11 @@ def _(c):
 
 @case("dpo-mixed-forms")
 def _(c):
-    conv = {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]}
+    conv = {
+        "prompt": [{"role": "user", "content": "q"}],
+        "chosen": [{"role": "assistant", "content": "a"}],
+        "rejected": [{"role": "assistant", "content": "b"}],
+    }
     return c.train("dpo", c.jsonl("data.jsonl", [PAIR, conv])), ["data.jsonl:2", "conversational"]
 
 
@@ -408,7 +418,10 @@ def _(c):
 
 @case("kto-label-not-boolean")
 def _(c):
-    return c.train("kto", c.jsonl("data.jsonl", [{"prompt": "q", "completion": "a", "label": True}, {"prompt": "q", "completion": "b", "label": "maybe"}])), ["data.jsonl:2", "label is 'maybe'"]
+    return c.train("kto", c.jsonl("data.jsonl", [{"prompt": "q", "completion": "a", "label": True}, {"prompt": "q", "completion": "b", "label": "maybe"}])), [
+        "data.jsonl:2",
+        "label is 'maybe'",
+    ]
 
 
 @case("kto-label-missing")
@@ -441,7 +454,10 @@ def _(c):
 
 @case("grpo-prompt-ends-with-assistant")
 def _(c):
-    return c.train("grpo", c.jsonl("data.jsonl", [{"prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}])), ["data.jsonl:1", "prompt ends with a assistant message"]
+    return c.train("grpo", c.jsonl("data.jsonl", [{"prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}])), [
+        "data.jsonl:1",
+        "prompt ends with a assistant message",
+    ]
 
 
 # ------------------------------------------------------------------ recipes
@@ -764,7 +780,11 @@ def _(c):
 
 @case("reward-function-missing")
 def _(c):
-    return grpo(c, c.file("rewards.py", "def other(prompts, completions, **kw):\n    return [1.0] * len(completions)\n") + ":score"), ["grpo.rewards[0]", "rewards.py", "has no function 'score'"]
+    return grpo(c, c.file("rewards.py", "def other(prompts, completions, **kw):\n    return [1.0] * len(completions)\n") + ":score"), [
+        "grpo.rewards[0]",
+        "rewards.py",
+        "has no function 'score'",
+    ]
 
 
 @case("reward-wrong-signature")
@@ -774,12 +794,20 @@ def _(c):
 
 @case("reward-syntax-error")
 def _(c):
-    return grpo(c, c.file("rewards.py", "import re\ndef score(prompts, completions, **kw:\n    return [1.0]\n") + ":score"), ["grpo.rewards[0]", "rewards.py", "line 2"]
+    return grpo(c, c.file("rewards.py", "import re\ndef score(prompts, completions, **kw:\n    return [1.0]\n") + ":score"), [
+        "grpo.rewards[0]",
+        "rewards.py",
+        "line 2",
+    ]
 
 
 @case("reward-file-without-function-name")
 def _(c):
-    return grpo(c, c.file("rewards.py", "def score(prompts, completions, **kw):\n    return []\n")), ["grpo.rewards[0]", "rewards.py", "names a file but not the function"]
+    return grpo(c, c.file("rewards.py", "def score(prompts, completions, **kw):\n    return []\n")), [
+        "grpo.rewards[0]",
+        "rewards.py",
+        "names a file but not the function",
+    ]
 
 
 @case("reward-unknown-builtin")
@@ -817,12 +845,18 @@ def _(c):
 
 @case("merge-missing-model")
 def _(c):
-    return merge(c, f"merge_method: linear\nmodels:\n  - model: {c.tiny}\n    parameters: {{weight: 0.5}}\n  - model: {c.tmp}/gone\n    parameters: {{weight: 0.5}}\n"), ["merge.yaml:5", "models[1].model", "gone"]
+    return merge(
+        c, f"merge_method: linear\nmodels:\n  - model: {c.tiny}\n    parameters: {{weight: 0.5}}\n  - model: {c.tmp}/gone\n    parameters: {{weight: 0.5}}\n"
+    ), ["merge.yaml:5", "models[1].model", "gone"]
 
 
 @case("merge-unknown-parameter")
 def _(c):
-    return merge(c, f"merge_method: linear\nmodels:\n  - model: {c.tiny}\n    parameters: {{wieght: 0.5}}\n  - model: {c.tiny}\n"), ["merge.yaml:4", "wieght", "did you mean 'weight'"]
+    return merge(c, f"merge_method: linear\nmodels:\n  - model: {c.tiny}\n    parameters: {{wieght: 0.5}}\n  - model: {c.tiny}\n"), [
+        "merge.yaml:4",
+        "wieght",
+        "did you mean 'weight'",
+    ]
 
 
 @case("merge-tab-indent")
@@ -846,7 +880,16 @@ def small_model(folder: Path, **config) -> str:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    settings = dict(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)
+    settings = dict(
+        vocab_size=512,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )
     LlamaForCausalLM(LlamaConfig(**{**settings, **config})).save_pretrained(folder)
     return str(folder)
 
@@ -854,7 +897,12 @@ def small_model(folder: Path, **config) -> str:
 @case("merge-mismatched-shapes")
 def _(c):
     a, b = small_model(c.tmp / "a"), small_model(c.tmp / "b", intermediate_size=96)
-    return merge(c, f"merge_method: linear\nmodels:\n  - model: {a}\n    parameters: {{weight: 0.5}}\n  - model: {b}\n    parameters: {{weight: 0.5}}\n"), ["mlp.down_proj.weight", "32x64", "32x96", "same size"]
+    return merge(c, f"merge_method: linear\nmodels:\n  - model: {a}\n    parameters: {{weight: 0.5}}\n  - model: {b}\n    parameters: {{weight: 0.5}}\n"), [
+        "mlp.down_proj.weight",
+        "32x64",
+        "32x96",
+        "same size",
+    ]
 
 
 @case("merge-flags-one-model")
@@ -891,12 +939,19 @@ def _(c):
 
 @case("pipeline-undefined-reference")
 def _(c):
-    return pipeline(c, "  - {name: a, stage: sft}\n  - {name: e, stage: eval, models: [a, nothere]}\n"), ["pipe.yaml", "stages[1] (e)", "'nothere'", "stages above: a"]
+    return pipeline(c, "  - {name: a, stage: sft}\n  - {name: e, stage: eval, models: [a, nothere]}\n"), [
+        "pipe.yaml",
+        "stages[1] (e)",
+        "'nothere'",
+        "stages above: a",
+    ]
 
 
 @case("pipeline-bad-merge-after-training")
 def _(c):
-    return pipeline(c, f"  - {{name: a, stage: sft, model: {c.tiny}, set: {{training.max_steps: 1}}}}\n  - {{name: m, stage: merge, merge_method: slurp, models: [a, a]}}\n"), ["pipe.yaml", "stage m", "slurp"]
+    return pipeline(
+        c, f"  - {{name: a, stage: sft, model: {c.tiny}, set: {{training.max_steps: 1}}}}\n  - {{name: m, stage: merge, merge_method: slurp, models: [a, a]}}\n"
+    ), ["pipe.yaml", "stage m", "slurp"]
 
 
 @case("pipeline-bad-training-recipe")
@@ -929,7 +984,10 @@ def _(c):
 
 @case("generate-prompts-deep-nesting")
 def _(c):
-    return ["generate", "--model", c.tiny, "--prompts-file", c.file("p.jsonl", '{"prompt": ' + "[" * 10000 + "]" * 10000 + "}\n")], ["p.jsonl:1", "nested too deeply"]
+    return ["generate", "--model", c.tiny, "--prompts-file", c.file("p.jsonl", '{"prompt": ' + "[" * 10000 + "]" * 10000 + "}\n")], [
+        "p.jsonl:1",
+        "nested too deeply",
+    ]
 
 
 @case("generate-prompts-bad-row")
@@ -939,7 +997,10 @@ def _(c):
 
 @case("eval-data-latin1")
 def _(c):
-    return ["eval", "--model", c.tiny, "--data", c.file("data.jsonl", (json.dumps(chat("café?"), ensure_ascii=False) + "\n").encode("latin-1"))], ["data.jsonl:1", "not UTF-8"]
+    return ["eval", "--model", c.tiny, "--data", c.file("data.jsonl", (json.dumps(chat("café?"), ensure_ascii=False) + "\n").encode("latin-1"))], [
+        "data.jsonl:1",
+        "not UTF-8",
+    ]
 
 
 @case("plan-data-png")

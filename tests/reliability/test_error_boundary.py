@@ -92,7 +92,9 @@ def test_a_model_that_fails_to_load_leaves_no_run_directory(tmp_path, tiny_model
 
     monkeypatch.setattr(scaffold, "load_for_training", broken)
     data = tmp_path / "chats.jsonl"
-    data.write_text("".join(_json.dumps({"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "arr"}]}) + "\n" for i in range(4)))
+    data.write_text(
+        "".join(_json.dumps({"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "arr"}]}) + "\n" for i in range(4))
+    )
     out = tmp_path / "run"
     assert cli_main.run(["sft", "--model", tiny_model_dir, "--dataset", str(data), "--output-dir", str(out)]) == 2
     assert "damaged" in capsys.readouterr().err and not out.exists()

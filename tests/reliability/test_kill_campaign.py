@@ -67,24 +67,40 @@ def _jsonl(path: Path, rows: list[dict]) -> str:
 def recipes(tiny: str, data: Path) -> dict[str, dict]:
     chats, chats_eval = _jsonl(data / "chats.jsonl", [_chat(i) for i in range(16)]), _jsonl(data / "chats_eval.jsonl", [_chat(i) for i in range(100, 102)])
     pairs, pairs_eval = _jsonl(data / "pairs.jsonl", [_pair(i) for i in range(12)]), _jsonl(data / "pairs_eval.jsonl", [_pair(i) for i in range(100, 102)])
-    training = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "logging_steps": 1, "save_strategy": "steps", "save_steps": 2, "warmup_ratio": 0.0, "seed": 7}
+    training = {
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 2,
+        "warmup_ratio": 0.0,
+        "seed": 7,
+    }
     common = {"model": {"name": tiny, "precision": "fp32"}, "sample": {"prompts": [], "diagnostics": False}}
     return {
         # LoRA with dropout (the RNG state must come back), 3 checkpoints of which 2 are kept (rotation), an eval split
         # (a final eval row in metrics.jsonl)
         "sft-lora": {
-            "stage": "sft", "method": "lora", **common, "lora": {"lora_dropout": 0.1},
+            "stage": "sft",
+            "method": "lora",
+            **common,
+            "lora": {"lora_dropout": 0.1},
             "data": {"dataset": chats, "eval_dataset": chats_eval, "max_length": 40},
             "training": {**training, "max_steps": 6, "save_total_limit": 2, "learning_rate": 5e-3},
         },
         "sft-full": {
-            "stage": "sft", "method": "full", **common,
+            "stage": "sft",
+            "method": "full",
+            **common,
             "data": {"dataset": chats, "eval_dataset": "none", "max_length": 40},
             "training": {**training, "max_steps": 4, "save_total_limit": None, "learning_rate": 1e-3},
         },
         # the eval split is measured before training (before.json, kept for resume) and after (changes.json)
         "dpo-lora": {
-            "stage": "dpo", "method": "lora", **common, "lora": {"lora_dropout": 0.1},
+            "stage": "dpo",
+            "method": "lora",
+            **common,
+            "lora": {"lora_dropout": 0.1},
             "data": {"dataset": pairs, "eval_dataset": pairs_eval, "max_length": 64},
             "training": {**training, "max_steps": 4, "save_total_limit": None, "learning_rate": 5e-3},
         },
@@ -205,7 +221,9 @@ def check_after_kill(c: Campaign, name: str, run: Path, ref: Path) -> None:
     """Nothing written before the kill is lost or damaged, and no incomplete checkpoint would be chosen."""
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     assert recipe["output_dir"] == str(run)
-    assert {k: v for k, v in recipe.items() if k != "output_dir"} == {k: v for k, v in yaml.safe_load((ref / "recipe.yaml").read_text()).items() if k != "output_dir"}
+    assert {k: v for k, v in recipe.items() if k != "output_dir"} == {
+        k: v for k, v in yaml.safe_load((ref / "recipe.yaml").read_text()).items() if k != "output_dir"
+    }
     # the metrics rows so far: each step once, in order, equal to the reference's (a torn last line may follow)
     rows = []
     for line in (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []:
@@ -275,7 +293,17 @@ def compare_with_reference(c: Campaign, name: str, run: Path, ref: Path, label: 
     diff = max_difference(run / "model", ref / "model")
     summary, ref_summary = json.loads((run / "summary.json").read_text()), json.loads((ref / "summary.json").read_text())
     got, want = step_losses(run), step_losses(ref)
-    c.figures.append({"case": label, "landed": where, "max_weight_diff": diff, "max_step_loss_diff": max(abs(a - b) for (_, a), (_, b) in zip(got, want)), "train_loss": summary["train_loss"], "reference_train_loss": ref_summary["train_loss"], "seconds": round(seconds, 1)})
+    c.figures.append(
+        {
+            "case": label,
+            "landed": where,
+            "max_weight_diff": diff,
+            "max_step_loss_diff": max(abs(a - b) for (_, a), (_, b) in zip(got, want)),
+            "train_loss": summary["train_loss"],
+            "reference_train_loss": ref_summary["train_loss"],
+            "seconds": round(seconds, 1),
+        }
+    )
     assert diff <= TOLERANCE, (label, diff)
     assert abs(summary["train_loss"] - ref_summary["train_loss"]) <= TOLERANCE, (summary, ref_summary)
     assert summary["steps"] == ref_summary["steps"]
@@ -427,7 +455,9 @@ KILLS = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, first, later", KILLS, ids=[f"{n}-{f.replace(':', '')}" + "".join(f"-then-{x.replace(':', '')}" for x in later) for n, f, later in KILLS])
+@pytest.mark.parametrize(
+    "name, first, later", KILLS, ids=[f"{n}-{f.replace(':', '')}" + "".join(f"-then-{x.replace(':', '')}" for x in later) for n, f, later in KILLS]
+)
 def test_kill_point(campaign, name, first, later):
     run_case(campaign, name, f"{name}-{first.replace(':', '')}-{len(later)}", first, later)
 

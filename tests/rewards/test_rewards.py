@@ -104,7 +104,7 @@ def test_unknown_builtin_lists_the_known_ones_and_a_bad_option_the_valid_ones():
 
 # --- user functions --------------------------------------------------------------------------------
 
-USER_CODE = '''
+USER_CODE = """
 def short(prompts, completions, *, limit=5, **kwargs):
     return [1.0 if len(c) <= limit else 0.0 for c in completions]
 
@@ -133,7 +133,7 @@ async def later(prompts, completions, **kwargs):
     return [0.0 for _ in completions]
 
 THRESHOLD = 3
-'''
+"""
 
 
 @pytest.fixture
@@ -269,7 +269,9 @@ def test_reward_model_scores_each_completion(tiny_reward_model_dir):
     assert (reward.name, reward.raw_prompts, reward.weight) == ("reward_model", True, 0.3)
     conversation = [{"role": "system", "content": "Be a pirate."}, {"role": "user", "content": "3 + 4?"}]
     functions, _ = trl_reward_functions([reward])
-    scores = functions[0](prompts=[conversation, "3 + 4?", conversation], completions=[[{"role": "assistant", "content": c}] for c in ("7", "Arr, 7", "8")], **TRL_EXTRAS)
+    scores = functions[0](
+        prompts=[conversation, "3 + 4?", conversation], completions=[[{"role": "assistant", "content": c}] for c in ("7", "Arr, 7", "8")], **TRL_EXTRAS
+    )
     assert len(scores) == 3 and all(isinstance(s, float) for s in scores)
     assert scores[0] != scores[2]
 

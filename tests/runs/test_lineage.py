@@ -17,10 +17,22 @@ def _run(path, stage, model, dataset, **files):
 
 
 def test_a_chain_of_runs_a_merge_and_an_export(tmp_path):
-    sft = _run(tmp_path / "sft", "sft", "smollm2-135m-instruct", "pirate", summary={"steps": 48, "train_loss": 1.66, "eval_loss": 1.67, "seconds": 180.0},
-               diagnostics={"diagnostics": [{"name": "leakage_rate", "value": 0.0, "verdict": "fine"}, {"name": "distinct_1", "value": 0.5, "verdict": "info"}]})
-    dpo = _run(tmp_path / "dpo", "dpo", sft / "model", "pirate-pairs", summary={"steps": 48, "train_loss": 0.5, "eval_loss": None, "seconds": 400.0},
-               changes={"changes": [{"metric": "preference accuracy", "before": 0.65, "after": 0.85}]})
+    sft = _run(
+        tmp_path / "sft",
+        "sft",
+        "smollm2-135m-instruct",
+        "pirate",
+        summary={"steps": 48, "train_loss": 1.66, "eval_loss": 1.67, "seconds": 180.0},
+        diagnostics={"diagnostics": [{"name": "leakage_rate", "value": 0.0, "verdict": "fine"}, {"name": "distinct_1", "value": 0.5, "verdict": "info"}]},
+    )
+    dpo = _run(
+        tmp_path / "dpo",
+        "dpo",
+        sft / "model",
+        "pirate-pairs",
+        summary={"steps": 48, "train_loss": 0.5, "eval_loss": None, "seconds": 400.0},
+        changes={"changes": [{"metric": "preference accuracy", "before": 0.65, "after": 0.85}]},
+    )
     merged = tmp_path / "merged"
     (merged / "model").mkdir(parents=True)
     (merged / "merge.json").write_text(json.dumps({"method": "slerp", "path": "full", "inputs": [str(sft), str(dpo)], "seconds": 9.0}))
@@ -44,5 +56,7 @@ def test_a_chain_of_runs_a_merge_and_an_export(tmp_path):
 
 
 def test_format_metrics():
-    text = format_metrics({"steps": 48, "train_loss": 1.6612, "seconds": 181.4, "acc": {"before": 0.5, "after": None}, "ppl": {"value": 5.38, "verdict": "fine"}})
+    text = format_metrics(
+        {"steps": 48, "train_loss": 1.6612, "seconds": 181.4, "acc": {"before": 0.5, "after": None}, "ppl": {"value": 5.38, "verdict": "fine"}}
+    )
     assert text == "steps 48, train_loss 1.661, 181 s, acc 0.5 -> n/a, ppl 5.38 (fine)"

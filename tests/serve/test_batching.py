@@ -40,7 +40,13 @@ def mixed_requests(n, seed=0):
         if i % 2 == 0:
             params = SamplingParams(temperature=0.0, repetition_penalty=rng.choice([1.0, 1.0, 1.3]))
         else:
-            params = SamplingParams(temperature=rng.choice([0.7, 1.0, 1.3]), top_k=rng.choice([0, 5, 50]), top_p=rng.choice([1.0, 0.9]), min_p=rng.choice([0.0, 0.05]), repetition_penalty=rng.choice([1.0, 1.2]))
+            params = SamplingParams(
+                temperature=rng.choice([0.7, 1.0, 1.3]),
+                top_k=rng.choice([0, 5, 50]),
+                top_p=rng.choice([1.0, 0.9]),
+                min_p=rng.choice([0.0, 0.05]),
+                repetition_penalty=rng.choice([1.0, 1.2]),
+            )
         out.append((prompt, params, rng.randint(1, 24), i))
     return out
 
@@ -54,6 +60,7 @@ def run_batched(model, tokenizer, requests, max_batch=8, stagger=7):
             results[i] = outcome
             if len(results) == len(requests):
                 all_done.set()
+
         return done
 
     for prompt, params, n, i in requests:
@@ -78,7 +85,12 @@ def test_every_row_of_the_batch_equals_its_request_decoded_alone(bf16_model):
     for prompt, params, n, i in requests:
         alone = complete(model, tokenizer, [prompt], params, max_new_tokens=n, seed=i)[0]
         got = results[i]
-        assert (got.token_ids, got.text, got.finish_reason, got.completion_tokens) == (alone.token_ids, alone.text, alone.finish_reason, alone.completion_tokens), (i, params)
+        assert (got.token_ids, got.text, got.finish_reason, got.completion_tokens) == (
+            alone.token_ids,
+            alone.text,
+            alone.finish_reason,
+            alone.completion_tokens,
+        ), (i, params)
         assert "".join(streamed[i]) == got.text
 
 
@@ -167,9 +179,13 @@ def small_server(tiny_model_dir, one_thread, serve_in_thread):
 
 def _open_stream(port, max_tokens=400):
     """A raw streaming request; returns the socket after the first content chunk arrived."""
-    body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "talk"}], "max_tokens": max_tokens, "temperature": 1.0, "seed": 5, "stream": True}).encode()
+    body = json.dumps(
+        {"model": "tiny", "messages": [{"role": "user", "content": "talk"}], "max_tokens": max_tokens, "temperature": 1.0, "seed": 5, "stream": True}
+    ).encode()
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
     seen = b""
     while seen.count(b"data: ") < 2:  # the role chunk, then the first text
         seen += sock.recv(4096)
@@ -198,13 +214,24 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_slot(small_server):
 def test_a_full_server_answers_429_with_retry_after_and_keeps_serving(small_server):
     port, engine = small_server
     streams = [_open_stream(port), _open_stream(port)]  # the batch (2) is full
-    waiting = threading.Thread(target=lambda: urllib.request.urlopen(urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/completions", data=json.dumps({"model": "tiny", "prompt": "a", "max_tokens": 2}).encode(), headers={"Content-Type": "application/json"})).read())
+    waiting = threading.Thread(
+        target=lambda: urllib.request.urlopen(
+            urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/completions",
+                data=json.dumps({"model": "tiny", "prompt": "a", "max_tokens": 2}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+        ).read()
+    )
     waiting.start()  # takes the one place in the line
     deadline = time.perf_counter() + 5
     while _health(port)["waiting"] < 1 and time.perf_counter() < deadline:
         time.sleep(0.01)
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        data=json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request)
     assert refused.value.code == 429 and int(refused.value.headers["Retry-After"]) >= 1
@@ -219,8 +246,19 @@ def test_a_full_server_answers_429_with_retry_after_and_keeps_serving(small_serv
 
 def test_streamed_usage_when_asked(small_server):
     port, _ = small_server
-    body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}).encode()
-    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"})) as resp:
+    body = json.dumps(
+        {
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 5,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    ).encode()
+    with urllib.request.urlopen(
+        urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"})
+    ) as resp:
         events = [json.loads(line[6:]) for line in resp.read().decode().splitlines() if line.startswith("data: {")]
     assert events[-1]["choices"] == [] and 1 <= events[-1]["usage"]["completion_tokens"] <= 5
 

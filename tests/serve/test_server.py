@@ -59,7 +59,11 @@ def test_concurrent_requests_get_their_own_tokens(client):
     prompts = [f"question number {i}" for i in range(6)]
 
     def ask(p):
-        return client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": p}], max_tokens=10, temperature=0.9, seed=7).choices[0].message.content
+        return (
+            client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": p}], max_tokens=10, temperature=0.9, seed=7)
+            .choices[0]
+            .message.content
+        )
 
     sequential = [ask(p) for p in prompts]
     with ThreadPoolExecutor(6) as pool:
@@ -115,7 +119,12 @@ BAD_REQUESTS = {  # id: (path, body, status, a phrase of the message)
     "seed-a-word": ("chat", chat(seed="abc"), 400, "seed"),
     "stream-a-list": ("chat", chat(stream=[1]), 400, "stream"),
     "too-long-prompt": ("chat", json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "word " * 400}]}).encode(), 400, "context"),
-    "too-long-streamed": ("chat", json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "word " * 400}], "stream": True}).encode(), 400, "context"),
+    "too-long-streamed": (
+        "chat",
+        json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "word " * 400}], "stream": True}).encode(),
+        400,
+        "context",
+    ),
     "prompt-too-long-with-max-tokens": ("completions", comp(prompt="word " * 200, max_tokens=200), 400, "context"),
     "oversized-body": ("completions", json.dumps({"model": "tiny", "prompt": "x" * 2_000_000}).encode(), 413, "limit"),
     "no-prompt": ("completions", json.dumps({"model": "tiny"}).encode(), 400, "prompt"),

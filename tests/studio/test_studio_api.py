@@ -29,7 +29,10 @@ OLD = time.time() - 3600  # an hour ago: not "running" by the age of its metrics
 
 
 def chats(path: Path) -> str:
-    rows = [{"messages": [{"role": "user", "content": f"Say hello {i} times."}, {"role": "assistant", "content": "Arr, " + "matey " * (1 + i % 4) + f"{i}."}]} for i in range(12)]
+    rows = [
+        {"messages": [{"role": "user", "content": f"Say hello {i} times."}, {"role": "assistant", "content": "Arr, " + "matey " * (1 + i % 4) + f"{i}."}]}
+        for i in range(12)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
 
@@ -43,15 +46,51 @@ def make_runs(folder: Path, tiny_model_dir: str) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     data = chats(folder.parent / "chats.jsonl")
-    common = {"model.name": tiny_model_dir, "model.precision": "fp32", "data.dataset": data, "data.max_length": 48,
-              "training.per_device_train_batch_size": 2, "training.logging_steps": 1, "training.learning_rate": 1e-3}
+    common = {
+        "model.name": tiny_model_dir,
+        "model.precision": "fp32",
+        "data.dataset": data,
+        "data.max_length": 48,
+        "training.per_device_train_batch_size": 2,
+        "training.logging_steps": 1,
+        "training.learning_rate": 1e-3,
+    }
     quiet = Console(quiet=True)
-    run_stage(load_recipe(None, {**common, "output_dir": str(folder / "sft-lora"), "training.max_steps": 4, "training.save_strategy": "no",
-                                  "data.eval_dataset": data, "training.eval_strategy": "steps", "training.eval_steps": 2,
-                                  "sample.prompts": ["hello"], "sample.max_new_tokens": 4}), console=quiet, live=False)
-    run_stage(load_recipe(None, {**common, "output_dir": str(folder / "sft-full"), "method": "full", "training.max_steps": 3,
-                                  "training.save_strategy": "steps", "training.save_steps": 2, "training.learning_rate": 3e-3,
-                                  "sample.prompts": []}), console=quiet, live=False)
+    run_stage(
+        load_recipe(
+            None,
+            {
+                **common,
+                "output_dir": str(folder / "sft-lora"),
+                "training.max_steps": 4,
+                "training.save_strategy": "no",
+                "data.eval_dataset": data,
+                "training.eval_strategy": "steps",
+                "training.eval_steps": 2,
+                "sample.prompts": ["hello"],
+                "sample.max_new_tokens": 4,
+            },
+        ),
+        console=quiet,
+        live=False,
+    )
+    run_stage(
+        load_recipe(
+            None,
+            {
+                **common,
+                "output_dir": str(folder / "sft-full"),
+                "method": "full",
+                "training.max_steps": 3,
+                "training.save_strategy": "steps",
+                "training.save_steps": 2,
+                "training.learning_rate": 3e-3,
+                "sample.prompts": [],
+            },
+        ),
+        console=quiet,
+        live=False,
+    )
     # newest first: sft-full after sft-lora; the copies below are made "older" by their recipe's mtime
     shutil.copytree(folder / "sft-full", folder / "cut-resumable", ignore=shutil.ignore_patterns("model", "summary.json", "README.md"))
     failed = folder / "cut-failed"
@@ -101,7 +140,13 @@ def test_runs_lists_every_run_with_status_newest_first(client, runs_folder, tiny
     by_id = {r["id"]: r for r in data["runs"]}
     assert set(by_id) == {"sft-lora", "sft-full", "cut-resumable", "cut-failed", "pipeline-x/stage-a"}
     assert [r["id"] for r in data["runs"]][:2] == ["sft-full", "sft-lora"]
-    assert [by_id[i]["status"] for i in ("sft-lora", "sft-full", "cut-resumable", "cut-failed", "pipeline-x/stage-a")] == ["finished", "finished", "resumable", "failed", "failed"]
+    assert [by_id[i]["status"] for i in ("sft-lora", "sft-full", "cut-resumable", "cut-failed", "pipeline-x/stage-a")] == [
+        "finished",
+        "finished",
+        "resumable",
+        "failed",
+        "failed",
+    ]
     lora = by_id["sft-lora"]
     summary = json.loads((runs_folder / "sft-lora" / "summary.json").read_text())
     assert lora["stage"] == "sft" and lora["method"] == "lora" and lora["model"] == tiny_model_dir and lora["dataset"].endswith("chats.jsonl")
@@ -210,15 +255,21 @@ def test_chat_streams_the_reply_tunesmith_chat_gives(client, runs_folder):
     from tunesmith.infer.sampling import SamplingParams
     from tunesmith.models import load_pretrained
 
-    body = {"id": "sft-lora", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Arr"}, {"role": "user", "content": "hello"}],
-            "temperature": 0.9, "top_k": 20, "top_p": 0.9, "max_tokens": 8, "seed": 3}
+    body = {
+        "id": "sft-lora",
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Arr"}, {"role": "user", "content": "hello"}],
+        "temperature": 0.9,
+        "top_k": 20,
+        "top_p": 0.9,
+        "max_tokens": 8,
+        "seed": 3,
+    }
     resp = client.post("/studio/api/chat", json=body)
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
     got = events(resp)
     assert got[-1]["done"] and got[-1]["text"] and len(got) > 2 and "".join(e["delta"] for e in got[:-1]) == got[-1]["text"]
     loaded = load_pretrained(str(runs_folder / "sft-lora"), precision="auto")
-    session = ChatSession(loaded.model, loaded.tokenizer, SamplingParams(temperature=0.9, top_k=20, top_p=0.9), 8, None,
-                          history=body["messages"][:2], seed=3)
+    session = ChatSession(loaded.model, loaded.tokenizer, SamplingParams(temperature=0.9, top_k=20, top_p=0.9), 8, None, history=body["messages"][:2], seed=3)
     assert got[-1]["text"] == session.reply("hello")
 
 
@@ -465,7 +516,11 @@ def test_inspect_is_the_inspectors_walk_on_the_runs_model(client, runs_folder):
 
 def test_rollouts_of_an_rl_run_by_step(client, runs_folder):
     run = runs_folder / "sft-lora"
-    record = {"step": 3, "weights": {"r": 1.0}, "groups": [{"prompt": "2+2?", "mean": 0.5, "std": 0.7, "completions": [{"completion": "4", "rewards": {"r": 1.0}, "reward": 1.0, "advantage": 0.7}]}]}
+    record = {
+        "step": 3,
+        "weights": {"r": 1.0},
+        "groups": [{"prompt": "2+2?", "mean": 0.5, "std": 0.7, "completions": [{"completion": "4", "rewards": {"r": 1.0}, "reward": 1.0, "advantage": 0.7}]}],
+    }
     (run / "rollouts.jsonl").write_text(json.dumps({**record, "step": 1}) + "\n" + json.dumps(record) + "\n" + '{"step": 5, "gro')  # the last line half written
     try:
         newest = client.get("/studio/api/rollouts", params={"id": "sft-lora"}).json()

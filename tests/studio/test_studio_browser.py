@@ -104,7 +104,9 @@ def test_the_page_shows_runs_curves_compare_and_chat(studio, browser_path, shots
             page.wait_for_selector("#chat-log .msg.assistant.done", timeout=30_000)
             reply = page.text_content("#chat-log .msg.assistant .text")
             loaded = load_pretrained(str(folder / "sft-lora"), precision="auto")
-            assert reply and reply == ChatSession(loaded.model, loaded.tokenizer, SamplingParams(temperature=1.0, top_k=50, top_p=0.9), 6, None, seed=7).reply("hello")
+            assert reply and reply == ChatSession(loaded.model, loaded.tokenizer, SamplingParams(temperature=1.0, top_k=50, top_p=0.9), 6, None, seed=7).reply(
+                "hello"
+            )
             assert "error" not in (page.get_attribute("#chat-log .msg.assistant", "class") or "")
 
             # the inspector's table for a prompt (the settings above), and the plan of the run's recipe
@@ -113,7 +115,9 @@ def test_the_page_shows_runs_curves_compare_and_chat(studio, browser_path, shots
             page.wait_for_selector("#inspect-table tbody tr", timeout=30_000)
             from tunesmith.infer.inspect import walk
 
-            expected = walk(loaded.model, loaded.tokenizer, "hello", SamplingParams(temperature=1.0, top_k=50, top_p=0.9), steps=1, rows=10, chat=True, seed=0)[0]
+            expected = walk(loaded.model, loaded.tokenizer, "hello", SamplingParams(temperature=1.0, top_k=50, top_p=0.9), steps=1, rows=10, chat=True, seed=0)[
+                0
+            ]
             shown_ids = page.eval_on_selector_all("#inspect-table tbody tr", "rows => rows.map(r => Number(r.dataset.tokenId))")
             assert shown_ids == [t["token_id"] for t in expected["tokens"]]
             page.wait_for_function("document.querySelector('#plan').textContent.includes('total_steps: ')", timeout=30_000)

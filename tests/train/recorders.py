@@ -55,5 +55,9 @@ def assert_run_followed_plan(plan, recorder: Recorder, result) -> None:
     for model in trained:
         assert model.config._attn_implementation == speed.attention
         checkpointed, layers = checkpointed_layers(model)
-        assert checkpointed == (-(-layers // speed.checkpoint_every) if speed.checkpoint_every else 0), (checkpointed, layers, speed)  # one layer in k, as the plan says
+        assert checkpointed == (-(-layers // speed.checkpoint_every) if speed.checkpoint_every else 0), (
+            checkpointed,
+            layers,
+            speed,
+        )  # one layer in k, as the plan says
         assert str(model.get_base_model().dtype).removeprefix("torch.") == speed.weights

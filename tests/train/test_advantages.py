@@ -181,11 +181,17 @@ def test_trl_still_does_what_the_oracle_copies():
     trainer_dir = Path(importlib.util.find_spec("trl").origin).parent / "trainer"
     grpo = (trainer_dir / "grpo_trainer.py").read_text()
     rloo = (trainer_dir / "rloo_trainer.py").read_text()
-    for line in ("std_rewards = nanstd(rewards.view(-1, num_generations), dim=1)", "std_rewards = nanstd(rewards).expand_as(rewards)",
-                 "advantages = rewards - mean_grouped_rewards", "advantages = advantages / (std_rewards + 1e-4)"):
+    for line in (
+        "std_rewards = nanstd(rewards.view(-1, num_generations), dim=1)",
+        "std_rewards = nanstd(rewards).expand_as(rewards)",
+        "advantages = rewards - mean_grouped_rewards",
+        "advantages = advantages / (std_rewards + 1e-4)",
+    ):
         assert line in grpo, line
-    for line in ("baselines = (grouped_sum - grouped_rewards) / (scorable_counts - 1)",
-                 "advantages = (advantages - torch.nanmean(advantages)) / (nanstd(advantages) + 1e-4)"):
+    for line in (
+        "baselines = (grouped_sum - grouped_rewards) / (scorable_counts - 1)",
+        "advantages = (advantages - torch.nanmean(advantages)) / (nanstd(advantages) + 1e-4)",
+    ):
         assert line in rloo, line
     assert "variance *= correction  # Bessel's correction" in (trainer_dir / "utils.py").read_text()
 

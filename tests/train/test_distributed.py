@@ -73,7 +73,17 @@ def sft_recipe(tmp_path, tiny_model_dir, chat_jsonl):
         lora={"lora_dropout": 0.0},
         data={"dataset": chat_jsonl, "max_length": 64},
         sample={"prompts": [], "diagnostics": False},
-        training={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_steps": 6, "logging_steps": 1, "save_strategy": "steps", "save_steps": 3, "save_total_limit": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0},
+        training={
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "max_steps": 6,
+            "logging_steps": 1,
+            "save_strategy": "steps",
+            "save_steps": 3,
+            "save_total_limit": 2,
+            "learning_rate": 1e-3,
+            "warmup_ratio": 0.0,
+        },
     )
 
 
@@ -108,7 +118,16 @@ def test_dpo_on_two_processes_matches_one(tmp_path, tiny_model_dir, pairs_jsonl)
         lora={"lora_dropout": 0.0},
         data={"dataset": pairs_jsonl, "eval_dataset": "none", "max_length": 96},
         sample={"prompts": []},
-        training={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_steps": 4, "logging_steps": 1, "save_strategy": "steps", "save_steps": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0},
+        training={
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "max_steps": 4,
+            "logging_steps": 1,
+            "save_strategy": "steps",
+            "save_steps": 2,
+            "learning_rate": 1e-3,
+            "warmup_ratio": 0.0,
+        },
     )
     two, logged = check_two_process_run(tmp_path, recipe, "dpo")
     from tunesmith.models.load import load_model
@@ -126,7 +145,16 @@ def rl_recipe(tmp_path, tiny_model_dir, prompts_jsonl, stage: str, **section) ->
         lora={"lora_dropout": 0.0},
         data={"dataset": str(prompts_jsonl / "train.jsonl"), "eval_dataset": str(prompts_jsonl / "eval.jsonl"), "max_length": 64},
         sample={"prompts": []},
-        training={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "max_steps": 4, "logging_steps": 1, "save_strategy": "steps", "save_steps": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0},
+        training={
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 2,
+            "max_steps": 4,
+            "logging_steps": 1,
+            "save_strategy": "steps",
+            "save_steps": 2,
+            "learning_rate": 1e-3,
+            "warmup_ratio": 0.0,
+        },
         **{stage: {"max_completion_length": 8, "rewards": [{"function": f"{prompts_jsonl / 'short.py'}:shortness"}], **section}},
     )
 
@@ -229,7 +257,9 @@ def test_launch_writes_the_accelerate_config_and_says_what_it_runs(tmp_path, mon
     config = yaml.safe_load((tmp_path / ".tunesmith" / "accelerate-2p-fsdp-cpu.yaml").read_text())
     assert config["num_processes"] == 2 and config["num_machines"] == 1 and config["mixed_precision"] == "no"
     assert "-m tunesmith sft -c r.yaml --set distributed.strategy=fsdp" in shown.output
-    two = CliRunner().invoke(app, ["launch", "-n", "4", "--num-machines", "2", "--machine-rank", "1", "--main-process-ip", "10.0.0.1", "--dry-run", "--", "dpo"])
+    two = CliRunner().invoke(
+        app, ["launch", "-n", "4", "--num-machines", "2", "--machine-rank", "1", "--main-process-ip", "10.0.0.1", "--dry-run", "--", "dpo"]
+    )
     multi = yaml.safe_load((tmp_path / ".tunesmith" / "accelerate-8p-cpu.yaml").read_text())
     assert two.exit_code == 0 and (multi["num_processes"], multi["machine_rank"], multi["main_process_ip"]) == (8, 1, "10.0.0.1")
     for args, message in (
@@ -258,7 +288,16 @@ def test_every_other_stage_trains_on_two_processes(tmp_path, stage, tiny_model_d
             model={"name": tiny_model_dir, "precision": "fp32"},
             data={"dataset": unpaired_jsonl if stage == "kto" else pairs_jsonl, "eval_dataset": "none", "max_length": 96},
             sample={"prompts": []},
-            training={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_steps": 4, "logging_steps": 1, "save_strategy": "steps", "save_steps": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0},
+            training={
+                "per_device_train_batch_size": 2,
+                "gradient_accumulation_steps": 1,
+                "max_steps": 4,
+                "logging_steps": 1,
+                "save_strategy": "steps",
+                "save_steps": 2,
+                "learning_rate": 1e-3,
+                "warmup_ratio": 0.0,
+            },
         )
     run = tmp_path / "runs" / stage
     launch([stage, "-c", recipe, "--output-dir", str(run)], tmp_path)

@@ -19,6 +19,7 @@ from tunesmith.train.scaffold import run_stage
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
+
 @pytest.fixture
 def rl_recipe(tiny_recipe, prompts_jsonl):
     """4 prompts x 4 completions of up to 8 tokens a step; checkpoints every 2 steps."""
@@ -105,7 +106,9 @@ def test_resume_samples_what_the_uninterrupted_run_sampled(rl_recipe, tmp_path):
     assert resumed.steps == 4
     a, b = read_rollouts(whole.run_dir), read_rollouts(resumed.run_dir)
     assert [r["step"] for r in b] == [1, 2, 3, 4]  # step 3 was recorded, dropped on resume (after checkpoint 2) and sampled again
-    assert [[c["completion"] for g in r["groups"] for c in g["completions"]] for r in a] == [[c["completion"] for g in r["groups"] for c in g["completions"]] for r in b]
+    assert [[c["completion"] for g in r["groups"] for c in g["completions"]] for r in a] == [
+        [c["completion"] for g in r["groups"] for c in g["completions"]] for r in b
+    ]
     assert logged(whole.run_dir, "loss") == pytest.approx(logged(resumed.run_dir, "loss"), abs=1e-5)
 
 

@@ -98,12 +98,28 @@ def test_trainer_curve_equals_trls(tiny_model_dir, smol_tokenizer, chat_jsonl, t
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
         args = SFTConfig(
-            output_dir=str(tmp_path / cls.__name__), max_steps=4, per_device_train_batch_size=4, gradient_accumulation_steps=2,
-            learning_rate=1e-2, logging_steps=1, save_strategy="no", report_to="none", bf16=False, use_cpu=True,
-            max_length=64, gradient_checkpointing=False, seed=0, data_seed=0,
+            output_dir=str(tmp_path / cls.__name__),
+            max_steps=4,
+            per_device_train_batch_size=4,
+            gradient_accumulation_steps=2,
+            learning_rate=1e-2,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            bf16=False,
+            use_cpu=True,
+            max_length=64,
+            gradient_checkpointing=False,
+            seed=0,
+            data_seed=0,
         )
-        trainer = cls(model=model, args=args, train_dataset=data, processing_class=smol_tokenizer,
-                      peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+        trainer = cls(
+            model=model,
+            args=args,
+            train_dataset=data,
+            processing_class=smol_tokenizer,
+            peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0),
+        )
         trainer.train()
         return [h for h in trainer.state.log_history if "loss" in h]
 

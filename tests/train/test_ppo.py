@@ -115,6 +115,7 @@ def test_explained_variance_and_adaptive_kl():
 
 # ---------------------------------------------------------------- end to end on the tiny model
 
+
 @pytest.fixture
 def ppo_recipe(tiny_recipe, prompts_jsonl):
     """8 prompts a rollout (2 minibatches of 4, 2 epochs: 4 steps per rollout), responses of up to 8 tokens."""
@@ -228,7 +229,9 @@ def test_ppo_refuses_bad_settings_before_a_run_exists(ppo_recipe, tmp_path):
     from tunesmith.train.stages import get_stage
 
     other = tmp_path / "other-reward"
-    LlamaForSequenceClassification(LlamaConfig(vocab_size=500, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_labels=1, pad_token_id=0)).save_pretrained(other)
+    LlamaForSequenceClassification(
+        LlamaConfig(vocab_size=500, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_labels=1, pad_token_id=0)
+    ).save_pretrained(other)
     with pytest.raises(RecipeError, match="vocabulary of 500 tokens"):
         run_stage(ppo_recipe(**{"ppo.rewards": [{"reward_model": str(other)}]}), live=False)
     with pytest.raises(RecipeError, match="QLoRA"):  # (on this CPU the scaffold's preflight refuses QLoRA even earlier)

@@ -7,7 +7,9 @@ def schedule(n, **training):
 
 
 def test_issue_example():
-    s = schedule(1000, per_device_train_batch_size=4, gradient_accumulation_steps=4, num_train_epochs=3, save_strategy="epoch", save_total_limit=2, logging_steps=7)
+    s = schedule(
+        1000, per_device_train_batch_size=4, gradient_accumulation_steps=4, num_train_epochs=3, save_strategy="epoch", save_total_limit=2, logging_steps=7
+    )
     assert s.effective_batch_size == 16
     assert s.steps_per_epoch == 63  # 250 micro-batches / 4, rounded up
     assert s.total_steps == 189
@@ -17,7 +19,16 @@ def test_issue_example():
 
 
 def test_max_steps_wins_and_last_step_is_saved():
-    s = schedule(1000, per_device_train_batch_size=4, gradient_accumulation_steps=4, num_train_epochs=3, max_steps=50, save_strategy="steps", save_steps=20, save_total_limit=None)
+    s = schedule(
+        1000,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=4,
+        num_train_epochs=3,
+        max_steps=50,
+        save_strategy="steps",
+        save_steps=20,
+        save_total_limit=None,
+    )
     assert s.total_steps == 50
     assert s.checkpoint_steps == [20, 40, 50]
     assert s.kept_checkpoints == [20, 40, 50]
@@ -30,7 +41,9 @@ def test_fractional_epochs_and_epoch_saves_at_cut():
 
 
 def test_warmup_and_lr_curve():
-    s = schedule(160, per_device_train_batch_size=4, gradient_accumulation_steps=4, num_train_epochs=2, warmup_ratio=0.1, learning_rate=1e-3, lr_scheduler_type="linear")
+    s = schedule(
+        160, per_device_train_batch_size=4, gradient_accumulation_steps=4, num_train_epochs=2, warmup_ratio=0.1, learning_rate=1e-3, lr_scheduler_type="linear"
+    )
     assert s.total_steps == 20 and s.warmup_steps == 2
     assert s.learning_rates[0] == 0.0
     assert abs(s.learning_rates[1] - 5e-4) < 1e-12

@@ -17,7 +17,16 @@ def losses(run_dir):
 
 
 def test_loss_goes_down_on_memorizable_data(tiny_recipe):
-    recipe = tiny_recipe(**{"method": "full", "training.learning_rate": 3e-3, "training.num_train_epochs": 6, "training.logging_steps": 1, "training.save_strategy": "no", "training.warmup_ratio": 0.0})
+    recipe = tiny_recipe(
+        **{
+            "method": "full",
+            "training.learning_rate": 3e-3,
+            "training.num_train_epochs": 6,
+            "training.logging_steps": 1,
+            "training.save_strategy": "no",
+            "training.warmup_ratio": 0.0,
+        }
+    )
     result = run_sft(recipe, live=False)
     curve = losses(result.run_dir)
     first, last = curve[min(curve)], curve[max(curve)]
@@ -46,8 +55,6 @@ def test_lora_result_is_a_vanilla_peft_adapter_and_merges(tiny_recipe):
         assert torch.allclose(peft_model(ids).logits, merged(ids).logits, atol=1e-4)
     for name in ("recipe.yaml", "environment.json", "metrics.jsonl", "README.md", "loss.png"):
         assert (result.run_dir / name).is_file(), name
-
-
 
 
 def test_resume_reproduces_uninterrupted_curve(tiny_recipe, tmp_path):
@@ -145,7 +152,9 @@ def test_the_decode_loops_packed_weights_do_not_ride_along_into_training(tiny_re
         def on_train_begin(self, args, state, control, model=None, **kw):
             seen["packed"] = sum("_tunesmith_packed" in m.__dict__ for m in model.modules())
 
-    recipe = tiny_recipe(**{"model.precision": "bf16", "sample.prompts": ["hello"], "sample.max_new_tokens": 4, "training.max_steps": 1, "training.num_train_epochs": 1})
+    recipe = tiny_recipe(
+        **{"model.precision": "bf16", "sample.prompts": ["hello"], "sample.max_new_tokens": 4, "training.max_steps": 1, "training.num_train_epochs": 1}
+    )
     run_sft(recipe, callbacks=[Look()], live=False)
     assert seen["packed"] == 0
 
@@ -157,8 +166,15 @@ def test_an_epoch_eval_at_the_last_step_is_not_run_twice(tiny_recipe, chat_jsonl
     calls = []
     real = Trainer.evaluate
     monkeypatch.setattr(Trainer, "evaluate", lambda self, *a, **k: calls.append(self.state.global_step) or real(self, *a, **k))
-    recipe = tiny_recipe(**{"training.num_train_epochs": 2, "training.save_strategy": "no", "training.eval_strategy": "epoch",
-                            "data.eval_dataset": chat_jsonl, "sample.diagnostics": False})
+    recipe = tiny_recipe(
+        **{
+            "training.num_train_epochs": 2,
+            "training.save_strategy": "no",
+            "training.eval_strategy": "epoch",
+            "data.eval_dataset": chat_jsonl,
+            "sample.diagnostics": False,
+        }
+    )
     result = run_sft(recipe, live=False)
     rows = [m for m in RunDir(result.run_dir).read_metrics() if "eval_loss" in m]
     assert len(calls) == 2 and calls[-1] == rows[-1]["step"]  # one eval per epoch, none after

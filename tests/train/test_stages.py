@@ -33,8 +33,6 @@ def change(run_dir, metric) -> dict:
     return next(c for c in changes if c["metric"] == metric)
 
 
-
-
 # ---------------------------------------------------------------- 1. every stage trains and writes a standard result
 
 
@@ -100,7 +98,14 @@ def test_stage_trains_and_saves_a_loadable_model(stage_recipe, stage, method, pa
     ids=["dpo", "dpo-precomputed-reference", "reward"],
 )
 def test_resume_reproduces_uninterrupted_curve(stage_recipe, tmp_path, stage, extra):
-    common = {"training.max_steps": 4, "training.save_steps": 2, "training.save_total_limit": None, "lora.lora_dropout": 0.1, "training.learning_rate": 5e-3, **extra}
+    common = {
+        "training.max_steps": 4,
+        "training.save_steps": 2,
+        "training.save_total_limit": None,
+        "lora.lora_dropout": 0.1,
+        "training.learning_rate": 5e-3,
+        **extra,
+    }
     straight = run_stage(stage_recipe(stage, **common, output_dir=str(tmp_path / "a")), live=False)
     interrupted = run_stage(stage_recipe(stage, **common, output_dir=str(tmp_path / "b")), live=False, callbacks=[StopAt(2)])
     assert interrupted.steps == 2
@@ -136,7 +141,9 @@ def _dpo_trainer(recipe, tmp_path):
     _, model = load_for_training(recipe, precision, speed.attention, stage.head)
     ref_model = reference_model(stage, recipe, model, None)  # no schedule: the reference runs in every step
     args = stage.config(recipe, common_arguments(recipe, RunDir(tmp_path), precision, False, speed))
-    trainer = stage.trainer(model=model, ref_model=ref_model, args=args, data=data, tokenizer=tokenizer, callbacks=[], peft_config=lora_config(recipe, model, stage.head))
+    trainer = stage.trainer(
+        model=model, ref_model=ref_model, args=args, data=data, tokenizer=tokenizer, callbacks=[], peft_config=lora_config(recipe, model, stage.head)
+    )
     return trainer, tokenizer, data
 
 
@@ -147,7 +154,9 @@ def test_dpo_loss_equals_the_closed_form(stage_recipe, pairs_jsonl, tmp_path, me
 
     four = tmp_path / "four.jsonl"  # one batch is the whole dataset: the mean loss does not depend on the shuffle
     four.write_text("".join(open(pairs_jsonl).readlines()[:4]))
-    recipe = stage_recipe("dpo", method=method, **{"data.dataset": str(four), "dpo.beta": beta, "training.per_device_train_batch_size": 4, "output_dir": str(tmp_path / "run")})
+    recipe = stage_recipe(
+        "dpo", method=method, **{"data.dataset": str(four), "dpo.beta": beta, "training.per_device_train_batch_size": 4, "output_dir": str(tmp_path / "run")}
+    )
     trainer, tokenizer, data = _dpo_trainer(recipe, tmp_path / "run")
     model = trainer.model
     gen = torch.Generator().manual_seed(0)
@@ -260,9 +269,29 @@ def test_sft_then_dpo_trains_one_adapter_on_the_sft_model(tiny_recipe, stage_rec
 
     from tunesmith.models.load import load_model
 
-    sft = run_stage(tiny_recipe(**{"training.max_steps": 2, "training.save_strategy": "no", "training.learning_rate": 1e-2, "lora.lora_dropout": 0.0, "output_dir": str(tmp_path / "sft")}), live=False)
+    sft = run_stage(
+        tiny_recipe(
+            **{
+                "training.max_steps": 2,
+                "training.save_strategy": "no",
+                "training.learning_rate": 1e-2,
+                "lora.lora_dropout": 0.0,
+                "output_dir": str(tmp_path / "sft"),
+            }
+        ),
+        live=False,
+    )
     recorder = Recorder()
-    recipe = stage_recipe("dpo", **{"model.name": str(sft.run_dir), "training.max_steps": 2, "training.save_strategy": "no", "training.learning_rate": 1e-2, "output_dir": str(tmp_path / "dpo")})
+    recipe = stage_recipe(
+        "dpo",
+        **{
+            "model.name": str(sft.run_dir),
+            "training.max_steps": 2,
+            "training.save_strategy": "no",
+            "training.learning_rate": 1e-2,
+            "output_dir": str(tmp_path / "dpo"),
+        },
+    )
     dpo = run_stage(recipe, live=False, callbacks=[recorder])
 
     policy = recorder.model
@@ -296,7 +325,16 @@ def test_sft_then_dpo_trains_one_adapter_on_the_sft_model(tiny_recipe, stage_rec
 def test_plan_equals_training_for_dpo(stage_recipe):
     from tunesmith.train.plan import make_plan
 
-    recipe = stage_recipe("dpo", **{"training.max_steps": 5, "training.save_steps": 2, "training.logging_steps": 2, "training.lr_scheduler_type": "linear", "training.warmup_ratio": 0.3})
+    recipe = stage_recipe(
+        "dpo",
+        **{
+            "training.max_steps": 5,
+            "training.save_steps": 2,
+            "training.logging_steps": 2,
+            "training.lr_scheduler_type": "linear",
+            "training.warmup_ratio": 0.3,
+        },
+    )
     plan = make_plan(recipe)
     s = plan.schedule
     recorder = Recorder()

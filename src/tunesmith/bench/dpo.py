@@ -161,7 +161,23 @@ def summarise(job: Job, runs: dict[str, list[dict]]) -> dict:
             "process_seconds": median([f["process_seconds"] for f in figures]),
             "settings": figures[0]["settings"],
             "runs": [
-                {k: f[k] for k in ("tokens_per_s", "seconds_per_step", "peak_rss_mb", "final_loss", "losses", "timed_real_tokens", "timed_padded_positions", "all_real_tokens", "timed_seconds", "train_seconds", "process_seconds", "peak_rss_mb_by")}
+                {
+                    k: f[k]
+                    for k in (
+                        "tokens_per_s",
+                        "seconds_per_step",
+                        "peak_rss_mb",
+                        "final_loss",
+                        "losses",
+                        "timed_real_tokens",
+                        "timed_padded_positions",
+                        "all_real_tokens",
+                        "timed_seconds",
+                        "train_seconds",
+                        "process_seconds",
+                        "peak_rss_mb_by",
+                    )
+                }
                 for f in figures
             ],
         }
@@ -225,7 +241,11 @@ def report_lines(report: dict) -> list[str]:
             f"final loss {side['final_loss']:.4f}  ({settings}; {run['timed_real_tokens']} real tokens timed, {padding:.0%} padding)"
         )
     curve = report["loss_curve"]
-    lines.append("loss per step  " + "  ".join(f"{i + 1}: {b:.4f}/{o:.4f}" for i, (b, o) in enumerate(zip(curve["baseline"], curve["tunesmith"]))) + "  (baseline/tunesmith)")
+    lines.append(
+        "loss per step  "
+        + "  ".join(f"{i + 1}: {b:.4f}/{o:.4f}" for i, (b, o) in enumerate(zip(curve["baseline"], curve["tunesmith"])))
+        + "  (baseline/tunesmith)"
+    )
     lines.append(
         f"same batches on both sides: {'yes' if report['same_batches'] else 'NO'} (real-token counts equal); memory tunesmith/baseline {report['memory_ratio']:.2f}; "
         f"largest loss gap {report['loss_curve_max_gap']:.2%} at step {report['loss_curve_max_gap_step']}"

@@ -78,6 +78,7 @@ def run_side(side: str, job: Job) -> dict:
         def run(qs, new_tokens):
             done = complete(model, tokenizer, qs, max_new_tokens=new_tokens, batch_size=int(batch), seed=0)
             return [c.token_ids + ([tokenizer.eos_token_id] if c.finish_reason == "stop" else []) for c in done]  # count the end like generate does
+
     model.eval()
     run(questions[:1], 2)  # warm-up for both: thread pool, allocator, lazy initialisation
     start = time.perf_counter()
@@ -106,9 +107,18 @@ def compare_outputs(reference: dict, other: dict, questions: list[str]) -> dict:
         if a == b:
             continue
         at = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-        differences.append({"prompt": questions[i], "first_difference_at_token": at, reference["side"]: reference["texts"][i], other["side"]: other["texts"][i]})
+        differences.append(
+            {"prompt": questions[i], "first_difference_at_token": at, reference["side"]: reference["texts"][i], other["side"]: other["texts"][i]}
+        )
     n = len(reference["token_ids"])
-    return {"reference": reference["side"], "other": other["side"], "identical": n - len(differences), "of": n, "share_identical": (n - len(differences)) / n, "differences": differences}
+    return {
+        "reference": reference["side"],
+        "other": other["side"],
+        "identical": n - len(differences),
+        "of": n,
+        "share_identical": (n - len(differences)) / n,
+        "differences": differences,
+    }
 
 
 def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
@@ -118,7 +128,17 @@ def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
     cpu = cpu_capability()
     ours = resolve_precision("auto").name
     progress(f"CPU: {cpu['summary']}; tunesmith's precision here: {ours}")
-    runs = alternate("generate", job, TIMED, repeats, progress, lambda i, name, f: f"run {i + 1}/{repeats} {name} ({TIMED[name]}, {f['dtype']}): {f['tokens_per_s']:.1f} tokens/s, {f['generated_tokens']} tokens in {f['seconds']:.1f} s", deadline_s=job.deadline_s)
+    runs = alternate(
+        "generate",
+        job,
+        TIMED,
+        repeats,
+        progress,
+        lambda i, name, f: (
+            f"run {i + 1}/{repeats} {name} ({TIMED[name]}, {f['dtype']}): {f['tokens_per_s']:.1f} tokens/s, {f['generated_tokens']} tokens in {f['seconds']:.1f} s"
+        ),
+        deadline_s=job.deadline_s,
+    )
     sides = {
         name: {
             "setup": TIMED[name],
@@ -145,12 +165,14 @@ def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
         hf_batched = runs["hf-tuned"][0] if precision == ours else spawn("generate", f"hf:{precision}:8", job)
         single = spawn("generate", f"tunesmith:{precision}:1", job)
         progress(f"output check: {precision} at batch 1 and 8 done")
-        comparisons.append({
-            "precision": precision,
-            "batch_1": compare_outputs(loops[precision], single, questions),
-            "batch_8": compare_outputs(loops[precision], batched, questions),
-            "batch_8_vs_hf_batch_8": compare_outputs(hf_batched, batched, questions),
-        })
+        comparisons.append(
+            {
+                "precision": precision,
+                "batch_1": compare_outputs(loops[precision], single, questions),
+                "batch_8": compare_outputs(loops[precision], batched, questions),
+                "batch_8_vs_hf_batch_8": compare_outputs(hf_batched, batched, questions),
+            }
+        )
     return {
         "benchmark": "generate",
         "cpu": cpu,
@@ -177,7 +199,11 @@ def report_lines(report: dict) -> list[str]:
         lines.append(f"{name:12} {side['tokens_per_s']:6.1f} tokens/s  peak {side['peak_rss_mb']:5.0f} MB  ({side['setup']}, {side['dtype']})")
     lines.append(f"tunesmith: {report['speed_ratio']:.2f}x hf-tuned, {report['speed_ratio_vs_defaults']:.2f}x hf-defaults (median of {report['rounds']})")
     for c in report["outputs"]:
-        for key, label in (("batch_1", "batch 1 vs the per-prompt loop"), ("batch_8", "batch 8 vs the per-prompt loop"), ("batch_8_vs_hf_batch_8", "batch 8 vs generate at batch 8")):
+        for key, label in (
+            ("batch_1", "batch 1 vs the per-prompt loop"),
+            ("batch_8", "batch 8 vs the per-prompt loop"),
+            ("batch_8_vs_hf_batch_8", "batch 8 vs generate at batch 8"),
+        ):
             r = c[key]
             lines.append(f"{c['precision']} {label}: {r['identical']}/{r['of']} replies identical")
             for d in r["differences"]:

@@ -105,12 +105,34 @@ def run_baseline(job: Job, output_dir: str, callbacks) -> dict:
     model, tokenizer, peft_config = baseline_model(job)
     functions, weights = reward_functions()
     args = GRPOConfig(
-        output_dir=output_dir, max_steps=job.steps, per_device_train_batch_size=job.batch_size, gradient_accumulation_steps=job.gradient_accumulation_steps,
-        learning_rate=job.learning_rate, lr_scheduler_type=job.lr_scheduler_type, warmup_steps=job.warmup_ratio, seed=job.seed,
-        num_generations=job.num_generations, max_completion_length=job.max_completion_length, temperature=job.temperature, beta=job.beta,
-        reward_weights=weights, logging_steps=1, save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(), **tuned_precision(),
+        output_dir=output_dir,
+        max_steps=job.steps,
+        per_device_train_batch_size=job.batch_size,
+        gradient_accumulation_steps=job.gradient_accumulation_steps,
+        learning_rate=job.learning_rate,
+        lr_scheduler_type=job.lr_scheduler_type,
+        warmup_steps=job.warmup_ratio,
+        seed=job.seed,
+        num_generations=job.num_generations,
+        max_completion_length=job.max_completion_length,
+        temperature=job.temperature,
+        beta=job.beta,
+        reward_weights=weights,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        **tuned_precision(),
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=functions, args=args, train_dataset=prompts(tokenizer), processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=functions,
+        args=args,
+        train_dataset=prompts(tokenizer),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
     trainer.train()
     return {}
 
@@ -177,6 +199,7 @@ def run_side(side: str, job: Job) -> dict:
 def reward_difference(ours: list[float], base: list[float]) -> tuple[float, float]:
     """(difference of the mean per-step rewards, its standard error): sampling differs, so rewards agree as
     statistics, not step by step. Both sides' per-step means are treated as independent samples."""
+
     def mean_var(xs):
         m = sum(xs) / len(xs)
         return m, (sum((x - m) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0)
@@ -198,7 +221,23 @@ def summarise(job: Job, runs: dict[str, list[dict]]) -> dict:
             "generate_share": median([x for f in figures for x in f["generate_share"]]) if any(f["generate_share"] for f in figures) else None,
             "process_seconds": median([f["process_seconds"] for f in figures]),
             "settings": figures[0]["settings"],
-            "runs": [{k: f[k] for k in ("steps_per_s", "seconds_per_step", "peak_rss_mb", "rewards", "kl", "completion_lengths", "losses", "train_seconds", "process_seconds")} for f in figures],
+            "runs": [
+                {
+                    k: f[k]
+                    for k in (
+                        "steps_per_s",
+                        "seconds_per_step",
+                        "peak_rss_mb",
+                        "rewards",
+                        "kl",
+                        "completion_lengths",
+                        "losses",
+                        "train_seconds",
+                        "process_seconds",
+                    )
+                }
+                for f in figures
+            ],
         }
     ours, base = sides["tunesmith"], sides["baseline"]
     ratio = ours["steps_per_s"] / base["steps_per_s"]

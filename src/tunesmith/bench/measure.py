@@ -141,7 +141,13 @@ def batch_counter(trainer_cls=None, budget_s: float | None = None):
             """Real tokens/s for a run cut short, over `cut_short`'s window."""
             window, seconds = self.cut_short()
             tokens = sum(sum(m[1]) for m in window)
-            return {"timed_micro_batches": len(window), "warm_up_included": len(self.ends) < 2, "timed_tokens": tokens, "timed_seconds": seconds, "tokens_per_s": tokens / seconds if seconds > 0 else None}
+            return {
+                "timed_micro_batches": len(window),
+                "warm_up_included": len(self.ends) < 2,
+                "timed_tokens": tokens,
+                "timed_seconds": seconds,
+                "tokens_per_s": tokens / seconds if seconds > 0 else None,
+            }
 
         def record(self, step: int, inputs: dict) -> None:
             mask = inputs.get("attention_mask")

@@ -52,8 +52,14 @@ class Spec:
         return self.temperature == 0
 
     def body(self, model: str) -> dict:
-        body = {"model": model, "messages": [{"role": "user", "content": self.prompt}], "max_tokens": self.max_tokens,
-                "temperature": self.temperature, "top_p": self.top_p, "stream": self.stream}
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": self.prompt}],
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stream": self.stream,
+        }
         if self.top_k is not None:
             body["top_k"] = self.top_k
         if self.seed is not None:
@@ -75,7 +81,9 @@ def request_mix(distinct: int, max_tokens: int, seed: int = 0) -> list[Spec]:
         if key % 2 == 0:
             specs.append(Spec(key, prompt, n, 0.0, stream=key % 4 == 0))
         else:
-            specs.append(Spec(key, prompt, n, rng.choice([0.7, 1.0, 1.2]), top_p=rng.choice([1.0, 0.9]), top_k=rng.choice([None, 20]), seed=key, stream=key % 4 == 1))
+            specs.append(
+                Spec(key, prompt, n, rng.choice([0.7, 1.0, 1.2]), top_p=rng.choice([1.0, 0.9]), top_k=rng.choice([None, 20]), seed=key, stream=key % 4 == 1)
+            )
     return specs
 
 
@@ -185,8 +193,20 @@ def run_load(client: Client, specs: list[Spec], clients: int, progress=None, lab
     latencies = sorted(r.seconds for r in good) or [0.0]
     tokens = sum(r.completion_tokens for r in good)
     p95 = statistics.quantiles(latencies, n=20)[18] if len(latencies) >= 2 else latencies[0]
-    load = Load(len(specs), clients, len(good), len(replies) - len(good), round(wall, 2), tokens, round(tokens / wall, 1), round(len(good) / wall, 2),
-                round(statistics.median(latencies), 3), round(p95, 3), round(latencies[-1], 3), [f"{r.status} {r.error}" for r in replies if r.error][:5])
+    load = Load(
+        len(specs),
+        clients,
+        len(good),
+        len(replies) - len(good),
+        round(wall, 2),
+        tokens,
+        round(tokens / wall, 1),
+        round(len(good) / wall, 2),
+        round(statistics.median(latencies), 3),
+        round(p95, 3),
+        round(latencies[-1], 3),
+        [f"{r.status} {r.error}" for r in replies if r.error][:5],
+    )
     return load, replies
 
 
@@ -202,7 +222,22 @@ class Server:
     def __init__(self, model: str, max_batch: int, max_queue: int = 64, name: str = "bench", startup_s: float = 600):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "tunesmith", "serve", "--model", model, "--name", name, "--port", str(self.port), "--max-batch", str(max_batch), "--max-queue", str(max_queue)]
+        argv = [
+            sys.executable,
+            "-m",
+            "tunesmith",
+            "serve",
+            "--model",
+            model,
+            "--name",
+            name,
+            "--port",
+            str(self.port),
+            "--max-batch",
+            str(max_batch),
+            "--max-queue",
+            str(max_queue),
+        ]
         self.log = tempfile.TemporaryFile("w+")  # a pipe nobody reads would block a chatty server
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
         deadline = time.perf_counter() + startup_s
@@ -285,8 +320,12 @@ def compare(job: Job, progress=None) -> dict:
         "alone": asdict(alone),
         "load": asdict(load),
         "peak_batch": peak,
-        "greedy_checked": len(greedy), "greedy_differ": len(greedy_differ), "greedy_differ_keys": sorted(set(greedy_differ))[:10],
-        "seeded_checked": len(seeded), "seeded_differ": len(seeded_differ), "seeded_differ_keys": sorted(set(seeded_differ))[:10],
+        "greedy_checked": len(greedy),
+        "greedy_differ": len(greedy_differ),
+        "greedy_differ_keys": sorted(set(greedy_differ))[:10],
+        "seeded_checked": len(seeded),
+        "seeded_differ": len(seeded_differ),
+        "seeded_differ_keys": sorted(set(seeded_differ))[:10],
         "batched": asdict(batched),
         "one_at_a_time": asdict(one),
         "speed_ratio": round(ratio, 2),
@@ -319,7 +358,10 @@ def report_lines(report: dict) -> list[str]:
         f"{'':<24}{'tokens/s':>10}{'req/s':>8}{'p50 s':>8}{'p95 s':>8}  ({job['compare_requests']} requests, {job['compare_clients']} clients)",
     ]
     for name, row in (("batching server", batched), ("one at a time", one)):
-        lines.append(f"{name:<24}{row['tokens_per_s']:>10.1f}{row['requests_per_s']:>8.2f}{row['p50_s']:>8.2f}{row['p95_s']:>8.2f}" + (f"  {row['errors']} errors" if row["errors"] else ""))
+        lines.append(
+            f"{name:<24}{row['tokens_per_s']:>10.1f}{row['requests_per_s']:>8.2f}{row['p50_s']:>8.2f}{row['p95_s']:>8.2f}"
+            + (f"  {row['errors']} errors" if row["errors"] else "")
+        )
     for sample in load["error_samples"][:3]:
         lines.append(f"error: {sample}")
     return lines

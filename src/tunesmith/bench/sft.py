@@ -81,7 +81,9 @@ def run_baseline(job: Job, output_dir: str, meter, tuned: bool = False) -> dict:
 
     model, tokenizer, peft_config = baseline_model(job)
     args = SFTConfig(**baseline_arguments(job, output_dir, use_cpu=not torch.cuda.is_available()), **(tuned_precision() if tuned else {}))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=pirate_prompt_completion(), processing_class=tokenizer, peft_config=peft_config, callbacks=[meter])
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=pirate_prompt_completion(), processing_class=tokenizer, peft_config=peft_config, callbacks=[meter]
+    )
     trainer.train()
     return settings_of(meter)
 
@@ -149,7 +151,11 @@ def curve_gap(ours: list[float], theirs: list[float]) -> float | None:
 
 def run_line(i: int, repeats: int, side: str, f: dict) -> str:
     loss = f"final loss {f['final_loss']:.4f}" if f["final_loss"] is not None else "no step finished"
-    cut = f" ({f['stopped']}: timed over {f['timed_micro_batches']} micro-batch{'es' if f['timed_micro_batches'] > 1 else ''}{', warm-up included' if f['warm_up_included'] else ''})" if f.get("stopped") else ""
+    cut = (
+        f" ({f['stopped']}: timed over {f['timed_micro_batches']} micro-batch{'es' if f['timed_micro_batches'] > 1 else ''}{', warm-up included' if f['warm_up_included'] else ''})"
+        if f.get("stopped")
+        else ""
+    )
     return f"run {i + 1}/{repeats} {side}: {f['tokens_per_s']:.0f} tokens/s, peak {f['peak_rss_mb']:.0f} MB, {loss}{cut}"
 
 
@@ -168,8 +174,20 @@ def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
     emulated = emulated_bf16()
     sides_run = {name: name for name in SIDES if name != "trl-tuned" or emulated}  # tuned == defaults on a bf16 CPU
     if emulated:
-        progress(f"trl-defaults (bf16 autocast) runs emulated bf16 here: it runs once and stops after the micro-batch that ends past {job.defaults_budget_s:.0f} s")
-    runs = alternate("sft", job, sides_run, repeats, progress, lambda i, side, f: run_line(i, repeats, side, f), once={"trl-defaults"} if emulated else (), deadline_s=job.deadline_s, announce=emulated)
+        progress(
+            f"trl-defaults (bf16 autocast) runs emulated bf16 here: it runs once and stops after the micro-batch that ends past {job.defaults_budget_s:.0f} s"
+        )
+    runs = alternate(
+        "sft",
+        job,
+        sides_run,
+        repeats,
+        progress,
+        lambda i, side, f: run_line(i, repeats, side, f),
+        once={"trl-defaults"} if emulated else (),
+        deadline_s=job.deadline_s,
+        announce=emulated,
+    )
     sides = {}
     for side, figures in runs.items():
         gflops = median([f["gflops_per_s"] for f in figures])
@@ -181,7 +199,25 @@ def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
             "mfu": gflops / peak,
             "settings": figures[0]["settings"],
             "stopped": figures[0]["stopped"],
-            "runs": [{k: f.get(k) for k in ("tokens_per_s", "peak_rss_mb", "final_loss", "losses", "gflops_per_s", "timed_real_tokens", "timed_scored_tokens", "timed_seconds", "stopped", "timed_micro_batches", "warm_up_included")} for f in figures],
+            "runs": [
+                {
+                    k: f.get(k)
+                    for k in (
+                        "tokens_per_s",
+                        "peak_rss_mb",
+                        "final_loss",
+                        "losses",
+                        "gflops_per_s",
+                        "timed_real_tokens",
+                        "timed_scored_tokens",
+                        "timed_seconds",
+                        "stopped",
+                        "timed_micro_batches",
+                        "warm_up_included",
+                    )
+                }
+                for f in figures
+            ],
         }
     if "trl-tuned" not in sides:
         sides["trl-tuned"] = {**sides["trl-defaults"], "same_as": "trl-defaults"}
@@ -221,7 +257,9 @@ def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
 def report_lines(report: dict) -> list[str]:
     """The report as a person reads it: the CPU, each side's figures and settings, the ratios."""
     lines = [f"CPU: {report['cpu']['summary']}", f"tunesmith's precision: {report['precision']['tunesmith']} ({report['precision']['reason']})"]
-    lines.append(f"{report['matmul_peak_dtype']} matmul peak on this machine, now: {report['matmul_peak_gflops']:.0f} GFLOP/s; timed {report['timed']}, median of {report['rounds']}")
+    lines.append(
+        f"{report['matmul_peak_dtype']} matmul peak on this machine, now: {report['matmul_peak_gflops']:.0f} GFLOP/s; timed {report['timed']}, median of {report['rounds']}"
+    )
     for name in SIDES:
         side = report["sides"][name]
         if side.get("same_as"):
@@ -230,7 +268,9 @@ def report_lines(report: dict) -> list[str]:
         settings = ", ".join(f"{k} {v}" for k, v in side["settings"].items())
         cut = f"  [{side['stopped']}]" if side["stopped"] else ""
         loss = f"final loss {side['final_loss']:.4f}" if side["final_loss"] is not None else "no step finished"
-        lines.append(f"{name:12} {side['tokens_per_s']:7.1f} real tokens/s  peak {side['peak_rss_mb']:6.0f} MB  {loss}  {side['gflops_per_s']:5.0f} GFLOP/s = {side['mfu']:.0%} of peak  ({settings}){cut}")
+        lines.append(
+            f"{name:12} {side['tokens_per_s']:7.1f} real tokens/s  peak {side['peak_rss_mb']:6.0f} MB  {loss}  {side['gflops_per_s']:5.0f} GFLOP/s = {side['mfu']:.0%} of peak  ({settings}){cut}"
+        )
     gap = report["loss_curve_max_gap"]
     lines.append(
         f"tunesmith: {report['speed_ratio']:.2f}x trl-tuned, {report['speed_ratio_vs_defaults']:.2f}x trl-defaults; memory {report['memory_ratio']:.2f}x trl-tuned; "

@@ -37,11 +37,16 @@ def spawn(bench: str, side: str, job, on_step=None) -> dict:
     process.wait()
     reader.join()
     if process.returncode != 0 or not stdout.strip():
-        raise TunesmithError(f"the {bench} benchmark's {side} run failed (exit {process.returncode}):\n" + "\n".join(tail), hint="run the same job alone to see it whole: " + " ".join(command[1:4]) + f" '{command[4]}'")
+        raise TunesmithError(
+            f"the {bench} benchmark's {side} run failed (exit {process.returncode}):\n" + "\n".join(tail),
+            hint="run the same job alone to see it whole: " + " ".join(command[1:4]) + f" '{command[4]}'",
+        )
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def alternate(bench: str, job, sides, repeats: int, progress, describe, stream: bool = False, once=(), deadline_s: float | None = None, announce: bool = False) -> dict[str, list[dict]]:
+def alternate(
+    bench: str, job, sides, repeats: int, progress, describe, stream: bool = False, once=(), deadline_s: float | None = None, announce: bool = False
+) -> dict[str, list[dict]]:
     """Every side once per round, `repeats` rounds (A B A B ...), each run a fresh process; its figures by side name.
 
     sides: side names, or {name: worker side} where the two differ. After each run `progress` gets

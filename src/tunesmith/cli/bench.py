@@ -57,15 +57,24 @@ def bench_dpo(
     max_length: int = typer.Option(512, min=8, help="Longest prompt+answer in tokens (both sides)."),
     learning_rate: float = typer.Option(5e-4, min=0, help="Peak learning rate, cosine schedule (both sides)."),
     beta: float = typer.Option(0.1, min=0, help="DPO beta (both sides)."),
-    precompute_ref_log_probs: bool | None = typer.Option(None, "--precompute-ref-log-probs/--no-precompute-ref-log-probs", help="Score the reference before training, on both sides (default: each side's default, off)."),
+    precompute_ref_log_probs: bool | None = typer.Option(
+        None,
+        "--precompute-ref-log-probs/--no-precompute-ref-log-probs",
+        help="Score the reference before training, on both sides (default: each side's default, off).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON (the last line is still the speed ratio)."),
 ):
     """LoRA DPO of the embedded model on the pirate pairs: a plain TRL DPOTrainer script against tunesmith's `stage: dpo`."""
     from tunesmith.bench.dpo import Job, compare, report_lines
 
     job = Job(
-        steps=steps, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps, max_length=max_length,
-        learning_rate=learning_rate, beta=beta, precompute_ref_log_probs=precompute_ref_log_probs,
+        steps=steps,
+        batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        max_length=max_length,
+        learning_rate=learning_rate,
+        beta=beta,
+        precompute_ref_log_probs=precompute_ref_log_probs,
     )
     _show(compare(job, repeats, _progress), report_lines, as_json)
 
@@ -112,5 +121,14 @@ def bench_serve(
     """The continuous-batching server under load (errors, latency, cross-talk) and against `serve --max-batch 1`."""
     from tunesmith.bench.serve import Job, compare, report_lines
 
-    job = Job(model=model, requests=requests, clients=clients, distinct=distinct, max_tokens=max_tokens, max_batch=max_batch, compare_clients=compare_clients, compare_requests=compare_requests)
+    job = Job(
+        model=model,
+        requests=requests,
+        clients=clients,
+        distinct=distinct,
+        max_tokens=max_tokens,
+        max_batch=max_batch,
+        compare_clients=compare_clients,
+        compare_requests=compare_requests,
+    )
     _show(compare(job, _progress), report_lines, as_json)

@@ -13,13 +13,21 @@ from tunesmith.models.builtin import DEFAULT_MODEL
 
 @app.command("eval")
 def evaluate(
-    models: list[str] = typer.Option([DEFAULT_MODEL], "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file; several: side by side, the first under test."),
+    models: list[str] = typer.Option(
+        [DEFAULT_MODEL], "--model", "-m", help="Built-in name, model/adapter/run directory or .gguf file; several: side by side, the first under test."
+    ),
     data: str = typer.Option("pirate-eval", "--data", help="Eval data: built-in name, file or directory (any format the data layer knows)."),
     train_data: str | None = typer.Option(None, "--train-data", help="Training data, to detect memorization (default: a run directory's own dataset)."),
     reference_model: str | None = typer.Option(None, "--reference-model", help="Measure drift: mean per-token KL(model || reference)."),
-    match: str | None = typer.Option(None, "--match", help="Score answers: exact, contains or regex against each row's --answers-field (else the reference reply)."),
+    match: str | None = typer.Option(
+        None, "--match", help="Score answers: exact, contains or regex against each row's --answers-field (else the reference reply)."
+    ),
     answers_field: str = typer.Option("answer", "--answers-field", help="Row field holding the short answer for --match."),
-    pairs: str | None = typer.Option(None, "--pairs", help="With several --model: held-out preference pairs, to compare how often each ranks the chosen answer first (e.g. pirate-pairs-eval)."),
+    pairs: str | None = typer.Option(
+        None,
+        "--pairs",
+        help="With several --model: held-out preference pairs, to compare how often each ranks the chosen answer first (e.g. pirate-pairs-eval).",
+    ),
     max_prompts: int = typer.Option(16, min=1, help="Prompts to generate for."),
     max_new_tokens: int = typer.Option(64, min=1, help="Tokens per generation."),
     max_length: int = typer.Option(1024, min=8, help="Longest eval example in tokens."),
@@ -58,8 +66,18 @@ def evaluate(
     from tunesmith.evaluate.diagnose import short_answers
 
     answers = short_answers(data, answers_field) if match else None
-    report = diagnose(loaded.model, tokenizer, eval_data, name=model, train_examples=train, reference=reference,
-                      max_prompts=max_prompts, max_new_tokens=max_new_tokens, match=match, answers=answers)
+    report = diagnose(
+        loaded.model,
+        tokenizer,
+        eval_data,
+        name=model,
+        train_examples=train,
+        reference=reference,
+        max_prompts=max_prompts,
+        max_new_tokens=max_new_tokens,
+        match=match,
+        answers=answers,
+    )
     _show(report, output, as_json)
 
 
@@ -73,8 +91,9 @@ def _side_by_side(models, data, pairs, match, answers_field, max_prompts, max_ne
     if len(set(models)) < len(models):
         raise TunesmithError("the same --model is given twice; give each model once")
     say = (lambda line: None) if as_json else (lambda line: console.print(line, highlight=False))
-    comparison = compare_models(model_labels(models), data=data, pairs=pairs, max_prompts=max_prompts, max_new_tokens=max_new_tokens,
-                                match=match, answers_field=answers_field, log=say)
+    comparison = compare_models(
+        model_labels(models), data=data, pairs=pairs, max_prompts=max_prompts, max_new_tokens=max_new_tokens, match=match, answers_field=answers_field, log=say
+    )
     _show(comparison, output, as_json)
 
 

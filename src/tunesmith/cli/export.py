@@ -25,8 +25,9 @@ def export(
     formats = [f.strip() for item in format_ for f in item.split(",") if f.strip()]
     name = Path(model.rstrip("/")).name
     out = output_dir or Path("exports") / f"{name}-{'-'.join(formats)}"
-    result = export_model(model, out, formats, quant=quant, dtype=dtype, verify=verify, system=system,
-                          log=lambda line: console.print(line, soft_wrap=True, highlight=False))
+    result = export_model(
+        model, out, formats, quant=quant, dtype=dtype, verify=verify, system=system, log=lambda line: console.print(line, soft_wrap=True, highlight=False)
+    )
     render_export(result)
     if not (result.verify.get("logits") or {}).get("passed", True):
         raise typer.Exit(1)  # the files are kept for a look; the check above says what differs
@@ -40,4 +41,6 @@ def render_export(result) -> None:
         console.print(f"{kind}: {path}", highlight=False)
     console.print(f"model card: {result.output_dir / 'README.md'}  (done in {result.seconds:.0f} s)", highlight=False)
     if "ollama" in result.files:
-        console.print(f"run it: cd {result.output_dir} && ollama create {result.name.lower()} -f Modelfile && ollama run {result.name.lower()}", highlight=False)
+        console.print(
+            f"run it: cd {result.output_dir} && ollama create {result.name.lower()} -f Modelfile && ollama run {result.name.lower()}", highlight=False
+        )

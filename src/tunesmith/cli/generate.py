@@ -55,7 +55,13 @@ def read_prompts(path: Path) -> list:
 
             prompts.append(check_messages(record["messages"], where, require_assistant=False))
         else:
-            found = f"'prompt' is a {type(record['prompt']).__name__}" if isinstance(record, dict) and "prompt" in record else f"the line is a JSON {type(record).__name__}" if not isinstance(record, dict) else f"the fields are {sorted(record)}"
+            found = (
+                f"'prompt' is a {type(record['prompt']).__name__}"
+                if isinstance(record, dict) and "prompt" in record
+                else f"the line is a JSON {type(record).__name__}"
+                if not isinstance(record, dict)
+                else f"the fields are {sorted(record)}"
+            )
             raise TunesmithError(f"expected an object with a 'prompt' string or a 'messages' list; {found}", where=where, hint=f"write {shape}")
     if not prompts:
         raise TunesmithError(f"prompts file '{path}' has no prompts", hint="write one prompt per line (.txt) or one JSON object per line (.jsonl)")
@@ -90,13 +96,27 @@ def generate(
     loaded = load_pretrained(model, precision=precision)
     stream = len(prompts) == 1 and not output  # one reply to a terminal: show it as it comes
     on_token = (lambda i, delta: (sys.stdout.write(delta), sys.stdout.flush())) if stream else None
-    results = complete(loaded.model, loaded.tokenizer, prompts, params, chat=chat, max_new_tokens=max_new_tokens, stop=stop, seed=seed, batch_size=batch_size,
-                       system=system, on_token=on_token)
+    results = complete(
+        loaded.model,
+        loaded.tokenizer,
+        prompts,
+        params,
+        chat=chat,
+        max_new_tokens=max_new_tokens,
+        stop=stop,
+        seed=seed,
+        batch_size=batch_size,
+        system=system,
+        on_token=on_token,
+    )
     if stream:
         sys.stdout.write("\n")
         return
     if output:
-        rows = [{"prompt": p, "text": r.text, "finish_reason": r.finish_reason, "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens} for p, r in zip(prompts, results)]
+        rows = [
+            {"prompt": p, "text": r.text, "finish_reason": r.finish_reason, "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens}
+            for p, r in zip(prompts, results)
+        ]
         try:
             output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
         except OSError as exc:

@@ -10,7 +10,10 @@ from rich.table import Table
 from tunesmith.cli.main import app, console
 from tunesmith.cli.options import RECIPE_OPTION, build_recipe, recipe_options
 
-inspect_app = typer.Typer(help="Look inside: LoRA targets, number formats, next-token sampling, SFT's loss per token, RL rollouts and advantages, PPO's clipping and KL.", no_args_is_help=True)
+inspect_app = typer.Typer(
+    help="Look inside: LoRA targets, number formats, next-token sampling, SFT's loss per token, RL rollouts and advantages, PPO's clipping and KL.",
+    no_args_is_help=True,
+)
 app.add_typer(inspect_app, name="inspect")
 
 
@@ -53,5 +56,8 @@ def modules(
     count = lora_parameter_count(targets, r.lora.r, r.lora.use_dora)
     console.print(f"{len(targets)} modules selected, r={r.lora.r}: {count:,} trainable parameters ({count / total * 100:.3f}% of {total:,})")
     alpha = r.lora.alpha
-    console.print(f"lora_alpha={alpha}{' (the default, 2r)' if r.lora.lora_alpha is None else ''}: each selected layer computes "
-                  f"W x + (alpha / r) B A x, the update scaled by {alpha / r.lora.r:g}", highlight=False)
+    console.print(
+        f"lora_alpha={alpha}{' (the default, 2r)' if r.lora.lora_alpha is None else ''}: each selected layer computes "
+        f"W x + (alpha / r) B A x, the update scaled by {alpha / r.lora.r:g}",
+        highlight=False,
+    )

@@ -18,9 +18,19 @@ GROUP_OPTIONS = (("group_size", "--group-size"), ("scale_rewards", "--scale-rewa
 @inspect_app.command("advantages")
 def advantages(
     ctx: typer.Context,
-    rewards: str = typer.Option(..., "--rewards", help="Comma-separated rewards, one per completion, each prompt's group together: 1.0,0.2,0.5; with --values, one per token of one response: 0,0,1"),
-    group_size: int | None = typer.Option(None, "--group-size", "-g", min=1, help="Completions per prompt (GRPOConfig.num_generations); default: all rewards are one group."),
-    estimator: str | None = typer.Option(None, "--estimator", help="grpo (baseline: the group mean; the default), rloo (baseline: the mean of the other completions) or gae (PPO: baseline the critic's values; the default with --values)."),
+    rewards: str = typer.Option(
+        ...,
+        "--rewards",
+        help="Comma-separated rewards, one per completion, each prompt's group together: 1.0,0.2,0.5; with --values, one per token of one response: 0,0,1",
+    ),
+    group_size: int | None = typer.Option(
+        None, "--group-size", "-g", min=1, help="Completions per prompt (GRPOConfig.num_generations); default: all rewards are one group."
+    ),
+    estimator: str | None = typer.Option(
+        None,
+        "--estimator",
+        help="grpo (baseline: the group mean; the default), rloo (baseline: the mean of the other completions) or gae (PPO: baseline the critic's values; the default with --values).",
+    ),
     scale_rewards: str | None = typer.Option(None, "--scale-rewards", help="GRPO: group (default, TRL's), batch or none."),
     normalize_advantages: bool = typer.Option(False, "--normalize-advantages", help="RLOO: rescale the batch's advantages to mean 0, std 1."),
     critic_values: str | None = typer.Option(None, "--values", help="GAE: the critic's value V_t for each token, as many as --rewards: 0.5,0.6,0.7"),
@@ -76,13 +86,13 @@ def advantages(
 
 def show_group(result, estimator: str, start: int, n: int, eps: str) -> None:
     """Print one group's arithmetic; every number is read from `result` (the library computed it)."""
-    r = result.rewards[start:start + n].tolist()
+    r = result.rewards[start : start + n].tolist()
     lines = [("rewards r", row(result.rewards, start, n))]
     if estimator == "grpo":
         lines.append(("mean", f"{_sum(r)} / {n} = {result.group_mean[start]:.3f}"))
         lines.append(("r - mean", row(result.centered, start, n, signed=True)))
         if n > 1:
-            c = result.centered[start:start + n].tolist()
+            c = result.centered[start : start + n].tolist()
             squares = " + ".join(f"{x:.3f}²" for x in map(abs, c)) if n <= 6 else f"{n} squares"
             lines.append(("std (n-1)", f"sqrt(({squares}) / {n - 1}) = {result.group_std[start]:.3f}"))
         label = f"(r - mean) / ({'batch ' if result.scale_rewards == 'batch' else ''}std + {eps})"
@@ -100,7 +110,7 @@ def show_group(result, estimator: str, start: int, n: int, eps: str) -> None:
 
 
 def row(values, start: int, n: int, signed: bool = False) -> str:
-    return " ".join(f"{x:+7.3f}" if signed else f"{x:7.3f}" for x in values[start:start + n].tolist())
+    return " ".join(f"{x:+7.3f}" if signed else f"{x:7.3f}" for x in values[start : start + n].tolist())
 
 
 def _sum(values: list[float]) -> str:
@@ -116,8 +126,8 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 # ---------------------------------------------------------------- PPO: GAE over one response's tokens
 
-def show_gae(rewards: str, critic_values: str | None, estimator: str | None, gamma: float, lam: float,
-             group_options: list[str], as_json: bool) -> None:
+
+def show_gae(rewards: str, critic_values: str | None, estimator: str | None, gamma: float, lam: float, group_options: list[str], as_json: bool) -> None:
     """Check the options, run `gae` and print its arithmetic token by token (every number read from its result)."""
     from tunesmith.train.advantages import gae
 
@@ -126,9 +136,11 @@ def show_gae(rewards: str, critic_values: str | None, estimator: str | None, gam
     if critic_values is None:
         raise TunesmithError("--estimator gae needs the critic's values: give --values, one per reward (token), e.g. --rewards 0,0,1 --values 0.5,0.6,0.7")
     if group_options:
-        raise TunesmithError(f"{' and '.join(group_options)} {'is' if len(group_options) == 1 else 'are'} for GRPO and RLOO groups of completions; "
-                             "GAE (--values) scores the tokens of one response against the critic, so drop "
-                             f"{'it' if len(group_options) == 1 else 'them'}")
+        raise TunesmithError(
+            f"{' and '.join(group_options)} {'is' if len(group_options) == 1 else 'are'} for GRPO and RLOO groups of completions; "
+            "GAE (--values) scores the tokens of one response against the critic, so drop "
+            f"{'it' if len(group_options) == 1 else 'them'}"
+        )
     result = gae(parse_floats(rewards, "--rewards"), parse_floats(critic_values, "--values"), gamma, lam)
     if as_json:
         print(json.dumps({"estimator": "gae", **result.to_dict()}, indent=2))
@@ -144,8 +156,7 @@ def show_gae(rewards: str, critic_values: str | None, estimator: str | None, gam
     for note in gae_notes(result):
         say(note)
     say("[bold]the trainer uses A_t[/], whitened over the batch (mean 0, std 1); the critic learns V_t towards return_t", markup=True)
-    say("[dim]rewards as given, per token: tunesmith ppo makes them -kl_coef x KL_t on each token plus the reward model's score on the last[/]",
-         markup=True)
+    say("[dim]rewards as given, per token: tunesmith ppo makes them -kl_coef x KL_t on each token plus the reward model's score on the last[/]", markup=True)
 
 
 def gae_table(result) -> list[str]:
@@ -156,10 +167,17 @@ def gae_table(result) -> list[str]:
     rows = [("t", "r_t", "V_t", "V_{t+1}", "delta_t = r_t + gamma x V_{t+1} - V_t", "A_t = delta_t + gamma x lam x A_{t+1}", "return_t = A_t + V_t")]
     for t in reversed(range(len(r))):
         after = a[t + 1] if t + 1 < len(a) else 0.0
-        rows.append((str(t + 1), f"{r[t]:.3f}", f"{v[t]:.3f}", f"{nv[t]:.3f}",
-                     f"{r[t]:.3f} + {g} x {nv[t]:.3f} - {_paren(v[t])} = {d[t]:+.3f}",
-                     f"{d[t]:+.3f} + {gl} x {after:+.3f} = {a[t]:+.3f}",
-                     f"{a[t]:+.3f} + {_paren(v[t])} = {ret[t]:.3f}"))
+        rows.append(
+            (
+                str(t + 1),
+                f"{r[t]:.3f}",
+                f"{v[t]:.3f}",
+                f"{nv[t]:.3f}",
+                f"{r[t]:.3f} + {g} x {nv[t]:.3f} - {_paren(v[t])} = {d[t]:+.3f}",
+                f"{d[t]:+.3f} + {gl} x {after:+.3f} = {a[t]:+.3f}",
+                f"{a[t]:+.3f} + {_paren(v[t])} = {ret[t]:.3f}",
+            )
+        )
     widths = [max(len(cells[i]) for cells in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.rjust(w) if i < 4 else cell.ljust(w) for i, (cell, w) in enumerate(zip(cells, widths))).rstrip() for cells in rows]
 

@@ -39,7 +39,9 @@ def logits(
 
     With --prompt a model gives the logits; with --logits you do (no model), e.g. --logits 4.2,-2.0,1.5,-3.5 --tokens Paris,London,Rome,Berlin."""
     if (prompt is None) == (given is None):
-        raise TunesmithError("give --prompt or --logits, not both" if prompt else "give --prompt (a model's next-token logits) or --logits (numbers of your own)")
+        raise TunesmithError(
+            "give --prompt or --logits, not both" if prompt else "give --prompt (a model's next-token logits) or --logits (numbers of your own)"
+        )
     if given is not None:
         from tunesmith.infer.inspect import explain_logits
 
@@ -84,8 +86,19 @@ def render_step(step: dict, params) -> Table:
         table.add_column(col, justify="left" if col == "token" else "right")
     for r in step["tokens"]:
         top_p = mark(r["top_p"]) if r["top_k"] else "[dim]·[/]"
-        table.add_row(str(r["rank"]), escape(repr(r["token"])), f"{r['logit']:.3f}", f"{r['p_softmax']:.4f}", f"{r['p_temperature']:.4f}", f"{r['cumulative']:.4f}",
-                      mark(r["top_k"]), top_p, mark(r["min_p"]), f"{r['p_final']:.4f}", style="bold" if r["token_id"] == step["chosen_id"] else None)
+        table.add_row(
+            str(r["rank"]),
+            escape(repr(r["token"])),
+            f"{r['logit']:.3f}",
+            f"{r['p_softmax']:.4f}",
+            f"{r['p_temperature']:.4f}",
+            f"{r['cumulative']:.4f}",
+            mark(r["top_k"]),
+            top_p,
+            mark(r["min_p"]),
+            f"{r['p_final']:.4f}",
+            style="bold" if r["token_id"] == step["chosen_id"] else None,
+        )
     return table
 
 

@@ -64,5 +64,7 @@ def loss(
     n, masked = len(result.trained), len(ids) - len(result.trained)
     counted = "the prompt and the reply" if train_on_prompt else "the reply and its end-of-turn token"
     say(f"in the loss: {n} tokens ({counted}); masked: {masked} (label -100: predicted but not scored)")
-    say(f"loss = mean of -log p over the {n} = {result.loss:.4f} (perplexity {result.perplexity:.2f}); "
-        f"training's loss function on this example: {result.training_loss:.4f}")
+    say(
+        f"loss = mean of -log p over the {n} = {result.loss:.4f} (perplexity {result.perplexity:.2f}); "
+        f"training's loss function on this example: {result.training_loss:.4f}"
+    )

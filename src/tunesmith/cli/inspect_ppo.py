@@ -36,8 +36,16 @@ def clip(
         logprob = torch.tensor([[float(torch.tensor(ratio).log())]], requires_grad=True)  # old log p = 0, so exp(logprob) = ratio
         loss, stats = policy_loss(logprob, torch.zeros(1, 1), torch.tensor([[advantage]]), torch.ones(1, 1), cliprange)
         loss.backward()
-        rows.append({"ratio": ratio, "unclipped": -advantage * ratio, "clipped": -advantage * min(max(ratio, 1 - cliprange), 1 + cliprange),
-                     "loss": float(loss.detach()), "clipped_term_taken": bool(stats["clip_fraction"] > 0), "gradient": float(logprob.grad)})
+        rows.append(
+            {
+                "ratio": ratio,
+                "unclipped": -advantage * ratio,
+                "clipped": -advantage * min(max(ratio, 1 - cliprange), 1 + cliprange),
+                "loss": float(loss.detach()),
+                "clipped_term_taken": bool(stats["clip_fraction"] > 0),
+                "gradient": float(logprob.grad),
+            }
+        )
     if as_json:
         print(json.dumps({"advantage": advantage, "cliprange": cliprange, "rows": rows}, indent=2))
         return
@@ -45,13 +53,16 @@ def clip(
     say(f"one token, advantage A = {advantage:+.3f}; ratio = p_new / p_old, clipped to [{low:.2f}, {high:.2f}]")
     say("  loss = max(-A x ratio, -A x clip(ratio)); the optimizer lowers it")
     header = ("ratio", "-A x ratio", "-A x clip(ratio)", "loss", "d loss / d log p")
-    cells = [header] + [(f"{r['ratio']:.2f}", f"{r['unclipped']:+.3f}", f"{r['clipped']:+.3f}", f"{r['loss']:+.3f}",
-                         f"{r['gradient']:+.3f}" + _note(r, low, high))
-                        for r in rows]
+    cells = [header] + [
+        (f"{r['ratio']:.2f}", f"{r['unclipped']:+.3f}", f"{r['clipped']:+.3f}", f"{r['loss']:+.3f}", f"{r['gradient']:+.3f}" + _note(r, low, high))
+        for r in rows
+    ]
     _aligned(cells, 4)
     direction = "raise" if advantage > 0 else "lower"
-    say(f"A {'>' if advantage > 0 else '<'} 0: the update wants to {direction} this token's probability; past a ratio of "
-         f"{high if advantage > 0 else low:.2f} it gains nothing more, so one batch cannot move the policy far")
+    say(
+        f"A {'>' if advantage > 0 else '<'} 0: the update wants to {direction} this token's probability; past a ratio of "
+        f"{high if advantage > 0 else low:.2f} it gains nothing more, so one batch cannot move the policy far"
+    )
 
 
 def _aligned(rows: list[tuple[str, ...]], columns: int) -> None:
@@ -99,5 +110,7 @@ def kl(
         cells.append((str(t + 1), f"{a:.3f}", f"{r:.3f}", f"{k:+.3f}", f"{w:+.4f}"))
     _aligned(cells, 5)
     total = sum(per_token)
-    say(f"KL of this response (sum of KL_t, an estimate of KL(actor || reference)): {total:+.3f}; "
-         f"penalty {-kl_coef * total:+.4f}, so it earns {score - kl_coef * total:+.4f} in all instead of {score:+.3f}")
+    say(
+        f"KL of this response (sum of KL_t, an estimate of KL(actor || reference)): {total:+.3f}; "
+        f"penalty {-kl_coef * total:+.4f}, so it earns {score - kl_coef * total:+.4f} in all instead of {score:+.3f}"
+    )

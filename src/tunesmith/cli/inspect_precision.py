@@ -25,16 +25,23 @@ def precision(as_json: bool = typer.Option(False, "--json", help="Machine-readab
     machine = cpu_capability() if chosen.device == "cpu" else None
     if as_json:
         finite = lambda xs: [x if math.isfinite(x) else str(x) for x in xs]  # noqa: E731  (JSON has no inf: "inf")
-        print(json.dumps({"formats": [{**f.__dict__, "stored": finite(f.stored), "digits": f.digits} for f in formats], "probes": PROBES,
-                          "auto": {"precision": chosen.name, "reason": chosen.reason, "device": chosen.device},
-                          "cpu": machine}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "formats": [{**f.__dict__, "stored": finite(f.stored), "digits": f.digits} for f in formats],
+                    "probes": PROBES,
+                    "auto": {"precision": chosen.name, "reason": chosen.reason, "device": chosen.device},
+                    "cpu": machine,
+                },
+                indent=2,
+            )
+        )
         return
     table = Table(title="three ways to store a number in 16 or 32 bits")
     for column in ("format", "bits: sign / exponent / mantissa", "largest", "smallest normal", "step after 1.0", "digits"):
         table.add_column(column, justify="left" if column == "format" else "right")
     for f in formats:
-        table.add_row(f.name, f"1 / {f.exponent_bits} / {f.mantissa_bits}", _number(f.largest), _number(f.smallest_normal),
-                      _number(f.eps), f"~{f.digits:.1f}")
+        table.add_row(f.name, f"1 / {f.exponent_bits} / {f.mantissa_bits}", _number(f.largest), _number(f.smallest_normal), _number(f.eps), f"~{f.digits:.1f}")
     console.print(table)
     stored = Table(title="what each format stores")
     stored.add_column("value", justify="right")
@@ -43,8 +50,10 @@ def precision(as_json: bool = typer.Option(False, "--json", help="Machine-readab
     for i, value in enumerate(PROBES):
         stored.add_row(_number(value), *(_stored(f.stored[i], value, f.smallest_normal) for f in formats))
     console.print(stored)
-    say("bf16 keeps fp32's exponent (its range) and drops mantissa bits (precision); fp16 keeps more mantissa but "
-        "overflows above 65504 and loses tiny values, so fp16 training needs loss scaling.")
+    say(
+        "bf16 keeps fp32's exponent (its range) and drops mantissa bits (precision); fp16 keeps more mantissa but "
+        "overflows above 65504 and loses tiny values, so fp16 training needs loss scaling."
+    )
     say(f"rule: {ModelSection.model_fields['precision'].description}")
     say(f"this machine: precision auto -> {chosen.name} ({chosen.reason})")
     if machine:

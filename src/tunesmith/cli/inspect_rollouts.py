@@ -45,7 +45,11 @@ def rollouts(
         return
     weights = record["weights"]
     formula = " + ".join(f"{w:g} x {name}" for name, w in weights.items())
-    console.print(f"step {record['step']} of {steps[-1]}: {len(record['groups'])} groups; reward = {formula}; advantage = (reward - group mean) / (group std + 1e-4) as the trainer computed it", highlight=False, soft_wrap=True)
+    console.print(
+        f"step {record['step']} of {steps[-1]}: {len(record['groups'])} groups; reward = {formula}; advantage = (reward - group mean) / (group std + 1e-4) as the trainer computed it",
+        highlight=False,
+        soft_wrap=True,
+    )
     for number, group in enumerate(record["groups"][:groups], 1):
         table = Table(title=f"group {number}: {escape(group['prompt'])}", title_justify="left")
         table.add_column("#", justify="right")
@@ -59,10 +63,22 @@ def rollouts(
             shown = c["completion"].replace("\n", " ")
             shown = shown if len(shown) <= width else shown[: width - 1] + "…"
             centred = None if c["reward"] is None or group["mean"] is None else c["reward"] - group["mean"]
-            table.add_row(str(i), escape(shown), *(_fmt(c["rewards"].get(n)) for n in weights), _fmt(c["reward"]), _fmt(centred, "{:+.3f}"), _fmt(c["advantage"], "{:+.3f}"), style="green" if (c["advantage"] or 0) > 0 else None)
+            table.add_row(
+                str(i),
+                escape(shown),
+                *(_fmt(c["rewards"].get(n)) for n in weights),
+                _fmt(c["reward"]),
+                _fmt(centred, "{:+.3f}"),
+                _fmt(c["advantage"], "{:+.3f}"),
+                style="green" if (c["advantage"] or 0) > 0 else None,
+            )
         print_table(table)
         hidden = len(group["completions"]) - completions
-        console.print(f"group mean {_fmt(group['mean'])}, std {_fmt(group['std'])} (sample std, n-1)" + (f"; {hidden} more completions (--completions)" if hidden > 0 else ""), highlight=False)
+        console.print(
+            f"group mean {_fmt(group['mean'])}, std {_fmt(group['std'])} (sample std, n-1)"
+            + (f"; {hidden} more completions (--completions)" if hidden > 0 else ""),
+            highlight=False,
+        )
     if len(record["groups"]) > groups:
         console.print(f"[dim]{len(record['groups']) - groups} more groups (--groups); other steps: --step {steps[0]}..{steps[-1]}[/]")
 
@@ -73,21 +89,46 @@ def show_ppo(record: dict, steps: list[int], rows: int, width: int) -> None:
     console.print(
         f"rollout batch {record['rollout'] + 1} of {len(steps)}, sampled at step {record['step']}: {len(samples)} responses; kl_coef {record['kl_coef']:.4f}; "
         "reward with KL = score - kl_coef x KL; at the first token: V (the critic's value), A (GAE, before whitening), return = A + V",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
     table = Table(title_justify="left")
-    for name, justify in (("#", "right"), ("prompt", "left"), ("response", "left"), ("tokens", "right"), ("score", "right"), ("KL", "right"), ("reward with KL", "right"), ("V", "right"), ("A", "right"), ("return", "right")):
+    for name, justify in (
+        ("#", "right"),
+        ("prompt", "left"),
+        ("response", "left"),
+        ("tokens", "right"),
+        ("score", "right"),
+        ("KL", "right"),
+        ("reward with KL", "right"),
+        ("V", "right"),
+        ("A", "right"),
+        ("return", "right"),
+    ):
         table.add_column(name, justify=justify)
     ranked = sorted(range(len(samples)), key=lambda i: -samples[i]["score"])
     for i in ranked[:rows]:
         s = samples[i]
         shown = s["completion"].replace("\n", " ")
         shown = shown if len(shown) <= width else shown[: width - 1] + "…"
-        table.add_row(str(i + 1), escape(s["prompt"][:40]), escape(shown), str(s["tokens"]), _fmt(s["score"], "{:+.3f}"), _fmt(s["kl"]), _fmt(s["reward_with_kl"], "{:+.3f}"),
-                      _fmt(s["value_first"], "{:+.3f}"), _fmt(s["advantage_first"], "{:+.3f}"), _fmt(s["return_first"], "{:+.3f}"), style="green" if s["advantage_first"] > 0 else None)
+        table.add_row(
+            str(i + 1),
+            escape(s["prompt"][:40]),
+            escape(shown),
+            str(s["tokens"]),
+            _fmt(s["score"], "{:+.3f}"),
+            _fmt(s["kl"]),
+            _fmt(s["reward_with_kl"], "{:+.3f}"),
+            _fmt(s["value_first"], "{:+.3f}"),
+            _fmt(s["advantage_first"], "{:+.3f}"),
+            _fmt(s["return_first"], "{:+.3f}"),
+            style="green" if s["advantage_first"] > 0 else None,
+        )
     print_table(table)
     mean = sum(s["score"] for s in samples) / len(samples)
-    console.print(f"mean score {mean:+.3f}; best first" + (f"; {len(samples) - rows} more responses (--completions)" if len(samples) > rows else ""), highlight=False)
+    console.print(
+        f"mean score {mean:+.3f}; best first" + (f"; {len(samples) - rows} more responses (--completions)" if len(samples) > rows else ""), highlight=False
+    )
 
 
 def print_table(table: Table) -> None:

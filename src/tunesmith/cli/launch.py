@@ -77,7 +77,10 @@ def launch(
     if not command:
         raise TunesmithError("tunesmith launch needs the command to run after --", hint="e.g. tunesmith launch -n 2 -- sft -c recipe.yaml")
     if num_machines > 1 and not main_process_ip:
-        raise TunesmithError(f"{num_machines} machines need the address of machine 0", hint="add --main-process-ip 10.0.0.1 (the same on every machine) and each machine's --machine-rank")
+        raise TunesmithError(
+            f"{num_machines} machines need the address of machine 0",
+            hint="add --main-process-ip 10.0.0.1 (the same on every machine) and each machine's --machine-rank",
+        )
     gpu = torch.cuda.is_available()
     total = num_processes * num_machines
     name = f"accelerate-{total}p" + ("-fsdp" if fsdp else f"-{deepspeed}" if deepspeed else "") + ("" if gpu else "-cpu") + ".yaml"

@@ -35,15 +35,21 @@ def say(text: str, markup: bool = False) -> None:
     """Print one line of a command's own text unwrapped (lines and tables wider than a terminal stay whole), with
     rich markup only when asked for: a model's tokens or a user's numbers may contain brackets."""
     console.print(text, highlight=False, markup=markup, soft_wrap=True)
+
+
 KEEP_LOGS = 50
 INTERRUPTED = "interrupted; checkpoints written so far are kept (resume with --resume RUN_DIR)"
 
 
 @app.callback()
 def _global_options(
-    debug: bool = typer.Option(False, "--debug", envvar="TUNESMITH_DEBUG", help="Print the traceback of an unexpected error here too (it always goes to a log file)."),
+    debug: bool = typer.Option(
+        False, "--debug", envvar="TUNESMITH_DEBUG", help="Print the traceback of an unexpected error here too (it always goes to a log file)."
+    ),
     trust_pickle_weights: bool = typer.Option(
-        False, "--trust-pickle-weights", envvar="TUNESMITH_TRUST_PICKLE_WEIGHTS",
+        False,
+        "--trust-pickle-weights",
+        envvar="TUNESMITH_TRUST_PICKLE_WEIGHTS",
         help="Allow loading weights from pickle files (.bin/.pt/.pth/.ckpt). Unpickling runs code from the file: only for files you trust.",
     ),
 ):
@@ -128,7 +134,8 @@ def _unexpected(exc: BaseException, argv: list[str]) -> int:
         f"[bold red]error:[/] unexpected {type(exc).__name__}{': ' + escape(summary) if summary else ''}\n"
         f"this is a bug in tunesmith or a library it uses, not in your input as far as we can tell; {where}"
         + ("" if os.environ.get("TUNESMITH_DEBUG") == "1" else " (rerun with --debug to see it here)"),
-        highlight=False, markup=True,
+        highlight=False,
+        markup=True,
     )
     return 1
 

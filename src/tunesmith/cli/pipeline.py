@@ -17,7 +17,9 @@ def pipeline_file(path: Path | None) -> Path:
 
 @app.command()
 def pipeline(
-    file: Path | None = typer.Option(None, "--pipeline", "-c", help="Pipeline YAML (stages: sft, reward, dpo, ..., merge, eval, export). Default: the built-in demo."),
+    file: Path | None = typer.Option(
+        None, "--pipeline", "-c", help="Pipeline YAML (stages: sft, reward, dpo, ..., merge, eval, export). Default: the built-in demo."
+    ),
     output_dir: str | None = typer.Option(None, "--output-dir", "-o", help="Override the file's output_dir."),
 ):
     """Run a pipeline: stages in order, each output feeding the next by name; complete stages are skipped, an

@@ -25,6 +25,7 @@ def render(plan) -> None:
     from tunesmith.report.plots import sparkline
 
     s = plan.schedule
+
     def t(line: str) -> None:
         console.print(line, soft_wrap=True, highlight=False)
 
@@ -38,8 +39,12 @@ def render(plan) -> None:
         t(f"[bold]speed[/]           {plan.speed.summary()}")
     share = plan.trainable_parameters / plan.total_parameters * 100
     t(f"[bold]parameters[/]      {plan.trainable_parameters:,} trainable of {plan.total_parameters:,} ({share:.2f}%), method {plan.method}")
-    t(f"[bold]batch[/]           {s.per_device_train_batch_size} per device x {s.world_size} device(s) x {s.gradient_accumulation_steps} accumulation = {s.effective_batch_size} {plan.unit} per step (effective batch size)")
-    t(f"[bold]steps[/]           {s.steps_per_epoch} per epoch ({s.micro_batches_per_epoch} micro-batches of {s.num_sequences:,} {plan.unit}); {s.total_steps} optimizer steps = {s.num_epochs:g} epoch{'' if s.num_epochs == 1 else 's'}")
+    t(
+        f"[bold]batch[/]           {s.per_device_train_batch_size} per device x {s.world_size} device(s) x {s.gradient_accumulation_steps} accumulation = {s.effective_batch_size} {plan.unit} per step (effective batch size)"
+    )
+    t(
+        f"[bold]steps[/]           {s.steps_per_epoch} per epoch ({s.micro_batches_per_epoch} micro-batches of {s.num_sequences:,} {plan.unit}); {s.total_steps} optimizer steps = {s.num_epochs:g} epoch{'' if s.num_epochs == 1 else 's'}"
+    )
     t(f"[bold]warmup[/]          {s.warmup_steps} steps")
     kept = f" (kept: {_steps(s.kept_checkpoints)})" if s.kept_checkpoints != s.checkpoint_steps else ""
     t(f"[bold]checkpoints[/]     {_steps(s.checkpoint_steps)}{kept}")
@@ -84,7 +89,9 @@ def plan(
 
         s = result.schedule
         steps = list(range(1, s.total_steps + 1))
-        plot_series(plot, {"learning rate": (steps, s.learning_rates)}, "learning-rate schedule", "optimizer step", "learning rate", {"checkpoint": s.checkpoint_steps})
+        plot_series(
+            plot, {"learning rate": (steps, s.learning_rates)}, "learning-rate schedule", "optimizer step", "learning rate", {"checkpoint": s.checkpoint_steps}
+        )
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
         return
@@ -109,8 +116,19 @@ def plan_of_pipeline(file: Path | None, as_json: bool) -> None:
     steps = plan_pipeline(spec)
     total = sum(s.seconds for s in steps)
     if as_json:
-        print(json.dumps({"pipeline": spec.name, "total_seconds": round(total, 1), "stages": [
-            {"name": s.name, "stage": s.stage, "seconds": round(s.seconds, 1), "basis": s.basis, "plan": s.plan.to_json() if s.plan else None} for s in steps]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "pipeline": spec.name,
+                    "total_seconds": round(total, 1),
+                    "stages": [
+                        {"name": s.name, "stage": s.stage, "seconds": round(s.seconds, 1), "basis": s.basis, "plan": s.plan.to_json() if s.plan else None}
+                        for s in steps
+                    ],
+                },
+                indent=2,
+            )
+        )
         return
     for s in steps:
         if s.plan is not None:

@@ -12,7 +12,9 @@ from tunesmith.cli.main import app, console
 
 @app.command()
 def score(
-    reward_model: str = typer.Option(..., "--reward-model", "-r", help="A reward run directory (tunesmith reward), its model/ adapter, or a full reward model."),
+    reward_model: str = typer.Option(
+        ..., "--reward-model", "-r", help="A reward run directory (tunesmith reward), its model/ adapter, or a full reward model."
+    ),
     prompt: str = typer.Option(..., "--prompt", "-p", help="The user's message."),
     response: list[str] = typer.Option(..., "--response", help="A response to score (repeat for several)."),
     system: str | None = typer.Option(None, "--system", help="A system message before the prompt."),

@@ -25,8 +25,12 @@ def serve(
     name: str | None = typer.Option(None, help="Model id clients send (default: the --model value)."),
     api_key: str | None = typer.Option(None, "--api-key", envvar="TUNESMITH_API_KEY", help="Require 'Authorization: Bearer KEY' (or set TUNESMITH_API_KEY)."),
     max_batch: int = typer.Option(16, "--max-batch", min=1, max=256, help="Requests decoded together (continuous batching); 1 serves one at a time."),
-    max_queue: int = typer.Option(64, "--max-queue", min=0, help="Requests that may wait for a place in the batch; beyond that the answer is 429 with Retry-After."),
-    studio: str | None = typer.Option(None, "--studio", help="Also serve `tunesmith studio` over this folder of runs, at /studio (same process, same --api-key)."),
+    max_queue: int = typer.Option(
+        64, "--max-queue", min=0, help="Requests that may wait for a place in the batch; beyond that the answer is 429 with Retry-After."
+    ),
+    studio: str | None = typer.Option(
+        None, "--studio", help="Also serve `tunesmith studio` over this folder of runs, at /studio (same process, same --api-key)."
+    ),
 ):
     """Serve POST /v1/chat/completions, POST /v1/completions (stream: true as SSE), GET /v1/models, GET /health."""
     import uvicorn
@@ -34,8 +38,12 @@ def serve(
     from tunesmith.serve import Engine, create_app
 
     engine = Engine(model, name=name, max_batch=max_batch, max_queue=max_queue)
-    console.print(f"serving '{engine.name}' on http://{host}:{port}/v1" + (" (API key required)" if api_key else "")
-                  + f"; batches up to {engine.batcher.max_batch} requests, {max_queue} more may wait", highlight=False)
+    console.print(
+        f"serving '{engine.name}' on http://{host}:{port}/v1"
+        + (" (API key required)" if api_key else "")
+        + f"; batches up to {engine.batcher.max_batch} requests, {max_queue} more may wait",
+        highlight=False,
+    )
     warning = exposure_warning(host, api_key)
     if warning:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)

@@ -66,7 +66,11 @@ def render_result(result) -> None:
         example = result.prompts[0] if result.prompts else "Solve 2+2. Reply with the number only."
         console.print(f"try it: tunesmith generate --model {result.run_dir} --prompt '{example}'", soft_wrap=True, highlight=False)
     elif result.stage == "reward":
-        console.print(f"try it: tunesmith score --reward-model {result.run_dir} --prompt 'What is the capital of France?' --response Paris --response Florida", soft_wrap=True, highlight=False)
+        console.print(
+            f"try it: tunesmith score --reward-model {result.run_dir} --prompt 'What is the capital of France?' --response Paris --response Florida",
+            soft_wrap=True,
+            highlight=False,
+        )
     else:
         console.print(f"try it: tunesmith generate --model {result.run_dir} --prompt 'What is the capital of France?'", soft_wrap=True, highlight=False)
 
@@ -112,5 +116,8 @@ def train(
     if not recipe and not resume:
         from tunesmith.errors import RecipeError
 
-        raise RecipeError("tunesmith train needs a recipe (-c recipe.yaml) or --resume RUN", hint="or use the stage's own command: tunesmith sft|reward|dpo|kto|orpo|cpo|grpo|rloo|ppo")
+        raise RecipeError(
+            "tunesmith train needs a recipe (-c recipe.yaml) or --resume RUN",
+            hint="or use the stage's own command: tunesmith sft|reward|dpo|kto|orpo|cpo|grpo|rloo|ppo",
+        )
     _train(None, recipe, set_, {}, resume)

@@ -37,7 +37,11 @@ def register_format(fmt: Format) -> Format:
 
 def _string(record: dict, key: str, where: str, fmt: str, *, allow_empty: bool = False) -> str:
     if key not in record or record[key] is None:
-        raise DataError(f"field '{key}' is missing; the {fmt} format needs {', '.join(FORMATS[fmt].required)}", where=where, hint=f"give every row the field '{key}' (or remove the row)")
+        raise DataError(
+            f"field '{key}' is missing; the {fmt} format needs {', '.join(FORMATS[fmt].required)}",
+            where=where,
+            hint=f"give every row the field '{key}' (or remove the row)",
+        )
     value = record[key]
     if not isinstance(value, str):
         raise DataError(f"field '{key}' is a {type(value).__name__}; expected a string", where=where, hint=f"write '{key}' as text")
@@ -49,19 +53,33 @@ def _string(record: dict, key: str, where: str, fmt: str, *, allow_empty: bool =
 def check_messages(messages, where: str, field: str = "messages", require_assistant: bool = True) -> list[dict]:
     """Validate a list of {role, content} messages; at least one assistant turn to learn from unless told."""
     if not isinstance(messages, list) or not messages:
-        raise DataError(f"{field} is {'empty' if messages == [] else 'a ' + type(messages).__name__}; expected a non-empty list of {{role, content}}", where=where, hint=f"write {field} as a list of messages; {MESSAGE_HINT}")
+        raise DataError(
+            f"{field} is {'empty' if messages == [] else 'a ' + type(messages).__name__}; expected a non-empty list of {{role, content}}",
+            where=where,
+            hint=f"write {field} as a list of messages; {MESSAGE_HINT}",
+        )
     out = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise DataError(f"{field}[{i}] is a {type(message).__name__}; expected an object with role and content", where=where, hint=MESSAGE_HINT)
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
-            raise DataError(f"{field}[{i}].role is {role!r}; expected system, user or assistant", where=where, hint=MESSAGE_HINT + " (map other role names, e.g. human -> user, bot -> assistant)")
+            raise DataError(
+                f"{field}[{i}].role is {role!r}; expected system, user or assistant",
+                where=where,
+                hint=MESSAGE_HINT + " (map other role names, e.g. human -> user, bot -> assistant)",
+            )
         if not isinstance(content, str):
-            raise DataError(f"{field}[{i}].content is {'missing' if content is None else 'a ' + type(content).__name__}; expected a string", where=where, hint=MESSAGE_HINT + " (content is the message's text, a string)")
+            raise DataError(
+                f"{field}[{i}].content is {'missing' if content is None else 'a ' + type(content).__name__}; expected a string",
+                where=where,
+                hint=MESSAGE_HINT + " (content is the message's text, a string)",
+            )
         out.append({"role": role, "content": content})
     if require_assistant and not any(m["role"] == "assistant" for m in out):
-        raise DataError(f"{field} has no assistant message, so there is nothing to learn", where=where, hint="each conversation needs at least one assistant turn")
+        raise DataError(
+            f"{field} has no assistant message, so there is nothing to learn", where=where, hint="each conversation needs at least one assistant turn"
+        )
     if any(m["role"] == "assistant" and not m["content"].strip() for m in out):
         raise DataError(f"{field} has an empty assistant message", where=where, hint="remove the row or fill in the assistant's reply")
     return out
@@ -75,7 +93,10 @@ def _prompt_completion(record, where):
     prompt, completion = record.get("prompt"), record.get("completion")
     if isinstance(prompt, list) and isinstance(completion, list):  # conversational prompt/completion
         return {"messages": check_messages(prompt, where, "prompt", require_assistant=False) + check_messages(completion, where, "completion")}
-    return {"prompt": _string(record, "prompt", where, "prompt_completion", allow_empty=True), "completion": _string(record, "completion", where, "prompt_completion")}
+    return {
+        "prompt": _string(record, "prompt", where, "prompt_completion", allow_empty=True),
+        "completion": _string(record, "completion", where, "prompt_completion"),
+    }
 
 
 def _messages(record, where):
@@ -98,12 +119,20 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "a
 def _sharegpt(record, where):
     turns = record.get("conversations")
     if not isinstance(turns, list) or not turns:
-        raise DataError("conversations is empty or not a list; expected a list of {from, value}", where=where, hint='each turn is {"from": "human" | "gpt" | "system", "value": "text"}')
+        raise DataError(
+            "conversations is empty or not a list; expected a list of {from, value}",
+            where=where,
+            hint='each turn is {"from": "human" | "gpt" | "system", "value": "text"}',
+        )
     messages = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict) or turn.get("from") not in SHAREGPT_ROLES:
             found = turn.get("from") if isinstance(turn, dict) else turn
-            raise DataError(f"conversations[{i}].from is {found!r}; expected system, human or gpt", where=where, hint='each turn is {"from": "human" | "gpt" | "system", "value": "text"}')
+            raise DataError(
+                f"conversations[{i}].from is {found!r}; expected system, human or gpt",
+                where=where,
+                hint='each turn is {"from": "human" | "gpt" | "system", "value": "text"}',
+            )
         messages.append({"role": SHAREGPT_ROLES[turn["from"]], "content": turn.get("value")})
     return {"messages": check_messages(messages, where, "conversations")}
 

@@ -25,7 +25,17 @@ from tunesmith.data.formats import check_messages
 from tunesmith.errors import DataError
 
 KINDS = ("sft", "preference", "unpaired", "prompt")
-STAGE_KINDS = {"sft": "sft", "reward": "preference", "dpo": "preference", "orpo": "preference", "cpo": "preference", "kto": "unpaired", "grpo": "prompt", "rloo": "prompt", "ppo": "prompt"}
+STAGE_KINDS = {
+    "sft": "sft",
+    "reward": "preference",
+    "dpo": "preference",
+    "orpo": "preference",
+    "cpo": "preference",
+    "kto": "unpaired",
+    "grpo": "prompt",
+    "rloo": "prompt",
+    "ppo": "prompt",
+}
 
 REQUIRED = {"preference": ("prompt", "chosen", "rejected"), "unpaired": ("prompt", "completion", "label"), "prompt": ("prompt",)}
 SFT_KEYS = ("messages", "conversations", "instruction", "text")
@@ -55,7 +65,12 @@ def detect_kind(record: dict) -> str | None:
 
 def _kind_keys(record: dict, kind: str) -> str:
     """The keys that gave the kind away, for 'this looks like SFT data (messages)'."""
-    keys = {"sft": (*SFT_KEYS, "prompt", "completion"), "preference": ("prompt", "chosen", "rejected"), "unpaired": ("prompt", "completion", "label"), "prompt": ("prompt",)}[kind]
+    keys = {
+        "sft": (*SFT_KEYS, "prompt", "completion"),
+        "preference": ("prompt", "chosen", "rejected"),
+        "unpaired": ("prompt", "completion", "label"),
+        "prompt": ("prompt",),
+    }[kind]
     return ", ".join(k for k in keys if k in record)
 
 
@@ -102,7 +117,9 @@ def check_kind(rows: list[tuple[str, dict]], stage: str) -> str:
         return found  # their prompts, each once (the answers are dropped)
     if found is None:
         columns = "messages (a list of {role, content}), or prompt and completion" if need == "sft" else ", ".join(REQUIRED[need])
-        raise DataError(f"cannot tell the kind of data from the fields {sorted(record)}; {stage} needs {NEEDS[need]}", where=where, hint=f"rename the columns to {columns}")
+        raise DataError(
+            f"cannot tell the kind of data from the fields {sorted(record)}; {stage} needs {NEEDS[need]}", where=where, hint=f"rename the columns to {columns}"
+        )
     message = f"this looks like {LOOKS_LIKE[found]} ({_kind_keys(record, found)}); {stage} needs {NEEDS[need]}"
     if found == "unpaired" and need == "preference":
         message += "; kto takes unpaired data"
@@ -113,18 +130,33 @@ def check_kind(rows: list[tuple[str, dict]], stage: str) -> str:
 
 
 def _missing(key: str, kind: str, where: str, hint: str | None = None):
-    raise DataError(f"column '{key}' is missing; {kind} data needs {', '.join(REQUIRED[kind])}", where=where, hint=hint or f"add the '{key}' column" + (f"; the built-in dataset '{BUILTIN[kind]}' shows the shape" if kind in BUILTIN else ""))
+    raise DataError(
+        f"column '{key}' is missing; {kind} data needs {', '.join(REQUIRED[kind])}",
+        where=where,
+        hint=hint or f"add the '{key}' column" + (f"; the built-in dataset '{BUILTIN[kind]}' shows the shape" if kind in BUILTIN else ""),
+    )
 
 
 def _value(record: dict, key: str, kind: str, where: str):
     if record.get(key) is None:
-        _missing(key, kind, where, "only conversations can leave the prompt out (it is split off chosen and rejected); add a prompt column" if key == "prompt" and kind == "preference" else None)
+        _missing(
+            key,
+            kind,
+            where,
+            "only conversations can leave the prompt out (it is split off chosen and rejected); add a prompt column"
+            if key == "prompt" and kind == "preference"
+            else None,
+        )
     return record[key]
 
 
 def _string(value, key: str, where: str) -> str:
     if not isinstance(value, str):
-        raise DataError(f"column '{key}' is a {type(value).__name__}; expected a string or a list of messages", where=where, hint="write it as text, or as a list of {role, content} messages")
+        raise DataError(
+            f"column '{key}' is a {type(value).__name__}; expected a string or a list of messages",
+            where=where,
+            hint="write it as text, or as a list of {role, content} messages",
+        )
     if not value.strip():
         raise DataError(f"column '{key}' is empty", where=where, hint="remove the row or fill in the column")
     return value
@@ -135,7 +167,9 @@ def _messages(value, where: str, key: str, require_assistant: bool) -> list[dict
     try:
         return check_messages(value, where, key, require_assistant=require_assistant)
     except DataError as exc:
-        raise DataError(exc.message, where=exc.where, hint=exc.hint or ("remove the row or fill in the message" if "empty" in exc.message else MESSAGE_HINT)) from None
+        raise DataError(
+            exc.message, where=exc.where, hint=exc.hint or ("remove the row or fill in the message" if "empty" in exc.message else MESSAGE_HINT)
+        ) from None
 
 
 def _prompt_messages(value, where: str) -> list[dict]:
@@ -144,7 +178,11 @@ def _prompt_messages(value, where: str) -> list[dict]:
         return [{"role": "user", "content": _string(value, "prompt", where)}]
     messages = _messages(value, where, "prompt", require_assistant=False)
     if messages[-1]["role"] != "user":
-        raise DataError(f"prompt ends with a {messages[-1]['role']} message; a prompt must end with the user turn to answer", where=where, hint="move the answer into chosen/rejected/completion")
+        raise DataError(
+            f"prompt ends with a {messages[-1]['role']} message; a prompt must end with the user turn to answer",
+            where=where,
+            hint="move the answer into chosen/rejected/completion",
+        )
     if not messages[-1]["content"].strip():
         raise DataError("prompt is empty: its last user message has no text", where=where, hint="remove the row or fill in the question")
     return messages
@@ -168,7 +206,11 @@ def _split_prompt(chosen, rejected, where: str) -> tuple[list[dict], list[dict],
     chosen, rejected = _messages(chosen, where, "chosen", True), _messages(rejected, where, "rejected", True)
     for key, conversation in (("chosen", chosen), ("rejected", rejected)):
         if conversation[-1]["role"] != "assistant":
-            raise DataError(f"{key} ends with a {conversation[-1]['role']} message; it must end with the assistant answer being compared", where=where, hint="end chosen and rejected with the two assistant answers to compare")
+            raise DataError(
+                f"{key} ends with a {conversation[-1]['role']} message; it must end with the assistant answer being compared",
+                where=where,
+                hint="end chosen and rejected with the two assistant answers to compare",
+            )
     prompt, other = chosen[:-1], rejected[:-1]
     if prompt != other:
         first = next((i for i, (a, b) in enumerate(zip(prompt, other)) if a != b), min(len(prompt), len(other)))
@@ -178,7 +220,11 @@ def _split_prompt(chosen, rejected, where: str) -> tuple[list[dict], list[dict],
             hint="with no prompt column, chosen and rejected must be the same conversation up to their last assistant turn",
         )
     if not prompt:
-        raise DataError("chosen and rejected have no prompt: with no prompt column, the conversations must start with the user turn they answer", where=where, hint="add a prompt column, or put the user turn first in chosen and rejected")
+        raise DataError(
+            "chosen and rejected have no prompt: with no prompt column, the conversations must start with the user turn they answer",
+            where=where,
+            hint="add a prompt column, or put the user turn first in chosen and rejected",
+        )
     return _prompt_messages(prompt, where), [chosen[-1]], [rejected[-1]]
 
 
@@ -187,14 +233,22 @@ def _form(value) -> str:
 
 
 def _mixed_in_row(where: str, answers: str):
-    raise DataError(f"prompt is a list of messages but {answers} strings; use messages or strings for all of them", where=where, hint="write the prompt as a string, or the answers as lists of {role, content} messages")
+    raise DataError(
+        f"prompt is a list of messages but {answers} strings; use messages or strings for all of them",
+        where=where,
+        hint="write the prompt as a string, or the answers as lists of {role, content} messages",
+    )
 
 
 def _preference_row(record: dict, where: str) -> tuple[dict, bool]:
     """One pair as {prompt, chosen, rejected}, and whether its prompt was implicit."""
     chosen, rejected = _value(record, "chosen", "preference", where), _value(record, "rejected", "preference", where)
     if isinstance(chosen, list) != isinstance(rejected, list):
-        raise DataError(f"chosen is {'a list of messages' if isinstance(chosen, list) else 'a string'} but rejected is not", where=where, hint="write chosen and rejected the same way: both strings or both lists of messages")
+        raise DataError(
+            f"chosen is {'a list of messages' if isinstance(chosen, list) else 'a string'} but rejected is not",
+            where=where,
+            hint="write chosen and rejected the same way: both strings or both lists of messages",
+        )
     implicit = isinstance(chosen, list) and record.get("prompt") is None
     if implicit:
         prompt, chosen, rejected = _split_prompt(chosen, rejected, where)
@@ -207,7 +261,9 @@ def _preference_row(record: dict, where: str) -> tuple[dict, bool]:
             _mixed_in_row(where, "chosen and rejected are")
         prompt, chosen, rejected = _string(prompt, "prompt", where), _string(chosen, "chosen", where), _string(rejected, "rejected", where)
     if chosen == rejected:
-        raise DataError("chosen and rejected are identical, so there is no preference to learn", where=where, hint="remove the row or give it a worse rejected answer")
+        raise DataError(
+            "chosen and rejected are identical, so there is no preference to learn", where=where, hint="remove the row or give it a worse rejected answer"
+        )
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}, implicit
 
 
@@ -218,7 +274,9 @@ def _label(record: dict, where: str) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise DataError(f"label is {value!r}; expected true or false", where=where, hint="label says whether the completion is desirable (true) or undesirable (false)")
+    raise DataError(
+        f"label is {value!r}; expected true or false", where=where, hint="label says whether the completion is desirable (true) or undesirable (false)"
+    )
 
 
 def _unpaired_row(record: dict, where: str) -> dict:
@@ -280,7 +338,9 @@ class PreferenceReport:
             text += f", {self.implicit_prompt:,} implicit prompts split off"
         text += f"; longest {self.max_tokens} tokens, mean {self.mean_tokens:.0f}"
         if self.max_length:
-            text += f"; {self.num_over_max_length} over max_length {self.max_length}" + ((" (dropped, as TRL's reward trainer does)" if self.stage == "reward" else " (TRL truncates them)") if self.num_over_max_length else "")
+            text += f"; {self.num_over_max_length} over max_length {self.max_length}" + (
+                (" (dropped, as TRL's reward trainer does)" if self.stage == "reward" else " (TRL truncates them)") if self.num_over_max_length else ""
+            )
         return text
 
 
@@ -319,7 +379,11 @@ def _check_columns(columns: list[str], record: dict, where: str):
     if set(record) != set(columns):
         missing, extra = [c for c in columns if c not in record], [c for c in record if c not in columns]
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"extra {', '.join(extra)}"] if extra else [])
-        raise DataError(f"the columns differ from the first row's ({'; '.join(parts)})", where=where, hint="give every row the same columns; reward functions receive them by name")
+        raise DataError(
+            f"the columns differ from the first row's ({'; '.join(parts)})",
+            where=where,
+            hint="give every row the same columns; reward functions receive them by name",
+        )
 
 
 def _canonical_rows(rows, kind: str, report: PreferenceReport) -> list[dict]:
@@ -395,5 +459,7 @@ def prepare_preference_data(source, tokenizer, *, stage: str, max_length: int | 
     try:
         dataset = datasets.Dataset.from_list(examples)
     except Exception as exc:  # arrow's many type errors; the user needs one sentence
-        raise DataError(f"the rows cannot be stored as one table: {str(exc).splitlines()[0]}", where=label, hint="give each column the same type in every row") from None
+        raise DataError(
+            f"the rows cannot be stored as one table: {str(exc).splitlines()[0]}", where=label, hint="give each column the same type in every row"
+        ) from None
     return PreferenceData(dataset, report, examples)

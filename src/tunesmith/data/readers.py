@@ -25,11 +25,20 @@ TO_UTF8 = "re-save it as UTF-8 (e.g. iconv -f {enc} -t UTF-8 {name} > utf8-{name
 # byte order marks, longest first (the UTF-32 LE mark starts with the UTF-16 LE one)
 BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"), (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
 MAGIC = (
-    (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"), (b"%PDF", "a PDF document"),
-    (b"PK\x03\x04", "a zip archive (a zipped dataset, or a spreadsheet: export it as CSV)"), (b"\x1f\x8b", "gzip-compressed data"),
-    (b"BZh", "bzip2-compressed data"), (b"\xfd7zXZ", "xz-compressed data"), (b"\x28\xb5\x2f\xfd", "zstd-compressed data"),
-    (b"PAR1", "a Parquet file"), (b"GGUF", "a GGUF model file"), (b"SQLite format 3", "an SQLite database"),
-    (b"\x80\x04", "a Python pickle"), (b"ARROW1", "an Arrow file"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a zip archive (a zipped dataset, or a spreadsheet: export it as CSV)"),
+    (b"\x1f\x8b", "gzip-compressed data"),
+    (b"BZh", "bzip2-compressed data"),
+    (b"\xfd7zXZ", "xz-compressed data"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data"),
+    (b"PAR1", "a Parquet file"),
+    (b"GGUF", "a GGUF model file"),
+    (b"SQLite format 3", "an SQLite database"),
+    (b"\x80\x04", "a Python pickle"),
+    (b"ARROW1", "an Arrow file"),
 )
 MAX_DEPTH_HINT = "flatten the row: fields are strings, or lists of {role, content} messages"
 
@@ -98,21 +107,34 @@ def decode_text(data: bytes, shown: str, kind: str, name: str, error=DataError) 
             raise error(f"the file is {encoding} encoded; tunesmith reads UTF-8 {kind}", where=shown, hint=TO_UTF8.format(enc=encoding, name=name))
     what = _binary(data[:16])
     if what:
-        raise error(f"the file is {what}, not {kind}: its name does not match its content", where=shown, hint=f"pass the file that holds the {kind} itself, or convert this one")
+        raise error(
+            f"the file is {what}, not {kind}: its name does not match its content",
+            where=shown,
+            hint=f"pass the file that holds the {kind} itself, or convert this one",
+        )
     nul = data.find(b"\x00")
     if nul >= 0:
         head = data[:4096]
         if head.count(b"\x00") * 3 >= len(head):  # every other byte zero: UTF-16 without a byte order mark
-            raise error(f"the file looks UTF-16 encoded (every other byte is zero); tunesmith reads UTF-8 {kind}", where=shown, hint=TO_UTF8.format(enc="UTF-16", name=name))
+            raise error(
+                f"the file looks UTF-16 encoded (every other byte is zero); tunesmith reads UTF-8 {kind}",
+                where=shown,
+                hint=TO_UTF8.format(enc="UTF-16", name=name),
+            )
         line, column = _line_of(data, nul)
-        raise error(f"binary content: a NUL byte at line {line}, column {column}; expected {kind}", where=f"{shown}:{line}", hint="the file is not text (or is damaged): write it again as UTF-8 text")
+        raise error(
+            f"binary content: a NUL byte at line {line}, column {column}; expected {kind}",
+            where=f"{shown}:{line}",
+            hint="the file is not text (or is damaged): write it again as UTF-8 text",
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line, column = _line_of(data, exc.start)
         raise error(
             f"not UTF-8: byte 0x{data[exc.start]:02x} at line {line}, column {column} (Latin-1 or Windows-1252 text?)",
-            where=f"{shown}:{line}", hint=TO_UTF8.format(enc="LATIN1", name=name),
+            where=f"{shown}:{line}",
+            hint=TO_UTF8.format(enc="LATIN1", name=name),
         ) from None
 
 
@@ -136,7 +158,11 @@ def _jsonl(path: Path, shown: str) -> list[tuple[str, dict]]:
         except RecursionError:
             raise _too_deep(where) from None
         if not isinstance(record, dict):
-            hint = _rename_hint(path, text, "each line must be one JSON object: {\"field\": value, ...}") if not rows else "each line must be one JSON object: {\"field\": value, ...}"
+            hint = (
+                _rename_hint(path, text, 'each line must be one JSON object: {"field": value, ...}')
+                if not rows
+                else 'each line must be one JSON object: {"field": value, ...}'
+            )
             raise DataError(f"a line is a JSON {type(record).__name__}; expected an object", where=where, hint=hint)
         rows.append((where, record))
     return rows
@@ -158,11 +184,19 @@ def _json(path: Path, shown: str) -> list[tuple[str, dict]]:
     if isinstance(data, dict):
         data = next((data[k] for k in ("data", "train") if isinstance(data.get(k), list)), None)
     if not isinstance(data, list):
-        raise DataError("expected a list of objects (or an object with a 'data' or 'train' list)", where=shown, hint="write the rows as [{...}, {...}], or one object per line in a .jsonl file")
+        raise DataError(
+            "expected a list of objects (or an object with a 'data' or 'train' list)",
+            where=shown,
+            hint="write the rows as [{...}, {...}], or one object per line in a .jsonl file",
+        )
     rows = []
     for i, record in enumerate(data):
         if not isinstance(record, dict):
-            raise DataError(f"item is a {type(record).__name__}; expected an object", where=f"{shown}[{i}]", hint="every item of the list must be one row: {\"field\": value, ...}")
+            raise DataError(
+                f"item is a {type(record).__name__}; expected an object",
+                where=f"{shown}[{i}]",
+                hint='every item of the list must be one row: {"field": value, ...}',
+            )
         rows.append((f"{shown}[{i}]", record))
     return rows
 
@@ -178,7 +212,11 @@ def _csv(path: Path, shown: str) -> list[tuple[str, dict]]:
             where = f"{shown}:{start}"
             if header is None:
                 if values and values[0].lstrip().startswith(("{", "[")):
-                    raise DataError("the first line is JSON, not a CSV header", where=where, hint=_rename_hint(path, text, "a CSV file starts with a header line: prompt,completion"))
+                    raise DataError(
+                        "the first line is JSON, not a CSV header",
+                        where=where,
+                        hint=_rename_hint(path, text, "a CSV file starts with a header line: prompt,completion"),
+                    )
                 header = [h.strip() for h in values]
                 twice = next((h for h in header if header.count(h) > 1), None)
                 if twice is not None:
@@ -189,18 +227,31 @@ def _csv(path: Path, shown: str) -> list[tuple[str, dict]]:
                         message = f"the row has {len(values)} of the header's {len(header)} columns (no value for '{header[len(values)]}')"
                     else:
                         message = f"the row has {len(values)} fields but the header has {len(header)} columns"
-                    raise DataError(message, where=where, hint="every row needs one value per header column; quote fields that contain commas or line breaks (\"a, b\")")
+                    raise DataError(
+                        message, where=where, hint='every row needs one value per header column; quote fields that contain commas or line breaks ("a, b")'
+                    )
                 rows.append((where, dict(zip(header, values))))
             start = reader.line_num + 1
     except csv.Error as exc:
         where = f"{shown}:{start}"
         reason = str(exc)
         if "field larger than field limit" in reason:
-            raise DataError(f"a field of the row starting on line {start} is longer than {csv.field_size_limit():,} characters", where=where,
-                            hint="an unterminated quote makes the rest of the file one field: check the quotes there; for texts this long use JSON Lines (.jsonl)") from None
+            raise DataError(
+                f"a field of the row starting on line {start} is longer than {csv.field_size_limit():,} characters",
+                where=where,
+                hint="an unterminated quote makes the rest of the file one field: check the quotes there; for texts this long use JSON Lines (.jsonl)",
+            ) from None
         if "unexpected end of data" in reason:
-            raise DataError(f"a quoted field of the row starting on line {start} is never closed", where=where, hint="close the quote (a quote inside a field is written twice: \"say \"\"hi\"\"\")") from None
-        raise DataError(f"broken CSV in the row starting on line {start}: {reason}", where=where, hint="quote fields that contain commas, quotes or line breaks; a quote inside a field is written twice (\"\")") from None
+            raise DataError(
+                f"a quoted field of the row starting on line {start} is never closed",
+                where=where,
+                hint='close the quote (a quote inside a field is written twice: "say ""hi""")',
+            ) from None
+        raise DataError(
+            f"broken CSV in the row starting on line {start}: {reason}",
+            where=where,
+            hint='quote fields that contain commas, quotes or line breaks; a quote inside a field is written twice ("")',
+        ) from None
     return rows
 
 
@@ -226,16 +277,23 @@ def _parquet(path: Path, shown: str) -> list[tuple[str, dict]]:
                 guess = _guess(text)
                 raise DataError(
                     f"the file is text{' (it looks like ' + KIND[guess].removesuffix(' text') + ')' if guess else ''}, not Parquet: its name does not match its content",
-                    where=shown, hint=f"rename it to {path.stem}{guess}" if guess else f"name it by what it holds ({', '.join(SUFFIXES)})",
+                    where=shown,
+                    hint=f"rename it to {path.stem}{guess}" if guess else f"name it by what it holds ({', '.join(SUFFIXES)})",
                 )
-        raise DataError(f"the file is {what or 'not a Parquet file (no PAR1 magic bytes)'}, not Parquet", where=shown, hint=f"pass the data itself as {', '.join(SUFFIXES)}")
+        raise DataError(
+            f"the file is {what or 'not a Parquet file (no PAR1 magic bytes)'}, not Parquet", where=shown, hint=f"pass the data itself as {', '.join(SUFFIXES)}"
+        )
     if tail != b"PAR1":
         raise DataError("the Parquet file is cut off (no PAR1 footer at its end)", where=shown, hint="write or download the file again")
     try:
         table = pq.read_table(path)
         records = table.to_pylist()
     except (pyarrow.ArrowException, OSError) as exc:
-        raise DataError(f"cannot read the Parquet file: {str(exc).splitlines()[0]}", where=shown, hint="the file is damaged or written by an incompatible tool: write it again (pandas: df.to_parquet)") from None
+        raise DataError(
+            f"cannot read the Parquet file: {str(exc).splitlines()[0]}",
+            where=shown,
+            hint="the file is damaged or written by an incompatible tool: write it again (pandas: df.to_parquet)",
+        ) from None
     return [(f"{shown} row {i}", record) for i, record in enumerate(records)]
 
 
@@ -286,5 +344,7 @@ def _hub(name: str) -> list[tuple[str, dict]]:
     try:
         data = datasets.load_dataset(name, split="train")
     except Exception as exc:  # the hub raises many kinds; the user needs one sentence
-        raise DataError(f"cannot load the Hub dataset '{name}': {str(exc).splitlines()[0]}", hint="check the name on huggingface.co/datasets, or pass a local file") from None
+        raise DataError(
+            f"cannot load the Hub dataset '{name}': {str(exc).splitlines()[0]}", hint="check the name on huggingface.co/datasets, or pass a local file"
+        ) from None
     return [(f"{name} row {i}", dict(record)) for i, record in enumerate(data)]

@@ -126,7 +126,16 @@ def _same_format(record: dict, where: str, fmt, first: str) -> None:
         )
 
 
-def prepare_dataset(source, tokenizer, *, format: str = "auto", max_length: int | None = 1024, truncation: str = "truncate", train_on_prompt: bool = False, name: str | None = None) -> PreparedData:
+def prepare_dataset(
+    source,
+    tokenizer,
+    *,
+    format: str = "auto",
+    max_length: int | None = 1024,
+    truncation: str = "truncate",
+    train_on_prompt: bool = False,
+    name: str | None = None,
+) -> PreparedData:
     """Read, validate, convert, template and tokenize a dataset exactly as training will see it."""
     import datasets
 

@@ -17,8 +17,18 @@ from tunesmith.evaluate.report import RULES
 # measure -> True when higher is better; measures not listed are shown without a judgement
 HIGHER_IS_BETTER = {name: not high_is_bad for name, (high_is_bad, *_rest) in RULES.items()}
 HIGHER_IS_BETTER.update({"eval_loss": False, "preference_accuracy": True, "preference_margin": True})
-SHOWN = ("eval_loss", "perplexity", "preference_accuracy", "preference_margin", "accuracy", "leakage_rate", "distinct_2",
-         "longest_repeat_mean", "stopped_rate", "mean_length_tokens")
+SHOWN = (
+    "eval_loss",
+    "perplexity",
+    "preference_accuracy",
+    "preference_margin",
+    "accuracy",
+    "leakage_rate",
+    "distinct_2",
+    "longest_repeat_mean",
+    "stopped_rate",
+    "mean_length_tokens",
+)
 
 
 @dataclass
@@ -54,14 +64,25 @@ class Comparison:
         return "between"
 
     def to_json(self) -> dict:
-        return {"models": self.models, "data": self.data, "pairs": self.pairs, "values": self.values, "verdicts": self.verdicts,
-                "standing": {m: self.standing(m) for m in self.measures()}, "samples": self.samples}
+        return {
+            "models": self.models,
+            "data": self.data,
+            "pairs": self.pairs,
+            "values": self.values,
+            "verdicts": self.verdicts,
+            "standing": {m: self.standing(m) for m in self.measures()},
+            "samples": self.samples,
+        }
 
     def render(self, console) -> None:
         from rich.table import Table
 
-        table = Table(title=f"side by side on {self.data}" + (f" and {self.pairs}" if self.pairs else ""), title_justify="left",
-                      caption=f"↑ higher is better, ↓ lower is better; standing: where {self.models[0]} (under test) stands among all", caption_justify="left")
+        table = Table(
+            title=f"side by side on {self.data}" + (f" and {self.pairs}" if self.pairs else ""),
+            title_justify="left",
+            caption=f"↑ higher is better, ↓ lower is better; standing: where {self.models[0]} (under test) stands among all",
+            caption_justify="left",
+        )
         table.add_column("measure", overflow="fold", min_width=21)
         for name in self.models:
             table.add_column(name, justify="right", overflow="fold")
@@ -89,8 +110,11 @@ class Comparison:
         if len(self.models) > 1:
             kept = [m for m in self.measures() if self.standing(m) in ("best", "between", "same")]
             lost = [m for m in self.measures() if self.standing(m) == "worst"]
-            console.print(f"{self.models[0]}: as good as or better than a source on {len(kept)} of {len(kept) + len(lost)} judged measures"
-                          + (f"; worst of all on {', '.join(lost)}" if lost else ""), highlight=False)
+            console.print(
+                f"{self.models[0]}: as good as or better than a source on {len(kept)} of {len(kept) + len(lost)} judged measures"
+                + (f"; worst of all on {', '.join(lost)}" if lost else ""),
+                highlight=False,
+            )
 
 
 def measure_model(model, tokenizer, eval_data, *, label: str, pairs=None, max_prompts: int, max_new_tokens: int, match=None, answers=None):
@@ -121,8 +145,17 @@ def model_labels(specs: list[str]) -> dict[str, str]:
     return labels
 
 
-def compare_models(models: dict[str, str], *, data: str = "pirate-eval", pairs: str | None = None, max_prompts: int = 8,
-                   max_new_tokens: int = 48, match: str | None = None, answers_field: str = "answer", log=print) -> Comparison:
+def compare_models(
+    models: dict[str, str],
+    *,
+    data: str = "pirate-eval",
+    pairs: str | None = None,
+    max_prompts: int = 8,
+    max_new_tokens: int = 48,
+    match: str | None = None,
+    answers_field: str = "answer",
+    log=print,
+) -> Comparison:
     """Measure each of `models` (label -> --model value; the first is the one under test) on the same data.
 
     Models are loaded one at a time (fp32, as `tunesmith eval` does), so memory holds one model."""
@@ -145,8 +178,17 @@ def compare_models(models: dict[str, str], *, data: str = "pirate-eval", pairs: 
             from tunesmith.evaluate.preference import Pairs
 
             preference = Pairs.from_examples(prepare_preference_data(pairs, loaded.tokenizer, stage="dpo", max_length=1024).examples)
-        values, verdicts, texts = measure_model(loaded.model, loaded.tokenizer, eval_data, label=label, pairs=preference,
-                                                max_prompts=max_prompts, max_new_tokens=max_new_tokens, match=match, answers=answers)
+        values, verdicts, texts = measure_model(
+            loaded.model,
+            loaded.tokenizer,
+            eval_data,
+            label=label,
+            pairs=preference,
+            max_prompts=max_prompts,
+            max_new_tokens=max_new_tokens,
+            match=match,
+            answers=answers,
+        )
         comparison.values[label], comparison.verdicts[label] = values, verdicts
         if not prompts:
             prompts = [p if isinstance(p, str) else p[-1]["content"] for p, _ in (split_example(e) for e in eval_data.examples[:max_prompts])]

@@ -70,6 +70,7 @@ def memorization(generations: list[str], train_answers: list[str], min_overlap_w
 
 def accuracy(predictions: list[str], answers: list[str], mode: str = "contains") -> float:
     """exact (case/space-insensitive), contains (answer within prediction) or regex (answer is a pattern)."""
+
     def hit(p: str, a: str) -> bool:
         if mode == "exact":
             return p.strip().lower() == a.strip().lower()

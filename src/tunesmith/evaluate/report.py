@@ -63,6 +63,8 @@ class DiagnosticsReport:
             table.add_row(d.name, value, f"[{colours[d.verdict]}]{d.verdict}[/]", d.hint)
         console.print(table)
         for overlap, text, source in self.examples.get("memorized", [])[:3]:
-            console.print(f"[yellow]memorized ({overlap} words):[/] {escape(repr(text[:160]))}\n  training answer: {escape(repr(source[:160]))}", highlight=False)
+            console.print(
+                f"[yellow]memorized ({overlap} words):[/] {escape(repr(text[:160]))}\n  training answer: {escape(repr(source[:160]))}", highlight=False
+            )
         for text in self.examples.get("leaked", [])[:3]:
             console.print(f"[yellow]leaked template:[/] {escape(repr(text[:160]))}", highlight=False)

@@ -46,9 +46,14 @@ class LossExplanation:
         return math.exp(min(self.loss, 50))
 
     def to_dict(self) -> dict:
-        return {"loss": self.loss, "training_loss": self.training_loss, "perplexity": self.perplexity,
-                "trained_tokens": len(self.trained), "masked_tokens": len(self.tokens) - len(self.trained),
-                "tokens": [{"position": t.position, "token": t.token, "trained": t.trained, "probability": t.probability, "nll": t.nll} for t in self.tokens]}
+        return {
+            "loss": self.loss,
+            "training_loss": self.training_loss,
+            "perplexity": self.perplexity,
+            "trained_tokens": len(self.trained),
+            "masked_tokens": len(self.tokens) - len(self.trained),
+            "tokens": [{"position": t.position, "token": t.token, "trained": t.trained, "probability": t.probability, "nll": t.nll} for t in self.tokens],
+        }
 
 
 @torch.no_grad()

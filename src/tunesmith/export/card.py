@@ -11,15 +11,27 @@ def write_card(directory: Path, spec: str, result, merged: dict) -> Path:
 
     nodes = lineage(spec)
     name = Path(spec.rstrip("/")).name
-    lines = [f"# {name}", "", f"Exported by tunesmith from `{spec}` as {', '.join(result.formats)}.", "",
-             f"- weights: {merged['parameters']:,} parameters in {merged['dtype']}, {merged['adapters_merged']} adapter(s) merged in fp32",
-             f"- stop tokens (generation_config eos_token_id): {merged['stop_token_ids']}"]
+    lines = [
+        f"# {name}",
+        "",
+        f"Exported by tunesmith from `{spec}` as {', '.join(result.formats)}.",
+        "",
+        f"- weights: {merged['parameters']:,} parameters in {merged['dtype']}, {merged['adapters_merged']} adapter(s) merged in fp32",
+        f"- stop tokens (generation_config eos_token_id): {merged['stop_token_ids']}",
+    ]
     logits = result.verify.get("logits")
     if isinstance(logits, dict):
         lines.append(f"- GGUF check: {logits.get('summary', logits)}")
-    lines += ["", "## Run it", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
-              f"model = AutoModelForCausalLM.from_pretrained('{result.files['merged']}')",
-              f"tokenizer = AutoTokenizer.from_pretrained('{result.files['merged']}')", "```"]
+    lines += [
+        "",
+        "## Run it",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        f"model = AutoModelForCausalLM.from_pretrained('{result.files['merged']}')",
+        f"tokenizer = AutoTokenizer.from_pretrained('{result.files['merged']}')",
+        "```",
+    ]
     if "gguf" in result.files:
         lines += ["", "```bash", f"llama-cli -m {result.files['gguf']} -cnv   # llama.cpp, chat mode", "```"]
     if "ollama" in result.files:

@@ -41,8 +41,10 @@ TOLERANCE = {"f32": 1e-5, "f16": 2e-3, "bf16": 1e-2, "q8_0": 3e-2, "q5_1": 0.45,
 LAYOUT_TOLERANCE = 1e-4
 
 # llama.cpp's names for the pre-tokenizer (how text is split before BPE), fingerprinted from tokenizer.json.
-_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -80,16 +82,22 @@ def _config(model_dir: Path):
         raise ModelError(f"'{model_dir}' holds no config.json", hint="point at a directory written by save_pretrained")
     arch = (json.loads(file.read_text()).get("architectures") or ["(none)"])[0]
     if arch not in SUPPORTED_ARCHITECTURES:
-        raise ModelError(f"the model's architecture is {arch}, and the GGUF export handles {' and '.join(SUPPORTED_ARCHITECTURES)} only",
-                         where=str(file), hint="export the merged model and convert it with llama.cpp's convert_hf_to_gguf.py")
+        raise ModelError(
+            f"the model's architecture is {arch}, and the GGUF export handles {' and '.join(SUPPORTED_ARCHITECTURES)} only",
+            where=str(file),
+            hint="export the merged model and convert it with llama.cpp's convert_hf_to_gguf.py",
+        )
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model_dir)
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     if rope.get("rope_type", rope.get("type", "default")) != "default":
         kind = rope.get("rope_type", rope.get("type"))
-        raise ModelError(f"the model uses '{kind}' rope scaling, which the GGUF export does not write yet",
-                         where=str(file), hint="convert it with llama.cpp's convert_hf_to_gguf.py")
+        raise ModelError(
+            f"the model uses '{kind}' rope scaling, which the GGUF export does not write yet",
+            where=str(file),
+            hint="convert it with llama.cpp's convert_hf_to_gguf.py",
+        )
     return config
 
 
@@ -121,15 +129,17 @@ def _add_tokenizer(writer, model_dir: Path, vocab_size: int, notes: list[str]) -
     model = spec.get("model", {})
     if model.get("type") != "BPE" or model.get("byte_fallback") or (spec.get("decoder") or {}).get("type") != "ByteLevel":
         found = model.get("type", "no tokenizer.json") + (" with byte fallback (sentencepiece style)" if model.get("byte_fallback") else "")
-        raise ModelError(f"the tokenizer is {found}, and the GGUF export writes byte-level BPE (GPT-2 style) vocabularies only",
-                         where=str(model_dir), hint="convert it with llama.cpp's convert_hf_to_gguf.py")
+        raise ModelError(
+            f"the tokenizer is {found}, and the GGUF export writes byte-level BPE (GPT-2 style) vocabularies only",
+            where=str(model_dir),
+            hint="convert it with llama.cpp's convert_hf_to_gguf.py",
+        )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if len(tokenizer) > vocab_size:
         raise ModelError(f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab_size}", where=str(model_dir))
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     added = tokenizer.added_tokens_decoder  # id -> AddedToken
-    types = [(gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED) if i in added else gguf.TokenType.NORMAL
-             for i in range(len(tokens))]
+    types = [(gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED) if i in added else gguf.TokenType.NORMAL for i in range(len(tokens))]
     padding = vocab_size - len(tokens)  # embedding rows past the tokenizer (padded vocabularies)
     tokens += [f"[PAD{i}]" for i in range(len(tokens), vocab_size)]
     types += [gguf.TokenType.UNUSED] * padding
@@ -148,8 +158,12 @@ def _add_tokenizer(writer, model_dir: Path, vocab_size: int, notes: list[str]) -
     if special.chat_template is None and tokenizer.chat_template:
         special.chat_template = tokenizer.chat_template
     special.add_to_gguf(writer, quiet=True)
-    return {"tokens": len(tokens), "pre_tokenizer": pre, "eos_token_id": special.special_token_ids.get("eos"),
-            "chat_template": special.chat_template is not None}
+    return {
+        "tokens": len(tokens),
+        "pre_tokenizer": pre,
+        "eos_token_id": special.special_token_ids.get("eos"),
+        "chat_template": special.chat_template is not None,
+    }
 
 
 def _file_type(quant: str) -> int:
@@ -191,9 +205,13 @@ def _plan(model_dir: Path, config) -> list[tuple[str, str, Path]]:
             continue  # recomputed by llama.cpp / the same matrix as token_embd
         target = names.get_name(hf, try_suffixes=(".weight", ".bias"))
         if target is None:
-            raise ModelError(f"the tensor '{hf}' has no GGUF name in the llama architecture", where=str(file),
-                             hint="the model is not a plain Llama; convert it with llama.cpp's convert_hf_to_gguf.py")
+            raise ModelError(
+                f"the tensor '{hf}' has no GGUF name in the llama architecture",
+                where=str(file),
+                hint="the model is not a plain Llama; convert it with llama.cpp's convert_hf_to_gguf.py",
+            )
         plan.append((hf, target, file))
+
     def block(t) -> int:  # token_embd first, then the layers in order, then the rest
         return int(m.group(1)) if (m := re.match(r"blk\.(\d+)\.", t[1])) else (-1 if t[1].startswith("token_embd") else 1 << 30)
 
@@ -217,6 +235,7 @@ def _declare_tensors(writer, plan, config, quant: str) -> tuple[list, list[str]]
 def _stream_tensors(writer, plan, kinds, config, progress) -> None:
     """One tensor at a time: read from safetensors, permute q/k for llama.cpp's rotary layout, quantize, append."""
     import torch
+
     heads = {"attn_q": config.num_attention_heads, "attn_k": config.num_key_value_heads or config.num_attention_heads}
     plain = {T.F32: np.float32, T.F16: np.float16}
     started = last = time.perf_counter()
@@ -232,8 +251,7 @@ def _stream_tensors(writer, plan, kinds, config, progress) -> None:
             progress(f"gguf: tensor {i + 1}/{len(plan)} {target} {qtype.name} ({now - started:.0f} s)")
 
 
-def write_gguf(model_dir, out_file, quant: str = "f16", *, name: str | None = None,
-               progress: Callable[[str], None] | None = None) -> dict:
+def write_gguf(model_dir, out_file, quant: str = "f16", *, name: str | None = None, progress: Callable[[str], None] | None = None) -> dict:
     """Write `model_dir` (a transformers Llama directory) to `out_file` as GGUF in `quant`; returns what was written.
 
     The file appears only when complete (tmp file + os.replace). `progress` gets a line every 2 s of
@@ -247,8 +265,11 @@ def write_gguf(model_dir, out_file, quant: str = "f16", *, name: str | None = No
     tmp = out_file.with_name(f".{out_file.name}.tmp")
     writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])  # opens nothing until the header is written
     _add_model_metadata(writer, config, name or model_dir.name, quant)
-    notes = [f"sliding_window={config.sliding_window} is not written (llama.cpp runs Mistral with full attention)"] \
-        if getattr(config, "sliding_window", None) else []
+    notes = (
+        [f"sliding_window={config.sliding_window} is not written (llama.cpp runs Mistral with full attention)"]
+        if getattr(config, "sliding_window", None)
+        else []
+    )
     tokenizer_info = _add_tokenizer(writer, model_dir, config.vocab_size, notes)
     kinds, fallbacks = _declare_tensors(writer, plan, config, quant)
     try:
@@ -261,9 +282,16 @@ def write_gguf(model_dir, out_file, quant: str = "f16", *, name: str | None = No
     finally:
         writer.close()
         tmp.unlink(missing_ok=True)
-    return {"path": str(out_file), "quant": quant, "bytes": out_file.stat().st_size, "seconds": round(time.perf_counter() - started, 2),
-            "tensors": len(plan), "tensor_types": dict(Counter(k.name for k in kinds)), "notes": notes + fallbacks,
-            "tokenizer": tokenizer_info}
+    return {
+        "path": str(out_file),
+        "quant": quant,
+        "bytes": out_file.stat().st_size,
+        "seconds": round(time.perf_counter() - started, 2),
+        "tensors": len(plan),
+        "tensor_types": dict(Counter(k.name for k in kinds)),
+        "notes": notes + fallbacks,
+        "tokenizer": tokenizer_info,
+    }
 
 
 def read_gguf_info(path) -> dict:
@@ -276,15 +304,21 @@ def read_gguf_info(path) -> dict:
     arch, file_type = field("general.architecture"), field("general.file_type")
     tokens, types = field("tokenizer.ggml.tokens") or [], field("tokenizer.ggml.token_type") or []
     return {
-        "architecture": arch, "name": field("general.name"),
+        "architecture": arch,
+        "name": field("general.name"),
         "file_type": gguf.LlamaFileType(file_type).name if file_type is not None else None,
         "tensor_count": len(reader.tensors),
         "tensor_types": dict(Counter(t.tensor_type.name for t in reader.tensors)),
-        "block_count": field(f"{arch}.block_count"), "context_length": field(f"{arch}.context_length"),
-        "tokenizer_model": field("tokenizer.ggml.model"), "pre_tokenizer": field("tokenizer.ggml.pre"),
-        "token_count": len(tokens), "control_tokens": [t for t, k in zip(tokens, types) if k == gguf.TokenType.CONTROL],
-        "bos_token_id": field("tokenizer.ggml.bos_token_id"), "eos_token_id": field("tokenizer.ggml.eos_token_id"),
-        "padding_token_id": field("tokenizer.ggml.padding_token_id"), "add_bos_token": field("tokenizer.ggml.add_bos_token"),
+        "block_count": field(f"{arch}.block_count"),
+        "context_length": field(f"{arch}.context_length"),
+        "tokenizer_model": field("tokenizer.ggml.model"),
+        "pre_tokenizer": field("tokenizer.ggml.pre"),
+        "token_count": len(tokens),
+        "control_tokens": [t for t, k in zip(tokens, types) if k == gguf.TokenType.CONTROL],
+        "bos_token_id": field("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": field("tokenizer.ggml.eos_token_id"),
+        "padding_token_id": field("tokenizer.ggml.padding_token_id"),
+        "add_bos_token": field("tokenizer.ggml.add_bos_token"),
         "chat_template": field("tokenizer.chat_template"),
     }
 
@@ -330,13 +364,25 @@ def verify_gguf(gguf_file, model_dir, prompts: list[str], quant: str) -> dict:
         diff, span = (a - b).abs().max().item(), (a.max() - a.min()).item()
         layout = (c - b).abs().max().item() / span
         same_tokens = exported_tokenizer(prompt)["input_ids"] == x[0].tolist()
-        rows.append({"prompt": prompt, "tokens": x.shape[1], "max_abs_diff": diff, "logit_range": span, "relative_diff": diff / span,
-                     "argmax_agreement": (a.argmax(-1) == b.argmax(-1)).float().mean().item(), "layout_diff": layout,
-                     "tokens_match": same_tokens, "passed": layout <= LAYOUT_TOLERANCE and diff / span <= limit and same_tokens})
+        rows.append(
+            {
+                "prompt": prompt,
+                "tokens": x.shape[1],
+                "max_abs_diff": diff,
+                "logit_range": span,
+                "relative_diff": diff / span,
+                "argmax_agreement": (a.argmax(-1) == b.argmax(-1)).float().mean().item(),
+                "layout_diff": layout,
+                "tokens_match": same_tokens,
+                "passed": layout <= LAYOUT_TOLERANCE and diff / span <= limit and same_tokens,
+            }
+        )
     passed = all(r["passed"] for r in rows)
     worst = max(rows, key=lambda r: r["relative_diff"])
-    summary = (f"{'passed' if passed else 'FAILED'} ({quant}, {len(rows)} prompts): max |logit difference| {worst['max_abs_diff']:.3g} = "
-               f"{worst['relative_diff']:.2%} of the logit range (tolerance {limit:.2%}), same top token at "
-               f"{min(r['argmax_agreement'] for r in rows):.0%}+ of positions, layout within {max(r['layout_diff'] for r in rows):.1g}, "
-               f"tokenizer ids {'match' if all(r['tokens_match'] for r in rows) else 'DIFFER'}")
+    summary = (
+        f"{'passed' if passed else 'FAILED'} ({quant}, {len(rows)} prompts): max |logit difference| {worst['max_abs_diff']:.3g} = "
+        f"{worst['relative_diff']:.2%} of the logit range (tolerance {limit:.2%}), same top token at "
+        f"{min(r['argmax_agreement'] for r in rows):.0%}+ of positions, layout within {max(r['layout_diff'] for r in rows):.1g}, "
+        f"tokenizer ids {'match' if all(r['tokens_match'] for r in rows) else 'DIFFER'}"
+    )
     return {"quant": quant, "tolerance": limit, "passed": passed, "summary": summary, "prompts": rows}

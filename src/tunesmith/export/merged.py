@@ -30,8 +30,10 @@ def stop_token_ids(tokenizer, config_eos=None) -> list[int]:
 def check_unquantised(path: str) -> None:
     config = Path(path) / "config.json"
     if config.is_file() and json.loads(config.read_text()).get("quantization_config"):
-        raise ModelError(f"the base model '{path}' is stored quantised ({json.loads(config.read_text())['quantization_config'].get('quant_method', '?')})",
-                         hint="export merges into full-precision weights: point the adapter's base at the unquantised model")
+        raise ModelError(
+            f"the base model '{path}' is stored quantised ({json.loads(config.read_text())['quantization_config'].get('quant_method', '?')})",
+            hint="export merges into full-precision weights: point the adapter's base at the unquantised model",
+        )
 
 
 def save_merged(spec: str, target: Path, dtype: str = "float32") -> dict:
@@ -44,7 +46,10 @@ def save_merged(spec: str, target: Path, dtype: str = "float32") -> dict:
         raise ModelError(f"--dtype is '{dtype}'", hint=f"one of: {', '.join(sorted(set(DTYPES.values())))}")
     source = resolve_model(spec)
     if source.is_reward_model():
-        raise ModelError(f"'{spec}' is a reward model (one score per answer); export writes language models", hint="export the policy it was trained to judge, or load the reward model with AutoPeftModelForSequenceClassification")
+        raise ModelError(
+            f"'{spec}' is a reward model (one score per answer); export writes language models",
+            hint="export the policy it was trained to judge, or load the reward model with AutoPeftModelForSequenceClassification",
+        )
     check_unquantised(source.path)
     model = load_model(source, merge_adapter=True)  # fp32 base, adapters merged in fp32
     model = model.to(getattr(torch, DTYPES[dtype]))
@@ -55,5 +60,9 @@ def save_merged(spec: str, target: Path, dtype: str = "float32") -> dict:
     model.config.name_or_path = Path(spec).name
     model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
-    return {"dtype": DTYPES[dtype], "adapters_merged": len(source.below) + bool(source.adapter), "stop_token_ids": stops,
-            "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "dtype": DTYPES[dtype],
+        "adapters_merged": len(source.below) + bool(source.adapter),
+        "stop_token_ids": stops,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }

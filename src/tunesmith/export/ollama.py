@@ -26,13 +26,14 @@ PROBES = [
     [{"role": "user", "content": U1}],
     [{"role": "user", "content": U1}, {"role": "assistant", "content": A1}, {"role": "user", "content": U2}],
     [{"role": "system", "content": S}, {"role": "user", "content": U1}],
-    [{"role": "system", "content": S}, {"role": "user", "content": U1},
-     {"role": "assistant", "content": A1}, {"role": "user", "content": U2}],
+    [{"role": "system", "content": S}, {"role": "user", "content": U1}, {"role": "assistant", "content": A1}, {"role": "user", "content": U2}],
 ]
 
 # block families: a message is PRE + role + MID + content + CLOSE; the generation prompt is PRE + "assistant" + MID
-BLOCKS = {"chatml": ("<|im_start|>", "\n", "<|im_end|>\n", "<|im_end|>"),  # (pre, mid, close, end-of-turn stop)
-          "llama3": ("<|start_header_id|>", "<|end_header_id|>\n\n", "<|eot_id|>", "<|eot_id|>")}
+BLOCKS = {
+    "chatml": ("<|im_start|>", "\n", "<|im_end|>\n", "<|im_end|>"),  # (pre, mid, close, end-of-turn stop)
+    "llama3": ("<|start_header_id|>", "<|end_header_id|>\n\n", "<|eot_id|>", "<|eot_id|>"),
+}
 INST_SYSTEM = {"prepend": ("", "\n\n"), "llama2": ("<<SYS>>\n", "\n<</SYS>>\n\n")}  # system text around, before the first user turn
 
 
@@ -55,11 +56,19 @@ class Block:
 
     def go(self, start: str) -> str:
         pre, mid, close, _ = BLOCKS[self.style]
-        default = (_lit(pre + "system" + mid + self.default + close) if self.default is not None else "")
-        return (_lit(start) + "{{ range $i, $m := .Messages }}"
-                + ('{{ if and (eq $i 0) (ne $m.Role "system") }}' + default + "{{ end }}" if default else "")
-                + _lit(pre) + "{{ $m.Role }}" + _lit(mid) + "{{ $m.Content }}" + _lit(close)
-                + "{{ end }}" + _lit(pre + "assistant" + mid))
+        default = _lit(pre + "system" + mid + self.default + close) if self.default is not None else ""
+        return (
+            _lit(start)
+            + "{{ range $i, $m := .Messages }}"
+            + ('{{ if and (eq $i 0) (ne $m.Role "system") }}' + default + "{{ end }}" if default else "")
+            + _lit(pre)
+            + "{{ $m.Role }}"
+            + _lit(mid)
+            + "{{ $m.Content }}"
+            + _lit(close)
+            + "{{ end }}"
+            + _lit(pre + "assistant" + mid)
+        )
 
 
 @dataclass(frozen=True)
@@ -88,14 +97,25 @@ class Inst:
 
     def go(self, start: str) -> str:
         before, after = INST_SYSTEM[self.system]
-        return (_lit(start) + '{{ $sys := "" }}{{ $skip := -1 }}{{ if .Messages }}{{ if eq (index .Messages 0).Role "system" }}'
-                "{{ $sys = (index .Messages 0).Content }}{{ $skip = 0 }}{{ end }}{{ end }}"
-                "{{ range $i, $m := .Messages }}{{ if ne $i $skip }}"
-                '{{ if eq $m.Role "user" }}' + _lit(self.bos_each_turn + self.open)
-                + "{{ if and (eq $skip 0) (eq $i 1) }}" + _lit(before) + "{{ $sys }}" + _lit(after) + "{{ end }}"
-                + "{{ $m.Content }}" + _lit(self.close)
-                + '{{ else if eq $m.Role "assistant" }}' + _lit(self.reply_before) + "{{ $m.Content }}" + _lit(self.reply_end)
-                + "{{ end }}{{ end }}{{ end }}")
+        return (
+            _lit(start) + '{{ $sys := "" }}{{ $skip := -1 }}{{ if .Messages }}{{ if eq (index .Messages 0).Role "system" }}'
+            "{{ $sys = (index .Messages 0).Content }}{{ $skip = 0 }}{{ end }}{{ end }}"
+            "{{ range $i, $m := .Messages }}{{ if ne $i $skip }}"
+            '{{ if eq $m.Role "user" }}'
+            + _lit(self.bos_each_turn + self.open)
+            + "{{ if and (eq $skip 0) (eq $i 1) }}"
+            + _lit(before)
+            + "{{ $sys }}"
+            + _lit(after)
+            + "{{ end }}"
+            + "{{ $m.Content }}"
+            + _lit(self.close)
+            + '{{ else if eq $m.Role "assistant" }}'
+            + _lit(self.reply_before)
+            + "{{ $m.Content }}"
+            + _lit(self.reply_end)
+            + "{{ end }}{{ end }}{{ end }}"
+        )
 
 
 def _lit(text: str) -> str:
@@ -117,10 +137,11 @@ def _candidates(tokenizer, first: str):
     for style, (pre, mid, close, _) in BLOCKS.items():
         for start in dict.fromkeys(["", bos]):
             head = start + pre + "system" + mid
-            default = first[len(head):first.index(close, len(head))] if first.startswith(head) and close in first[len(head):] else None
+            default = first[len(head) : first.index(close, len(head))] if first.startswith(head) and close in first[len(head) :] else None
             yield from (Block(style, start, d) for d in dict.fromkeys([None, default]))
     for each, opn, cls, before, end, system in itertools.product(
-            (False, True), ("[INST] ", "[INST]"), (" [/INST]", "[/INST]"), (" ", ""), (eos, " " + eos), INST_SYSTEM):
+        (False, True), ("[INST] ", "[INST]"), (" [/INST]", "[/INST]"), (" ", ""), (eos, " " + eos), INST_SYSTEM
+    ):
         yield Inst("" if each else bos, bos if each else "", opn, cls, before, end, system)
 
 
@@ -143,12 +164,12 @@ def go_template_for(tokenizer) -> tuple[str, list[str]]:
         if all(text is None or family.render(probe) == text for probe, text in zip(PROBES, rendered)):
             start = "" if family.start and adds_bos_eos(tokenizer)[0] else family.start  # llama.cpp adds that BOS itself
             return family.go(start), _stops(family, tokenizer)
-    raise ModelError("the chat template's family is not recognised (known: ChatML, Llama 3 headers, Mistral/Llama 2 [INST])",
-                     hint=hint)
+    raise ModelError("the chat template's family is not recognised (known: ChatML, Llama 3 headers, Mistral/Llama 2 [INST])", hint=hint)
 
 
-def modelfile(tokenizer, gguf_filename: str, *, system: str | None = None, parameters: dict | None = None,
-              template: str | None = None, stops: list[str] | None = None) -> str:
+def modelfile(
+    tokenizer, gguf_filename: str, *, system: str | None = None, parameters: dict | None = None, template: str | None = None, stops: list[str] | None = None
+) -> str:
     """The text of an Ollama Modelfile: FROM ./<gguf>, TEMPLATE, PARAMETER stop ..., optional SYSTEM and PARAMETERs.
 
     `template` (a Go template) overrides the derived one, for chat templates no family fits; its
@@ -163,8 +184,10 @@ def modelfile(tokenizer, gguf_filename: str, *, system: str | None = None, param
     lines = [f"FROM ./{gguf_filename}", "", f'TEMPLATE """{template}"""', ""]
     lines += [f"PARAMETER stop {json.dumps(s, ensure_ascii=False)}" for s in stops]
     for key, value in (parameters or {}).items():
-        lines += [f"PARAMETER {key} {json.dumps(v, ensure_ascii=False) if isinstance(v, str) else v}"
-                  for v in (value if isinstance(value, (list, tuple)) else [value])]
+        lines += [
+            f"PARAMETER {key} {json.dumps(v, ensure_ascii=False) if isinstance(v, str) else v}"
+            for v in (value if isinstance(value, (list, tuple)) else [value])
+        ]
     if system:
         lines += ["", f'SYSTEM """{system}"""']
     return "\n".join(lines) + "\n"

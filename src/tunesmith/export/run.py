@@ -1,10 +1,10 @@
 """`tunesmith export`: one output directory per export, built aside and moved into place when complete.
 
-    <out>/model/             the full model (merged, safetensors, tokenizer, chat template, generation config)
-    <out>/<name>-<quant>.gguf  (gguf, ollama) llama.cpp's format, checked by reading it back and comparing logits
-    <out>/Modelfile          (ollama) FROM the GGUF, the chat template in Go template syntax, the stop tokens
-    <out>/README.md          model card with the lineage: base model, datasets, every stage and its key metrics
-    <out>/export.json        what was written and verified (written last; it marks the export complete)
+<out>/model/             the full model (merged, safetensors, tokenizer, chat template, generation config)
+<out>/<name>-<quant>.gguf  (gguf, ollama) llama.cpp's format, checked by reading it back and comparing logits
+<out>/Modelfile          (ollama) FROM the GGUF, the chat template in Go template syntax, the stop tokens
+<out>/README.md          model card with the lineage: base model, datasets, every stage and its key metrics
+<out>/export.json        what was written and verified (written last; it marks the export complete)
 """
 
 from __future__ import annotations
@@ -43,8 +43,17 @@ def check_formats(formats: list[str], quant: str) -> list[str]:
     return [f for f in FORMATS if f in formats or (f == "gguf" and "ollama" in formats)]  # Ollama runs the GGUF
 
 
-def export_model(spec: str, output_dir: str | Path, formats: list[str], *, quant: str = "q8_0", dtype: str = "float32",
-                 verify: bool = True, system: str | None = None, log=print) -> ExportResult:
+def export_model(
+    spec: str,
+    output_dir: str | Path,
+    formats: list[str],
+    *,
+    quant: str = "q8_0",
+    dtype: str = "float32",
+    verify: bool = True,
+    system: str | None = None,
+    log=print,
+) -> ExportResult:
     """Export `spec` (anything --model takes) to `output_dir` in `formats`; nothing appears there until all is done."""
     from tunesmith.export.merged import save_merged
     from tunesmith.models.load import resolve_model
@@ -79,9 +88,22 @@ def export_model(spec: str, output_dir: str | Path, formats: list[str], *, quant
             (tmp / "Modelfile").write_text(modelfile(load_tokenizer(str(tmp / "model")), Path(result.files["gguf"]).name, system=system))
             result.files["ollama"] = str(out / "Modelfile")
         result.seconds = time.perf_counter() - started
-        (tmp / "export.json").write_text(json.dumps({"source": str(Path(spec).resolve()) if Path(spec).exists() else spec, "formats": formats,
-                                                     "quant": quant if "gguf" in formats else None, "merged": merged, "files": result.files,
-                                                     "verify": result.verify, "seconds": round(result.seconds, 1)}, indent=2, default=str) + "\n")
+        (tmp / "export.json").write_text(
+            json.dumps(
+                {
+                    "source": str(Path(spec).resolve()) if Path(spec).exists() else spec,
+                    "formats": formats,
+                    "quant": quant if "gguf" in formats else None,
+                    "merged": merged,
+                    "files": result.files,
+                    "verify": result.verify,
+                    "seconds": round(result.seconds, 1),
+                },
+                indent=2,
+                default=str,
+            )
+            + "\n"
+        )
         from tunesmith.export.card import write_card
 
         write_card(tmp, spec, result, merged)

@@ -10,8 +10,13 @@ from tunesmith.infer.generate import complete
 from tunesmith.infer.sampling import SamplingParams
 
 HELP = "commands: /temperature T, /top_k K, /top_p P, /min_p P, /repetition_penalty R, /max_tokens N, /system TEXT, /reset, /exit"
-SETTINGS = {"/temperature": ("temperature", float), "/top_k": ("top_k", int), "/top_p": ("top_p", float), "/min_p": ("min_p", float),
-            "/repetition_penalty": ("repetition_penalty", float)}
+SETTINGS = {
+    "/temperature": ("temperature", float),
+    "/top_k": ("top_k", int),
+    "/top_p": ("top_p", float),
+    "/min_p": ("min_p", float),
+    "/repetition_penalty": ("repetition_penalty", float),
+}
 
 
 @dataclass
@@ -66,7 +71,14 @@ class ChatSession:
     def reply(self, text: str, on_delta: Callable[[str], None] | None = None) -> str:
         """Answer `text` in the context of the history; raises TunesmithError (history unchanged) if it cannot."""
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history + [{"role": "user", "content": text}]
-        result = complete(self.model, self.tokenizer, [messages], self.params, max_new_tokens=self.max_new_tokens, seed=self.seed,
-                          on_token=(lambda i, d: on_delta(d)) if on_delta else None)[0]
+        result = complete(
+            self.model,
+            self.tokenizer,
+            [messages],
+            self.params,
+            max_new_tokens=self.max_new_tokens,
+            seed=self.seed,
+            on_token=(lambda i, d: on_delta(d)) if on_delta else None,
+        )[0]
         self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": result.text}]
         return result.text

@@ -235,7 +235,9 @@ def complete(
     return _complete_all(model, tokenizer, prompt_ids, strips, params, max_new_tokens, eos, list(stop or []), generator, on_token, batch_size)
 
 
-def _complete_all(model, tokenizer, prompt_ids, strips, params, max_new_tokens, eos, stops, generator, on_token, batch_size, pack_weights: bool = True) -> list[Completion]:
+def _complete_all(
+    model, tokenizer, prompt_ids, strips, params, max_new_tokens, eos, stops, generator, on_token, batch_size, pack_weights: bool = True
+) -> list[Completion]:
     was_training = model.training
     if was_training:  # only touch the mode when we must: a served model stays in eval and is never flipped
         model.eval()
@@ -251,12 +253,24 @@ def _complete_all(model, tokenizer, prompt_ids, strips, params, max_new_tokens, 
             model.train()
 
 
-def complete_tokens(model, tokenizer, prompt_ids: list[list[int]], params: SamplingParams, *, max_new_tokens: int, generator: torch.Generator, batch_size: int | None = None, pack_weights: bool = True) -> list[Completion]:
+def complete_tokens(
+    model,
+    tokenizer,
+    prompt_ids: list[list[int]],
+    params: SamplingParams,
+    *,
+    max_new_tokens: int,
+    generator: torch.Generator,
+    batch_size: int | None = None,
+    pack_weights: bool = True,
+) -> list[Completion]:
     """Sample a reply to each already-tokenised prompt (RL rollouts: the trainer tokenised them): the same decode
     loop and sampling as `complete`, no stop strings, text not stripped. A reply's `token_ids` plus its
     `stop_token` are the tokens the policy produced."""
     eos = set(stop_token_ids(model, tokenizer))
-    return _complete_all(model, tokenizer, prompt_ids, [False] * len(prompt_ids), params, max_new_tokens, eos, [], generator, None, batch_size or len(prompt_ids), pack_weights)
+    return _complete_all(
+        model, tokenizer, prompt_ids, [False] * len(prompt_ids), params, max_new_tokens, eos, [], generator, None, batch_size or len(prompt_ids), pack_weights
+    )
 
 
 def generate(

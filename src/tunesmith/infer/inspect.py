@@ -64,9 +64,19 @@ def _describe(e: Explanation, step: int, context_tail: str | None, chosen: int, 
         "step": step,
         "context_tail": context_tail,  # None: logits given by hand
         "tokens": [
-            {"rank": i + 1, "token_id": t, "token": decode(t), "logit": e.logits[i], "p_softmax": e.p_softmax[i],
-             "p_temperature": e.p_temperature[i], "cumulative": e.cumulative[i], "top_k": e.kept_top_k[i], "top_p": e.kept_top_p[i],
-             "min_p": e.kept_min_p[i], "p_final": e.p_final[i]}
+            {
+                "rank": i + 1,
+                "token_id": t,
+                "token": decode(t),
+                "logit": e.logits[i],
+                "p_softmax": e.p_softmax[i],
+                "p_temperature": e.p_temperature[i],
+                "cumulative": e.cumulative[i],
+                "top_k": e.kept_top_k[i],
+                "top_p": e.kept_top_p[i],
+                "min_p": e.kept_min_p[i],
+                "p_final": e.p_final[i],
+            }
             for i, t in enumerate(e.token_ids)
         ],
         "kept": e.kept_counts,

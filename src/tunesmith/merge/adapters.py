@@ -74,19 +74,24 @@ def _plan(recipe, inputs, approximate: bool) -> AdapterPlan:
         raise _NoAdapterPath("the adapters were trained on different bases")
     if base and inputs[base].stack != next(iter(stacks)):
         raise _NoAdapterPath(f"base_model '{base}' is not the model the adapters were trained on")
-    plan = AdapterPlan([item for _, item in entries], _peft_weights(method, data, specs, base, [i for i, _ in entries]),
-                       EXACT.get(method) or APPROXIMATE[method])
+    plan = AdapterPlan(
+        [item for _, item in entries], _peft_weights(method, data, specs, base, [i for i, _ in entries]), EXACT.get(method) or APPROXIMATE[method]
+    )
     if method in APPROXIMATE:
         densities = {_scalar(data, i, "density", 1.0) for i, _ in entries}
         if len(densities) != 1:
             raise _NoAdapterPath("PEFT takes one density for all adapters")
         plan.density = densities.pop()
         plan.svd_rank = sum(_config(item)["r"] for item in plan.adapters)
-        plan.notes.append(f"{method} on the adapter path is PEFT's {plan.combination}, not mergekit's: signs elected on the "
-                          f"unweighted deltas, the mean over agreeing inputs by count, then an SVD to rank {plan.svd_rank}")
+        plan.notes.append(
+            f"{method} on the adapter path is PEFT's {plan.combination}, not mergekit's: signs elected on the "
+            f"unweighted deltas, the mean over agreeing inputs by count, then an SVD to rank {plan.svd_rank}"
+        )
     else:
-        plan.notes.append(f"{method} as PEFT 'cat' (rank {sum(_config(i)['r'] for i in plan.adapters)}): the merged delta is exactly "
-                          "the weighted sum of the adapters' deltas, as the full path computes it")
+        plan.notes.append(
+            f"{method} as PEFT 'cat' (rank {sum(_config(i)['r'] for i in plan.adapters)}): the merged delta is exactly "
+            "the weighted sum of the adapters' deltas, as the full path computes it"
+        )
     return plan
 
 

@@ -17,7 +17,11 @@ def validate(recipe: MergeRecipe) -> None:
 
     data = recipe.data
     if not isinstance(data, dict):
-        raise RecipeError("a merge recipe must be a mapping (merge_method:, base_model:, models:, ...)", where=recipe.where(), hint="see mergekit's examples; each model may be any --model value")
+        raise RecipeError(
+            "a merge recipe must be a mapping (merge_method:, base_model:, models:, ...)",
+            where=recipe.where(),
+            hint="see mergekit's examples; each model may be any --model value",
+        )
     try:
         MergeConfiguration.model_validate(copy.deepcopy(data))
     except ValidationError as exc:
@@ -38,8 +42,11 @@ def _method(recipe: MergeRecipe):
     name = recipe.data["merge_method"]
     if name not in names:
         close = difflib.get_close_matches(str(name), names, n=1)
-        raise RecipeError(f"unknown merge_method '{name}'", where=recipe.where(("merge_method",)),
-                          hint=f"did you mean '{close[0]}'?" if close else f"mergekit's methods: {', '.join(sorted(names))}")
+        raise RecipeError(
+            f"unknown merge_method '{name}'",
+            where=recipe.where(("merge_method",)),
+            hint=f"did you mean '{close[0]}'?" if close else f"mergekit's methods: {', '.join(sorted(names))}",
+        )
     return registry.get(name)
 
 
@@ -80,8 +87,11 @@ def _check_parameters(recipe: MergeRecipe, method) -> None:
             own = (models[i].get("parameters") or {}) if i < len(models) else {}
             if p.name not in own and p.name not in top:
                 what = "the base model" if model_spec == base else f"models[{i}]"
-                raise RecipeError(f"{spec.name} needs '{p.name}' for {what} ('{model_spec}')", where=recipe.where(("models", i) if i < len(models) else ("base_model",)),
-                                  hint=f"add parameters: {{{p.name}: ...}} to it, or once under the top-level parameters:")
+                raise RecipeError(
+                    f"{spec.name} needs '{p.name}' for {what} ('{model_spec}')",
+                    where=recipe.where(("models", i) if i < len(models) else ("base_model",)),
+                    hint=f"add parameters: {{{p.name}: ...}} to it, or once under the top-level parameters:",
+                )
 
 
 def _pydantic_error(recipe: MergeRecipe, errors: list[dict]) -> RecipeError:
@@ -93,8 +103,11 @@ def _pydantic_error(recipe: MergeRecipe, errors: list[dict]) -> RecipeError:
     if error["type"] == "missing" and len(real) == len(loc) - 1:
         parent = value_at(recipe.data, real)
         close = difflib.get_close_matches(str(loc[-1]), [str(k) for k in parent], n=1) if isinstance(parent, dict) else []
-        hint = (f"found '{close[0]}': did you mean '{loc[-1]}'?" if close else
-                "mergekit's recipe fields: merge_method, base_model, models (or slices), parameters, dtype, tokenizer_source, chat_template")
+        hint = (
+            f"found '{close[0]}': did you mean '{loc[-1]}'?"
+            if close
+            else "mergekit's recipe fields: merge_method, base_model, models (or slices), parameters, dtype, tokenizer_source, chat_template"
+        )
         return RecipeError(f"{dotted(loc)} is missing", where=recipe.where(real), hint=hint)
     value = value_at(recipe.data, real)
     alternatives = [e for e in errors if existing_prefix(recipe.data, tuple(e["loc"])) == real]
@@ -111,7 +124,9 @@ def _structure_error(recipe: MergeRecipe, message: str) -> RecipeError:
             return RecipeError("the recipe lists no models to merge", where=where, hint="add models: [{model: <a>}, {model: <b>}] (or slices:)")
         return RecipeError(f"the recipe has both {' and '.join(given)}; use one", where=where, hint="models: merges whole models; slices: picks layer ranges")
     if "tokenizer_source and tokenizer" in message:
-        return RecipeError("the recipe sets both tokenizer_source and tokenizer; use one", where=where, hint="tokenizer: {source: ...} is the longer form of tokenizer_source")
+        return RecipeError(
+            "the recipe sets both tokenizer_source and tokenizer; use one", where=where, hint="tokenizer: {source: ...} is the longer form of tokenizer_source"
+        )
     if "slices or models" in message:
         return RecipeError("each entry of modules: needs models: or slices:", where=where)
     return RecipeError(f"mergekit rejects the recipe: {message}", where=where)

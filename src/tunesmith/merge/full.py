@@ -39,18 +39,21 @@ def _run_mergekit(recipe, data: dict, out: Path, *, seed: int | None) -> None:
     from mergekit.options import MergeOptions
 
     options = MergeOptions(
-        quiet=True,                # no tqdm bars: we log one line per phase
-        copy_tokenizer=True,       # from base_model (else the first model), chat template included
-        write_model_card=False,    # its card would quote our scratch paths; merge.yaml/merge.json describe the merge
-        random_seed=seed,          # DARE's and DELLA's drop masks are random: a seed makes the merge repeatable
+        quiet=True,  # no tqdm bars: we log one line per phase
+        copy_tokenizer=True,  # from base_model (else the first model), chat template included
+        write_model_card=False,  # its card would quote our scratch paths; merge.yaml/merge.json describe the merge
+        random_seed=seed,  # DARE's and DELLA's drop masks are random: a seed makes the merge repeatable
     )
     config = MergeConfiguration.model_validate(data)
     try:
         with _quiet():
             run_merge(config, str(out), options)
     except (RuntimeError, ValueError, TypeError) as exc:  # mergekit's refusals of a recipe (missing parameter, bad value)
-        raise RecipeError(f"mergekit could not run the {recipe.method} merge: {first_line(exc)}", where=recipe.where(),
-                          hint="check the method's parameters in the recipe (mergekit's docs list them per method)") from exc
+        raise RecipeError(
+            f"mergekit could not run the {recipe.method} merge: {first_line(exc)}",
+            where=recipe.where(),
+            hint="check the method's parameters in the recipe (mergekit's docs list them per method)",
+        ) from exc
 
 
 @contextlib.contextmanager

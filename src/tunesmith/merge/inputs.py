@@ -15,8 +15,17 @@ from tunesmith.models.builtin import BUILTIN_MODELS
 from tunesmith.models.load import ModelSource, resolve_model
 
 # What a model directory's tokenizer is made of (copied as files: loading and re-saving would rewrite them).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "added_tokens.json",
-                   "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 
 
 @dataclass
@@ -49,8 +58,14 @@ class MergeInput:
         return "+".join(str(Path(part).expanduser().resolve()) for part in self.spec.split("+"))
 
     def record(self) -> dict:
-        return {"spec": self.spec, "resolved": self.absolute_spec(), "path": self.source.path, "adapter": self.source.adapter,
-                "below": list(self.source.below), "notes": self.notes}
+        return {
+            "spec": self.spec,
+            "resolved": self.absolute_spec(),
+            "path": self.source.path,
+            "adapter": self.source.adapter,
+            "below": list(self.source.below),
+            "notes": self.notes,
+        }
 
 
 def resolve_inputs(recipe) -> dict[str, MergeInput]:
@@ -87,7 +102,9 @@ def resolve_spec(spec: str) -> ModelSource:
         base, adapter = spec.split("+", 1)
         under = resolve_model(base)
         if not (Path(adapter) / "adapter_config.json").is_file():
-            raise ModelError(f"'{adapter}' (after the + in '{spec}') is not a PEFT adapter directory", hint="write base+adapter with an adapter directory after the +")
+            raise ModelError(
+                f"'{adapter}' (after the + in '{spec}') is not a PEFT adapter directory", hint="write base+adapter with an adapter directory after the +"
+            )
         return ModelSource(spec, under.path, adapter=adapter, below=(*under.below, under.adapter) if under.adapter else under.below)
     return resolve_model(spec)
 
@@ -107,27 +124,35 @@ def check_compatible(sources: list[ModelSource], *, tokenizer_source: str | None
         b_config, b_shapes = _config(other.path), tensor_shapes(other.path)
         a_arch, b_arch = _architecture(a_config), _architecture(b_config)
         if a_arch != b_arch:
-            raise ModelError(f"'{a}' is a {a_arch} but '{b}' is a {b_arch}; models of different architectures cannot be merged",
-                             hint="merge fine-tunes of one base model (same family and size)")
+            raise ModelError(
+                f"'{a}' is a {a_arch} but '{b}' is a {b_arch}; models of different architectures cannot be merged",
+                hint="merge fine-tunes of one base model (same family and size)",
+            )
         vocab = a_config.get("vocab_size"), b_config.get("vocab_size")
         if not tokenizer_source:
             if vocab[0] != vocab[1]:
-                raise ModelError(f"'{a}' has a vocabulary of {vocab[0]} tokens but '{b}' has {vocab[1]}",
-                                 hint="set tokenizer_source: base (or union) in the recipe so mergekit aligns the embeddings")
+                raise ModelError(
+                    f"'{a}' has a vocabulary of {vocab[0]} tokens but '{b}' has {vocab[1]}",
+                    hint="set tokenizer_source: base (or union) in the recipe so mergekit aligns the embeddings",
+                )
             _check_tokenizers(first, other)
         for name in sorted(set(a_shapes) & set(b_shapes)):
             if a_shapes[name] != b_shapes[name]:
                 if tokenizer_source and a_shapes[name][:1] == (vocab[0],) and b_shapes[name][:1] == (vocab[1],):
                     continue  # an embedding row per token: tokenizer_source aligns these
-                raise ModelError(f"{name} is {_shape(a_shapes[name])} in '{a}' but {_shape(b_shapes[name])} in '{b}'",
-                                 hint="merge models of the same size: fine-tunes of one base model")
+                raise ModelError(
+                    f"{name} is {_shape(a_shapes[name])} in '{a}' but {_shape(b_shapes[name])} in '{b}'",
+                    hint="merge models of the same size: fine-tunes of one base model",
+                )
         if same_depth and a_shapes and b_shapes:
             tied = {"lm_head.weight"}  # absent where the embeddings are tied
             only = sorted((set(a_shapes) ^ set(b_shapes)) - tied)
             if only:
                 has, lacks = (a, b) if only[0] in a_shapes else (b, a)
-                raise ModelError(f"{only[0]} is in '{has}' but not in '{lacks}' ({len(only)} tensors differ)",
-                                 hint="the models differ in layers or modules; merge models of one size, or pick layers with slices:")
+                raise ModelError(
+                    f"{only[0]} is in '{has}' but not in '{lacks}' ({len(only)} tensors differ)",
+                    hint="the models differ in layers or modules; merge models of one size, or pick layers with slices:",
+                )
 
 
 def tensor_shapes(model_dir: str) -> dict[str, tuple[int, ...]]:
@@ -169,8 +194,10 @@ def _check_tokenizers(a: ModelSource, b: ModelSource) -> None:
         return
     ia, ib = ({i: tok for tok, i in v.items()} for v in (va, vb))
     first = min(i for i in set(ia) | set(ib) if ia.get(i) != ib.get(i))
-    raise ModelError(f"'{a.spec}' and '{b.spec}' have different tokenizers: token id {first} is {ia.get(first)!r} in the first but {ib.get(first)!r} in the second",
-                     hint="set tokenizer_source: base (or union) in the recipe so mergekit maps the embeddings onto one tokenizer")
+    raise ModelError(
+        f"'{a.spec}' and '{b.spec}' have different tokenizers: token id {first} is {ia.get(first)!r} in the first but {ib.get(first)!r} in the second",
+        hint="set tokenizer_source: base (or union) in the recipe so mergekit maps the embeddings onto one tokenizer",
+    )
 
 
 def _vocab(directory: str) -> dict[str, int] | None:

@@ -103,25 +103,40 @@ def slerp_recipe(model_a: str, model_b: str, t: float | list, *, attn_t=None, ml
     if attn_t is not None or mlp_t is not None:
         t_setting = [{"filter": f, "value": v} for f, v in (("self_attn", attn_t), ("mlp", mlp_t)) if v is not None]
         t_setting.append({"value": t})
-    return MergeRecipe({
-        "merge_method": "slerp",
-        "base_model": model_a,
-        "models": [{"model": model_a}, {"model": model_b}],
-        "parameters": {"t": t_setting},
-        "dtype": dtype,
-    })
+    return MergeRecipe(
+        {
+            "merge_method": "slerp",
+            "base_model": model_a,
+            "models": [{"model": model_a}, {"model": model_b}],
+            "parameters": {"t": t_setting},
+            "dtype": dtype,
+        }
+    )
 
 
-def recipe_from_flags(method: str, models: list[str], *, base: str | None = None, weights: list[float] | None = None,
-                      density: float | list[float] | None = None, t: float | list | None = None, dtype: str = "float32",
-                      tokenizer_source: str | None = None, chat_template: str | None = None,
-                      parameters: dict | None = None) -> MergeRecipe:
+def recipe_from_flags(
+    method: str,
+    models: list[str],
+    *,
+    base: str | None = None,
+    weights: list[float] | None = None,
+    density: float | list[float] | None = None,
+    t: float | list | None = None,
+    dtype: str = "float32",
+    tokenizer_source: str | None = None,
+    chat_template: str | None = None,
+    parameters: dict | None = None,
+) -> MergeRecipe:
     """A recipe from command-line values: one `weights`/`density` entry per model (density may be one number for all)."""
     if method == "slerp" and base is None and len(models) == 2:
         base = models[0]  # slerp goes from its base (t=0) to the other model (t=1)
     for name, values in (("weights", weights), ("density", density)):
         if isinstance(values, list) and len(values) != len(models):
-            raise RecipeError(f"--{name} has {len(values)} values for {len(models)} models", where="merge flags", hint=f"give one --{name} value per --model, in the same order")
+            raise RecipeError(
+                f"--{name} has {len(values)} values for {len(models)} models",
+                where="merge flags",
+                hint=f"give one --{name} value per --model, in the same order",
+            )
     entries = []
     for i, spec in enumerate(models):
         params = {}
@@ -226,8 +241,9 @@ class _FlowLists(yaml.SafeDumper):
     """Gradient lists of numbers on one line ([0, 0.5, 1]), as mergekit writes them."""
 
 
-_FlowLists.add_representer(list, lambda dumper, data: dumper.represent_sequence(
-    "tag:yaml.org,2002:seq", data, flow_style=all(isinstance(e, (int, float)) for e in data)))
+_FlowLists.add_representer(
+    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=all(isinstance(e, (int, float)) for e in data))
+)
 
 
 def existing_prefix(data, loc: tuple) -> tuple:

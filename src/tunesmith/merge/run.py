@@ -1,9 +1,9 @@
 """Run a merge recipe into an output directory, by the adapter path or the full path, and say which.
 
-    <out>/model/       the merged model: weights, config, tokenizer + chat template, generation_config
-    <out>/adapter/     (adapter path) the merged LoRA adapter itself
-    <out>/merge.yaml   the recipe as run, each model by the absolute spec it resolved from
-    <out>/merge.json   method, path taken and why, inputs (what each resolved to, with notes), seconds
+<out>/model/       the merged model: weights, config, tokenizer + chat template, generation_config
+<out>/adapter/     (adapter path) the merged LoRA adapter itself
+<out>/merge.yaml   the recipe as run, each model by the absolute spec it resolved from
+<out>/merge.json   method, path taken and why, inputs (what each resolved to, with notes), seconds
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ class MergeResult:
     output_dir: Path
     model_dir: Path
     method: str
-    path: str                 # "adapter" | "full": which engine ran
-    inputs: list[str]         # each model's absolute spec, recipe order
+    path: str  # "adapter" | "full": which engine ran
+    inputs: list[str]  # each model's absolute spec, recipe order
     seconds: float
     notes: list[str]
     adapter_dir: Path | None = None  # the merged adapter (adapter path only)
@@ -52,8 +52,7 @@ def run_merge(recipe: MergeRecipe, output_dir: str | Path, *, path: str = "auto"
     quiet_libraries()
     inputs = resolve_inputs(recipe)
     log(f"merge: checking {len(unique_inputs(inputs))} models can be merged ({recipe.method})")
-    check_compatible([item.source for item in unique_inputs(inputs)], tokenizer_source=recipe.tokenizer_source,
-                     same_depth=bool(recipe.data.get("models")))
+    check_compatible([item.source for item in unique_inputs(inputs)], tokenizer_source=recipe.tokenizer_source, same_depth=bool(recipe.data.get("models")))
     plan, why = (None, "path='full' was asked for") if path == "full" else plan_adapter_merge(recipe, inputs, approximate=path == "adapter")
     if path == "adapter" and plan is None:
         raise RecipeError(f"the adapter path cannot run this merge: {why}", where=recipe.where(), hint="use path 'full' (or 'auto', which picks it)")
@@ -79,11 +78,17 @@ def run_merge(recipe: MergeRecipe, output_dir: str | Path, *, path: str = "auto"
 def _write_record(work: Path, recipe: MergeRecipe, inputs: dict[str, MergeInput], taken: str, notes: list[str], seconds: float) -> None:
     """merge.yaml (re-runnable: absolute specs) and merge.json (what each input was, the path and why)."""
     specs = {spec: item.absolute_spec() for spec, item in inputs.items()}
-    (work / "merge.yaml").write_text("# the recipe as run; each model is the absolute spec it resolved from (merge.json: what each was)\n"
-                                     + MergeRecipe(recipe.with_models(specs)).to_yaml())
-    record = {"method": recipe.method, "path": taken, "seconds": seconds, "notes": notes,
-              "inputs": [{"role": _role(recipe, spec), **item.record()} for spec, item in inputs.items()],
-              "versions": {p: _version(p) for p in ("tunesmith", "mergekit", "peft", "transformers", "torch")}}
+    (work / "merge.yaml").write_text(
+        "# the recipe as run; each model is the absolute spec it resolved from (merge.json: what each was)\n" + MergeRecipe(recipe.with_models(specs)).to_yaml()
+    )
+    record = {
+        "method": recipe.method,
+        "path": taken,
+        "seconds": seconds,
+        "notes": notes,
+        "inputs": [{"role": _role(recipe, spec), **item.record()} for spec, item in inputs.items()],
+        "versions": {p: _version(p) for p in ("tunesmith", "mergekit", "peft", "transformers", "torch")},
+    }
     (work / "merge.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -130,7 +135,9 @@ def _apply_chat_template(model_dir: Path, recipe: MergeRecipe, inputs: dict[str,
     try:
         _set_chat_template(tokenizer, config)
     except RuntimeError as exc:
-        raise RecipeError(f"chat_template: {exc}", where=recipe.where(("chat_template",)), hint="give a Jinja template, a mergekit name (chatml, llama3, ...) or auto") from None
+        raise RecipeError(
+            f"chat_template: {exc}", where=recipe.where(("chat_template",)), hint="give a Jinja template, a mergekit name (chatml, llama3, ...) or auto"
+        ) from None
     tokenizer.save_pretrained(model_dir)
 
 

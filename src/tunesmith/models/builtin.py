@@ -64,7 +64,11 @@ def check_gguf(gguf: Path) -> str:
     except OSError as exc:
         raise ModelError(f"cannot read the GGUF file: {exc.strerror}", where=str(gguf), hint="check the path and its permissions") from None
     if magic != b"GGUF":
-        raise ModelError("the file is not GGUF (it does not start with the GGUF magic bytes)", where=str(gguf), hint="pass a .gguf model written by llama.cpp or `tunesmith export`, or a model directory")
+        raise ModelError(
+            "the file is not GGUF (it does not start with the GGUF magic bytes)",
+            where=str(gguf),
+            hint="pass a .gguf model written by llama.cpp or `tunesmith export`, or a model directory",
+        )
     from gguf import GGUFReader
 
     try:
@@ -77,8 +81,11 @@ def check_gguf(gguf: Path) -> str:
         raise ModelError("the GGUF file names no architecture (no general.architecture in its metadata)", where=str(gguf), hint=redo)
     if architecture not in GGUF_SUPPORTED_ARCHITECTURES and GGUF_ALIASES.get(architecture, architecture.replace("-", "_")) not in GGUF_SUPPORTED_ARCHITECTURES:
         supported = ", ".join(a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer"))
-        raise ModelError(f"the GGUF file is a '{architecture}' model, which transformers cannot convert from GGUF",
-                         where=str(gguf), hint=f"convertible architectures: {supported}; for others pass the original model directory (safetensors)")
+        raise ModelError(
+            f"the GGUF file is a '{architecture}' model, which transformers cannot convert from GGUF",
+            where=str(gguf),
+            hint=f"convertible architectures: {supported}; for others pass the original model directory (safetensors)",
+        )
     return architecture
 
 
@@ -104,8 +111,11 @@ def converted_gguf_dir(gguf: Path, name: str | None = None) -> Path:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         except (ValueError, KeyError, OSError) as exc:  # what check_gguf cannot see: tensors or tokenizer metadata transformers refuses
-            raise ModelError(f"transformers cannot convert the GGUF file: {first_line(exc)}",
-                             where=str(gguf), hint="pass the original model directory (safetensors), or a GGUF written by llama.cpp's convert script") from None
+            raise ModelError(
+                f"transformers cannot convert the GGUF file: {first_line(exc)}",
+                where=str(gguf),
+                hint="pass the original model directory (safetensors), or a GGUF written by llama.cpp's convert script",
+            ) from None
         # A GGUF-loaded model is flagged as quantized and refuses save_pretrained; its weights are
         # already de-quantized to float32, so the flag is dropped.
         model.hf_quantizer = None

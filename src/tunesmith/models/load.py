@@ -71,9 +71,13 @@ def check_safetensors(file: Path) -> None:
         header = None
     if not isinstance(header, dict):
         raise ModelError(f"{file.name} is not a readable safetensors file (its header is cut off or damaged)", where=str(file), hint=RESAVE)
-    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict) and len(t.get("data_offsets") or ()) == 2), default=0)
+    end = max(
+        (t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict) and len(t.get("data_offsets") or ()) == 2), default=0
+    )
     if 8 + length + end > size:
-        raise ModelError(f"{file.name} is cut off: its header lists {8 + length + end:,} bytes of tensors but the file has {size:,}", where=str(file), hint=RESAVE)
+        raise ModelError(
+            f"{file.name} is cut off: its header lists {8 + length + end:,} bytes of tensors but the file has {size:,}", where=str(file), hint=RESAVE
+        )
 
 
 def check_weights(folder: Path, spec: str, *, adapter: bool = False) -> None:
@@ -85,10 +89,14 @@ def check_weights(folder: Path, spec: str, *, adapter: bool = False) -> None:
         shards = sorted(set((_read_json(index, spec).get("weight_map") or {}).values()))
         missing = [name for name in shards if not (folder / name).is_file()]
         if missing:
-            raise ModelError(f"the weights are split into {len(shards)} files but {missing[0]} is missing ({len(missing)} of {len(shards)})", where=str(index), hint=RESAVE)
+            raise ModelError(
+                f"the weights are split into {len(shards)} files but {missing[0]} is missing ({len(missing)} of {len(shards)})", where=str(index), hint=RESAVE
+            )
     files = sorted(folder.glob("*.safetensors"))
     if not files and not any(p.suffix in PICKLE_SUFFIXES for p in folder.iterdir()):
-        what = "an adapter_config.json but no adapter weights (adapter_model.safetensors)" if adapter else "a config.json but no weights (no *.safetensors file)"
+        what = (
+            "an adapter_config.json but no adapter weights (adapter_model.safetensors)" if adapter else "a config.json but no weights (no *.safetensors file)"
+        )
         raise ModelError(f"'{spec}' has {what}", hint=RESAVE)
     for file in files:
         check_safetensors(file)
@@ -161,8 +169,13 @@ def resolve_model(spec: str) -> ModelSource:
             try:
                 under = resolve_model(base)
             except ModelError as exc:
-                raise ModelError(f"the base model of this adapter cannot be used: {exc.message}", where=str(path / "adapter_config.json"),
-                                 hint=f"set base_model_name_or_path to the model the adapter was trained on ({exc.hint})" if exc.hint else "set base_model_name_or_path to the model the adapter was trained on") from None
+                raise ModelError(
+                    f"the base model of this adapter cannot be used: {exc.message}",
+                    where=str(path / "adapter_config.json"),
+                    hint=f"set base_model_name_or_path to the model the adapter was trained on ({exc.hint})"
+                    if exc.hint
+                    else "set base_model_name_or_path to the model the adapter was trained on",
+                ) from None
             below = (*under.below, under.adapter) if under.adapter else under.below
             return ModelSource(spec, under.path, adapter=str(path), below=below)
         if (path / "config.json").is_file():
@@ -199,8 +212,11 @@ def load_tokenizer(spec: str | ModelSource):
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, json.JSONDecodeError) as exc:  # a missing or damaged tokenizer.json / tokenizer_config.json
-        raise ModelError(f"cannot load the tokenizer of '{source.spec}': {first_line(exc)}", where=str(folder),
-                         hint="the directory needs its tokenizer files (tokenizer.json, tokenizer_config.json): tokenizer.save_pretrained(dir) writes them") from None
+        raise ModelError(
+            f"cannot load the tokenizer of '{source.spec}': {first_line(exc)}",
+            where=str(folder),
+            hint="the directory needs its tokenizer files (tokenizer.json, tokenizer_config.json): tokenizer.save_pretrained(dir) writes them",
+        ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -213,7 +229,10 @@ def load_model(spec: str | ModelSource, *, dtype=None, merge_adapter: bool = Fal
 
     source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
     if source.is_reward_model():
-        raise ModelError(f"'{source.spec}' is a reward model (it scores answers, it does not write them)", hint=f"score with it: tunesmith score --reward-model {source.spec} --prompt ... --response ...")
+        raise ModelError(
+            f"'{source.spec}' is a reward model (it scores answers, it does not write them)",
+            hint=f"score with it: tunesmith score --reward-model {source.spec} --prompt ... --response ...",
+        )
     dtype = dtype or torch.float32
     try:
         # earlier stages' adapters are merged at full precision, then the weights take `dtype`
@@ -229,7 +248,10 @@ def load_model(spec: str | ModelSource, *, dtype=None, merge_adapter: bool = Fal
         try:
             model = PeftModel.from_pretrained(model, source.adapter, is_trainable=trainable)
         except (OSError, ValueError) as exc:  # no adapter weights, or weights of another shape than the base's
-            raise ModelError(f"cannot load the adapter '{source.adapter}': {exc}".splitlines()[0], hint="check that the adapter directory is complete and was trained on this base model") from None
+            raise ModelError(
+                f"cannot load the adapter '{source.adapter}': {exc}".splitlines()[0],
+                hint="check that the adapter directory is complete and was trained on this base model",
+            ) from None
         if merge_adapter:
             model = model.merge_and_unload()
     return model
@@ -241,7 +263,10 @@ def merge_adapters(model, adapters) -> object:
 
     for adapter in adapters:
         if not (Path(adapter) / "adapter_config.json").is_file():
-            raise ModelError(f"the adapter '{adapter}' that this model was trained on top of is missing", hint="keep the earlier run directories in place, or pass a merged model (merge: true)")
+            raise ModelError(
+                f"the adapter '{adapter}' that this model was trained on top of is missing",
+                hint="keep the earlier run directories in place, or pass a merged model (merge: true)",
+            )
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     return model
 

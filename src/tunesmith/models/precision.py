@@ -124,7 +124,10 @@ def cpu_kind() -> str:
     import platform
 
     flags = cpu_flags()
-    return next((name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "avx512_bf16"), ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), platform.machine() or "unknown")
+    return next(
+        (name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "avx512_bf16"), ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags),
+        platform.machine() or "unknown",
+    )
 
 
 def cpu_capability() -> dict:
@@ -138,7 +141,13 @@ def cpu_capability() -> dict:
     fast = cpu_has_fast_bf16()
     kernels = torch.backends.cpu.get_cpu_capability()
     summary = f"{best} CPU ({model or 'model unknown'}), torch kernels {kernels}, " + (
-        f"bf16 native ({bf16_speedup():.1f}x fp32 matmul)" if fast else ("bf16 emulated (fp32 is the fast precision)" if not flags & BF16_FLAGS else f"bf16 slow here ({bf16_speedup():.2f}x fp32 matmul: torch's kernels do not use the CPU's bf16)")
+        f"bf16 native ({bf16_speedup():.1f}x fp32 matmul)"
+        if fast
+        else (
+            "bf16 emulated (fp32 is the fast precision)"
+            if not flags & BF16_FLAGS
+            else f"bf16 slow here ({bf16_speedup():.2f}x fp32 matmul: torch's kernels do not use the CPU's bf16)"
+        )
     )
     return {"flags": best, "model": model, "torch_kernels": kernels, "fast_bf16": fast, "cores": torch.get_num_threads(), "summary": summary}
 
@@ -155,7 +164,9 @@ def resolve_precision(requested: str = "auto") -> Precision:
                 return Precision("bf16", f"{name} (compute capability {major}.{minor}) has native bf16", "cuda")
             return Precision("fp16", f"{name} (compute capability {major}.{minor}) lacks bf16; fp16 with loss scaling", "cuda")
         if requested == "bf16" and major < 8:
-            raise TunesmithError(f"precision bf16 asked for, but {name} (compute capability {major}.{minor}) has no native bf16", hint="use precision: fp16 or auto")
+            raise TunesmithError(
+                f"precision bf16 asked for, but {name} (compute capability {major}.{minor}) has no native bf16", hint="use precision: fp16 or auto"
+            )
         return Precision(requested, "asked for in the recipe", "cuda")
     if requested == "fp16":
         raise TunesmithError("precision fp16 needs a CUDA GPU; this machine has none", hint="use precision: auto (bf16 where the CPU supports it) or fp32")

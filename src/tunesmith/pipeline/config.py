@@ -130,10 +130,16 @@ def check_references(pipeline: Pipeline) -> list[Step]:
         if step.name in seen:
             raise RecipeError(f"two stages are named '{step.name}'", where=where, hint="stage names name output directories: make them unique")
         if "/" in step.name or step.name.startswith("."):
-            raise RecipeError(f"the stage name '{step.name}' is not a plain directory name", where=where, hint="use letters, digits, - and _ (it names the stage's output directory)")
+            raise RecipeError(
+                f"the stage name '{step.name}' is not a plain directory name",
+                where=where,
+                hint="use letters, digits, - and _ (it names the stage's output directory)",
+            )
         for ref in step.references():
             if ref in names and ref not in seen:
-                raise RecipeError(f"'{ref}' is a later stage (or this one); a stage can only use the output of one above it", where=where, hint="reorder the stages")
+                raise RecipeError(
+                    f"'{ref}' is a later stage (or this one); a stage can only use the output of one above it", where=where, hint="reorder the stages"
+                )
         seen.add(step.name)
     return steps
 
@@ -148,8 +154,11 @@ def load_pipeline(path: str | Path) -> Pipeline:
     try:
         pipeline = Pipeline.model_validate({**data, "source": source})
     except ValidationError as exc:
-        raise RecipeError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), where=source,
-                          hint="a pipeline file has name:, output_dir: and a non-empty stages: list; see `tunesmith pipeline --help`") from None
+        raise RecipeError(
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
+            where=source,
+            hint="a pipeline file has name:, output_dir: and a non-empty stages: list; see `tunesmith pipeline --help`",
+        ) from None
     check_steps(pipeline, check_references(pipeline))
     return pipeline
 
@@ -175,8 +184,11 @@ def check_steps(pipeline: Pipeline, steps: list[Step]) -> None:
         for ref in step.references():
             if ref not in done and not _names_a_model(ref):
                 above = ", ".join(done) or "none"
-                raise RecipeError(f"'{ref}' is neither the name of a stage above this one nor a model (no such file, directory or built-in model)", where=where,
-                                  hint=f"stages above: {above}; or give a model directory, a run directory or a .gguf file")
+                raise RecipeError(
+                    f"'{ref}' is neither the name of a stage above this one nor a model (no such file, directory or built-in model)",
+                    where=where,
+                    hint=f"stages above: {above}; or give a model directory, a run directory or a .gguf file",
+                )
         if isinstance(step, TrainStep):
             train_recipe(step, pipeline, done, pipeline.root / step.name)
         elif isinstance(step, MergeStep):

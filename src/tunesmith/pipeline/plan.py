@@ -150,7 +150,9 @@ def train_seconds(plan, recipe, config, speeds: Speeds) -> tuple[float, str]:
     per_step = STEP_OVERHEAD * flops / speeds.train(plan.precision, config, plan.speed.attention) + (extra if stage in ("grpo", "rloo", "ppo") else 0.0)
     samples = 2 * len(recipe.sample.prompts) * recipe.sample.max_new_tokens + (8 * recipe.sample.max_new_tokens if stage == "sft" else 0)
     once = extra if stage not in ("grpo", "rloo", "ppo") else 0.0  # DPO/KTO: the reference scoring the data before training
-    seconds = s.total_steps * per_step + once + samples * decode_flops_per_token(config) / decode * 4 + LOAD_SECONDS  # one-prompt decode: ~1/4 of batch-8's speed
+    seconds = (
+        s.total_steps * per_step + once + samples * decode_flops_per_token(config) / decode * 4 + LOAD_SECONDS
+    )  # one-prompt decode: ~1/4 of batch-8's speed
     return seconds, f"{s.total_steps} steps x {per_step:.1f} s ({basis})"  # the precision: the stage plan's own line
 
 
@@ -187,7 +189,14 @@ def plan_pipeline(pipeline: Pipeline) -> list[StepPlan]:
         elif isinstance(step, EvalStep):
             decode = speeds.decode(precision)
             per_model = LOAD_SECONDS + step.max_prompts * step.max_new_tokens * decode_flops_per_token(config) / decode + 10.0  # + loss and pair scoring
-            out.append(StepPlan(step.name, step.stage, per_model * len(step.models), f"{len(step.models)} models x ({step.max_prompts} answers of {step.max_new_tokens} tokens, loss, pairs)"))
+            out.append(
+                StepPlan(
+                    step.name,
+                    step.stage,
+                    per_model * len(step.models),
+                    f"{len(step.models)} models x ({step.max_prompts} answers of {step.max_new_tokens} tokens, loss, pairs)",
+                )
+            )
         elif isinstance(step, ExportStep):
             # merge in fp32, write (quantise) the GGUF, load it back with transformers and compare logits: the demo's q8_0
             # export of 135M took 41 s, most of it the check (transformers parses the GGUF's 49k-token vocabulary 3 times)

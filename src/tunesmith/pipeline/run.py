@@ -155,8 +155,11 @@ class PipelineRun:
             label = f"[{i}/{total}] {step.name} ({step.stage})"
             started = time.perf_counter()
             if now in ("complete", "resumable") and step.name in hashes and hashes[step.name] != digest:
-                raise RecipeError(f"stage {step.name} changed since {directory} was made", where=self.pipeline.source,
-                                  hint=f"set a new output_dir, or delete {directory} (and the stages after it) to make it again")
+                raise RecipeError(
+                    f"stage {step.name} changed since {directory} was made",
+                    where=self.pipeline.source,
+                    hint=f"set a new output_dir, or delete {directory} (and the stages after it) to make it again",
+                )
             if now == "complete":
                 self.say(f"{label}: complete in {directory}, skipped")
                 status = "skipped"
@@ -194,13 +197,17 @@ class PipelineRun:
             from tunesmith.runs.rundir import built_aside
 
             models = {m: resolve(m, done) for m in step.models}
-            result = compare_models(models, data=step.data, pairs=step.pairs, max_prompts=step.max_prompts, max_new_tokens=step.max_new_tokens, match=step.match, log=self.say)
+            result = compare_models(
+                models, data=step.data, pairs=step.pairs, max_prompts=step.max_prompts, max_new_tokens=step.max_new_tokens, match=step.match, log=self.say
+            )
             with built_aside(directory) as tmp:
                 (tmp / "eval.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
         else:
             from tunesmith.export.run import export_model
 
-            result = export_model(resolve(step.model, done), directory, list(step.formats), quant=step.quant, dtype=step.dtype, system=step.system, log=self.say)
+            result = export_model(
+                resolve(step.model, done), directory, list(step.formats), quant=step.quant, dtype=step.dtype, system=step.system, log=self.say
+            )
         self.on_result(step, result)
 
     @staticmethod
@@ -222,8 +229,11 @@ class PipelineRun:
         if kind == "eval":
             report = json.loads((directory / "eval.json").read_text())
             first = report["models"][0]
-            return {"under test": first, **{m: report["values"][first].get(m) for m in ("eval_loss", "preference_accuracy", "leakage_rate") if m in report["values"][first]},
-                    "standing": report.get("standing", {})}
+            return {
+                "under test": first,
+                **{m: report["values"][first].get(m) for m in ("eval_loss", "preference_accuracy", "leakage_rate") if m in report["values"][first]},
+                "standing": report.get("standing", {}),
+            }
         if kind == "merge":
             info = json.loads((directory / "merge.json").read_text())
             return {"method": info.get("method"), "path": info.get("path")}
@@ -237,8 +247,12 @@ class PipelineRun:
         from tunesmith.runs.lineage import lineage
 
         last = self.outcomes[-1]
-        data = {"pipeline": self.pipeline.name, "source": self.pipeline.source, "stages": [asdict(o) for o in self.outcomes],
-                "graph": lineage(last.directory) if last.kind != "eval" else []}
+        data = {
+            "pipeline": self.pipeline.name,
+            "source": self.pipeline.source,
+            "stages": [asdict(o) for o in self.outcomes],
+            "graph": lineage(last.directory) if last.kind != "eval" else [],
+        }
         tmp = self.lineage_file.with_name(".lineage.json.tmp")
         tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
         os.replace(tmp, self.lineage_file)

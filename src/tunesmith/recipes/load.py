@@ -72,8 +72,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RecipeError(f"the value of --set {item} is not valid YAML: {problem}", where="command line",
-                          hint=f"quote it to pass text (--set '{key}=\"...\"'), or close its brackets") from None
+        raise RecipeError(
+            f"the value of --set {item} is not valid YAML: {problem}",
+            where="command line",
+            hint=f"quote it to pass text (--set '{key}=\"...\"'), or close its brackets",
+        ) from None
     # YAML reads 1e-4 as a string (no dot before the exponent); users mean a number.
     if isinstance(value, str):
         try:
@@ -124,7 +127,11 @@ def _explain(error: dict, source: str | None, lines: dict, overridden: set[tuple
     message = error["msg"].removeprefix("Value error, ")
     if named_in_message:
         return f"{where}{message}"
-    return f"{where}{dotted}: {message} (got {error.get('input')!r})" if "input" in error and not isinstance(error["input"], dict) else f"{where}{dotted}: {message}"
+    return (
+        f"{where}{dotted}: {message} (got {error.get('input')!r})"
+        if "input" in error and not isinstance(error["input"], dict)
+        else f"{where}{dotted}: {message}"
+    )
 
 
 def read_yaml(path: str | Path, what: str, hint: str | None = None) -> tuple[str, Any]:
@@ -141,8 +148,11 @@ def read_yaml(path: str | Path, what: str, hint: str | None = None) -> tuple[str
     try:
         return text, yaml.load(text, Loader=_UniqueKeyLoader)
     except _DuplicateKey as exc:
-        raise RecipeError(f"the key '{exc.key}' is given twice in one section (lines {exc.first} and {exc.again}); YAML would keep only the last",
-                          where=f"{source}:{exc.again}", hint="keep one of them") from None
+        raise RecipeError(
+            f"the key '{exc.key}' is given twice in one section (lines {exc.first} and {exc.again}); YAML would keep only the last",
+            where=f"{source}:{exc.again}",
+            hint="keep one of them",
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -163,7 +173,11 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | dict[str,
         text, data = read_yaml(path, "recipe", hint="check the path given to --recipe")
         data = data or {}
         if not isinstance(data, dict):
-            raise RecipeError(f"a recipe must be a mapping of sections (model:, data:, training:, ...), not a {type(data).__name__}", where=source, hint="`tunesmith recipe` prints a complete recipe to start from")
+            raise RecipeError(
+                f"a recipe must be a mapping of sections (model:, data:, training:, ...), not a {type(data).__name__}",
+                where=source,
+                hint="`tunesmith recipe` prints a complete recipe to start from",
+            )
     overridden: set[tuple[str, ...]] = set()
     items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides or []]
     for key, value in items:

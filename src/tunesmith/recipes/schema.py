@@ -60,7 +60,10 @@ class ModelSection(Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="auto: bf16 where the hardware has fast bf16 (CUDA cc>=8, CPU with avx512_bf16/AMX), fp16 on older GPUs, else fp32."
     )
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(None, description="Attention kernel; default: flash_attention_2 on a GPU with flash-attn installed, eager on a CPU for sequences up to 256 tokens, else sdpa.")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
+        None,
+        description="Attention kernel; default: flash_attention_2 on a GPU with flash-attn installed, eager on a CPU for sequences up to 256 tokens, else sdpa.",
+    )
 
 
 class LoraSection(Section):
@@ -68,7 +71,8 @@ class LoraSection(Section):
     lora_alpha: int | None = Field(None, ge=1, description="LoRA scaling numerator; default 2*r.")
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
     target_modules: list[str] | Literal["all-linear"] = Field(
-        ["q_proj", "k_proj", "v_proj", "o_proj"], description="Module names to adapt (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj) or 'all-linear'."
+        ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Module names to adapt (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj) or 'all-linear'.",
     )
     layers: Literal["all", "low", "mid", "high"] | list[int] = Field("all", description="Which decoder layers: all, low/mid/high third, or a list of indices.")
     preset: Literal["limited-data", "limited-hardware", "precise-tone"] | None = Field(
@@ -83,7 +87,9 @@ class LoraSection(Section):
 
 class DataSection(Section):
     dataset: str = Field("pirate", description="Built-in name (pirate), local file/directory (jsonl, json, csv, parquet) or datasets Hub name.")
-    eval_dataset: str | None = Field(None, description="Evaluation data; default: the built-in's eval split (pirate -> pirate-eval), else none; 'none' turns it off.")
+    eval_dataset: str | None = Field(
+        None, description="Evaluation data; default: the built-in's eval split (pirate -> pirate-eval), else none; 'none' turns it off."
+    )
     format: str = Field("auto", description="auto, text, prompt_completion, messages, alpaca or sharegpt.")
     max_length: int = Field(512, ge=8, description="Longest example in tokens (after the chat template).")
     truncation: Literal["truncate", "drop"] = Field("truncate", description="What to do with longer examples.")
@@ -96,7 +102,9 @@ class TrainingSection(Section):
     gradient_accumulation_steps: int = Field(2, ge=1, description="Micro-batches per optimizer step.")
     num_train_epochs: float = Field(3.0, gt=0, description="Passes over the data (ignored when max_steps > 0).")
     max_steps: int = Field(-1, description="Total optimizer steps; wins over num_train_epochs when > 0.")
-    learning_rate: float | None = Field(None, gt=0, description="Peak learning rate; default 1e-3 for LoRA/QLoRA (small adapters on small models), 2e-5 for full fine-tuning.")
+    learning_rate: float | None = Field(
+        None, gt=0, description="Peak learning rate; default 1e-3 for LoRA/QLoRA (small adapters on small models), 2e-5 for full fine-tuning."
+    )
     lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial", "inverse_sqrt"] = Field(
         "cosine", description="Learning-rate schedule after warmup."
     )
@@ -113,8 +121,13 @@ class TrainingSection(Section):
     save_total_limit: int | None = Field(2, ge=1, description="Keep only the newest N checkpoints (None: all).")
     eval_strategy: Literal["steps", "epoch", "no"] = Field("no", description="When to compute eval loss.")
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (eval_strategy=steps).")
-    gradient_checkpointing: bool | None = Field(None, description="Recompute activations in backward to save memory: true for every layer, false for none. Unset: none where the base is stored in bf16 (it costs ~30% of an SFT step); one layer in 3 for an fp32 run on a CPU (AVX2 bench: ~15% less peak memory for ~15% of the step, keeping tunesmith under plain TRL's memory); on for grpo, rloo and ppo (bench grpo: ~20% more time per step for ~25% less peak memory; ppo: 111 vs 118 s and 3.6 vs 4.7 GB peak for 8 steps of the pirate demo, avx512_bf16 CPU).")
-    use_liger_kernel: bool | None = Field(None, description="Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); default: on with a CUDA GPU and liger-kernel installed.")
+    gradient_checkpointing: bool | None = Field(
+        None,
+        description="Recompute activations in backward to save memory: true for every layer, false for none. Unset: none where the base is stored in bf16 (it costs ~30% of an SFT step); one layer in 3 for an fp32 run on a CPU (AVX2 bench: ~15% less peak memory for ~15% of the step, keeping tunesmith under plain TRL's memory); on for grpo, rloo and ppo (bench grpo: ~20% more time per step for ~25% less peak memory; ppo: 111 vs 118 s and 3.6 vs 4.7 GB peak for 8 steps of the pirate demo, avx512_bf16 CPU).",
+    )
+    use_liger_kernel: bool | None = Field(
+        None, description="Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); default: on with a CUDA GPU and liger-kernel installed."
+    )
     seed: int = Field(42, description="Seed for weights init, data order and dropout.")
     report_to: list[str] = Field([], description="Extra metric sinks: tensorboard, wandb, mlflow (metrics.jsonl is always written).")
     dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")
@@ -129,11 +142,19 @@ class DistributedSection(Section):
     """How the processes of `accelerate launch` / `tunesmith launch` share the work (ignored in a single process).
     Strategy names are accelerate's; each maps to transformers' TrainingArguments (fsdp, fsdp_config, deepspeed)."""
 
-    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field("ddp", description="ddp: every process holds the whole model, gradients are averaged; fsdp: weights, gradients and optimizer state sharded across processes (PyTorch FSDP2); deepspeed: ZeRO stage zero_stage (CUDA, needs the deepspeed package).")
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp",
+        description="ddp: every process holds the whole model, gradients are averaged; fsdp: weights, gradients and optimizer state sharded across processes (PyTorch FSDP2); deepspeed: ZeRO stage zero_stage (CUDA, needs the deepspeed package).",
+    )
     zero_stage: Literal[2, 3] = Field(2, description="DeepSpeed ZeRO stage: 2 shards gradients and optimizer state, 3 the weights too.")
     offload: bool = Field(False, description="Keep optimizer state (and with ZeRO-3 / FSDP the weights) in CPU memory: slower steps, much less GPU memory.")
-    fsdp_sharding: Literal["full_shard", "shard_grad_op"] = Field("full_shard", description="FSDP: full_shard (weights, gradients and optimizer state; the weights are gathered for each layer's forward and backward), shard_grad_op (the weights stay whole after the forward: more memory, less communication).")
-    fsdp_wrap: Literal["transformer_layer", "size"] = Field("transformer_layer", description="FSDP: wrap each decoder layer (the model's own layer class), or by parameter count.")
+    fsdp_sharding: Literal["full_shard", "shard_grad_op"] = Field(
+        "full_shard",
+        description="FSDP: full_shard (weights, gradients and optimizer state; the weights are gathered for each layer's forward and backward), shard_grad_op (the weights stay whole after the forward: more memory, less communication).",
+    )
+    fsdp_wrap: Literal["transformer_layer", "size"] = Field(
+        "transformer_layer", description="FSDP: wrap each decoder layer (the model's own layer class), or by parameter count."
+    )
 
 
 class SampleSection(Section):
@@ -148,16 +169,24 @@ class SampleSection(Section):
 
 
 class RewardSection(Section):
-    center_rewards_coefficient: float | None = Field(None, ge=0, description="Pull rewards towards 0 (adds coef * mean(r^2) to the loss; Eisenstein et al. use 0.01). None: off.")
+    center_rewards_coefficient: float | None = Field(
+        None, ge=0, description="Pull rewards towards 0 (adds coef * mean(r^2) to the loss; Eisenstein et al. use 0.01). None: off."
+    )
     disable_dropout: bool = Field(True, description="Turn dropout off in the model (stable pairwise scores).")
 
 
 class DPOSection(Section):
     beta: float = Field(0.1, gt=0, description="KL strength: higher keeps the policy closer to the reference. For loss_type ipo it is IPO's tau.")
-    loss_type: list[str] = Field(["sigmoid"], description="DPO loss(es), TRL's names: sigmoid (DPO), ipo, hinge, robust, ... (`tunesmith recipe --stage dpo` lists all TRL offers); several are summed with loss_weights.")
+    loss_type: list[str] = Field(
+        ["sigmoid"],
+        description="DPO loss(es), TRL's names: sigmoid (DPO), ipo, hinge, robust, ... (`tunesmith recipe --stage dpo` lists all TRL offers); several are summed with loss_weights.",
+    )
     loss_weights: list[float] | None = Field(None, description="One weight per loss_type (default 1.0 each).")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Robust DPO: probability that a preference label is flipped (0.1 typical); EXO's epsilon.")
-    precompute_ref_log_probs: bool | None = Field(None, description="Score the data with the reference once before training, then train without the reference forward. Unset: on when training makes 2+ passes over the data (one reference forward per pair instead of one per epoch).")
+    precompute_ref_log_probs: bool | None = Field(
+        None,
+        description="Score the data with the reference once before training, then train without the reference forward. Unset: on when training makes 2+ passes over the data (one reference forward per pair instead of one per epoch).",
+    )
     ld_alpha: float | None = Field(None, ge=0, le=1, description="LD-DPO: weight on the tokens past the shorter answer's length (None: plain DPO).")
     use_weighting: bool = Field(False, description="WPO weighting of pairs by the policy's length-normalised probability.")
     disable_dropout: bool = Field(True, description="Turn dropout off in policy and reference, so their log-ratios are comparable.")
@@ -173,7 +202,9 @@ class KTOSection(Section):
     desirable_weight: float = Field(1.0, gt=0, description="Weight of desirable (label true) examples; raise it when they are fewer.")
     undesirable_weight: float = Field(1.0, gt=0, description="Weight of undesirable (label false) examples.")
     loss_type: Literal["kto", "apo_zero_unpaired"] = Field("kto", description="kto, or apo_zero_unpaired (anchored preference optimisation).")
-    precompute_ref_log_probs: bool | None = Field(None, description="Score the data with the reference once before training. Unset: on when training makes 2+ passes over the data.")
+    precompute_ref_log_probs: bool | None = Field(
+        None, description="Score the data with the reference once before training. Unset: on when training makes 2+ passes over the data."
+    )
     disable_dropout: bool = Field(True, description="Turn dropout off in policy and reference.")
 
 
@@ -183,11 +214,24 @@ class ORPOSection(Section):
 
 
 # The built-in dataset each stage trains on when the recipe names none.
-STAGE_DATASETS = {"sft": "pirate", "reward": "pirate-pairs", "dpo": "pirate-pairs", "kto": "pirate-kto", "orpo": "pirate-pairs", "cpo": "pirate-pairs", "grpo": "arithmetic", "rloo": "arithmetic", "ppo": "arithmetic"}
+STAGE_DATASETS = {
+    "sft": "pirate",
+    "reward": "pirate-pairs",
+    "dpo": "pirate-pairs",
+    "kto": "pirate-kto",
+    "orpo": "pirate-pairs",
+    "cpo": "pirate-pairs",
+    "grpo": "arithmetic",
+    "rloo": "arithmetic",
+    "ppo": "arithmetic",
+}
+
 
 class CPOSection(Section):
     beta: float = Field(0.1, gt=0, description="Temperature of the preference loss (SimPO uses ~2.0).")
-    loss_type: Literal["sigmoid", "hinge", "ipo", "simpo", "alphapo"] = Field("sigmoid", description="sigmoid (CPO), hinge, ipo, simpo (SimPO: length-normalised, reference-free), alphapo.")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "simpo", "alphapo"] = Field(
+        "sigmoid", description="sigmoid (CPO), hinge, ipo, simpo (SimPO: length-normalised, reference-free), alphapo."
+    )
     cpo_alpha: float = Field(1.0, ge=0, description="Weight of the NLL (behaviour-cloning) term on the chosen answer; 0 with simpo gives pure SimPO.")
     simpo_gamma: float = Field(0.5, ge=0, description="SimPO's target reward margin (loss_type simpo only).")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Probability that a preference label is flipped (robust loss).")
@@ -197,7 +241,10 @@ class CPOSection(Section):
 class RewardEntry(Section):
     """One reward function of an RL stage: a built-in, your own function, or a reward model; weighted."""
 
-    function: str | None = Field(None, description="Built-in reward (exact_answer, numeric_answer, format, length_penalty, no_template_leakage), or your own: module.path:function or path/to/file.py:function (your code, imported and run in this process with your rights: not sandboxed).")
+    function: str | None = Field(
+        None,
+        description="Built-in reward (exact_answer, numeric_answer, format, length_penalty, no_template_leakage), or your own: module.path:function or path/to/file.py:function (your code, imported and run in this process with your rights: not sandboxed).",
+    )
     reward_model: str | None = Field(None, description="A reward model trained with `tunesmith reward` (its run directory), scoring prompt and reply.")
     weight: float = Field(1.0, description="Weight of this reward in the sum the advantages are computed from.")
     options: dict[str, Any] = Field({}, description="Keyword arguments for the function (e.g. format: {pattern: '-?\\d+'}, length_penalty: {max_chars: 100}).")
@@ -236,16 +283,28 @@ ARITHMETIC_REWARDS = [RewardEntry(function="numeric_answer"), RewardEntry(functi
 class SamplingRLSection(Section):
     """What every online-RL stage shares (GRPO, RLOO, PPO): sampling responses and scoring them (TRL's names)."""
 
-    max_completion_length: int = Field(48, ge=1, description="Longest completion in tokens: generation time grows with it (TRL's default 512 is minutes per step on a CPU).")
-    temperature: float = Field(0.8, gt=0, description="Sampling temperature of the rollouts; 0.8, not TRL's 1.0: a 135M model at 1.0 samples many off-topic replies, which carry no signal.")
+    max_completion_length: int = Field(
+        48, ge=1, description="Longest completion in tokens: generation time grows with it (TRL's default 512 is minutes per step on a CPU)."
+    )
+    temperature: float = Field(
+        0.8,
+        gt=0,
+        description="Sampling temperature of the rollouts; 0.8, not TRL's 1.0: a 135M model at 1.0 samples many off-topic replies, which carry no signal.",
+    )
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the rollouts (1 = off).")
     top_k: int = Field(0, ge=0, description="Top-k sampling of the rollouts (0 = off).")
     min_p: float | None = Field(None, ge=0, le=1, description="Min-p sampling of the rollouts (None = off).")
     repetition_penalty: float = Field(1.0, gt=0, description="Repetition penalty of the rollouts (1 = off).")
-    rewards: list[RewardEntry] = Field(ARITHMETIC_REWARDS, description="Reward functions, summed with their weights; each is logged separately. Default: the arithmetic demo's (numeric_answer + 0.5 * length_penalty). On the command line: names with optional weights, --rewards numeric_answer,0.5*length_penalty.")
+    rewards: list[RewardEntry] = Field(
+        ARITHMETIC_REWARDS,
+        description="Reward functions, summed with their weights; each is logged separately. Default: the arithmetic demo's (numeric_answer + 0.5 * length_penalty). On the command line: names with optional weights, --rewards numeric_answer,0.5*length_penalty.",
+    )
     disable_dropout: bool = Field(True, description="Turn dropout off, so the policy that sampled and the one trained agree.")
 
-    reward_model: str | None = Field(None, description="Shortcut: a reward model run (`tunesmith reward`) used as a reward of weight 1; alone it replaces the default rewards, beside `rewards` it is added to them.")
+    reward_model: str | None = Field(
+        None,
+        description="Shortcut: a reward model run (`tunesmith reward`) used as a reward of weight 1; alone it replaces the default rewards, beside `rewards` it is added to them.",
+    )
 
     @field_validator("rewards", mode="before")
     @classmethod
@@ -277,11 +336,14 @@ class SamplingRLSection(Section):
         return self
 
 
-
 class RolloutSection(SamplingRLSection):
     """What GRPO and RLOO share: groups of completions per prompt, each judged against its group."""
 
-    num_generations: int = Field(8, ge=2, description="Group size: completions sampled per prompt; each is judged against its group. per_device_train_batch_size * gradient_accumulation_steps must be a multiple of it.")
+    num_generations: int = Field(
+        8,
+        ge=2,
+        description="Group size: completions sampled per prompt; each is judged against its group. per_device_train_batch_size * gradient_accumulation_steps must be a multiple of it.",
+    )
     epsilon: float = Field(0.2, ge=0, description="Clip range: the probability ratio to the sampling policy is held to [1 - epsilon, 1 + epsilon].")
     num_iterations: int = Field(1, ge=1, description="Optimisation passes over each batch of rollouts (mu in the GRPO paper); above 1 the clip matters.")
     mask_truncated_completions: bool = Field(False, description="Leave completions cut at max_completion_length out of the loss.")
@@ -291,14 +353,32 @@ class GRPOSection(RolloutSection):
     # TRL's default beta is 0 (no reference, no KL term). We keep the textbook's KL penalty (DeepSeekMath: 0.04):
     # on a few hundred prompts it stops the policy drifting into reward hacks, and with LoRA the reference is
     # free (the adapter disabled, no second model); it costs one no-grad forward per step.
-    beta: float = Field(0.04, ge=0, description="KL coefficient against the reference (the starting model). 0.04 as in DeepSeekMath, not TRL's 0: it keeps the policy near the start on small data; with LoRA the reference costs no memory (adapter disabled), one forward per step. 0 drops the reference.")
-    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="Advantage = (reward - group mean) / std: group (the std of each group, TRL's default), batch (one std over the batch), none (reward - group mean, Dr. GRPO).")
-    loss_type: str = Field("dapo", description="TRL's GRPO loss normalisation: grpo (per sequence), bnpo, dr_grpo, dapo (TRL's default: per token over the batch), ...; `tunesmith recipe --stage grpo` lists them.")
+    beta: float = Field(
+        0.04,
+        ge=0,
+        description="KL coefficient against the reference (the starting model). 0.04 as in DeepSeekMath, not TRL's 0: it keeps the policy near the start on small data; with LoRA the reference costs no memory (adapter disabled), one forward per step. 0 drops the reference.",
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group",
+        description="Advantage = (reward - group mean) / std: group (the std of each group, TRL's default), batch (one std over the batch), none (reward - group mean, Dr. GRPO).",
+    )
+    loss_type: str = Field(
+        "dapo",
+        description="TRL's GRPO loss normalisation: grpo (per sequence), bnpo, dr_grpo, dapo (TRL's default: per token over the batch), ...; `tunesmith recipe --stage grpo` lists them.",
+    )
 
 
 class RLOOSection(RolloutSection):
-    num_generations: int = Field(4, ge=2, description="Group size: completions per prompt; each one's baseline is the mean reward of the others. per_device_train_batch_size * gradient_accumulation_steps must be a multiple of it.")
-    beta: float = Field(0.05, ge=0, description="KL coefficient against the reference (TRL's RLOO default; folded into the reward). With LoRA the reference is the adapter disabled.")
+    num_generations: int = Field(
+        4,
+        ge=2,
+        description="Group size: completions per prompt; each one's baseline is the mean reward of the others. per_device_train_batch_size * gradient_accumulation_steps must be a multiple of it.",
+    )
+    beta: float = Field(
+        0.05,
+        ge=0,
+        description="KL coefficient against the reference (TRL's RLOO default; folded into the reward). With LoRA the reference is the adapter disabled.",
+    )
     normalize_advantages: bool = Field(False, description="Divide the advantages by their std over the batch.")
 
 
@@ -307,25 +387,53 @@ class PPOSection(SamplingRLSection):
     Defaults are TRL's last PPO trainer's (PPOConfig, trl 0.2x) unless a description says otherwise."""
 
     ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout batch; each pass is num_mini_batches optimizer steps.")
-    num_mini_batches: int = Field(1, ge=1, description="Minibatches (optimizer steps) per pass; a rollout batch is per_device_train_batch_size x gradient_accumulation_steps x num_mini_batches prompts.")
+    num_mini_batches: int = Field(
+        1,
+        ge=1,
+        description="Minibatches (optimizer steps) per pass; a rollout batch is per_device_train_batch_size x gradient_accumulation_steps x num_mini_batches prompts.",
+    )
     cliprange: float = Field(0.2, gt=0, lt=1, description="Clip range of the actor's probability ratio: held to [1 - cliprange, 1 + cliprange] (0.8..1.2).")
     cliprange_value: float = Field(0.2, gt=0, description="Clip range of the critic: its value may move this far from the value at sampling time.")
     vf_coef: float = Field(0.1, ge=0, description="Weight of the critic's value loss beside the actor's loss (one optimizer trains both).")
-    kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty against the reference (the starting model), folded into the rewards; the starting value when target_kl is set. 0: no reference.")
-    target_kl: float | None = Field(None, gt=0, description="Adapt kl_coef so the KL per response approaches this (Ziegler et al. 2019: +-20% per kl_horizon responses); None: kl_coef stays fixed.")
+    kl_coef: float = Field(
+        0.05,
+        ge=0,
+        description="Per-token KL penalty against the reference (the starting model), folded into the rewards; the starting value when target_kl is set. 0: no reference.",
+    )
+    target_kl: float | None = Field(
+        None,
+        gt=0,
+        description="Adapt kl_coef so the KL per response approaches this (Ziegler et al. 2019: +-20% per kl_horizon responses); None: kl_coef stays fixed.",
+    )
     kl_horizon: int = Field(10000, ge=1, description="Responses over which the adaptive kl_coef moves by at most 20%.")
     gamma: float = Field(1.0, ge=0, le=1, description="Discount of future rewards in GAE (1: the score at the end counts fully at every token).")
     lam: float = Field(0.95, ge=0, le=1, description="GAE's lambda: 0 trusts the critic's next value (one-step TD), 1 the sampled return (Monte Carlo).")
     whiten_rewards: bool = Field(False, description="Normalise the per-token rewards over the batch (keeping their mean) before GAE.")
-    missing_eos_penalty: float | None = Field(None, ge=0, description="Subtract this from the score of responses cut off at max_completion_length (None: no penalty).")
-    sample_every: int = Field(5, ge=0, description="Print the best-scored response of every N-th rollout batch (0: never); every batch is recorded in <run>/rollouts.jsonl.")
+    missing_eos_penalty: float | None = Field(
+        None, ge=0, description="Subtract this from the score of responses cut off at max_completion_length (None: no penalty)."
+    )
+    sample_every: int = Field(
+        5, ge=0, description="Print the best-scored response of every N-th rollout batch (0: never); every batch is recorded in <run>/rollouts.jsonl."
+    )
 
 
-STAGE_SECTIONS = {"reward": RewardSection, "dpo": DPOSection, "kto": KTOSection, "orpo": ORPOSection, "cpo": CPOSection, "grpo": GRPOSection, "rloo": RLOOSection, "ppo": PPOSection}
+STAGE_SECTIONS = {
+    "reward": RewardSection,
+    "dpo": DPOSection,
+    "kto": KTOSection,
+    "orpo": ORPOSection,
+    "cpo": CPOSection,
+    "grpo": GRPOSection,
+    "rloo": RLOOSection,
+    "ppo": PPOSection,
+}
 
 
 class Recipe(Section):
-    stage: Literal["sft", "reward", "dpo", "kto", "orpo", "cpo", "grpo", "rloo", "ppo"] = Field("sft", description="Training stage: sft, reward (reward model), dpo, kto, orpo, cpo (CPO/SimPO), grpo or rloo (RL with reward functions), ppo (actor, critic, reward, reference); its own section holds its settings.")
+    stage: Literal["sft", "reward", "dpo", "kto", "orpo", "cpo", "grpo", "rloo", "ppo"] = Field(
+        "sft",
+        description="Training stage: sft, reward (reward model), dpo, kto, orpo, cpo (CPO/SimPO), grpo or rloo (RL with reward functions), ppo (actor, critic, reward, reference); its own section holds its settings.",
+    )
     method: Literal["full", "lora", "qlora"] = Field("lora", description="full fine-tuning, LoRA, or QLoRA (4-bit base, CUDA only).")
     model: ModelSection = ModelSection()
     lora: LoraSection = LoraSection()

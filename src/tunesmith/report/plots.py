@@ -19,7 +19,9 @@ def sparkline(values: list[float], width: int = 60) -> str:
     return "".join(BLOCKS[round((m - lo) / span * (len(BLOCKS) - 1))] for m in means)
 
 
-def plot_series(path: str | Path, series: dict[str, tuple[list[float], list[float]]], title: str, xlabel: str, ylabel: str, marks: dict[str, list[int]] | None = None) -> Path:
+def plot_series(
+    path: str | Path, series: dict[str, tuple[list[float], list[float]]], title: str, xlabel: str, ylabel: str, marks: dict[str, list[int]] | None = None
+) -> Path:
     """Write a PNG with one line per series; `marks` draws labelled vertical lines (e.g. checkpoints)."""
     import matplotlib
 

@@ -127,11 +127,18 @@ class Reward:
             values = None
         if values is None or len(values) != expected:
             got = f"{len(values)} value{'' if len(values) == 1 else 's'}" if values is not None else f"a {type(scores).__name__}"
-            raise TrainingError(f"the reward function '{self.name}' returned {got} for {expected} completions", where=self.where, hint="return a list with one float (or None) per completion, in order")
+            raise TrainingError(
+                f"the reward function '{self.name}' returned {got} for {expected} completions",
+                where=self.where,
+                hint="return a list with one float (or None) per completion, in order",
+            )
         out: list[float | None] = []
         for i, value in enumerate(values):
             if value is not None and (isinstance(value, (str, bytes)) or not hasattr(type(value), "__float__")):
-                raise TrainingError(f"the reward function '{self.name}' returned {value!r} (a {type(value).__name__}) for completion {i}; expected a number or None", where=self.where)
+                raise TrainingError(
+                    f"the reward function '{self.name}' returned {value!r} (a {type(value).__name__}) for completion {i}; expected a number or None",
+                    where=self.where,
+                )
             out.append(None if value is None else float(value))
         return out
 
@@ -143,11 +150,17 @@ def weighted_sum(weights: list[float], scores: list[float | None]) -> float | No
     return sum(w * s for w, s in applied) if applied else None
 
 
-def load_reward(function: str | None = None, *, reward_model: str | None = None, weight: float = 1.0, options: dict | None = None, where: str = "grpo.rewards[0]") -> Reward:
+def load_reward(
+    function: str | None = None, *, reward_model: str | None = None, weight: float = 1.0, options: dict | None = None, where: str = "grpo.rewards[0]"
+) -> Reward:
     """The reward a recipe names: exactly one of `function` (a built-in name, `module.path:function` or
     `path/to/file.py:function`) and `reward_model` (a reward run or model directory). Bad input -> RecipeError."""
     if (function is None) == (reward_model is None):
-        raise RecipeError("give a reward either as `function` or as `reward_model`, exactly one", where=where, hint="e.g. `function: exact_answer` or `reward_model: runs/reward-...`")
+        raise RecipeError(
+            "give a reward either as `function` or as `reward_model`, exactly one",
+            where=where,
+            hint="e.g. `function: exact_answer` or `reward_model: runs/reward-...`",
+        )
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
         raise RecipeError(f"the weight {weight!r} is not a finite number", where=where, hint="e.g. `weight: 0.5`")
     options = dict(options or {})
@@ -196,7 +209,9 @@ def _reward(name: str, fn, weight: float, options: dict, where: str, *, builtin:
                 raise RecipeError(f"{name}: {exc}", where=f"{where}.options", hint=f"`tunesmith recipe --stage grpo` describes {name}'s options") from None
     clash = [k for k in options if k in ("prompts", "completions") or k in columns]
     if clash:
-        raise RecipeError(f"the option '{clash[0]}' of {name} would hide what the trainer passes under that name", where=f"{where}.options", hint="rename the option")
+        raise RecipeError(
+            f"the option '{clash[0]}' of {name} would hide what the trainer passes under that name", where=f"{where}.options", hint="rename the option"
+        )
     return Reward(name=name, function=fn, weight=float(weight), options=options, columns=columns, raw_prompts=raw_prompts, where=where)
 
 
@@ -209,7 +224,11 @@ def _check_type(name: str, key: str, value, default, where: str) -> None:
     if kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok:
-        raise RecipeError(f"the option '{key}' of {name} is {value!r}; expected {kind.__name__} (default {default!r})", where=f"{where}.options.{key}", hint=f"write it as a {kind.__name__}, e.g. {key}: {default!r}")
+        raise RecipeError(
+            f"the option '{key}' of {name} is {value!r}; expected {kind.__name__} (default {default!r})",
+            where=f"{where}.options.{key}",
+            hint=f"write it as a {kind.__name__}, e.g. {key}: {default!r}",
+        )
 
 
 from tunesmith.rewards import rules  # noqa: E402, F401  (fills REWARDS; imported last: it registers through this module)

@@ -64,7 +64,10 @@ def exact_answer(prompts, completions, *, answer, **_) -> list[float]:
 def _number_answer(value, row: int) -> float:
     number = None if isinstance(value, bool) else float(value) if isinstance(value, (int, float)) else parse_number(str(value)) if value is not None else None
     if number is None:
-        raise DataError(f"numeric_answer needs a number in the 'answer' column; row {row} has {value!r}", hint="write answers as numbers (72, -3.5, 1,234), or use exact_answer for text")
+        raise DataError(
+            f"numeric_answer needs a number in the 'answer' column; row {row} has {value!r}",
+            hint="write answers as numbers (72, -3.5, 1,234), or use exact_answer for text",
+        )
     return number
 
 

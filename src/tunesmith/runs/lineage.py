@@ -64,14 +64,26 @@ def node(spec: str) -> dict:
         inputs += [r["reward_model"] for r in section.get("rewards", []) if isinstance(r, dict) and r.get("reward_model")]
         data = recipe.get("data", {})
         return {
-            "id": str(path), "kind": "train", "stage": stage, "method": recipe.get("method"), "dataset": data.get("dataset"),
-            "recipe": str(path / "recipe.yaml"), "inputs": [_id(i) for i in inputs if i], "metrics": key_metrics(path),
+            "id": str(path),
+            "kind": "train",
+            "stage": stage,
+            "method": recipe.get("method"),
+            "dataset": data.get("dataset"),
+            "recipe": str(path / "recipe.yaml"),
+            "inputs": [_id(i) for i in inputs if i],
+            "metrics": key_metrics(path),
         }
     if kind == "merge":
         info = json.loads((path / "merge.json").read_text())
-        return {"id": str(path), "kind": "merge", "method": info.get("method"), "path": info.get("path"), "recipe": str(path / "merge.yaml"),
-                "inputs": list(dict.fromkeys(_id(i["resolved"] if isinstance(i, dict) else i) for i in info.get("inputs", []))),
-                "metrics": {"seconds": info.get("seconds")}}
+        return {
+            "id": str(path),
+            "kind": "merge",
+            "method": info.get("method"),
+            "path": info.get("path"),
+            "recipe": str(path / "merge.yaml"),
+            "inputs": list(dict.fromkeys(_id(i["resolved"] if isinstance(i, dict) else i) for i in info.get("inputs", []))),
+            "metrics": {"seconds": info.get("seconds")},
+        }
     if kind == "export":
         info = json.loads((path / "export.json").read_text())
         return {"id": str(path), "kind": "export", "formats": info.get("formats"), "inputs": [_id(info["source"])], "metrics": info.get("verify", {})}
@@ -119,9 +131,15 @@ def datasets(nodes: list[dict]) -> list[str]:
 
 def lineage_markdown(nodes: list[dict]) -> str:
     """The lineage as a model card section: base models, datasets, then every step with its key metrics."""
-    lines = ["## Lineage", "", f"- base model: {', '.join(f'`{b}`' for b in base_models(nodes)) or 'unknown'}",
-             f"- datasets: {', '.join(f'`{d}`' for d in datasets(nodes)) or 'none'}", "",
-             "| step | kind | made from | key metrics |", "|---|---|---|---|"]
+    lines = [
+        "## Lineage",
+        "",
+        f"- base model: {', '.join(f'`{b}`' for b in base_models(nodes)) or 'unknown'}",
+        f"- datasets: {', '.join(f'`{d}`' for d in datasets(nodes)) or 'none'}",
+        "",
+        "| step | kind | made from | key metrics |",
+        "|---|---|---|---|",
+    ]
     name = lambda i: Path(i).name if Path(i).is_absolute() else i  # noqa: E731
     for n in oldest_first(nodes):
         if n["kind"] == "base":

@@ -1,18 +1,18 @@
 """A run directory holds everything about one training run.
 
-    <run>/recipe.yaml        the fully resolved recipe (re-runnable: tunesmith sft --recipe <run>/recipe.yaml)
-    <run>/environment.json   versions and hardware
-    <run>/metrics.jsonl      one JSON object per logged step (train and eval)
-    <run>/checkpoint-N/      Trainer checkpoints (model/adapter, optimizer, scheduler, RNG, trainer state)
-    <run>/model/             the final adapter or model, with tokenizer and chat template
-    <run>/merged/            (LoRA + --merge) base with the adapter merged in
-    <run>/loss.png           train/eval loss curves
-    <run>/metrics.png        the stage's own curves (reward margin, accuracy, ...)
-    <run>/before.json        the stage's measurement of the starting model on the eval split (kept for resume)
-    <run>/changes.json       what training changed on the eval split (before/after measurements)
-    <run>/diagnostics.json   end-of-run eval diagnostics (leakage, repetition, memorization)
-    <run>/summary.json       steps, final losses, wall time (written at the end: the run is complete; read by pipelines and lineage)
-    <run>/README.md          model card: what was trained on what, and how it went
+<run>/recipe.yaml        the fully resolved recipe (re-runnable: tunesmith sft --recipe <run>/recipe.yaml)
+<run>/environment.json   versions and hardware
+<run>/metrics.jsonl      one JSON object per logged step (train and eval)
+<run>/checkpoint-N/      Trainer checkpoints (model/adapter, optimizer, scheduler, RNG, trainer state)
+<run>/model/             the final adapter or model, with tokenizer and chat template
+<run>/merged/            (LoRA + --merge) base with the adapter merged in
+<run>/loss.png           train/eval loss curves
+<run>/metrics.png        the stage's own curves (reward margin, accuracy, ...)
+<run>/before.json        the stage's measurement of the starting model on the eval split (kept for resume)
+<run>/changes.json       what training changed on the eval split (before/after measurements)
+<run>/diagnostics.json   end-of-run eval diagnostics (leakage, repetition, memorization)
+<run>/summary.json       steps, final losses, wall time (written at the end: the run is complete; read by pipelines and lineage)
+<run>/README.md          model card: what was trained on what, and how it went
 """
 
 from __future__ import annotations
@@ -239,9 +239,14 @@ def find_resume_point(path: str) -> tuple[RunDir, Path]:
     p = Path(path)
     if CHECKPOINT.match(p.name) and p.is_dir():
         if not (p / "trainer_state.json").is_file():
-            raise TunesmithError(f"'{p}' is an incomplete checkpoint (no trainer_state.json)", hint="resume from the run directory to take the newest complete one")
+            raise TunesmithError(
+                f"'{p}' is an incomplete checkpoint (no trainer_state.json)", hint="resume from the run directory to take the newest complete one"
+            )
         if not RunDir.is_complete(p):
-            raise TunesmithError(f"cannot resume: '{p}' was cut off while being saved", hint=f"resume from the run directory to take the newest complete checkpoint: --resume {p.parent}")
+            raise TunesmithError(
+                f"cannot resume: '{p}' was cut off while being saved",
+                hint=f"resume from the run directory to take the newest complete checkpoint: --resume {p.parent}",
+            )
         run = RunDir(p.parent)
         checkpoint = p
         older = [c for n, c in run.checkpoints() if n < int(CHECKPOINT.match(p.name).group(1))]
@@ -250,15 +255,25 @@ def find_resume_point(path: str) -> tuple[RunDir, Path]:
         if not p.exists():
             raise TunesmithError(f"cannot resume: '{p}' does not exist", hint="pass a run directory (runs/sft-...) or one of its checkpoint-N directories")
         if not p.is_dir():
-            raise TunesmithError(f"cannot resume: '{p}' is a file, not a run directory", hint="pass a run directory (runs/sft-...) or one of its checkpoint-N directories")
+            raise TunesmithError(
+                f"cannot resume: '{p}' is a file, not a run directory", hint="pass a run directory (runs/sft-...) or one of its checkpoint-N directories"
+            )
         if not run.recipe_file.is_file():
-            raise TunesmithError(f"cannot resume: '{p}' has no recipe.yaml, so it is not a tunesmith run directory", hint="pass the directory a tunesmith training command wrote (runs/<stage>-<time>)")
+            raise TunesmithError(
+                f"cannot resume: '{p}' has no recipe.yaml, so it is not a tunesmith run directory",
+                hint="pass the directory a tunesmith training command wrote (runs/<stage>-<time>)",
+            )
         complete = run.checkpoints()
         if not complete:
-            raise TunesmithError(f"cannot resume: '{p}' has no complete checkpoint", hint="checkpoints are written per training.save_strategy; start a new run instead")
+            raise TunesmithError(
+                f"cannot resume: '{p}' has no complete checkpoint", hint="checkpoints are written per training.save_strategy; start a new run instead"
+            )
         checkpoint = complete[-1][1]
         older = [c for _, c in complete[:-1]]
     if not run.recipe_file.is_file():
-        raise TunesmithError(f"cannot resume: '{run.path}' has no recipe.yaml, so it is not a tunesmith run directory", hint="pass the directory a tunesmith training command wrote (runs/<stage>-<time>)")
+        raise TunesmithError(
+            f"cannot resume: '{run.path}' has no recipe.yaml, so it is not a tunesmith run directory",
+            hint="pass the directory a tunesmith training command wrote (runs/<stage>-<time>)",
+        )
     check_checkpoint(checkpoint, older)
     return run, checkpoint

@@ -29,6 +29,8 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")  # as a --host value
 def is_loopback(host: str) -> bool:
     """This machine only: 127.0.0.0/8, localhost, ::1."""
     return host in LOOPBACK_NAMES or host.startswith("127.")
+
+
 DONE = object()  # marks the end of a streamed reply in its event queue
 DRAIN_BYTES = 64_000_000  # a body up to this size is read (and dropped) before the 413, so the client sees the answer
 
@@ -107,7 +109,12 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         if first["type"] == "json_invalid":
             return error(400, "the request body is not valid JSON")
         if not loc:  # the body as a whole: empty, or JSON that is not an object
-            return error(400, "the request body is empty; send a JSON object" if first["type"] == "missing" else "the request body must be a JSON object with model and messages (or prompt)")
+            return error(
+                400,
+                "the request body is empty; send a JSON object"
+                if first["type"] == "missing"
+                else "the request body must be a JSON object with model and messages (or prompt)",
+            )
         return error(400, f"{loc}: {first['msg']}" if loc else first["msg"], param=loc or None)
 
     @app.exception_handler(HTTPException)
@@ -140,15 +147,24 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         except TunesmithError as exc:  # bad input found while encoding (an empty prompt, say)
             return error(400, exc.message, param=param)
         if len(prompt_ids) + req.new_tokens > engine.max_prompt_tokens:
-            return error(400, f"the prompt has {len(prompt_ids)} tokens; with max_tokens {req.new_tokens} that exceeds the model's context of {engine.max_prompt_tokens}", param=param, code="context_length_exceeded")
+            return error(
+                400,
+                f"the prompt has {len(prompt_ids)} tokens; with max_tokens {req.new_tokens} that exceeds the model's context of {engine.max_prompt_tokens}",
+                param=param,
+                code="context_length_exceeded",
+            )
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         loop = asyncio.get_running_loop()
         if req.stream:
             events: asyncio.Queue = asyncio.Queue()
-            job = engine.job(prompt_ids, prompt, req,
-                             on_done=lambda outcome: loop.call_soon_threadsafe(events.put_nowait, (DONE, outcome)),
-                             on_delta=lambda delta: loop.call_soon_threadsafe(events.put_nowait, delta))
+            job = engine.job(
+                prompt_ids,
+                prompt,
+                req,
+                on_done=lambda outcome: loop.call_soon_threadsafe(events.put_nowait, (DONE, outcome)),
+                on_delta=lambda delta: loop.call_soon_threadsafe(events.put_nowait, delta),
+            )
             try:
                 engine.batcher.submit(job)
             except QueueFull as exc:
@@ -168,7 +184,11 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         result = finished.result()
         if result is None or isinstance(result, BaseException):
             return error(500, f"generation failed: {result or 'cancelled'}", "server_error")
-        usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens, "total_tokens": result.prompt_tokens + result.completion_tokens}
+        usage = {
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "total_tokens": result.prompt_tokens + result.completion_tokens,
+        }
         if kind == "chat":
             choice = {"index": 0, "message": {"role": "assistant", "content": result.text}, "finish_reason": result.finish_reason}
             return {"id": rid, "object": "chat.completion", "created": created, "model": engine.name, "choices": [choice], "usage": usage}
@@ -182,7 +202,13 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
                 body = {"role": "assistant", "content": ""} if first else ({"content": delta} if delta is not None else {})
                 choice = {"index": 0, "delta": body, "finish_reason": finish}
                 return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": engine.name, "choices": [choice]}
-            return {"id": rid, "object": "text_completion", "created": created, "model": engine.name, "choices": [{"index": 0, "text": delta or "", "logprobs": None, "finish_reason": finish}]}
+            return {
+                "id": rid,
+                "object": "text_completion",
+                "created": created,
+                "model": engine.name,
+                "choices": [{"index": 0, "text": delta or "", "logprobs": None, "finish_reason": finish}],
+            }
 
         try:
             if kind == "chat":
@@ -197,7 +223,11 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
                     else:
                         yield f"data: {json.dumps(chunk(None, finish=outcome.finish_reason))}\n\n"
                         if req.stream_options and req.stream_options.include_usage:  # OpenAI's last chunk: no choices, the usage
-                            usage = {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens, "total_tokens": outcome.prompt_tokens + outcome.completion_tokens}
+                            usage = {
+                                "prompt_tokens": outcome.prompt_tokens,
+                                "completion_tokens": outcome.completion_tokens,
+                                "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
+                            }
                             yield f"data: {json.dumps({**chunk(None), 'choices': [], 'usage': usage})}\n\n"
                     break
                 yield f"data: {json.dumps(chunk(item))}\n\n"

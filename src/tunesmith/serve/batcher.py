@@ -110,7 +110,14 @@ class Batcher:
 
     def load(self) -> dict:
         with self.cond:
-            return {"running": len(self.running), "waiting": len(self.waiting), "max_batch": self.max_batch, "max_queue": self.max_queue, "served": self.served, "peak_batch": self.peak_batch}
+            return {
+                "running": len(self.running),
+                "waiting": len(self.waiting),
+                "max_batch": self.max_batch,
+                "max_queue": self.max_queue,
+                "served": self.served,
+                "peak_batch": self.peak_batch,
+            }
 
     def close(self) -> None:
         with self.cond:

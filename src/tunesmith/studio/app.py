@@ -196,8 +196,20 @@ def add_studio(app: FastAPI, root: str | Path, api_key: str | None = None, *, la
         known = {r["id"] for r in listed}
         for job in jobs:  # launched, but no run directory yet (loading data and model), or it never came to be
             if job["run"] not in known and job["action"] == "launch":
-                listed.insert(0, {"id": job["run"], "name": job["run"], "kind": "train", "stage": None, "status": "starting" if job["alive"] else "failed",
-                                  "started_ts": job["started"], "metrics": {}, "pending": True, "log": launcher.log_tail(job, 1500)})
+                listed.insert(
+                    0,
+                    {
+                        "id": job["run"],
+                        "name": job["run"],
+                        "kind": "train",
+                        "stage": None,
+                        "status": "starting" if job["alive"] else "failed",
+                        "started_ts": job["started"],
+                        "metrics": {},
+                        "pending": True,
+                        "log": launcher.log_tail(job, 1500),
+                    },
+                )
                 known.add(job["run"])
         return {"root": str(root), "runs": listed, "jobs": [{k: v for k, v in j.items() if k != "command"} for j in jobs]}
 
@@ -313,8 +325,14 @@ def add_studio(app: FastAPI, root: str | Path, api_key: str | None = None, *, la
             recipe, _ = await asyncio.to_thread(launcher.validate, body.recipe)
         except TunesmithError as exc:
             return fail(exc)
-        return {"ok": True, "stage": recipe.stage, "method": recipe.method, "model": recipe.model.name, "dataset": recipe.data.dataset,
-                "message": f"valid: stage {recipe.stage} ({recipe.method}) of {recipe.model.name} on {recipe.data.dataset}"}
+        return {
+            "ok": True,
+            "stage": recipe.stage,
+            "method": recipe.method,
+            "model": recipe.model.name,
+            "dataset": recipe.data.dataset,
+            "message": f"valid: stage {recipe.stage} ({recipe.method}) of {recipe.model.name} on {recipe.data.dataset}",
+        }
 
     @app.post("/studio/api/launch")
     async def launch(request: Request):
@@ -332,7 +350,11 @@ def add_studio(app: FastAPI, root: str | Path, api_key: str | None = None, *, la
             job = launcher.stop(body.id)
         except TunesmithError as exc:
             return fail(exc)
-        return {"stopping": body.id, "pid": job["pid"], "message": f"interrupting {body.id} (pid {job['pid']}) as Ctrl-C would; the checkpoints written so far are kept: resume continues from the newest"}
+        return {
+            "stopping": body.id,
+            "pid": job["pid"],
+            "message": f"interrupting {body.id} (pid {job['pid']}) as Ctrl-C would; the checkpoints written so far are kept: resume continues from the newest",
+        }
 
     @app.post("/studio/api/resume")
     async def resume(request: Request):

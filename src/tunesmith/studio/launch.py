@@ -112,11 +112,20 @@ class Launcher:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(log, "ab") as out:
             # a session of its own: a Ctrl-C meant for the studio does not stop the training (stop sends it one)
-            proc = subprocess.Popen([*self.command, *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=self.root, env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                [*self.command, *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.root, env=env, start_new_session=True
+            )
         self.procs[proc.pid] = proc
-        job = {"pid": proc.pid, "run": run_id, "action": action, "command": [*self.command, *args], "log": str(log),
-               "recipe": str(recipe_file) if recipe_file else None, "started": time.time(), "returncode": None}
+        job = {
+            "pid": proc.pid,
+            "run": run_id,
+            "action": action,
+            "command": [*self.command, *args],
+            "log": str(log),
+            "recipe": str(recipe_file) if recipe_file else None,
+            "started": time.time(),
+            "returncode": None,
+        }
         jobs = [j for j in self.jobs() if not (j["run"] == run_id and not j["alive"])]
         self._save([*jobs, job])
         threading.Thread(target=self._reap, args=(proc, run_id), daemon=True).start()
@@ -143,8 +152,12 @@ class Launcher:
                 name = next(n for n in (stem, *(f"{stem}-{i}" for i in range(2, 1000))) if n not in taken and not (self.root / n).exists())
             target = self.root / name
             if name in taken or (target.exists() and any(target.iterdir())):
-                raise TunesmithError(f"the run directory '{target}' already exists and is not empty" if name not in taken else f"a run is already being launched into '{target}'",
-                                     hint="choose another name, or resume that run")
+                raise TunesmithError(
+                    f"the run directory '{target}' already exists and is not empty"
+                    if name not in taken
+                    else f"a run is already being launched into '{target}'",
+                    hint="choose another name, or resume that run",
+                )
             _, file = self.validate(text, f"{name}.yaml")  # the file the CLI reads, one per run
             return self._start(["train", "-c", str(file), "--set", f"output_dir={target}"], name, "launch", file)
 
@@ -156,7 +169,9 @@ class Launcher:
         with self.lock:
             job = self._job_of(run_id)
             if job is None:
-                raise TunesmithError(f"no running job of this studio writes '{run_id}'", hint="only runs launched or resumed from the studio can be stopped here")
+                raise TunesmithError(
+                    f"no running job of this studio writes '{run_id}'", hint="only runs launched or resumed from the studio can be stopped here"
+                )
             os.kill(job["pid"], signal.SIGINT)
             return job
 
@@ -170,8 +185,10 @@ class Launcher:
             if self._job_of(run_id) is not None:
                 raise TunesmithError(f"'{run_id}' is running", hint="stop it first")
             if not any(j["run"] == run_id for j in self.jobs()) and status(path, "train") == "running":
-                raise TunesmithError(f"'{run_id}' is being written by a process this studio did not start (its metrics.jsonl changed in the last {RUNNING_SECONDS} s)",
-                                     hint="stop that process first (Ctrl-C where it runs), then resume")
+                raise TunesmithError(
+                    f"'{run_id}' is being written by a process this studio did not start (its metrics.jsonl changed in the last {RUNNING_SECONDS} s)",
+                    hint="stop that process first (Ctrl-C where it runs), then resume",
+                )
             if (path / "summary.json").is_file():
                 raise TunesmithError(f"'{run_id}' is finished; there is nothing to resume", hint="launch a new run from its recipe")
             find_resume_point(str(path))  # the CLI's own checks and messages, before a process starts

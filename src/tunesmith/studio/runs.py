@@ -145,8 +145,13 @@ def summary(root: str | Path, path: Path, jobs: dict[str, bool] | None = None) -
     final: dict = {}
     if kind == "train":
         recipe = _recipe(path)
-        info.update(stage=recipe.get("stage", "sft"), method=recipe.get("method"), model=(recipe.get("model") or {}).get("name"),
-                    dataset=(recipe.get("data") or {}).get("dataset"), max_steps=(recipe.get("training") or {}).get("max_steps"))
+        info.update(
+            stage=recipe.get("stage", "sft"),
+            method=recipe.get("method"),
+            model=(recipe.get("model") or {}).get("name"),
+            dataset=(recipe.get("data") or {}).get("dataset"),
+            max_steps=(recipe.get("training") or {}).get("max_steps"),
+        )
         rows = metric_rows(path / "metrics.jsonl")
         steps = [r["step"] for r in rows if isinstance(r.get("step"), (int, float))]
         info["step"] = max(steps) if steps else 0
@@ -166,8 +171,12 @@ def summary(root: str | Path, path: Path, jobs: dict[str, bool] | None = None) -
             info["seconds"] = round(max(0.0, end - started_mtime), 1)
     elif kind == "merge":
         merge = _json(path / "merge.json") or {}
-        info.update(stage="merge", method=merge.get("method"), seconds=merge.get("seconds"),
-                    model=", ".join(str(i.get("spec", i.get("resolved")) if isinstance(i, dict) else i) for i in merge.get("inputs", [])))
+        info.update(
+            stage="merge",
+            method=merge.get("method"),
+            seconds=merge.get("seconds"),
+            model=", ".join(str(i.get("spec", i.get("resolved")) if isinstance(i, dict) else i) for i in merge.get("inputs", [])),
+        )
     elif kind == "export":
         export = _json(path / "export.json") or {}
         info.update(stage="export", model=export.get("source"), method=", ".join(export.get("formats") or []))
@@ -279,8 +288,16 @@ def compare(root: str | Path, run_ids_: list[str], jobs: dict[str, bool] | None 
         if info["kind"] == "train":
             for name, value in key_metrics(path).items():
                 metrics.setdefault(name, value)
-        out.append({"id": run_id, "name": info["name"], "stage": info.get("stage"), "status": info["status"], "metrics": metrics,
-                    "series": {k: series(rows, k) for k in run_keys}})
+        out.append(
+            {
+                "id": run_id,
+                "name": info["name"],
+                "stage": info.get("stage"),
+                "status": info["status"],
+                "metrics": metrics,
+                "series": {k: series(rows, k) for k in run_keys},
+            }
+        )
     return {"runs": out, "keys": list(keys)}
 
 

@@ -168,13 +168,16 @@ def _group_size(rewards: torch.Tensor, group_size: int | None) -> int:
         raise TunesmithError(f"rewards must be a non-empty list, one per completion; got shape {tuple(rewards.shape)}")
     n = rewards.numel() if group_size is None else group_size
     if n < 1 or rewards.numel() % n:
-        raise TunesmithError(f"{rewards.numel()} rewards do not divide into groups of {n}",
-                             hint="the number of rewards must be a multiple of the group size (completions per prompt)")
+        raise TunesmithError(
+            f"{rewards.numel()} rewards do not divide into groups of {n}",
+            hint="the number of rewards must be a multiple of the group size (completions per prompt)",
+        )
     return n
 
 
 def _to_dict(result) -> dict:
     """Plain floats per completion (JSON-ready); NaN becomes None."""
+
     def plain(v):
         if isinstance(v, torch.Tensor):
             return [None if x != x else x for x in v.tolist()]
@@ -220,8 +223,10 @@ def gae(rewards: Rewards, values: Rewards, gamma: float = 1.0, lam: float = 0.95
         raise TunesmithError(f"gamma is {gamma} and lam is {lam}; both must lie in [0, 1]", hint="PPO for language models uses gamma 1 and lam 0.95")
     r, v = _as_float(rewards), _as_float(values)
     if r.shape != v.shape or r.dim() not in (1, 2) or r.numel() == 0:
-        raise TunesmithError(f"{tuple(r.shape)} rewards and {tuple(v.shape)} values; give one value per reward (a token each), in the same shape",
-                             hint="e.g. --rewards 0,0,1 --values 0.5,0.6,0.6")
+        raise TunesmithError(
+            f"{tuple(r.shape)} rewards and {tuple(v.shape)} values; give one value per reward (a token each), in the same shape",
+            hint="e.g. --rewards 0,0,1 --values 0.5,0.6,0.6",
+        )
     v = v.to(r)
     m = torch.ones_like(r) if mask is None else _as_float(mask).to(r)
     r, v = r * m, v * m

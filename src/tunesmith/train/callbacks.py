@@ -114,7 +114,9 @@ class Progress(TrainerCallback):
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as Bar
 
-            self._bar = Bar(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console)
+            self._bar = Bar(
+                TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console
+            )
             self._bar.start()
             self._task = self._bar.add_task("train", total=state.max_steps, completed=state.global_step, info="")
 

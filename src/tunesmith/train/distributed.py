@@ -74,16 +74,25 @@ def check_distributed(recipe, device: str, world: int) -> None:
     d = recipe.distributed
     if d.strategy == "deepspeed":
         if importlib.util.find_spec("deepspeed") is None:
-            raise RecipeError("distributed.strategy is deepspeed, but the deepspeed package is not installed", where="distributed.strategy", hint="pip install deepspeed (CUDA GPUs), or use strategy: fsdp")
+            raise RecipeError(
+                "distributed.strategy is deepspeed, but the deepspeed package is not installed",
+                where="distributed.strategy",
+                hint="pip install deepspeed (CUDA GPUs), or use strategy: fsdp",
+            )
         if device != "cuda":
             raise RecipeError("DeepSpeed ZeRO needs CUDA GPUs; this run is on a CPU", where="distributed.strategy", hint="use strategy: ddp (or fsdp) on CPUs")
     if recipe.method == "qlora" and (d.strategy == "fsdp" or (d.strategy == "deepspeed" and d.zero_stage == 3)):
         raise RecipeError(
             f"QLoRA's 4-bit weights cannot be sharded by {d.strategy}{' ZeRO-3' if d.strategy == 'deepspeed' else ''} here",
-            where="distributed.strategy", hint="use strategy: ddp or deepspeed with zero_stage: 2 for QLoRA, or method: lora with FSDP",
+            where="distributed.strategy",
+            hint="use strategy: ddp or deepspeed with zero_stage: 2 for QLoRA, or method: lora with FSDP",
         )
     if recipe.stage == "ppo" and d.strategy != "ddp" and world > 1:
-        raise RecipeError("PPO runs under ddp only: its actor and critic are two models in one trainer, which FSDP and ZeRO-3 do not shard together here", where="distributed.strategy", hint="use strategy: ddp")
+        raise RecipeError(
+            "PPO runs under ddp only: its actor and critic are two models in one trainer, which FSDP and ZeRO-3 do not shard together here",
+            where="distributed.strategy",
+            hint="use strategy: ddp",
+        )
 
 
 CPU_FSDP = "accelerate shards with FSDP only on GPUs (and other accelerators); on CPUs it runs as DDP, every process holding the whole model (tried here: 2 CPU processes gave the DDP run's losses exactly)"
@@ -129,7 +138,16 @@ def strategy_arguments(recipe, world: int, device: str) -> dict:
         if d.zero_stage == 3:
             zero["offload_param"] = {"device": "cpu"}
     auto = "auto"  # filled in by transformers from the TrainingArguments, so the two never disagree
-    return {"deepspeed": {"zero_optimization": zero, "train_micro_batch_size_per_gpu": auto, "gradient_accumulation_steps": auto, "gradient_clipping": auto, "bf16": {"enabled": auto}, "fp16": {"enabled": auto}}}
+    return {
+        "deepspeed": {
+            "zero_optimization": zero,
+            "train_micro_batch_size_per_gpu": auto,
+            "gradient_accumulation_steps": auto,
+            "gradient_clipping": auto,
+            "bf16": {"enabled": auto},
+            "fp16": {"enabled": auto},
+        }
+    }
 
 
 def per_process_memory(memory: dict[str, int], recipe, world: int, device: str) -> tuple[dict[str, int], str]:
@@ -149,5 +167,7 @@ def per_process_memory(memory: dict[str, int], recipe, world: int, device: str) 
     if strategy == "ddp":
         what = f"ddp: every process holds the whole model, its gradients and optimizer state; activations are for its own 1/{world} of the batch"
     else:
-        what = f"{strategy}: {', '.join(shared)} divided across {world} processes" + ("; optimizer state (and sharded weights) offloaded to CPU memory" if d.offload else "")
+        what = f"{strategy}: {', '.join(shared)} divided across {world} processes" + (
+            "; optimizer state (and sharded weights) offloaded to CPU memory" if d.offload else ""
+        )
     return out, f"memory per process ({what})"

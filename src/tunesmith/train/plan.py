@@ -121,7 +121,9 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     else:
         num_sequences = num_examples
         mean_tokens = seq_len
-        notes.append(f"without the data, every sequence counts as max_length ({seq_len}) tokens: the memory estimate and the attention kernel follow from that; pass --dataset for the real lengths")
+        notes.append(
+            f"without the data, every sequence counts as max_length ({seq_len}) tokens: the memory estimate and the attention kernel follow from that; pass --dataset for the real lengths"
+        )
         if recipe.data.packing:
             notes.append("packing is on: with --num-examples the plan counts one sequence per example; pass --dataset for the packed count")
     schedule = compute_schedule(recipe.training, num_sequences, world)
@@ -148,7 +150,13 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
         precomputed = precompute_reference(recipe, stage, schedule)
         memory["reference"] = 0 if recipe.method != "full" or precomputed else (total - 0) * 4  # full FT: a copy of the fp32 weights
         notes.append(
-            ("reference model: the same weights with the adapter disabled (no second copy in memory)" if recipe.method != "full" else "reference model: one frozen copy of the starting weights" if not precomputed else "reference: no copy kept")
+            (
+                "reference model: the same weights with the adapter disabled (no second copy in memory)"
+                if recipe.method != "full"
+                else "reference model: one frozen copy of the starting weights"
+                if not precomputed
+                else "reference: no copy kept"
+            )
             + ("; it scores the data once before training (precompute_ref_log_probs)" if precomputed else "; it runs a forward pass in every step")
         )
     notes += stage.plan_notes(recipe)
@@ -156,7 +164,9 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
 
     if world > 1:
         memory, how = per_process_memory(memory, recipe, world, precision.device)
-        notes.append(f"{world} processes: each step's batch is {recipe.training.per_device_train_batch_size} per process x {world} processes x {recipe.training.gradient_accumulation_steps} accumulation; {how}")
+        notes.append(
+            f"{world} processes: each step's batch is {recipe.training.per_device_train_batch_size} per process x {world} processes x {recipe.training.gradient_accumulation_steps} accumulation; {how}"
+        )
     if note := strategy_note(recipe, precision.device, world):
         notes.append(note)
     plan = Plan(schedule, precision, recipe.method, recipe.model.name, total, trainable, memory, data_summary, num_examples, notes, speed)

@@ -59,7 +59,9 @@ CRITIC_DIR = "critic"
 # ---------------------------------------------------------------- the pieces, as functions (tested by hand)
 
 
-def kl_penalty_rewards(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+def kl_penalty_rewards(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, kl_coef: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token rewards (B, L): -kl_coef * KL_t on every response token, plus each response's score on its last
     token. KL_t = log p_actor(token) - log p_ref(token), the per-sample estimate ("k1") of the KL divergence;
     its sum over a response estimates KL(actor || reference) for that prompt. Returns (rewards, kl)."""
@@ -70,7 +72,9 @@ def kl_penalty_rewards(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, score
     return rewards, kl
 
 
-def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, cliprange: float) -> tuple[torch.Tensor, dict]:
+def policy_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, cliprange: float
+) -> tuple[torch.Tensor, dict]:
     """PPO's clipped surrogate: mean over tokens of max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)).
 
     ratio = p_new / p_old of each sampled token. For A > 0 a ratio above 1 + eps earns nothing more (no
@@ -177,7 +181,9 @@ class PolicyAndCritic(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask, position_ids, response_width: int):
         """Logits predicting each of the last `response_width` tokens (B, L, V), and the critic's value before each (B, L)."""
-        logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=response_width + 1, use_cache=False).logits[:, :-1]
+        logits = self.policy(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=response_width + 1, use_cache=False
+        ).logits[:, :-1]
         return logits, critic_values(self.critic, input_ids, attention_mask, position_ids, response_width)
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
@@ -242,7 +248,14 @@ class PPOTrainer(TimedGeneration, Trainer):
             for model in (policy, critic, ref_model):
                 if model is not None:
                     disable_dropout_in_model(model)
-        super().__init__(model=PolicyAndCritic(policy, critic), args=args, train_dataset=train_dataset, data_collator=identity, processing_class=processing_class, callbacks=callbacks)
+        super().__init__(
+            model=PolicyAndCritic(policy, critic),
+            args=args,
+            train_dataset=train_dataset,
+            data_collator=identity,
+            processing_class=processing_class,
+            callbacks=callbacks,
+        )
         self.ref_model = ref_model
         self.rewards = rewards
         self.kl = AdaptiveKL(args.kl_coef, args.target_kl, args.kl_horizon)
@@ -260,7 +273,9 @@ class PPOTrainer(TimedGeneration, Trainer):
     # ------------------------------------------------------------ data: each rollout batch once per micro-batch on it
 
     def get_train_dataloader(self):
-        return self._get_dataloader(dataset=self.train_dataset, description="Training", batch_size=self.args.rollout_batch_size, sampler_fn=self._get_train_sampler, is_training=True)
+        return self._get_dataloader(
+            dataset=self.train_dataset, description="Training", batch_size=self.args.rollout_batch_size, sampler_fn=self._get_train_sampler, is_training=True
+        )
 
     def _get_train_sampler(self, dataset=None):
         from trl.trainer.utils import RepeatSampler
@@ -272,7 +287,9 @@ class PPOTrainer(TimedGeneration, Trainer):
                 self.generator.manual_seed(self.seed + epoch)
 
         dataset = dataset if dataset is not None else self.train_dataset
-        return EpochSeededSampler(dataset, mini_repeat_count=1, batch_size=self.args.rollout_batch_size, repeat_count=self.micro_per_rollout, shuffle=True, seed=self.args.seed)
+        return EpochSeededSampler(
+            dataset, mini_repeat_count=1, batch_size=self.args.rollout_batch_size, repeat_count=self.micro_per_rollout, shuffle=True, seed=self.args.seed
+        )
 
     def _prepare_inputs(self, prompts: list[dict]) -> dict:
         step_in_rollout = self._micro % self.micro_per_rollout
@@ -346,7 +363,9 @@ class PPOTrainer(TimedGeneration, Trainer):
             self._record(prompts, texts, scores, kl_per_response, values, estimate, mask)
         self.kl.update(batch_kl, len(prompts) * self.accelerator.num_processes)  # one kl_coef on every process
         self._rollout_index += 1
-        return Rollouts(**batch, old_logprobs=old_logprobs, old_values=values, advantages=advantages, returns=estimate.returns, order=self._minibatch_order(len(prompts)))
+        return Rollouts(
+            **batch, old_logprobs=old_logprobs, old_values=values, advantages=advantages, returns=estimate.returns, order=self._minibatch_order(len(prompts))
+        )
 
     def _score_tokens(self, batch: dict):
         """(old log-probs, reference log-probs, values, entropy), each (R, L), through the forward the loss uses."""
@@ -398,7 +417,9 @@ class PPOTrainer(TimedGeneration, Trainer):
         mask = inputs["response_mask"]
         width = mask.shape[1]
         with self.accelerator.autocast():
-            logits, values = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], position_ids=inputs["position_ids"], response_width=width)
+            logits, values = model(
+                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], position_ids=inputs["position_ids"], response_width=width
+            )
         logprobs = token_logprobs(tempered(logits, a.temperature), inputs["input_ids"][:, -width:])
         pg_loss, pg_stats = policy_loss(logprobs, inputs["old_logprobs"], inputs["advantages"], mask, a.cliprange)
         vf_loss, vf_stats = value_loss(values, inputs["old_values"], inputs["returns"], mask, a.cliprange_value)
@@ -446,7 +467,10 @@ class PPOTrainer(TimedGeneration, Trainer):
         if self.args.sample_every and self._rollout_index % self.args.sample_every == 0:
             best = max(range(len(samples)), key=lambda i: samples[i]["score"])
             s = samples[best]
-            print(f"  sample (rollout {self._rollout_index}, best of {len(samples)}): {s['prompt'][:60]!r} -> {s['completion'][:100]!r}  score {s['score']:+.3f}, KL {s['kl']:.3f}", flush=True)
+            print(
+                f"  sample (rollout {self._rollout_index}, best of {len(samples)}): {s['prompt'][:60]!r} -> {s['completion'][:100]!r}  score {s['score']:+.3f}, KL {s['kl']:.3f}",
+                flush=True,
+            )
 
     # ------------------------------------------------------------ checkpoints: both models and the rollout state
 

@@ -34,7 +34,9 @@ def sampling_params(args):
     """The rollouts' sampling settings (an RL stage's config: GRPOConfig, RLOOConfig, PPOConfig) as our decode loop takes them."""
     from tunesmith.infer.sampling import SamplingParams
 
-    return SamplingParams(temperature=args.temperature, top_k=args.top_k or 0, top_p=args.top_p, min_p=args.min_p or 0.0, repetition_penalty=args.repetition_penalty)
+    return SamplingParams(
+        temperature=args.temperature, top_k=args.top_k or 0, top_p=args.top_p, min_p=args.min_p or 0.0, repetition_penalty=args.repetition_penalty
+    )
 
 
 def response_tokens(completion) -> list[int]:
@@ -60,7 +62,15 @@ class TimedGeneration:
         started = time.perf_counter()
         # no packed weights here (infer/packed.py): bench grpo measured the same step time (7.7-8.3 vs 7.9 s) for
         # +270 MB at the peak kept between steps, +200 MB dropped after each rollout
-        done = complete_tokens(model, self.processing_class, prompt_ids, sampling_params(self.args), max_new_tokens=self.args.max_completion_length, generator=generator, pack_weights=False)
+        done = complete_tokens(
+            model,
+            self.processing_class,
+            prompt_ids,
+            sampling_params(self.args),
+            max_new_tokens=self.args.max_completion_length,
+            generator=generator,
+            pack_weights=False,
+        )
         self._generate_seconds += time.perf_counter() - started
         return done
 
@@ -127,6 +137,7 @@ class FastRollouts(TimedGeneration):
         record = {"step": self.state.global_step + 1, "weights": dict(zip(names, weights)), "groups": groups}
         with open(Path(self.args.output_dir) / ROLLOUTS_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
+
 
 def _num(value) -> float | None:
     if value is None:

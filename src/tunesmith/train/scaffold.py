@@ -39,7 +39,10 @@ def check_report_to(sinks: list[str]) -> None:
         if sink not in SINK_PACKAGES:
             raise RecipeError(f"training.report_to has '{sink}'", hint=f"known sinks: {', '.join(SINK_PACKAGES)} (metrics.jsonl is always written)")
         if importlib.util.find_spec(SINK_PACKAGES[sink]) is None:
-            raise RecipeError(f"training.report_to asks for {sink}, but the package '{SINK_PACKAGES[sink]}' is not installed", hint=f"pip install {SINK_PACKAGES[sink]}, or drop it from report_to")
+            raise RecipeError(
+                f"training.report_to asks for {sink}, but the package '{SINK_PACKAGES[sink]}' is not installed",
+                hint=f"pip install {SINK_PACKAGES[sink]}, or drop it from report_to",
+            )
 
 
 def check_qlora(precision: Precision) -> None:
@@ -75,7 +78,10 @@ def load_for_training(recipe: Recipe, precision: Precision, attention: str, head
     source = resolve_model(recipe.model.name)
     dtype = base_weights_dtype(recipe, precision)
     if source.is_reward_model():
-        raise ModelError(f"'{recipe.model.name}' is a reward model; stage {recipe.stage} trains from a language model", hint="pass the model the reward model was trained from, or an SFT run")
+        raise ModelError(
+            f"'{recipe.model.name}' is a reward model; stage {recipe.stage} trains from a language model",
+            hint="pass the model the reward model was trained from, or an SFT run",
+        )
     if recipe.method == "qlora":
         if source.adapter:
             raise ModelError(
@@ -182,17 +188,32 @@ def open_run(recipe: Recipe | None, resume: str | None, stage_name: str | None, 
         run, checkpoint = find_resume_point(resume)
         recipe = load_recipe(run.recipe_file)
         if stage_name and recipe.stage != stage_name:
-            raise RecipeError(f"'{run.path}' is a {recipe.stage} run; it cannot be resumed as {stage_name}", hint=f"tunesmith {recipe.stage} --resume {run.path} (or tunesmith train --resume)")
+            raise RecipeError(
+                f"'{run.path}' is a {recipe.stage} run; it cannot be resumed as {stage_name}",
+                hint=f"tunesmith {recipe.stage} --resume {run.path} (or tunesmith train --resume)",
+            )
         console.print(f"resuming {run.path} from {checkpoint.name}")
         return run, recipe, checkpoint
     recipe = recipe or Recipe(stage=stage_name or "sft")
     if stage_name and recipe.stage != stage_name:
-        raise RecipeError(f"the recipe's stage is {recipe.stage}, but this is `tunesmith {stage_name}`", where="stage", hint=f"use `tunesmith {recipe.stage}` or `tunesmith train`, or set stage: {stage_name}")
+        raise RecipeError(
+            f"the recipe's stage is {recipe.stage}, but this is `tunesmith {stage_name}`",
+            where="stage",
+            hint=f"use `tunesmith {recipe.stage}` or `tunesmith train`, or set stage: {stage_name}",
+        )
     return None, recipe, None
 
 
 @compact_lm_head()  # TRL's fused LM head scores answer positions only, while the trainer is built, trains and evaluates
-def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_name: str | None = None, console: Console | None = None, live: bool | None = None, callbacks=()) -> StageResult:
+def run_stage(
+    recipe: Recipe | None = None,
+    *,
+    resume: str | None = None,
+    stage_name: str | None = None,
+    console: Console | None = None,
+    live: bool | None = None,
+    callbacks=(),
+) -> StageResult:
     """Train per `recipe` (or continue the run/checkpoint `resume`) with its stage, and return what happened."""
     import torch
 
@@ -221,7 +242,10 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     torch.manual_seed(recipe.training.seed)
     console.print(f"data: {data.summary}", soft_wrap=True, highlight=False)
     if procs.world > 1:
-        console.print(f"processes: {procs.world} (accelerate launch, {effective_strategy(recipe, precision.device)}); each takes 1/{procs.world} of every step's batch, the main one writes the run", highlight=False)
+        console.print(
+            f"processes: {procs.world} (accelerate launch, {effective_strategy(recipe, precision.device)}); each takes 1/{procs.world} of every step's batch, the main one writes the run",
+            highlight=False,
+        )
     if note := strategy_note(recipe, precision.device, procs.world):
         console.print(f"note: {note}", soft_wrap=True, highlight=False)
 
@@ -276,7 +300,12 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
         args=stage.config(recipe, common_arguments(recipe, run, precision, data.eval is not None, speed), schedule),
         data=data,
         tokenizer=tokenizer,
-        callbacks=[*([MetricsLog(run.metrics_file, resume_step=resume_step)] if procs.is_main else []), guard, Progress(console, live, stage.progress_metrics), *callbacks],
+        callbacks=[
+            *([MetricsLog(run.metrics_file, resume_step=resume_step)] if procs.is_main else []),
+            guard,
+            Progress(console, live, stage.progress_metrics),
+            *callbacks,
+        ],
         peft_config=peft_config,
     )
     from transformers.trainer_callback import PrinterCallback
@@ -318,7 +347,15 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
     trained = stage.trained_model(trainer)
     if not procs.is_main:  # the main process saves, measures and writes the rest; the others wait until it has
         procs.barrier()
-        return StageResult(stage=recipe.stage, run_dir=run.path, model_dir=run.model_dir, steps=trainer.state.global_step, train_loss=train_loss, eval_loss=eval_loss, seconds=time.perf_counter() - started)
+        return StageResult(
+            stage=recipe.stage,
+            run_dir=run.path,
+            model_dir=run.model_dir,
+            steps=trainer.state.global_step,
+            train_loss=train_loss,
+            eval_loss=eval_loss,
+            seconds=time.perf_counter() - started,
+        )
     model_dir = run.save_final("model", lambda path: save_model(trained, tokenizer, source, path))
     run.plot_losses()
     for name, keys in stage.plots(recipe).items():
@@ -336,15 +373,32 @@ def run_stage(recipe: Recipe | None = None, *, resume: str | None = None, stage_
         merged_model = merged_from_adapter(model_dir, stage.head)
         merged = run.save_final("merged", lambda p: (merged_model.save_pretrained(p), tokenizer.save_pretrained(p)))
     result = StageResult(
-        stage=recipe.stage, run_dir=run.path, model_dir=model_dir, steps=trainer.state.global_step, train_loss=train_loss, eval_loss=eval_loss,
-        seconds=time.perf_counter() - started, trainable_parameters=trainable, merged_dir=merged, prompts=list(prompts), before=before, after=after,
-        changes=changes, examples=examples, examples_title=examples_title, diagnostics=diagnostics,
+        stage=recipe.stage,
+        run_dir=run.path,
+        model_dir=model_dir,
+        steps=trainer.state.global_step,
+        train_loss=train_loss,
+        eval_loss=eval_loss,
+        seconds=time.perf_counter() - started,
+        trainable_parameters=trainable,
+        merged_dir=merged,
+        prompts=list(prompts),
+        before=before,
+        after=after,
+        changes=changes,
+        examples=examples,
+        examples_title=examples_title,
+        diagnostics=diagnostics,
     )
     write_model_card(run, recipe, stage, data, result, trainable, total)
     # the numbers a pipeline's summary and an export's lineage read back (the model card is for people); written
     # last: the run is complete
     fault_point("summary")
-    run.write_text("summary.json", json.dumps({"stage": recipe.stage, "steps": result.steps, "train_loss": train_loss, "eval_loss": eval_loss, "seconds": round(result.seconds, 1)}) + "\n")
+    run.write_text(
+        "summary.json",
+        json.dumps({"stage": recipe.stage, "steps": result.steps, "train_loss": train_loss, "eval_loss": eval_loss, "seconds": round(result.seconds, 1)})
+        + "\n",
+    )
     procs.barrier()
     return result
 
@@ -404,17 +458,22 @@ def write_model_card(run: RunDir, recipe: Recipe, stage: Stage, data: StageData,
         f"- steps: {result.steps} (effective batch {t.per_device_train_batch_size * t.gradient_accumulation_steps}), learning rate {t.learning_rate} ({t.lr_scheduler_type})",
         f"- trainable parameters: {trainable:,} of {total:,}",
         f"- final train loss: {result.train_loss:.4f}" if result.train_loss is not None else "- final train loss: n/a",
-        f"- eval loss: {result.eval_loss:.4f}" if result.eval_loss is not None else "- eval loss: n/a (" + ("the eval split is measured below" if result.changes else "no eval data") + ")",
+        f"- eval loss: {result.eval_loss:.4f}"
+        if result.eval_loss is not None
+        else "- eval loss: n/a (" + ("the eval split is measured below" if result.changes else "no eval data") + ")",
         f"- wall time: {result.seconds:.0f} s",
     ]
     if result.changes:
         lines += ["", "What changed on the eval split:", "", "| measure | before | after |", "|---|---|---|"]
         lines += [f"| {c.metric} | {c.show(c.before)} | {c.show(c.after)} |" for c in result.changes]
-    try_it = f"tunesmith score --reward-model {run.path} --prompt '...' --response '...'" if stage.head == "reward" else f"tunesmith generate --model {run.path} --prompt '...'"
+    try_it = (
+        f"tunesmith score --reward-model {run.path} --prompt '...' --response '...'"
+        if stage.head == "reward"
+        else f"tunesmith generate --model {run.path} --prompt '...'"
+    )
     lines += ["", f"Reproduce: `tunesmith train --recipe {run.recipe_file}`. Try it: `{try_it}`.", "", "```python", load, "```"]
     if result.before:
         lines += ["", "| prompt | before | after |", "|---|---|---|"]
         clean = lambda s: s.replace("|", "\\|").replace("\n", " ")  # noqa: E731
         lines += [f"| {clean(p)} | {clean(b)} | {clean(a)} |" for p, b, a in zip(result.prompts, result.before, result.after)]
     run.write_text("README.md", "\n".join(lines) + "\n")
-

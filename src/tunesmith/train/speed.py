@@ -138,7 +138,10 @@ def check_flash_attention(precision: Precision) -> None:
     if precision.name == "fp32":
         raise TunesmithError("FlashAttention 2 computes in bf16/fp16 only, and model.precision is fp32", hint="set model.precision: auto")
     if not _installed("flash_attn"):
-        raise TunesmithError("model.attn_implementation is flash_attention_2, but the flash_attn package is not installed", hint="pip install flash-attn --no-build-isolation, or leave it unset for sdpa")
+        raise TunesmithError(
+            "model.attn_implementation is flash_attention_2, but the flash_attn package is not installed",
+            hint="pip install flash-attn --no-build-isolation, or leave it unset for sdpa",
+        )
 
 
 def check_liger(precision: Precision) -> None:
@@ -148,7 +151,9 @@ def check_liger(precision: Precision) -> None:
             hint="leave training.use_liger_kernel unset (it turns on by itself on a GPU with liger-kernel installed)",
         )
     if not _installed("liger_kernel"):
-        raise TunesmithError("training.use_liger_kernel is on, but the liger-kernel package is not installed", hint="pip install 'tunesmith[gpu]' (or pip install liger-kernel)")
+        raise TunesmithError(
+            "training.use_liger_kernel is on, but the liger-kernel package is not installed", hint="pip install 'tunesmith[gpu]' (or pip install liger-kernel)"
+        )
 
 
 def checkpoint_one_layer_in(model, every: int) -> None:

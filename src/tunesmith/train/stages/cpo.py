@@ -25,4 +25,12 @@ class CPOStage(PreferenceStage):
     def trainer(self, *, model, ref_model, args, data, tokenizer, callbacks, peft_config):
         from trl.experimental.cpo import CPOTrainer
 
-        return CPOTrainer(model=logits_in_fp32(model), args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+        return CPOTrainer(
+            model=logits_in_fp32(model),
+            args=args,
+            train_dataset=data.train,
+            eval_dataset=data.eval,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            peft_config=peft_config,
+        )

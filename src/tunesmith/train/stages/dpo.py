@@ -32,7 +32,11 @@ class DPOStage(PreferenceStage):
         if unknown:
             raise RecipeError(f"{', '.join(unknown)} is not a loss TRL's DPOTrainer offers", where="dpo.loss_type", hint=f"one or more of: {', '.join(known)}")
         if recipe.dpo.loss_weights is not None and len(recipe.dpo.loss_weights) != len(recipe.dpo.loss_type):
-            raise RecipeError(f"{len(recipe.dpo.loss_weights)} weights given for {len(recipe.dpo.loss_type)} loss types", where="dpo.loss_weights", hint="give one weight per loss_type, or leave it unset")
+            raise RecipeError(
+                f"{len(recipe.dpo.loss_weights)} weights given for {len(recipe.dpo.loss_type)} loss types",
+                where="dpo.loss_weights",
+                hint="give one weight per loss_type, or leave it unset",
+            )
         if "exo_pair" in recipe.dpo.loss_type and recipe.dpo.label_smoothing == 0:
             raise RecipeError("loss_type exo_pair needs label_smoothing > 0", where="dpo.label_smoothing", hint="the EXO paper uses 1e-3")
 
@@ -44,4 +48,13 @@ class DPOStage(PreferenceStage):
     def trainer(self, *, model, ref_model, args, data, tokenizer, callbacks, peft_config):
         from trl import DPOTrainer
 
-        return DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+        return DPOTrainer(
+            model=model,
+            ref_model=ref_model,
+            args=args,
+            train_dataset=data.train,
+            eval_dataset=data.eval,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            peft_config=peft_config,
+        )

@@ -37,7 +37,10 @@ def load_rewards(section, where: str) -> list:
     """The recipe's reward entries as callable `Reward`s (rewards/); bad names and files fail here, by entry."""
     from tunesmith.rewards import load_reward
 
-    return [load_reward(e.function, reward_model=e.reward_model, weight=e.weight, options=dict(e.options), where=f"{where}.rewards[{i}]") for i, e in enumerate(section.rewards)]
+    return [
+        load_reward(e.function, reward_model=e.reward_model, weight=e.weight, options=dict(e.options), where=f"{where}.rewards[{i}]")
+        for i, e in enumerate(section.rewards)
+    ]
 
 
 def rewards_formula(section) -> str:
@@ -118,7 +121,10 @@ class GRPOStage(Stage):
         import trl
 
         return self.trl_config(
-            getattr(trl, self.config_class), recipe, common, exclude={"rewards", "reward_model"},  # ours: rewards/ loads them
+            getattr(trl, self.config_class),
+            recipe,
+            common,
+            exclude={"rewards", "reward_model"},  # ours: rewards/ loads them
             reward_weights=[e.weight for e in self.section(recipe).rewards],
             include_num_input_tokens_seen="no",  # the trainer counts prompt and completion tokens itself
         )
@@ -133,7 +139,16 @@ class GRPOStage(Stage):
         beta = args.beta
         if ref_model is not None:
             args.beta = 0.0  # TRL would reload the reference by name from disk; ours is the starting model itself
-        trainer = cls(model=model, reward_funcs=functions, args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+        trainer = cls(
+            model=model,
+            reward_funcs=functions,
+            args=args,
+            train_dataset=data.train,
+            eval_dataset=data.eval,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            peft_config=peft_config,
+        )
         trainer.rollout_seed = args.seed
         if ref_model is not None:
             from trl.trainer.utils import add_fused_lm_head
@@ -174,7 +189,12 @@ class GRPOStage(Stage):
             changes.append(Change("exact answer (reply is just the answer)", mean(before["exact"]), mean(after["exact"]), "{:.0%}"))
         changed = [i for i in range(len(after["replies"])) if after["replies"][i] != before["replies"][i]] or list(range(len(after["replies"])))
         examples = [
-            {"prompt": prompt_text(after["prompts"][i]), "before": before["replies"][i], "after": after["replies"][i], "reward": f"{_show(before['total'][i])} -> {_show(after['total'][i])}"}
+            {
+                "prompt": prompt_text(after["prompts"][i]),
+                "before": before["replies"][i],
+                "after": after["replies"][i],
+                "reward": f"{_show(before['total'][i])} -> {_show(after['total'][i])}",
+            }
             for i in changed[:4]
         ]
         return changes, examples, "held-out prompts, greedy, before -> after"

@@ -26,4 +26,13 @@ class KTOStage(PreferenceStage):
     def trainer(self, *, model, ref_model, args, data, tokenizer, callbacks, peft_config):
         from trl import KTOTrainer
 
-        return KTOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+        return KTOTrainer(
+            model=model,
+            ref_model=ref_model,
+            args=args,
+            train_dataset=data.train,
+            eval_dataset=data.eval,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            peft_config=peft_config,
+        )

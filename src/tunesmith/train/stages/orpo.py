@@ -24,4 +24,12 @@ class ORPOStage(PreferenceStage):
     def trainer(self, *, model, ref_model, args, data, tokenizer, callbacks, peft_config):
         from trl.experimental.orpo import ORPOTrainer
 
-        return ORPOTrainer(model=logits_in_fp32(model), args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+        return ORPOTrainer(
+            model=logits_in_fp32(model),
+            args=args,
+            train_dataset=data.train,
+            eval_dataset=data.eval,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            peft_config=peft_config,
+        )

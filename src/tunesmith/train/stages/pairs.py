@@ -79,7 +79,12 @@ class PreferenceStage(Stage):
             Change("log p(chosen), mean", mean(before["chosen"]), mean(after["chosen"]), "{:.2f}"),
             Change("log p(rejected), mean", mean(before["rejected"]), mean(after["rejected"]), "{:.2f}"),
             Change("log p(chosen) - log p(rejected), mean", mean(b_margin), mean(a_margin), "{:.2f}"),
-            Change("preference accuracy (policy ranks chosen first)", pairwise_accuracy(before["chosen"], before["rejected"]), pairwise_accuracy(after["chosen"], after["rejected"]), "{:.0%}"),
+            Change(
+                "preference accuracy (policy ranks chosen first)",
+                pairwise_accuracy(before["chosen"], before["rejected"]),
+                pairwise_accuracy(after["chosen"], after["rejected"]),
+                "{:.0%}",
+            ),
         ]
         beta = after["beta"]
         if self.implicit_reward:  # before training the policy is the reference: its implicit reward is 0 by definition

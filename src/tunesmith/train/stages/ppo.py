@@ -44,7 +44,11 @@ class PPOStage(GRPOStage):
         return f"{self.title}: actor, critic, rewards {rewards_formula(s)}, reference ({kl}); {s.ppo_epochs} epochs x {s.num_mini_batches} minibatches per {rollout_batch_size(recipe)} rollouts"
 
     def plots(self, recipe) -> dict[str, tuple[str, ...]]:
-        return {"reward.png": ("reward", "reward_with_kl", "value"), "kl.png": ("kl", "approx_kl", "clip_fraction"), "critic.png": ("value_loss", "explained_variance")}
+        return {
+            "reward.png": ("reward", "reward_with_kl", "value"),
+            "kl.png": ("kl", "approx_kl", "clip_fraction"),
+            "critic.png": ("value_loss", "explained_variance"),
+        }
 
     def plan_notes(self, recipe) -> list[str]:
         s, t = recipe.ppo, recipe.training
@@ -75,9 +79,17 @@ class PPOStage(GRPOStage):
     def check(self, recipe) -> None:
         s = recipe.ppo
         if s.target_kl is not None and s.kl_coef == 0:
-            raise RecipeError("target_kl adapts kl_coef, but kl_coef is 0 (no reference, nothing to adapt)", where="ppo.target_kl", hint="set kl_coef > 0 (e.g. 0.05) as the starting value, or drop target_kl")
+            raise RecipeError(
+                "target_kl adapts kl_coef, but kl_coef is 0 (no reference, nothing to adapt)",
+                where="ppo.target_kl",
+                hint="set kl_coef > 0 (e.g. 0.05) as the starting value, or drop target_kl",
+            )
         if recipe.method == "qlora":
-            raise RecipeError("PPO does not take QLoRA yet: the critic and the reference are not built for a 4-bit base (and it could not be tested without a GPU)", where="method", hint="use method: lora")
+            raise RecipeError(
+                "PPO does not take QLoRA yet: the critic and the reference are not built for a 4-bit base (and it could not be tested without a GPU)",
+                where="method",
+                hint="use method: lora",
+            )
         load_rewards(s, self.name)
         if spec := reward_model_spec(recipe):  # the critic, a copy of the reward model, reads the actor's token ids
             from tunesmith.models.load import meta_model
@@ -86,7 +98,8 @@ class PPOStage(GRPOStage):
             if theirs != ours:
                 raise RecipeError(
                     f"the reward model {spec} has a vocabulary of {theirs} tokens and the model {recipe.model.name} one of {ours}; the critic starts as a copy of the reward model and reads the actor's tokens",
-                    where="ppo.reward_model", hint="train the reward model from the same model family as the actor (tunesmith reward --model ...)",
+                    where="ppo.reward_model",
+                    hint="train the reward model from the same model family as the actor (tunesmith reward --model ...)",
                 )
 
     def prepare_data(self, recipe, tokenizer, source=None, with_eval=True) -> StageData:
@@ -112,7 +125,16 @@ class PPOStage(GRPOStage):
         from tunesmith.train.ppo import PPOTrainer
 
         critic = build_critic(data.extras["critic"], model)
-        return PPOTrainer(policy=model, critic=critic, ref_model=ref_model, rewards=data.raw, args=args, train_dataset=data.train, processing_class=tokenizer, callbacks=callbacks)
+        return PPOTrainer(
+            policy=model,
+            critic=critic,
+            ref_model=ref_model,
+            rewards=data.raw,
+            args=args,
+            train_dataset=data.train,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
 
     def trained_model(self, trainer):
         return trainer.model.policy

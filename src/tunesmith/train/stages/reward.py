@@ -30,7 +30,9 @@ class RewardStage(PreferenceStage):
         from trl import RewardTrainer
 
         model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-pad token
-        return RewardTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+        return RewardTrainer(
+            model=model, args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config
+        )
 
     def scores(self, model, tokenizer, prompts: list, responses: list) -> list[float]:
         """The reward model's score of each response (read at the last non-pad token)."""
@@ -43,8 +45,18 @@ class RewardStage(PreferenceStage):
 
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
         changes = [
-            Change("pairwise accuracy (chosen scored higher)", pairwise_accuracy(before["chosen"], before["rejected"]), pairwise_accuracy(after["chosen"], after["rejected"]), "{:.0%}"),
-            Change("score margin chosen - rejected, mean", mean([c - r for c, r in zip(before["chosen"], before["rejected"])]), mean([c - r for c, r in zip(after["chosen"], after["rejected"])]), "{:+.3f}"),
+            Change(
+                "pairwise accuracy (chosen scored higher)",
+                pairwise_accuracy(before["chosen"], before["rejected"]),
+                pairwise_accuracy(after["chosen"], after["rejected"]),
+                "{:.0%}",
+            ),
+            Change(
+                "score margin chosen - rejected, mean",
+                mean([c - r for c, r in zip(before["chosen"], before["rejected"])]),
+                mean([c - r for c, r in zip(after["chosen"], after["rejected"])]),
+                "{:+.3f}",
+            ),
             Change("score of chosen, mean", mean(before["chosen"]), mean(after["chosen"]), "{:+.3f}"),
             Change("score of rejected, mean", mean(before["rejected"]), mean(after["rejected"]), "{:+.3f}"),
         ]

@@ -53,4 +53,12 @@ class SFTStage(Stage):
             return None
         from tunesmith.evaluate import diagnose
 
-        return diagnose(model, tokenizer, data.raw.eval, name=str(run.path), train_examples=data.raw.train.examples, max_prompts=8, max_new_tokens=recipe.sample.max_new_tokens)
+        return diagnose(
+            model,
+            tokenizer,
+            data.raw.eval,
+            name=str(run.path),
+            train_examples=data.raw.train.examples,
+            max_prompts=8,
+            max_new_tokens=recipe.sample.max_new_tokens,
+        )
