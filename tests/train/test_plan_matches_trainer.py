@@ -14,8 +14,12 @@ from tunesmith.train.sft import run_sft
         {"model.precision": "auto", "training.max_steps": 2},
         {"model.precision": "fp32", "training.max_steps": 2},  # on a CPU: sdpa, one decoder layer in 3 checkpointed
         {"data.packing": True, "data.max_length": 256, "training.per_device_train_batch_size": 1},
-        {"training.save_strategy": "epoch", "training.num_train_epochs": 1.5, "training.logging_first_step": True},
-        {"training.max_steps": 7, "training.lr_scheduler_type": "linear", "training.warmup_ratio": 0.3},
+        pytest.param(
+            {"training.save_strategy": "epoch", "training.num_train_epochs": 1.5, "training.logging_first_step": True}, marks=pytest.mark.slow
+        ),  # ~3 s each:
+        pytest.param(
+            {"training.max_steps": 7, "training.lr_scheduler_type": "linear", "training.warmup_ratio": 0.3}, marks=pytest.mark.slow
+        ),  # the fast suite keeps 4
     ],
     ids=["steps", "auto-precision", "fp32-partial-checkpointing", "packing", "epochs", "max_steps"],
 )

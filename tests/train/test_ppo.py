@@ -239,6 +239,7 @@ def test_ppo_refuses_bad_settings_before_a_run_exists(ppo_recipe, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a PPO run (~3 s); the fast suite keeps the adaptive KL run
 @pytest.mark.usefixtures("one_thread")
 def test_ppo_without_a_kl_penalty_builds_no_reference(ppo_recipe):
     from tunesmith.train.plan import make_plan

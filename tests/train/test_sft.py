@@ -21,7 +21,8 @@ def test_loss_goes_down_on_memorizable_data(tiny_recipe):
         **{
             "method": "full",
             "training.learning_rate": 3e-3,
-            "training.num_train_epochs": 6,
+            "training.num_train_epochs": 2,
+            "training.gradient_accumulation_steps": 1,  # 2 epochs of single micro-batch steps: as many updates as 6 epochs of 3
             "training.logging_steps": 1,
             "training.save_strategy": "no",
             "training.warmup_ratio": 0.0,
@@ -159,6 +160,7 @@ def test_the_decode_loops_packed_weights_do_not_ride_along_into_training(tiny_re
     assert seen["packed"] == 0
 
 
+@pytest.mark.slow  # a run with epoch evals (~3.5 s): a regression test for one edge of the schedule
 def test_an_epoch_eval_at_the_last_step_is_not_run_twice(tiny_recipe, chat_jsonl, monkeypatch):
     """With eval_strategy epoch the last epoch's eval is the final one: reused, not measured (and printed) again."""
     from transformers import Trainer

@@ -94,7 +94,11 @@ def test_stage_trains_and_saves_a_loadable_model(stage_recipe, stage, method, pa
 
 @pytest.mark.parametrize(
     "stage, extra",
-    [("dpo", {}), pytest.param("dpo", {"dpo.precompute_ref_log_probs": True}, marks=pytest.mark.slow), pytest.param("reward", {}, marks=pytest.mark.slow)],
+    [  # three runs each (~5 s): SFT's resume stays in the fast suite (test_sft.py)
+        pytest.param("dpo", {}, marks=pytest.mark.slow),
+        pytest.param("dpo", {"dpo.precompute_ref_log_probs": True}, marks=pytest.mark.slow),
+        pytest.param("reward", {}, marks=pytest.mark.slow),
+    ],
     ids=["dpo", "dpo-precomputed-reference", "reward"],
 )
 def test_resume_reproduces_uninterrupted_curve(stage_recipe, tmp_path, stage, extra):
