@@ -1,10 +1,10 @@
 """Every docs/*.md page runs: each checked block's commands are run here and their output checked against the page.
 
-The contract (which blocks run, which lines are compared and how) is tests/docs/guide.py's docstring. Fast blocks
-run in one long-lived runner process per CPU kind (one import of the libraries), each page's blocks in order in one
-working directory of the page's own (so `runs/` from an earlier block is there for a later one) with docs/ copied in.
-The fast blocks also run with the CPU probe forced to each kind (TUNESMITH_CPU_KIND): a line that depends on the
-machine and is not a machine line fails there. TUNESMITH_GUIDE_RECORD=DIR writes every command's whole output to
+The contract (which blocks run, which lines are compared and how) is tests/docs/guide.py's docstring. Blocks run
+in one long-lived runner process (one import of the libraries), each page's blocks in order in one working directory
+of the page's own (so `runs/` from an earlier block is there for a later one) with docs/ copied in. The fast blocks
+also run with the CPU probe forced to each kind (TUNESMITH_CPU_KIND), in the same directory after the page's own run:
+a line that depends on the machine and is not a machine line fails there. TUNESMITH_GUIDE_RECORD=DIR writes every command's whole output to
 DIR, for writing the pages.
 """
 
@@ -31,11 +31,10 @@ KINDS = ("amx", "avx512_bf16", "avx2")
 class Runner:
     """A guide_runner.py process: commands in, outputs out, one at a time."""
 
-    def __init__(self, timeout: float):
+    def __init__(self):
         env = {**os.environ, "COLUMNS": "110", "NO_COLOR": "1", "TERM": "dumb"}
         env.pop("FORCE_COLOR", None)
         env.pop("TUNESMITH_CPU_KIND", None)
-        self.timeout = timeout
         self.process = subprocess.Popen([sys.executable, str(RUNNER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
     def run(self, argv: list[str], cwd: Path, env: dict[str, str]) -> dict:
@@ -56,13 +55,12 @@ class Workdirs:
     def __init__(self, base: Path):
         self.base, self.made = base, {}
 
-    def __call__(self, page: str, kind: str | None) -> Path:
-        key = (page, kind)
-        if key not in self.made:
-            where = self.base / f"{Path(page).stem}-{kind or 'here'}"
+    def __call__(self, page: str) -> Path:
+        if page not in self.made:
+            where = self.base / Path(page).stem
             shutil.copytree(DOCS, where / "docs", ignore=shutil.ignore_patterns("*.png", "*.jpg"))
-            self.made[key] = where
-        return self.made[key]
+            self.made[page] = where
+        return self.made[page]
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +68,7 @@ def runner():
     from tunesmith.models.load import resolve_model
 
     resolve_model("smollm2-135m-instruct")  # converted once per machine, before any page's first command (its note is no page's output)
-    started = Runner(timeout=600)
+    started = Runner()
     yield started
     started.close()
 
@@ -104,9 +102,8 @@ def run_block(block, runner, workdirs, kind: str | None = None) -> list[dict]:
             if earlier.page == block.page and earlier.line < block.line:
                 run_block(earlier, runner, workdirs)
     if key not in RESULTS:
-        cwd = workdirs(block.page, None)  # as another kind too: in the page's directory, after the page's own run
-        env = {"TUNESMITH_CPU_KIND": kind} if kind else {}
-        RESULTS[key] = [runner.run(c.argv[1:], cwd, env) for c in block.commands]
+        env = {"TUNESMITH_CPU_KIND": kind} if kind else {}  # as another kind too: in the page's directory, after its own run
+        RESULTS[key] = [runner.run(c.argv[1:], workdirs(block.page), env) for c in block.commands]
         record = os.environ.get("TUNESMITH_GUIDE_RECORD")
         if record:
             Path(record).mkdir(parents=True, exist_ok=True)
