@@ -67,6 +67,21 @@ def tiny_model_dir(tmp_path_factory, smol_tokenizer):
 
 
 @pytest.fixture(scope="session")
+def family_model(tmp_path_factory, smol_tokenizer):
+    """family_model("qwen2") -> the directory of a tiny random model of that family (tests/families.py), built once per session."""
+    from families import build_family_model
+
+    built: dict[str, str] = {}
+
+    def get(family: str) -> str:
+        if family not in built:
+            built[family] = build_family_model(family, tmp_path_factory.mktemp(f"tiny-{family}"), smol_tokenizer)
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def serve_in_thread():
     """`with serve_in_thread(app) as port:` an ASGI app served by uvicorn on a free loopback port, in a thread,
     until the block ends (the server, the batching server and the studio tests share it)."""

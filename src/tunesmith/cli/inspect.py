@@ -27,7 +27,7 @@ def modules(
 ):
     """List the LoRA-targetable linear modules per decoder layer and mark what the recipe/preset selects."""
     from tunesmith.models.load import meta_model
-    from tunesmith.models.lora import linear_modules, lora_parameter_count, select_targets
+    from tunesmith.models.lora import fused_note, linear_modules, lora_parameter_count, select_targets
 
     if target_modules:
         overrides["lora.target_modules"] = target_modules if target_modules == "all-linear" else target_modules.split(",")
@@ -54,6 +54,8 @@ def modules(
     targets = [t for t in candidates if t.name in selected]
     total = sum(p.numel() for p in model.parameters())
     count = lora_parameter_count(targets, r.lora.r, r.lora.use_dora)
+    if note := fused_note(model, r.lora):
+        console.print(f"note: {note}", soft_wrap=True, highlight=False)
     console.print(f"{len(targets)} modules selected, r={r.lora.r}: {count:,} trainable parameters ({count / total * 100:.3f}% of {total:,})")
     alpha = r.lora.alpha
     console.print(

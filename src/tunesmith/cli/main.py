@@ -76,6 +76,7 @@ def _register() -> None:
         inspect_rollouts,
         launch,
         merge,
+        models,
         pipeline,
         plan,
         recipe,

@@ -179,7 +179,9 @@ def resolve_model(spec: str) -> ModelSource:
             below = (*under.below, under.adapter) if under.adapter else under.below
             return ModelSource(spec, under.path, adapter=str(path), below=below)
         if (path / "config.json").is_file():
-            _read_json(path / "config.json", spec)
+            from tunesmith.models.family import family_of
+
+            family_of(_read_json(path / "config.json", spec), where=str(path / "config.json"))  # another architecture: a sentence now
             check_weights(path, spec)
             return ModelSource(spec, str(path))
         _unfinished_run(path, spec)
@@ -219,6 +221,9 @@ def load_tokenizer(spec: str | ModelSource):
         ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    from tunesmith.models.template import adapt_chat_template
+
+    adapt_chat_template(tokenizer, source.spec)  # Gemma 2: a system message is folded into the first user turn
     return tokenizer
 
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from tunesmith.errors import RecipeError
+from tunesmith.models.family import family_of_model
 
 KNOWN_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
@@ -72,17 +73,46 @@ def selection_rules(lora) -> list[tuple[tuple[str, ...] | str, object]]:
     return [(modules, lora.layers)]
 
 
+def fused_names(model, modules) -> dict[str, str]:
+    """Canonical projections in `modules` that this model holds inside a fused module: {"q_proj": "qkv_proj", ...}
+    (Phi-3). A name the model really has is never translated."""
+    kinds = {t.kind for t in linear_modules(model)}
+    family = family_of_model(model)
+    return {m: family.module_for(m) for m in modules if m not in kinds and family.module_for(m) != m}
+
+
+def fused_note(model, lora) -> str | None:
+    """One sentence for `inspect modules` and the trainer's log when the selection names projections this model fuses."""
+    mapped: dict[str, list[str]] = {}
+    for modules, _ in selection_rules(lora):
+        if modules != "all-linear":
+            for name, fused in fused_names(model, modules).items():
+                names = mapped.setdefault(fused, [])
+                if name not in names:
+                    names.append(name)
+    if not mapped:
+        return None
+    family = family_of_model(model).name
+    said = lambda names: names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"  # noqa: E731
+    parts = [f"{said(names)} here mean{'s' if len(names) == 1 else ''} the fused {fused}" for fused, names in mapped.items()]
+    return f"{family} fuses its projections: {'; '.join(parts)}, so LoRA adapts the whole fused matrix (every projection in it)"
+
+
 def select_targets(model, lora) -> list[Target]:
-    """The modules the LoRA section (or its preset) selects, in model order."""
+    """The modules the LoRA section (or its preset) selects, in model order. Canonical names (q_proj, up_proj, ...)
+    that the model keeps in a fused module (Phi-3's qkv_proj, gate_up_proj) select that module."""
     candidates = linear_modules(model)
     kinds = {t.kind for t in candidates}
     chosen: set[str] = set()
     for modules, layers in selection_rules(lora):
         if modules != "all-linear":
+            fused = fused_names(model, modules)
+            modules = tuple(dict.fromkeys(fused.get(m, m) for m in modules))
             unknown = [m for m in modules if m not in kinds]
             if unknown:
+                what = f"the preset '{lora.preset}' selects" if lora.preset else "lora.target_modules names"
                 raise RecipeError(
-                    f"lora.target_modules names {unknown}, which this model does not have",
+                    f"{what} {unknown}, which this model does not have",
                     hint=f"this model's linear modules: {', '.join(sorted(kinds))} (or 'all-linear')",
                 )
         indices = layer_range(layers, num_layers(model))

@@ -277,6 +277,11 @@ def run_stage(
     drop_packed(model)  # the decode loop's packed bf16 weights (~270 MB for SmolLM2) must not ride along through training
 
     peft_config = lora_config(recipe, model, stage.head)
+    if peft_config is not None:
+        from tunesmith.models.lora import fused_note
+
+        if note := fused_note(model, recipe.lora):
+            console.print(f"note: {note}", soft_wrap=True, highlight=False)
     if peft_config is not None and not stage.trainer_wraps_adapter:
         from peft import get_peft_model
 

@@ -14,7 +14,7 @@ import importlib.util
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tunesmith.errors import TunesmithError
+from tunesmith.errors import RecipeError, TunesmithError
 from tunesmith.models.precision import Precision
 from tunesmith.recipes import Recipe
 
@@ -83,8 +83,18 @@ def attention_implementation(recipe: Recipe, precision: Precision, longest: int)
     Measured on the 2-core EPYC (SmolLM2, bf16, batch 8 of ~90 tokens): torch's CPU flash-attention kernel
     took ~0.36 s of a ~1.9 s step, eager attention ~0.05 s.
     """
+    from tunesmith.models.family import family_of_spec
+
+    family = family_of_spec(recipe.model.name)
     if recipe.model.attn_implementation:
+        if recipe.model.attn_implementation == "sdpa" and family is not None and not family.sdpa:
+            raise RecipeError(
+                f"model.attn_implementation is sdpa, which {family.title} models cannot use (transformers has no sdpa path for its attention soft-capping)",
+                hint="leave model.attn_implementation unset (eager on a CPU), or use flash_attention_2 on a GPU",
+            )
         return recipe.model.attn_implementation
+    if family is not None and not family.sdpa:  # Gemma 2: eager, or FlashAttention 2 (it soft-caps) on a GPU
+        return "flash_attention_2" if precision.device == "cuda" and precision.name != "fp32" and _installed("flash_attn") else "eager"
     if precision.device == "cuda":
         return "flash_attention_2" if precision.name != "fp32" and _installed("flash_attn") else "sdpa"
     if precision.name == "fp32":
