@@ -159,10 +159,15 @@ def test_merges_serving_and_eval_on_every_family(family, family_model, family_re
 
     from tunesmith.serve import Engine, create_app
 
-    with serve_in_thread(create_app(Engine(str(slerped.output_dir), max_prompt_tokens=256))) as port:
+    with serve_in_thread(create_app(Engine(str(slerped.output_dir), name="merged", max_prompt_tokens=256))) as port:
         reply = httpx.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",
-            json={"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0},
+            json={
+                "model": "merged",
+                "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+                "max_tokens": 4,
+                "temperature": 0,
+            },
             timeout=60,
         )
     assert reply.status_code == 200, reply.text

@@ -6,6 +6,7 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
 
 def matmul_peak(dtype, size: int = 2048, repeats: int = 5, budget_s: float = 5.0) -> float:
@@ -226,22 +227,41 @@ def tuned_precision() -> dict:
     return {"bf16": False} if emulated_bf16() else {}
 
 
+def job_model(job) -> str:
+    """The bench job's model (the embedded one unless the job names another)."""
+    from tunesmith.models.builtin import DEFAULT_MODEL
+
+    return getattr(job, "model", None) or DEFAULT_MODEL
+
+
+def baseline_targets(job, path: str) -> list[str]:
+    """The job's LoRA targets by this model's module names: on Phi-3 q_proj/v_proj live in the fused qkv_proj, which
+    tunesmith adapts too (a TRL user names it so by hand), so both sides train the same matrices."""
+    import json
+
+    from tunesmith.models.family import family_of
+
+    family = family_of(json.loads((Path(path) / "config.json").read_text()))
+    return list(dict.fromkeys(family.module_for(m) for m in job.target_modules))
+
+
 def baseline_model(job):
-    """What a baseline script loads as TRL's docs show it: the embedded model (fp32), its tokenizer, a LoraConfig."""
+    """What a baseline script loads as TRL's docs show it: the job's model (fp32), its tokenizer, a LoraConfig."""
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunesmith.models.builtin import DEFAULT_MODEL
     from tunesmith.models.load import resolve_model
 
-    path = resolve_model(DEFAULT_MODEL).path  # the GGUF converted once to a normal model directory
-    lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout, target_modules=job.target_modules, task_type="CAUSAL_LM")
+    path = resolve_model(job_model(job)).path  # the embedded GGUF is converted once to a normal model directory
+    targets = baseline_targets(job, path)
+    lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
     return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path), lora
 
 
 def job_recipe(job, output_dir: str) -> dict:
     """Recipe overrides that fix a bench job's settings (the fields every bench Job shares) on the tunesmith side."""
     return {
+        "model.name": job_model(job),
         "training.max_steps": job.steps,
         "training.per_device_train_batch_size": job.batch_size,
         "training.gradient_accumulation_steps": job.gradient_accumulation_steps,

@@ -57,8 +57,9 @@ class Job:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # on Phi-3: the fused qkv_proj, on both sides
     seed: int = 42
+    model: str = "smollm2-135m-instruct"  # any --model value of a supported family; both sides train the same one
     defaults_budget_s: float = 60.0  # trl-defaults stops after the micro-batch that ends past this where its bf16 autocast is emulated
     deadline_s: float = 480.0  # no round starts that would end past this (the whole bench stays under 10 min)
 
@@ -256,7 +257,9 @@ def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
 
 def report_lines(report: dict) -> list[str]:
     """The report as a person reads it: the CPU, each side's figures and settings, the ratios."""
-    lines = [f"CPU: {report['cpu']['summary']}", f"tunesmith's precision: {report['precision']['tunesmith']} ({report['precision']['reason']})"]
+    job = report.get("job") or {}
+    lines = [f"model: {job['model']}, LoRA r={job['lora_r']} on {','.join(job['target_modules'])}"] if "model" in job else []
+    lines += [f"CPU: {report['cpu']['summary']}", f"tunesmith's precision: {report['precision']['tunesmith']} ({report['precision']['reason']})"]
     lines.append(
         f"{report['matmul_peak_dtype']} matmul peak on this machine, now: {report['matmul_peak_gflops']:.0f} GFLOP/s; timed {report['timed']}, median of {report['rounds']}"
     )

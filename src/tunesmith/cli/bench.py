@@ -39,12 +39,17 @@ def bench_sft(
     batch_size: int = typer.Option(8, min=1, help="Sequences per micro-batch (both sides)."),
     gradient_accumulation_steps: int = typer.Option(2, min=1, help="Micro-batches per optimizer step (both sides)."),
     max_length: int = typer.Option(512, min=8, help="Longest sequence in tokens (both sides)."),
+    model: str = typer.Option(
+        "smollm2-135m-instruct", "--model", "-m", help="The model both sides fine-tune: any --model value of a supported family (tunesmith models)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON (the last line is still the speed ratio)."),
 ):
-    """LoRA fine-tuning of the embedded model on the pirate data: plain TRL SFTTrainer scripts (TRL's defaults, and tuned for this CPU) against `tunesmith sft`."""
+    """LoRA fine-tuning of a model (the embedded one by default) on the pirate data: plain TRL SFTTrainer scripts (TRL's defaults, and tuned for this CPU) against `tunesmith sft`."""
     from tunesmith.bench.sft import Job, compare, report_lines
+    from tunesmith.models.load import resolve_model
 
-    job = Job(steps=steps, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps, max_length=max_length)
+    resolve_model(model)  # a wrong name or an unsupported architecture is a sentence now, not in each worker
+    job = Job(steps=steps, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps, max_length=max_length, model=model)
     _show(compare(job, repeats, _progress), report_lines, as_json)
 
 

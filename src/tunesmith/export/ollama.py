@@ -3,14 +3,23 @@
 Ollama does not run Jinja: its TEMPLATE is a Go text/template over `.Messages` (each `.Role`,
 `.Content`). A template that differs by one newline, or a missing stop token, makes an exported
 model ramble. So the chat template is not parsed: it is *rendered* on probe conversations and
-matched against a few known families (ChatML, Llama 3 headers, `[INST]`), each written twice: a
-Python mirror, checked here against the Jinja output on every probe, and the Go template it stands
-for (tests run that one through Go's own text/template, byte for byte).
+matched against a few known families, each written twice: a Python mirror, checked here against
+the Jinja output on every probe, and the Go template it stands for (tests run that one through Go's
+own text/template, byte for byte). The families: ChatML (Qwen 2/3, SmolLM2; a default system prompt
+where the template has one), Llama 3 headers, Gemma turns (`model` for the assistant), Phi-3's
+`<|role|>` blocks, and Mistral/Llama 2 `[INST]`.
+
+A template that refuses a system message (Gemma 2) gets one the way tunesmith hands it to such
+templates: folded into the first user turn, system + "\n\n" + user (what Gemma 3's template does
+itself). The probe is rendered folded, and the Go template folds `.Messages` the same way.
 
 Conventions: every message is closed and the generation prompt appended, as
 `apply_chat_template(..., add_generation_prompt=True)` renders a conversation ending in a user turn.
 A leading BOS that the tokenizer adds by itself is left out: llama.cpp adds it (add_bos_token).
 Ollama turns a Modelfile SYSTEM into a first system message, so it goes through the same logic.
+Not mirrored: a template's `| trim` of contents (Llama 3, Gemma; text/template has no trim), and
+Qwen3's stripping of `<think>...</think>` from history replies (no string search in text/template):
+the Go template renders .Content as given, so a client must send replies without their thinking.
 """
 
 from __future__ import annotations
@@ -33,42 +42,56 @@ PROBES = [
 BLOCKS = {
     "chatml": ("<|im_start|>", "\n", "<|im_end|>\n", "<|im_end|>"),  # (pre, mid, close, end-of-turn stop)
     "llama3": ("<|start_header_id|>", "<|end_header_id|>\n\n", "<|eot_id|>", "<|eot_id|>"),
+    "gemma": ("<start_of_turn>", "\n", "<end_of_turn>\n", "<end_of_turn>"),
+    "phi3": ("<|", "|>\n", "<|end|>\n", "<|end|>"),
 }
+ROLE_NAMES = {"gemma": {"assistant": "model"}}  # a role the template writes under another name
+# Go: $sys and $skip = 0 when the first message is a system one (else $skip = -1); shared by the folding families
+GO_SYSTEM = (
+    '{{ $sys := "" }}{{ $skip := -1 }}{{ if .Messages }}{{ if eq (index .Messages 0).Role "system" }}'
+    "{{ $sys = (index .Messages 0).Content }}{{ $skip = 0 }}{{ end }}{{ end }}"
+)
 INST_SYSTEM = {"prepend": ("", "\n\n"), "llama2": ("<<SYS>>\n", "\n<</SYS>>\n\n")}  # system text around, before the first user turn
 
 
 @dataclass(frozen=True)
 class Block:
-    """ChatML / Llama 3: `start` opens the text (BOS or nothing); `default` is the system prompt used when none is given."""
+    """ChatML / Llama 3 / Gemma / Phi-3: `start` opens the text (BOS or nothing); `default` is the system prompt used
+    when none is given; `fold` puts a system message into the first user turn (never with a default: no template does both)."""
 
     style: str
     start: str
     default: str | None
+    fold: bool = False
 
     def render(self, messages: list[dict]) -> str:
         pre, mid, close, _ = BLOCKS[self.style]
+        names = ROLE_NAMES.get(self.style, {})
         out = self.start
-        for i, m in enumerate(messages):
+        for i, m in enumerate(_fold_system(messages) if self.fold else messages):
             if i == 0 and m["role"] != "system" and self.default is not None:
                 out += pre + "system" + mid + self.default + close
-            out += pre + m["role"] + mid + m["content"] + close
-        return out + pre + "assistant" + mid
+            out += pre + names.get(m["role"], m["role"]) + mid + m["content"] + close
+        return out + pre + names.get("assistant", "assistant") + mid
 
     def go(self, start: str) -> str:
         pre, mid, close, _ = BLOCKS[self.style]
         default = _lit(pre + "system" + mid + self.default + close) if self.default is not None else ""
-        return (
-            _lit(start)
-            + "{{ range $i, $m := .Messages }}"
-            + ('{{ if and (eq $i 0) (ne $m.Role "system") }}' + default + "{{ end }}" if default else "")
+        fold = '{{ if and (eq $skip 0) (eq $m.Role "user") }}{{ $sys }}' + _lit("\n\n") + "{{ $skip = -1 }}{{ end }}"
+        turn = (
+            ('{{ if and (eq $i 0) (ne $m.Role "system") }}' + default + "{{ end }}" if default else "")
             + _lit(pre)
-            + "{{ $m.Role }}"
+            + _go_role(ROLE_NAMES.get(self.style, {}))
             + _lit(mid)
+            + (fold if self.fold else "")
             + "{{ $m.Content }}"
             + _lit(close)
-            + "{{ end }}"
-            + _lit(pre + "assistant" + mid)
         )
+        if self.fold:  # $skip drops the system message at index 0 until the first user turn has taken it (then -1)
+            turn = GO_SYSTEM + "{{ range $i, $m := .Messages }}{{ if ne $i $skip }}" + turn + "{{ end }}{{ end }}"
+        else:
+            turn = "{{ range $i, $m := .Messages }}" + turn + "{{ end }}"
+        return _lit(start) + turn + _lit(pre + ROLE_NAMES.get(self.style, {}).get("assistant", "assistant") + mid)
 
 
 @dataclass(frozen=True)
@@ -98,9 +121,7 @@ class Inst:
     def go(self, start: str) -> str:
         before, after = INST_SYSTEM[self.system]
         return (
-            _lit(start) + '{{ $sys := "" }}{{ $skip := -1 }}{{ if .Messages }}{{ if eq (index .Messages 0).Role "system" }}'
-            "{{ $sys = (index .Messages 0).Content }}{{ $skip = 0 }}{{ end }}{{ end }}"
-            "{{ range $i, $m := .Messages }}{{ if ne $i $skip }}"
+            _lit(start) + GO_SYSTEM + "{{ range $i, $m := .Messages }}{{ if ne $i $skip }}"
             '{{ if eq $m.Role "user" }}'
             + _lit(self.bos_each_turn + self.open)
             + "{{ if and (eq $skip 0) (eq $i 1) }}"
@@ -123,12 +144,40 @@ def _lit(text: str) -> str:
     return "{{ " + json.dumps(text, ensure_ascii=False) + " }}" if "{{" in text or "}}" in text else text
 
 
+def _go_role(names: dict[str, str]) -> str:
+    """Go for the role as the template writes it: `.Role`, or a renamed role (Gemma's assistant is `model`)."""
+    out = "{{ $m.Role }}"
+    for role, name in names.items():
+        out = "{{ if eq $m.Role " + json.dumps(role) + " }}" + _lit(name) + "{{ else }}" + out + "{{ end }}"
+    return out
+
+
+def _fold_system(messages: list[dict]) -> list[dict]:
+    """The conversation with a leading system message folded into the first user turn (system + "\n\n" + user),
+    as tunesmith hands a system prompt to a template that refuses one (Gemma 2), and as Gemma 3's template does itself."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0]["content"], [dict(m) for m in messages[1:]]
+    for m in rest:
+        if m["role"] == "user":
+            m["content"] = system + "\n\n" + m["content"]
+            break
+    return rest
+
+
 def _render(tokenizer, messages: list[dict]) -> str | None:
     """The tokenizer's own rendering, or None where its template refuses the conversation (raise_exception)."""
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except Exception:  # noqa: BLE001 - jinja's TemplateError and whatever a template raises
         return None
+
+
+def _expected(tokenizer, messages: list[dict]) -> str | None:
+    """What the Go template must render for `messages`: the template's rendering, or where it refuses a system
+    message, its rendering of the folded conversation; None where it refuses even that (the probe is not checked)."""
+    text = _render(tokenizer, messages)
+    return text if text is not None or messages[0]["role"] != "system" else _render(tokenizer, _fold_system(messages))
 
 
 def _candidates(tokenizer, first: str):
@@ -139,13 +188,15 @@ def _candidates(tokenizer, first: str):
             head = start + pre + "system" + mid
             default = first[len(head) : first.index(close, len(head))] if first.startswith(head) and close in first[len(head) :] else None
             yield from (Block(style, start, d) for d in dict.fromkeys([None, default]))
+            yield Block(style, start, None, fold=True)
     for each, opn, cls, before, end, system in itertools.product(
-        (False, True), ("[INST] ", "[INST]"), (" [/INST]", "[/INST]"), (" ", ""), (eos, " " + eos), INST_SYSTEM
+        (False, True), ("[INST] ", "[INST]", " [INST] "), (" [/INST]", "[/INST]"), (" ", ""), (eos, " " + eos), INST_SYSTEM
     ):
         yield Inst("" if each else bos, bos if each else "", opn, cls, before, end, system)
 
 
 def _stops(family, tokenizer) -> list[str]:
+    """The family's end-of-turn token, then eos where it differs (Phi-3 ends a turn with <|end|>, its eos is <|endoftext|>)."""
     turn_end = BLOCKS[family.style][3] if isinstance(family, Block) else None
     return [s for s in dict.fromkeys([turn_end, tokenizer.eos_token]) if s]
 
@@ -157,14 +208,16 @@ def go_template_for(tokenizer) -> tuple[str, list[str]]:
     hint = "pass modelfile(..., template=...) with a Go template over .Messages (.Role, .Content), and stops=[...]"
     if not getattr(tokenizer, "chat_template", None):
         raise ModelError("the tokenizer has no chat template, so there is nothing to write as the Modelfile TEMPLATE", hint=hint)
-    rendered = [_render(tokenizer, probe) for probe in PROBES]
+    rendered = [_expected(tokenizer, probe) for probe in PROBES]
     if rendered[0] is None:
         raise ModelError("the chat template fails on a one-message conversation, so its family cannot be recognised", hint=hint)
     for family in _candidates(tokenizer, rendered[0]):
         if all(text is None or family.render(probe) == text for probe, text in zip(PROBES, rendered)):
             start = "" if family.start and adds_bos_eos(tokenizer)[0] else family.start  # llama.cpp adds that BOS itself
             return family.go(start), _stops(family, tokenizer)
-    raise ModelError("the chat template's family is not recognised (known: ChatML, Llama 3 headers, Mistral/Llama 2 [INST])", hint=hint)
+    raise ModelError(
+        "the chat template's family is not recognised (known: ChatML, Llama 3 headers, Gemma turns, Phi-3 blocks, Mistral/Llama 2 [INST])", hint=hint
+    )
 
 
 def modelfile(
