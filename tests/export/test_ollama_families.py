@@ -8,6 +8,7 @@ TEMPLATE must render for a conversation with a system message (Ollama makes one 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from families import FAMILIES
@@ -95,8 +96,9 @@ def test_what_the_families_render(go_render, family_tokenizer):
     """The shapes by eye, for a system prompt and one question."""
     messages = conversation(1, "Sys.")
     rendered = {f: go_render(template_and_stops(modelfile(family_tokenizer(f), "m.gguf"))[0], messages) for f in FAMILIES}
+    today = time.strftime("%d %b %Y")  # Llama 3.2's template dates its system turn; the Modelfile keeps the export day's
     assert rendered["llama"] == (
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nSys.<|eot_id|>"
+        f"<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: {today}\n\nSys.<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\nQuestion 1?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
     )
     assert rendered["mistral"] == "<s> [INST] Sys.\n\nQuestion 1? [/INST]"

@@ -17,6 +17,9 @@ Conventions: every message is closed and the generation prompt appended, as
 `apply_chat_template(..., add_generation_prompt=True)` renders a conversation ending in a user turn.
 A leading BOS that the tokenizer adds by itself is left out: llama.cpp adds it (add_bos_token).
 Ollama turns a Modelfile SYSTEM into a first system message, so it goes through the same logic.
+A template that writes a system turn whatever is given (Llama 3.1/3.2: "Cutting Knowledge Date: December 2023",
+"Today Date: <the day it renders>", then the system text) keeps that preamble as rendered on the export day: Go's
+text/template has no clock, as Ollama's own llama3.2 TEMPLATE has none.
 Not mirrored: a template's `| trim` of contents (Llama 3, Gemma; text/template has no trim), and
 Qwen3's stripping of `<think>...</think>` from history replies (no string search in text/template):
 the Go template renders .Content as given, so a client must send replies without their thinking.
@@ -57,12 +60,14 @@ INST_SYSTEM = {"prepend": ("", "\n\n"), "llama2": ("<<SYS>>\n", "\n<</SYS>>\n\n"
 @dataclass(frozen=True)
 class Block:
     """ChatML / Llama 3 / Gemma / Phi-3: `start` opens the text (BOS or nothing); `default` is the system prompt used
-    when none is given; `fold` puts a system message into the first user turn (never with a default: no template does both)."""
+    when none is given; `fold` puts a system message into the first user turn (never with a default: no template does both);
+    `prefix` opens every first system turn, given or not (Llama 3.1/3.2: "Cutting Knowledge Date: ...", then the system text)."""
 
     style: str
     start: str
     default: str | None
     fold: bool = False
+    prefix: str = ""
 
     def render(self, messages: list[dict]) -> str:
         pre, mid, close, _ = BLOCKS[self.style]
@@ -71,19 +76,22 @@ class Block:
         for i, m in enumerate(_fold_system(messages) if self.fold else messages):
             if i == 0 and m["role"] != "system" and self.default is not None:
                 out += pre + "system" + mid + self.default + close
-            out += pre + names.get(m["role"], m["role"]) + mid + m["content"] + close
+            lead = self.prefix if i == 0 and m["role"] == "system" else ""
+            out += pre + names.get(m["role"], m["role"]) + mid + lead + m["content"] + close
         return out + pre + names.get("assistant", "assistant") + mid
 
     def go(self, start: str) -> str:
         pre, mid, close, _ = BLOCKS[self.style]
         default = _lit(pre + "system" + mid + self.default + close) if self.default is not None else ""
         fold = '{{ if and (eq $skip 0) (eq $m.Role "user") }}{{ $sys }}' + _lit("\n\n") + "{{ $skip = -1 }}{{ end }}"
+        lead = '{{ if and (eq $i 0) (eq $m.Role "system") }}' + _lit(self.prefix) + "{{ end }}" if self.prefix else ""
         turn = (
             ('{{ if and (eq $i 0) (ne $m.Role "system") }}' + default + "{{ end }}" if default else "")
             + _lit(pre)
             + _go_role(ROLE_NAMES.get(self.style, {}))
             + _lit(mid)
             + (fold if self.fold else "")
+            + lead
             + "{{ $m.Content }}"
             + _lit(close)
         )
@@ -189,6 +197,8 @@ def _candidates(tokenizer, first: str):
             default = first[len(head) : first.index(close, len(head))] if first.startswith(head) and close in first[len(head) :] else None
             yield from (Block(style, start, d) for d in dict.fromkeys([None, default]))
             yield Block(style, start, None, fold=True)
+            if default:  # a preamble every system turn opens with (Llama 3.1/3.2's knowledge and today's date)
+                yield Block(style, start, default, prefix=default)
     for each, opn, cls, before, end, system in itertools.product(
         (False, True), ("[INST] ", "[INST]", " [INST] "), (" [/INST]", "[/INST]"), (" ", ""), (eos, " " + eos), INST_SYSTEM
     ):
