@@ -92,7 +92,7 @@ def test_real_tokenizer_metadata_reads_back(tiny_q8, smol_tokenizer):
     meta = read_gguf_info(out)
     assert meta["architecture"] == "llama" and meta["file_type"] == "MOSTLY_Q8_0" and meta["block_count"] == 2
     assert meta["tensor_count"] == info["tensors"] == 2 + 2 * 9  # embeddings, final norm, 9 per block; tied: no output.weight
-    assert meta["tokenizer_model"] == "gpt2" and meta["pre_tokenizer"] == "gpt2"
+    assert meta["tokenizer_model"] == "gpt2" and meta["pre_tokenizer"] == "smollm"  # named by its fingerprint, as llama.cpp's converter names it
     assert meta["token_count"] == len(smol_tokenizer) == 49152
     assert meta["eos_token_id"] == smol_tokenizer.eos_token_id == meta["padding_token_id"]
     assert meta["bos_token_id"] == smol_tokenizer.bos_token_id and meta["add_bos_token"] is False

@@ -215,12 +215,41 @@ def _gemma3_sliding(n_layers: int, window) -> list[bool]:
     return [bool(window) and i % GEMMA3_PATTERN < GEMMA3_PATTERN - 1 for i in range(n_layers)]
 
 
-def _pre_tokenizer(pre: dict | None) -> str:
-    """llama.cpp's pre-tokenizer name for tokenizer.json's `pre_tokenizer` ("default": not recognised)."""
+# llama.cpp names a byte-level BPE tokenizer by what it does to this text: the sha256 of str(token ids) picks the
+# pre-tokenizer in its converter (convert_hf_to_gguf.py, get_vocab_base_pre), so the same fingerprint here names a
+# fine-tune's tokenizer as llama.cpp would name its base's. The text and the fingerprints are llama.cpp's.
+CHECK_TEXT = (
+    "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n\U0001f680 (normal) \U0001f636\u200d\U0001f32b\ufe0f (multiple emojis concatenated) "
+    "\u2705 \U0001f999\U0001f999 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 "
+    "\u1780\u17b6\u1793\u17cb\u178f\u17c2\u1796\u17b7\u179f\u17c1\u179f\u17a2\u17b6\u1785\U0001f601 "
+    "?\u6211\u60f3\u5728apple\u5de5\u4f5c1314151\u5929\uff5e ------======= "
+    "\u043d\u0435\u0449\u043e \u043d\u0430 \u0411\u044a\u043b\u0433\u0430\u0440\u0441\u043a\u0438 "
+    "''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? 'M not sure I'll make it, "
+    "'D you like some tea? We'Ve a'lL"
+)
+KNOWN_TOKENIZERS = {
+    "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5": "llama-bpe",  # Llama 3.x
+    "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm",  # SmolLM, SmolLM2
+    "e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea": "qwen2",  # Qwen1.5 .. Qwen3
+    "3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454": "gpt-2",  # GPT-2
+    "63b97e4253352e6f357cc59ea5b583e3a680eaeaf2632188c2b952de2588485e": "tekken",  # Mistral Nemo
+    "fcace8b9cac38ce847670c970cd5892031a753a1ef381abd1d9af00f713da085": "phi-2",  # Phi-2
+}
+
+
+def _pre_tokenizer(pre: dict | None, tokenizer=None) -> str:
+    """llama.cpp's pre-tokenizer name: by the tokenizer's fingerprint on CHECK_TEXT where llama.cpp knows it, else by
+    tokenizer.json's `pre_tokenizer` steps (a split regex llama.cpp implements); "default": not recognised."""
+    if tokenizer is not None:
+        from hashlib import sha256
+
+        known = KNOWN_TOKENIZERS.get(sha256(str(tokenizer.encode(CHECK_TEXT, add_special_tokens=False)).encode()).hexdigest())
+        if known:
+            return known
     steps = (pre or {}).get("pretokenizers", [pre] if pre else [])
     kinds = [s.get("type") for s in steps]
     if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
-        return "gpt2"
+        return "gpt-2"  # GPT-2's own split regex ("gpt2" is not a name llama.cpp knows)
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
         return "smollm"
     if kinds == ["Split", "ByteLevel"] and steps[0].get("pattern", {}).get("Regex") in _SPLITS:
@@ -257,7 +286,8 @@ def _add_tokenizer(writer, model_dir: Path, vocab_size: int, notes: list[str]) -
     padding = vocab_size - len(tokens)  # embedding rows past the tokenizer (padded vocabularies)
     tokens += [f"[PAD{i}]" for i in range(len(tokens), vocab_size)]
     types += [gguf.TokenType.UNUSED] * padding
-    pre = _pre_tokenizer(spec.get("pre_tokenizer"))
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # what the loaded tokenizer does (a class may replace the file's split)
+    pre = _pre_tokenizer(json.loads(backend.to_str()).get("pre_tokenizer") if backend else spec.get("pre_tokenizer"), tokenizer)
     if pre == "default":
         notes.append("pre-tokenizer not recognised: llama.cpp splits text with its default rules, tokens may differ")
     writer.add_tokenizer_model("gpt2")
@@ -272,12 +302,31 @@ def _add_tokenizer(writer, model_dir: Path, vocab_size: int, notes: list[str]) -
     if special.chat_template is None and tokenizer.chat_template:
         special.chat_template = tokenizer.chat_template
     special.add_to_gguf(writer, quiet=True)
+    eot = _end_of_turn(model_dir, tokenizer)
+    if eot is not None and eot != special.special_token_ids.get("eos"):
+        writer.add_eot_token_id(eot)  # llama.cpp ends generation at eos and eot (Phi-3's <|end|>, Gemma's <end_of_turn>)
     return {
         "tokens": len(tokens),
         "pre_tokenizer": pre,
         "eos_token_id": special.special_token_ids.get("eos"),
         "chat_template": special.chat_template is not None,
     }
+
+
+def _end_of_turn(model_dir: Path, tokenizer) -> int | None:
+    """The token the chat template closes an assistant turn with, where it is not eos (what tunesmith stops at)."""
+    from types import SimpleNamespace
+
+    from transformers import GenerationConfig
+
+    from tunesmith.infer.generate import stop_token_ids
+
+    try:
+        generation = GenerationConfig.from_pretrained(model_dir)
+    except OSError:
+        generation = None
+    stops = [i for i in stop_token_ids(SimpleNamespace(generation_config=generation), tokenizer) if i != tokenizer.eos_token_id]
+    return stops[0] if stops else None
 
 
 def _file_type(quant: str) -> int:
