@@ -16,7 +16,7 @@ PIP    := $(PY) -m pip -q --disable-pip-version-check
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu). With a GPU, bring your own CUDA torch or let pip choose.
 TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup setup-dev go chromium demo demo-dpo demo-reward demo-grpo demo-ppo demo-pipeline test test-slow check lint clean
+.PHONY: setup setup-dev go chromium llama-cpp demo demo-dpo demo-reward demo-grpo demo-ppo demo-pipeline test test-slow check lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -39,7 +39,7 @@ $(VENV)/.setup-dev: pyproject.toml $(VENV)/.setup
 	touch $@
 
 setup: $(VENV)/.setup
-setup-dev: $(VENV)/.setup-dev go chromium
+setup-dev: $(VENV)/.setup-dev go chromium llama-cpp
 
 # Go's text/template renders the Ollama Modelfile's TEMPLATE in the tests, as Ollama itself does (Debian's golang-go).
 # Best effort: without root or apt the test says why it skipped.
@@ -53,6 +53,25 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
 		|| echo "note: Chromium is not installed (apt-get install chromium); the studio's browser test will be skipped"; }
+
+# llama.cpp's Python binding: the outside client the GGUF tests and `bench` run our exports in. Built from source for this
+# CPU (GGML_NATIVE); best effort, as for Go and Chromium. The first build takes ~11-17 min on 2 cores; the wheel is kept
+# per CPU (a hash of its flags) under ~/.cache/tunesmith/wheels, so a fresh clone on the same machine installs it in
+# seconds, and another CPU (an AVX2-only one, where an AVX512 build dies on an illegal instruction) builds its own.
+LLAMA_CPP := llama-cpp-python==0.3.36
+CPU_ID    := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | md5sum | cut -c1-12)
+WHEELS    := $(or $(TUNESMITH_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tunesmith)/wheels/$(CPU_ID)
+LLAMA_CMAKE := -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF
+llama-cpp: $(VENV)/.setup
+	@test -f $(VENV)/.llama-cpp-$(CPU_ID) || test -f $(WHEELS)/build-failed || { \
+		ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || { \
+			echo "building $(LLAMA_CPP) for this CPU (once per CPU: ~11-17 min on 2 cores; log: $(WHEELS)/build.log) ..."; mkdir -p $(WHEELS); \
+			CMAKE_ARGS="$(LLAMA_CMAKE)" nice $(PY) -m pip wheel -v --no-deps --no-cache-dir -w $(WHEELS) "$(LLAMA_CPP)" 2>&1 | tee $(WHEELS)/build.log \
+				| grep --line-buffered -oE '^ *\[[0-9]+/[0-9]+\]' | awk 'NR % 25 == 0 { print "  compiled" $$0; fflush() }'; }; \
+		ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 \
+		&& $(PIP) install --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-*.whl && $(PIP) install "$(LLAMA_CPP)" \
+		&& rm -f $(VENV)/.llama-cpp-* && touch $(VENV)/.llama-cpp-$(CPU_ID) \
+		|| { touch $(WHEELS)/build-failed; echo "note: llama-cpp-python could not be built here (it needs cmake, g++ and ninja; see $(WHEELS)/build.log): the llama.cpp checks will be skipped; delete $(WHEELS)/build-failed to try again"; }; }
 
 demo: setup
 	$(VENV)/bin/tunesmith sft

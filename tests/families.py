@@ -94,7 +94,7 @@ TOKENS = {
     "qwen3": ([], None, "<|im_end|>", "<|endoftext|>", "<|im_end|>", QWEN3_TEMPLATE),
     "gemma2": (["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"], "<bos>", "<eos>", "<pad>", "<end_of_turn>", GEMMA2_TEMPLATE),
     "gemma3": (["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"], "<bos>", "<eos>", "<pad>", "<end_of_turn>", GEMMA3_TEMPLATE),
-    "phi3": (["<s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], "<s>", "<|endoftext|>", "<|endoftext|>", "<|end|>", PHI3_TEMPLATE),
+    "phi3": (["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], "<s>", "<|endoftext|>", "<|endoftext|>", "<|end|>", PHI3_TEMPLATE),
 }
 
 
@@ -109,7 +109,24 @@ def family_tokenizer(family: str, base):
     tokenizer.bos_token, tokenizer.eos_token = bos, eos
     tokenizer.pad_token = pad
     tokenizer.chat_template = template
+    if family == "phi3":  # Phi-3's special tokens eat the whitespace after them (rstrip), in transformers and in llama.cpp
+        tokenizer = _rstrip_special_tokens(tokenizer)
     return tokenizer
+
+
+def _rstrip_special_tokens(tokenizer):
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    for token in spec["added_tokens"]:
+        token["rstrip"] = token["rstrip"] or token["special"]
+    special = {k: getattr(tokenizer, k) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
+    rebuilt = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), **special)
+    rebuilt.chat_template = tokenizer.chat_template
+    return rebuilt
 
 
 def family_config(family: str, tokenizer):
@@ -174,3 +191,19 @@ def build_family_model(family: str, folder, base_tokenizer, seed: int = 0) -> st
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+def as_llama_cpp_runs_gemma3(model_dir, folder) -> Path:
+    """The same Gemma 3 weights with the layer pattern llama.cpp hard-codes (every 6th layer full: SS for 2 layers).
+
+    The fixture's layer types are SF, which llama.cpp cannot run: it reads no pattern from the file.
+    """
+    import json
+    import shutil
+
+    folder = Path(folder)
+    shutil.copytree(model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["layer_types"] = ["sliding_attention"] * config["num_hidden_layers"]
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder

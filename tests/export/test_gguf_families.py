@@ -14,7 +14,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from families import FAMILIES, build_family_model
+from families import FAMILIES, as_llama_cpp_runs_gemma3, build_family_model
 from safetensors import safe_open
 
 from tunesmith.errors import ModelError
@@ -59,18 +59,6 @@ def small_family(tmp_path_factory, small_base_tokenizer):
         return built[family]
 
     return get
-
-
-def as_llama_cpp_runs_gemma3(model_dir, folder: Path) -> Path:
-    """The same Gemma 3 weights with the layer pattern llama.cpp hard-codes (every 6th layer full: SS for 2 layers).
-
-    The fixture's layer types are SF, which llama.cpp cannot run: it reads no pattern from the file.
-    """
-    shutil.copytree(model_dir, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config["layer_types"] = ["sliding_attention"] * config["num_hidden_layers"]
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
 
 
 def fields(path) -> dict:

@@ -299,7 +299,10 @@ def _add_tokenizer(writer, model_dir: Path, vocab_size: int, notes: list[str]) -
         if kind not in special.special_token_ids and getattr(tokenizer, f"{kind}_token_id", None) is not None:
             special.special_token_ids[kind] = getattr(tokenizer, f"{kind}_token_id")
     special.add_special_token.update(zip(("bos", "eos"), adds_bos_eos(tokenizer)))
-    if special.chat_template is None and tokenizer.chat_template:
+    from tunesmith.models.template import adapt_chat_template
+
+    adapt_chat_template(tokenizer, str(model_dir))  # the template tunesmith renders with (Gemma 2: a system message folded in)
+    if isinstance(tokenizer.chat_template, str):
         special.chat_template = tokenizer.chat_template
     special.add_to_gguf(writer, quiet=True)
     eot = _end_of_turn(model_dir, tokenizer)

@@ -52,6 +52,7 @@ def export_model(
     dtype: str = "float32",
     verify: bool = True,
     system: str | None = None,
+    llama_cpp: bool = False,
     log=print,
 ) -> ExportResult:
     """Export `spec` (anything --model takes) to `output_dir` in `formats`; nothing appears there until all is done."""
@@ -64,6 +65,13 @@ def export_model(
     if out.exists() and any(out.iterdir()):
         raise TunesmithError(f"the export directory '{out}' already exists and is not empty", hint="choose another --output-dir, or delete it")
     resolve_model(spec)  # a bad --model stops here, before anything is written
+    if llama_cpp:
+        from tunesmith.export.llama_cpp import unavailable
+
+        if "gguf" not in formats:
+            raise TunesmithError("--check llama.cpp runs the GGUF file, and this export writes none", hint="add --format gguf (or ollama)")
+        if reason := unavailable():
+            raise TunesmithError(f"--check llama.cpp: llama.cpp cannot run here: {reason}", hint="make setup-dev, or pip install llama-cpp-python")
     with built_aside(out) as tmp:
         name = Path(spec.rstrip("/")).name or "model"
         result = ExportResult(out, formats, name)
@@ -81,6 +89,11 @@ def export_model(
             if verify:
                 log("export: checking the GGUF: read back, loaded with transformers' GGUF loader, logits against the model")
                 result.verify["logits"] = verify_gguf(tmp / gguf_name, tmp / "model", VERIFY_PROMPTS, quant)
+            if llama_cpp:
+                from tunesmith.export.llama_cpp import check_llama_cpp
+
+                log("export: running the GGUF in llama.cpp: tokenizer, chat template, greedy tokens and stop tokens against the model")
+                result.verify["llama.cpp"] = check_llama_cpp(tmp / gguf_name, tmp / "model", quant)
         if "ollama" in formats:
             from tunesmith.export.ollama import modelfile
             from tunesmith.models.load import load_tokenizer

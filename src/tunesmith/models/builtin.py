@@ -89,10 +89,29 @@ def check_gguf(gguf: Path) -> str:
     return architecture
 
 
+CONVERSION = 2  # bumped when a conversion changes what it writes (2: the pre-tokenizer the GGUF names is restored)
+
+
+def restore_pre_tokenizer(tokenizer, gguf: Path) -> None:
+    """Give the converted tokenizer the split its GGUF names. transformers' GGUF converter writes GPT-2's split for
+    every byte-level vocabulary; SmolLM's (`tokenizer.ggml.pre = smollm`) first splits every numeric character apart
+    (" ½" is " ", "½"), as the original tokenizer.json and llama.cpp do."""
+    from gguf import GGUFReader
+    from tokenizers import pre_tokenizers
+
+    field = GGUFReader(str(gguf)).fields.get("tokenizer.ggml.pre")
+    if field is None or field.contents() != "smollm":
+        return
+    backend = tokenizer.backend_tokenizer
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)]
+    )
+
+
 def converted_gguf_dir(gguf: Path, name: str | None = None) -> Path:
     """Cached transformers copy of `gguf`, converting it on first use (atomically: tmp dir + rename)."""
     stat = gguf.stat()
-    key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:10]
+    key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}:{CONVERSION}".encode()).hexdigest()[:10]
     target = cache_dir() / "models" / f"{name or gguf.stem}-{key}"
     if (target / "config.json").is_file():
         return target
@@ -109,6 +128,7 @@ def converted_gguf_dir(gguf: Path, name: str | None = None) -> Path:
     try:
         try:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            restore_pre_tokenizer(tokenizer, gguf)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         except (ValueError, KeyError, OSError) as exc:  # what check_gguf cannot see: tensors or tokenizer metadata transformers refuses
             raise ModelError(
