@@ -65,9 +65,12 @@ LLAMA_CMAKE := -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA
 llama-cpp: $(VENV)/.setup
 	@test -f $(VENV)/.llama-cpp-$(CPU_ID) || test -f $(WHEELS)/build-failed || { \
 		ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || { \
-			echo "building $(LLAMA_CPP) for this CPU (once per CPU: ~11-17 min on 2 cores; log: $(WHEELS)/build.log) ..."; mkdir -p $(WHEELS); \
-			CMAKE_ARGS="$(LLAMA_CMAKE)" nice $(PY) -m pip wheel -v --no-deps --no-cache-dir -w $(WHEELS) "$(LLAMA_CPP)" 2>&1 | tee $(WHEELS)/build.log \
-				| grep --line-buffered -oE '^ *\[[0-9]+/[0-9]+\]' | awk 'NR % 25 == 0 { print "  compiled" $$0; fflush() }'; }; \
+			echo "building $(LLAMA_CPP) for this CPU (once per CPU: ~11-17 min on 2 cores; log: $(WHEELS)/build.log) ..."; \
+			mkdir -p $(WHEELS); rm -f $(WHEELS)/build.done; \
+			( CMAKE_ARGS="$(LLAMA_CMAKE)" nice $(PY) -m pip wheel -v --no-deps --no-cache-dir -w $(WHEELS) "$(LLAMA_CPP)" >$(WHEELS)/build.log 2>&1; \
+			  touch $(WHEELS)/build.done ) & \
+			while [ ! -f $(WHEELS)/build.done ]; do sleep 30; \
+				echo "  llama.cpp build: $$(grep -oE '^ *\[[0-9]+/[0-9]+\]' $(WHEELS)/build.log | tail -1 | tr -d ' ') compile steps"; done; }; \
 		ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 \
 		&& $(PIP) install --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-*.whl && $(PIP) install "$(LLAMA_CPP)" \
 		&& rm -f $(VENV)/.llama-cpp-* && touch $(VENV)/.llama-cpp-$(CPU_ID) \

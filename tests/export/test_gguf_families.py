@@ -117,8 +117,10 @@ def check_family_keys(family: str, meta: dict, model_dir) -> None:
     assert eot == (AutoTokenizer.from_pretrained(model_dir).convert_tokens_to_ids(turn_end) if turn_end else None)
 
 
-@pytest.mark.parametrize("quant", ["f32", "q8_0"])
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "family, quant",
+    [(f, "f32") for f in FAMILIES] + [pytest.param(f, "q8_0", marks=() if f in ("llama", "phi3") else pytest.mark.slow) for f in FAMILIES],
+)  # q8_0 on two families in the fast suite, the others in test-slow
 def test_each_family_reads_back_with_the_same_logits(small_family, tmp_path, family, quant):
     source = small_family(family)
     out = tmp_path / f"{family}-{quant}.gguf"
@@ -158,6 +160,7 @@ def test_llama3_rope_without_its_tensor_is_caught(small_family, tmp_path, monkey
     assert not verify_gguf(tmp_path / "x.gguf", small_family("llama"), PROMPTS, "f32")["passed"]
 
 
+@pytest.mark.slow  # ~6 s: the 49k-token vocabulary; the small-vocabulary tests above check every family's keys
 def test_the_real_vocabulary_metadata_of_a_family(family_model, tmp_path, smol_tokenizer):
     out = tmp_path / "qwen3.gguf"
     write_gguf(family_model("qwen3"), out, "q8_0")

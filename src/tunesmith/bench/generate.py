@@ -7,6 +7,12 @@ Timed sides, alternating in fresh processes (A B C A B C...), medians reported:
   the model loaded in the precision the CPU is fast at (bf16 where it is native, else fp32). The headline;
 - tunesmith: `infer.complete` at tunesmith's default precision (auto), prompts in one batch.
 
+And the single-stream anchor, one prompt at a time with each reply's time to first token, in the same precision
+class (bf16 where tunesmith's auto picks it, else fp32):
+- llama.cpp: the model exported by tunesmith to GGUF (bf16 or f32) and run by llama-cpp-python, greedy; skipped
+  with the reason where llama-cpp-python cannot run here;
+- tunesmith-1: `infer.complete` at batch 1.
+
 Greedy outputs are then compared at the same precision, with extra untimed runs:
 - at batch 1 the arithmetic is the same as the loop's, so the outputs must be identical;
 - at batch 8 left-padding changes the shapes of floating-point sums, so a near-tie between two tokens can
@@ -23,6 +29,21 @@ from pathlib import Path
 from tunesmith.bench.measure import median, peak_rss_mb
 
 TIMED = {"hf-defaults": "hf:fp32:1", "hf-tuned": "hf:auto:8", "tunesmith": "tunesmith:auto:8"}
+SINGLE = {"llama.cpp": "llama.cpp:auto:1", "tunesmith-1": "tunesmith:auto:1"}  # the single-stream anchor
+
+
+def bench_gguf(quant: str) -> Path:
+    """The embedded model as tunesmith exports it to GGUF in `quant`, written once into the cache."""
+    from tunesmith.export.gguf import write_gguf
+    from tunesmith.models.builtin import DEFAULT_MODEL, cache_dir
+    from tunesmith.models.load import resolve_model
+
+    source = Path(resolve_model(DEFAULT_MODEL).path)
+    out = cache_dir() / "bench" / f"{source.name}-{quant}.gguf"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_gguf(source, out, quant)
+    return out
 
 
 @dataclass
@@ -51,7 +72,33 @@ def run_side(side: str, job: Job) -> dict:
     impl, precision, batch = side.split(":")
     questions = prompts(job.prompts)
     dtype = resolve_precision(precision).dtype
-    if impl == "hf":
+    first_token: list[float] = []  # seconds from a prompt's start to its first generated token (batch-1 sides)
+    if impl == "llama.cpp":
+        import os
+
+        from llama_cpp import Llama
+
+        from tunesmith.infer.generate import encode_prompt, stop_token_ids
+
+        quant = "bf16" if dtype == torch.bfloat16 else "f32"
+        tokenizer = load_tokenizer(resolve_model(DEFAULT_MODEL))
+        llm = Llama(model_path=str(bench_gguf(quant)), n_ctx=2048, n_threads=os.cpu_count() or 1, verbose=False)
+        ends = set(stop_token_ids(None, tokenizer))
+        dtype = torch.bfloat16 if quant == "bf16" else torch.float32
+
+        def run(qs, new_tokens):
+            outputs = []
+            for q in qs:
+                ids, out, began = encode_prompt(tokenizer, [{"role": "user", "content": q}]), [], time.perf_counter()
+                for token in llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
+                    if not out:
+                        first_token.append(time.perf_counter() - began)
+                    out.append(int(token))
+                    if token in ends or len(out) >= new_tokens:
+                        break
+                outputs.append(out)
+            return outputs
+    elif impl == "hf":
         from transformers import AutoModelForCausalLM
 
         source = resolve_model(DEFAULT_MODEL)
@@ -76,11 +123,21 @@ def run_side(side: str, job: Job) -> dict:
         model, tokenizer = loaded.model, loaded.tokenizer
 
         def run(qs, new_tokens):
-            done = complete(model, tokenizer, qs, max_new_tokens=new_tokens, batch_size=int(batch), seed=0)
+            if int(batch) == 1:  # one at a time, each reply's first token timed as it streams out
+                done = []
+                for q in qs:
+                    began, stamp = time.perf_counter(), []
+                    first = lambda index, delta, stamp=stamp, began=began: stamp or stamp.append(time.perf_counter() - began)  # noqa: E731
+                    done += complete(model, tokenizer, [q], max_new_tokens=new_tokens, batch_size=1, seed=0, on_token=first)
+                    first_token.append(stamp[0] if stamp else time.perf_counter() - began)  # the first text a streaming client sees
+            else:
+                done = complete(model, tokenizer, qs, max_new_tokens=new_tokens, batch_size=int(batch), seed=0)
             return [c.token_ids + ([tokenizer.eos_token_id] if c.finish_reason == "stop" else []) for c in done]  # count the end like generate does
 
-    model.eval()
+    if impl != "llama.cpp":
+        model.eval()
     run(questions[:1], 2)  # warm-up for both: thread pool, allocator, lazy initialisation
+    first_token.clear()
     start = time.perf_counter()
     with torch.no_grad():
         outputs = run(questions, job.max_new_tokens)
@@ -94,6 +151,7 @@ def run_side(side: str, job: Job) -> dict:
         "generated_tokens": generated,
         "seconds": seconds,
         "tokens_per_s": generated / seconds,
+        "first_token_s": median(first_token) if first_token else None,
         "peak_rss_mb": peak_rss_mb(),
         "token_ids": replies,
         "texts": [tokenizer.decode(r, skip_special_tokens=True).strip() for r in replies],
@@ -139,11 +197,37 @@ def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
         ),
         deadline_s=job.deadline_s,
     )
+    from tunesmith.export.llama_cpp import unavailable
+
+    anchor = {"skipped": unavailable()}
+    if anchor["skipped"] is None:
+        progress("single stream: llama.cpp (tunesmith's GGUF export, same precision class) against tunesmith at batch 1")
+        single = alternate(
+            "generate",
+            job,
+            SINGLE,
+            repeats,
+            progress,
+            lambda i, name, f: (
+                f"run {i + 1}/{repeats} {name} ({SINGLE[name]}, {f['dtype']}): {f['tokens_per_s']:.1f} tokens/s, "
+                f"first token after {f['first_token_s'] * 1000:.0f} ms (median)"
+            ),
+            deadline_s=job.deadline_s,
+        )
+        runs.update(single)
+        ours_1, theirs = (median([f["tokens_per_s"] for f in single[name]]) for name in ("tunesmith-1", "llama.cpp"))
+        anchor = {
+            "skipped": None,
+            "speed_ratio": ours_1 / theirs,
+            "outputs": compare_outputs(single["tunesmith-1"][0], single["llama.cpp"][0], prompts(job.prompts)),
+        }
+    setups = {**TIMED, **SINGLE}
     sides = {
         name: {
-            "setup": TIMED[name],
+            "setup": setups[name],
             "dtype": figures[0]["dtype"],
             "tokens_per_s": median([f["tokens_per_s"] for f in figures]),
+            "first_token_s": median([f["first_token_s"] for f in figures]) if figures[0].get("first_token_s") is not None else None,
             "peak_rss_mb": median([f["peak_rss_mb"] for f in figures]),
             "runs": [{k: f[k] for k in ("tokens_per_s", "generated_tokens", "seconds", "peak_rss_mb")} for f in figures],
         }
@@ -185,10 +269,12 @@ def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
         "speed_ratio": ratio,
         "speed_ratio_vs_defaults": vs_defaults,
         "outputs": comparisons,
+        "llama_cpp": anchor,
         "targets": {
             "speed >= 10x hf-defaults": vs_defaults >= 10.0,
             "faster than hf-tuned": ratio > 1.0,
             "batch 1 identical to the loop": all(c["batch_1"]["share_identical"] == 1.0 for c in comparisons),
+            **({"single stream within 1.5x of llama.cpp": anchor["speed_ratio"] >= 1 / 1.5} if anchor.get("speed_ratio") else {}),
         },
     }
 
@@ -196,8 +282,15 @@ def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
 def report_lines(report: dict) -> list[str]:
     lines = [f"CPU: {report['cpu']['summary']}"]
     for name, side in report["sides"].items():
-        lines.append(f"{name:12} {side['tokens_per_s']:6.1f} tokens/s  peak {side['peak_rss_mb']:5.0f} MB  ({side['setup']}, {side['dtype']})")
+        first = f"  first token {side['first_token_s'] * 1000:4.0f} ms" if side.get("first_token_s") is not None else ""
+        lines.append(f"{name:12} {side['tokens_per_s']:6.1f} tokens/s  peak {side['peak_rss_mb']:5.0f} MB{first}  ({side['setup']}, {side['dtype']})")
     lines.append(f"tunesmith: {report['speed_ratio']:.2f}x hf-tuned, {report['speed_ratio_vs_defaults']:.2f}x hf-defaults (median of {report['rounds']})")
+    anchor = report.get("llama_cpp") or {}
+    if anchor.get("skipped"):
+        lines.append(f"llama.cpp side skipped: {anchor['skipped']}")
+    elif anchor:
+        o = anchor["outputs"]
+        lines.append(f"single stream: tunesmith {anchor['speed_ratio']:.2f}x llama.cpp; greedy replies identical {o['identical']}/{o['of']}")
     for c in report["outputs"]:
         for key, label in (
             ("batch_1", "batch 1 vs the per-prompt loop"),
