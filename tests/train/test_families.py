@@ -89,7 +89,7 @@ def loads_in_vanilla_libraries(model_dir, reward: bool = False):
 # the families with a quirk in the fast suite (qwen2: biases, pad != eos; gemma2: eager attention, system folded; phi3:
 # fused projections); the others in test-slow, as is every other stage on every family
 @pytest.mark.parametrize("family", [pytest.param(f, marks=() if f in ("qwen2", "gemma2", "phi3") else pytest.mark.slow) for f in FAMILIES])
-def test_lora_sft_trains_and_generates_on_every_family(family, family_recipe):
+def test_lora_sft_trains_generates_and_chats_on_every_family(family, family_recipe):
     from tunesmith.models import load_pretrained
 
     result = run_stage(family_recipe(family, "sft"), live=False)
@@ -103,6 +103,13 @@ def test_lora_sft_trains_and_generates_on_every_family(family, family_recipe):
 
     replies = complete(loaded.model, loaded.tokenizer, ["Add 1 and 2.", system], SamplingParams(temperature=0.0), max_new_tokens=4)
     assert len(replies) == 2 and all(r.completion_tokens >= 1 for r in replies)
+    from tunesmith.infer.chat import ChatSession
+
+    chat = ChatSession(loaded.model, loaded.tokenizer, SamplingParams(temperature=0.0), max_new_tokens=3, system="Be brief.")
+    for line in ("Hi", "And again?"):  # two turns: the history (with the system prompt) is rendered by the family's template
+        kind, _ = chat.handle(line)
+        assert kind == "reply"
+    assert [m["role"] for m in chat.history] == ["user", "assistant", "user", "assistant"]
 
 
 # ---------------------------------------------------------------- every stage on every family (slow)
