@@ -16,7 +16,7 @@ PIP    := $(PY) -m pip -q --disable-pip-version-check
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu). With a GPU, bring your own CUDA torch or let pip choose.
 TORCH  ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: setup setup-dev go chromium llama-cpp demo demo-dpo demo-reward demo-grpo demo-ppo demo-pipeline test test-slow check lint clean
+.PHONY: setup setup-dev go chromium llama-cpp llama-server demo demo-dpo demo-reward demo-grpo demo-ppo demo-pipeline test test-slow check lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -75,6 +75,21 @@ llama-cpp: $(VENV)/.setup
 		&& $(PIP) install --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-*.whl && $(PIP) install "$(LLAMA_CPP)" \
 		&& rm -f $(VENV)/.llama-cpp-* && touch $(VENV)/.llama-cpp-$(CPU_ID) \
 		|| { touch $(WHEELS)/build-failed; echo "note: llama-cpp-python could not be built here (it needs cmake, g++ and ninja; see $(WHEELS)/build.log): the llama.cpp checks will be skipped; delete $(WHEELS)/build-failed to try again"; }; }
+
+# llama.cpp's own server, the anchor of `tunesmith bench serve` (continuous batching, parallel slots). Not part of
+# setup-dev: built on demand (~15 min on 2 cores, once per CPU) from the llama.cpp sources inside llama-cpp-python's
+# source distribution, into the same per-CPU cache; `bench serve` finds it there.
+llama-server: $(VENV)/.setup
+	@test -x $(WHEELS)/llama-server/bin/llama-server || { \
+		echo "building llama.cpp's llama-server for this CPU (once per CPU: ~15 min on 2 cores; log: $(WHEELS)/llama-server.log) ..."; \
+		mkdir -p $(WHEELS)/src && $(PY) -m pip download -q --no-deps --no-binary :all: -d $(WHEELS)/src "$(LLAMA_CPP)" \
+		&& tar xzf $(WHEELS)/src/llama_cpp_python-*.tar.gz -C $(WHEELS)/src \
+		&& cmake -S $(WHEELS)/src/llama_cpp_python-*/vendor/llama.cpp -B $(WHEELS)/llama-server -G Ninja -DCMAKE_BUILD_TYPE=Release \
+			-DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
+			>$(WHEELS)/llama-server.log 2>&1 \
+		&& nice cmake --build $(WHEELS)/llama-server --target llama-server >>$(WHEELS)/llama-server.log 2>&1 \
+		&& echo "llama-server: $(WHEELS)/llama-server/bin/llama-server" \
+		|| echo "note: llama-server could not be built here (see $(WHEELS)/llama-server.log): bench serve skips its llama.cpp side"; }
 
 demo: setup
 	$(VENV)/bin/tunesmith sft

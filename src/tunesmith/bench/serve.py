@@ -10,6 +10,11 @@ connection each (stdlib http.client, so the figures carry no client library's ov
 3. compare: the same `compare_requests` from `compare_clients` clients against the batching server and against
    `tunesmith serve --max-batch 1` (one request at a time, as the server was before batching).
 Throughput is completion tokens per second of wall time; latency is per request, from send to last byte.
+
+4. anchor: where llama.cpp's own server is built (`make llama-server`, or `llama-server` on PATH, or
+   TUNESMITH_LLAMA_SERVER), the same compare requests from 1, 8 and 32 clients against tunesmith's batching server
+   (max batch 32) and against llama-server running tunesmith's GGUF export of the model in the same precision class
+   (bf16 or f32), with 32 parallel slots and continuous batching.
 """
 
 from __future__ import annotations
@@ -114,9 +119,17 @@ class Client:
     def send(self, spec: Spec) -> Reply:
         start = time.perf_counter()
         try:
-            conn = self._connection()
-            conn.request("POST", "/v1/chat/completions", body=json.dumps(spec.body(self.model)), headers=self.headers)
-            resp = conn.getresponse()
+            try:
+                conn = self._connection()
+                conn.request("POST", "/v1/chat/completions", body=json.dumps(spec.body(self.model)), headers=self.headers)
+                resp = conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                # the server closed this kept-alive connection before our request (llama.cpp's server does after a
+                # stream): nothing was answered, so send it once more on a new connection, as HTTP clients do
+                self.local.conn = None
+                conn = self._connection()
+                conn.request("POST", "/v1/chat/completions", body=json.dumps(spec.body(self.model)), headers=self.headers)
+                resp = conn.getresponse()
             if resp.status != 200:
                 payload = resp.read().decode(errors="replace")
                 return Reply(spec.key, resp.status, seconds=time.perf_counter() - start, error=payload[:300])
@@ -288,6 +301,95 @@ class Job:
     compare_requests: int = 64
 
 
+def llama_server() -> str | None:
+    """llama.cpp's server binary: TUNESMITH_LLAMA_SERVER, `llama-server` on PATH, or the one `make llama-server` built
+    for this CPU (under the cache, by the same hash of the CPU's flags as the Makefile's)."""
+    import hashlib
+    import shutil
+    from pathlib import Path
+
+    from tunesmith.models.builtin import cache_dir
+
+    if os.environ.get("TUNESMITH_LLAMA_SERVER"):
+        return os.environ["TUNESMITH_LLAMA_SERVER"]
+    if found := shutil.which("llama-server"):
+        return found
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return None
+    built = cache_dir() / "wheels" / hashlib.md5(f"{flags}\n".encode()).hexdigest()[:12] / "llama-server" / "bin" / "llama-server"
+    return str(built) if built.is_file() else None
+
+
+class LlamaServer:
+    """llama.cpp's server on a free loopback port, `slots` requests decoded together (continuous batching)."""
+
+    def __init__(self, binary: str, gguf: str, slots: int, context: int = 1024):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [binary, "-m", gguf, "--port", str(self.port), "-np", str(slots), "-c", str(slots * context)]
+        command += ["-t", str(os.cpu_count() or 1), "--jinja", "--no-webui"]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                    conn.request("GET", "/health")
+                    if conn.getresponse().status == 200:
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise TunesmithError(f"llama-server exited at start (code {self.proc.returncode})", hint=f"run it by hand to see why: {' '.join(command)}")
+            time.sleep(0.5)
+        self.close()
+        raise TunesmithError("llama-server did not answer /health within 5 minutes")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+ANCHOR_CLIENTS = (1, 8, 32)
+
+
+def anchor(job: Job, specs: list[Spec], say) -> dict:
+    """tunesmith's batching server against llama.cpp's at 1, 8 and 32 clients, the same requests, the same precision class."""
+    binary = llama_server()
+    if binary is None:
+        return {"skipped": "llama.cpp's server is not built here (make llama-server builds it for this CPU, ~15 min on 2 cores)"}
+    from tunesmith.bench.generate import bench_gguf
+    from tunesmith.models.builtin import DEFAULT_MODEL
+    from tunesmith.models.precision import resolve_precision
+
+    if job.model != DEFAULT_MODEL:
+        return {"skipped": "the llama.cpp anchor runs the embedded model only"}
+    quant = "bf16" if resolve_precision("auto").name == "bf16" else "f32"
+    phases = {n: [specs[i % len(specs)] for i in range(16 if n == 1 else job.compare_requests)] for n in ANCHOR_CLIENTS}
+    rows: dict[str, dict] = {}
+    say(f"anchor: llama.cpp's server on tunesmith's {quant} GGUF export, 32 slots")
+    with LlamaServer(binary, str(bench_gguf(quant)), max(ANCHOR_CLIENTS)) as server:
+        for n, load_specs in phases.items():
+            rows[f"llama.cpp@{n}"] = asdict(run_load(Client(server.url, "bench"), load_specs, n, say, f"llama.cpp, {n} clients")[0])
+    say("anchor: tunesmith's batching server, max batch 32")
+    with Server(job.model, max(ANCHOR_CLIENTS), max_queue=64) as server:
+        for n, load_specs in phases.items():
+            rows[f"tunesmith@{n}"] = asdict(run_load(Client(server.url, "bench"), load_specs, n, say, f"tunesmith, {n} clients")[0])
+    ratios = {str(n): rows[f"tunesmith@{n}"]["tokens_per_s"] / rows[f"llama.cpp@{n}"]["tokens_per_s"] for n in ANCHOR_CLIENTS}  # JSON keys
+    return {"skipped": None, "precision": quant, "rows": rows, "ratios": ratios}
+
+
 def compare(job: Job, progress=None) -> dict:
     say = progress or (lambda message: None)
     specs = request_mix(job.distinct, job.max_tokens)
@@ -314,6 +416,13 @@ def compare(job: Job, progress=None) -> dict:
     with Server(job.model, 1, max_queue=max(64, job.compare_clients)) as server:
         one, _ = run_load(Client(server.url, "bench"), compare_specs, job.compare_clients, say, "one at a time")
     ratio = batched.tokens_per_s / one.tokens_per_s if one.tokens_per_s else float("inf")
+    llama = anchor(job, specs, say)
+    targets = {}
+    if llama.get("ratios"):
+        targets = {
+            ">= 1.0x llama.cpp's server at 32 clients": llama["ratios"]["32"] >= 1.0,
+            "one stream within 1.5x of llama.cpp's": llama["ratios"]["1"] >= 1 / 1.5,
+        }
     return {
         "job": asdict(job),
         "cpu": _cpu(),
@@ -330,7 +439,9 @@ def compare(job: Job, progress=None) -> dict:
         "one_at_a_time": asdict(one),
         "speed_ratio": round(ratio, 2),
         "headline_baseline": "one-at-a-time server",
+        "llama_cpp": llama,
         "targets": {
+            **targets,
             f"0 errors in {job.requests} requests from {job.clients} clients": load.errors == 0 and load.ok == job.requests,
             "every greedy reply under load equals the request served alone": not greedy_differ and bool(greedy),
             f">= 3x the one-at-a-time server's completion tokens/s at {job.compare_clients} clients": ratio >= 3.0,
@@ -362,6 +473,18 @@ def report_lines(report: dict) -> list[str]:
             f"{name:<24}{row['tokens_per_s']:>10.1f}{row['requests_per_s']:>8.2f}{row['p50_s']:>8.2f}{row['p95_s']:>8.2f}"
             + (f"  {row['errors']} errors" if row["errors"] else "")
         )
+    llama = report.get("llama_cpp") or {}
+    if llama.get("skipped"):
+        lines.append(f"llama.cpp anchor skipped: {llama['skipped']}")
+    elif llama:
+        lines.append(f"against llama.cpp's server ({llama['precision']} both, tunesmith max batch 32, llama.cpp 32 slots):")
+        for n in ANCHOR_CLIENTS:
+            ours, theirs = llama["rows"][f"tunesmith@{n}"], llama["rows"][f"llama.cpp@{n}"]
+            lines.append(
+                f"  {n:>2} clients: tunesmith {ours['tokens_per_s']:6.1f} tokens/s (p50 {ours['p50_s']:.2f} s), "
+                f"llama.cpp {theirs['tokens_per_s']:6.1f} (p50 {theirs['p50_s']:.2f} s): {llama['ratios'][str(n)]:.2f}x"
+                + (f"  {ours['errors'] + theirs['errors']} errors" if ours["errors"] or theirs["errors"] else "")
+            )
     for sample in load["error_samples"][:3]:
         lines.append(f"error: {sample}")
     return lines
