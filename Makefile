@@ -87,8 +87,11 @@ llama-server: $(VENV)/.setup
 		&& cmake -S $(WHEELS)/src/llama_cpp_python-*/vendor/llama.cpp -B $(WHEELS)/llama-server -G Ninja -DCMAKE_BUILD_TYPE=Release \
 			-DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
 			>$(WHEELS)/llama-server.log 2>&1 \
-		&& nice cmake --build $(WHEELS)/llama-server --target llama-server >>$(WHEELS)/llama-server.log 2>&1 \
-		&& echo "llama-server: $(WHEELS)/llama-server/bin/llama-server" \
+		&& { rm -f $(WHEELS)/llama-server.done; \
+			( nice cmake --build $(WHEELS)/llama-server --target llama-server >>$(WHEELS)/llama-server.log 2>&1; touch $(WHEELS)/llama-server.done ) & \
+			while [ ! -f $(WHEELS)/llama-server.done ]; do sleep 30; \
+				echo "  llama-server build: $$(grep -oE '^\[[0-9]+/[0-9]+\]' $(WHEELS)/llama-server.log | tail -1) compile steps"; done; } \
+		&& test -x $(WHEELS)/llama-server/bin/llama-server && echo "llama-server: $(WHEELS)/llama-server/bin/llama-server" \
 		|| echo "note: llama-server could not be built here (see $(WHEELS)/llama-server.log): bench serve skips its llama.cpp side"; }
 
 demo: setup
