@@ -72,7 +72,7 @@ class LoraSection(Section):
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
     target_modules: list[str] | Literal["all-linear"] = Field(
         ["q_proj", "k_proj", "v_proj", "o_proj"],
-        description="Module names to adapt (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj) or 'all-linear'.",
+        description="Module names to adapt (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj) or 'all-linear'; on a model that fuses them (Phi-3) q/k/v select qkv_proj and gate/up select gate_up_proj.",
     )
     layers: Literal["all", "low", "mid", "high"] | list[int] = Field("all", description="Which decoder layers: all, low/mid/high third, or a list of indices.")
     preset: Literal["limited-data", "limited-hardware", "precise-tone"] | None = Field(
