@@ -207,3 +207,21 @@ def as_llama_cpp_runs_gemma3(model_dir, folder) -> Path:
     config["layer_types"] = ["sliding_attention"] * config["num_hidden_layers"]
     (folder / "config.json").write_text(json.dumps(config))
     return folder
+
+
+def small_bpe(words: str, pre_tokenizer, **special):
+    """A ~400-token byte-level BPE trained on `words` with ChatML specials (eos <|im_end|>, unk <|endoftext|>)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizer
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator([words], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", unk_token="<|endoftext|>", **special)

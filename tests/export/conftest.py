@@ -86,26 +86,15 @@ def small_vocab_dir(tmp_path_factory, smol_tokenizer):
     Untied embeddings (an output.weight tensor) and 8 padding rows cover what the tiny SmolLM2 fixture does not.
     """
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from families import small_bpe
+    from tokenizers import pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     words = (
         "the capital of France is Paris; give me a tip for staying healthy: drink water, sleep well. "
         "Write one sentence about the sea, the waves and the wind. What is 12 + 30? It is 42. "
     ) * 4
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator([words], trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>", unk_token="<|endoftext|>", pad_token="<|im_end|>"
-    )
+    tokenizer = small_bpe(words, pre_tokenizers.ByteLevel(add_prefix_space=False), bos_token="<|im_start|>", pad_token="<|im_end|>")
     tokenizer.chat_template = smol_tokenizer.chat_template
     torch.manual_seed(0)
     config = LlamaConfig(

@@ -14,7 +14,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from families import FAMILIES, as_llama_cpp_runs_gemma3, build_family_model
+from families import FAMILIES, as_llama_cpp_runs_gemma3, build_family_model, small_bpe
 from safetensors import safe_open
 
 from tunesmith.errors import ModelError
@@ -28,22 +28,12 @@ ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"
 @pytest.fixture(scope="module")
 def small_base_tokenizer(smol_tokenizer):
     """A ~400-token byte-level BPE split like SmolLM2's, with ChatML specials (Qwen's eos/pad are among them), SmolLM2's template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import pre_tokenizers
 
     words = "the capital of France is Paris; write one sentence about the sea, the waves and the wind. What is 12 + 30? It is 42. " * 4
-    backend = Tokenizer(models.BPE())
     # digits one by one, as SmolLM2's (and Qwen's) split them: transformers gives a Qwen model Qwen's regex whatever tokenizer.json says
-    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator([words], trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", unk_token="<|endoftext|>")
+    split = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tokenizer = small_bpe(words, split)
     tokenizer.chat_template = smol_tokenizer.chat_template
     return tokenizer
 

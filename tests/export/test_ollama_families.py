@@ -12,20 +12,11 @@ import time
 
 import pytest
 from families import FAMILIES
+from test_ollama import conversation  # tests/export/test_ollama.py
 
 from tunesmith.export.ollama import modelfile
 
 TEXT = 'Line one\nline "two" with {{ braces }}, a tab\tand é ✓'  # no edge whitespace: Llama 3 and Gemma trim contents
-
-
-def conversation(turns: int, system: str | None, content: str = "") -> list[dict]:
-    """`turns` user messages with assistant replies between them, ending on a user message."""
-    messages = [{"role": "system", "content": system}] if system else []
-    for i in range(turns):
-        if i:
-            messages.append({"role": "assistant", "content": f"Answer {i}.{content}"})
-        messages.append({"role": "user", "content": f"Question {i + 1}?{content}"})
-    return messages
 
 
 CONVERSATIONS = {

@@ -32,6 +32,7 @@ import json
 from dataclasses import dataclass
 
 from tunesmith.errors import ModelError
+from tunesmith.models.template import fold_system  # what tunesmith hands a template that refuses a system message
 
 U1, A1, U2, S = "PROBE-USER-1", "PROBE-ASSISTANT-1", "PROBE-USER-2", "PROBE-SYSTEM"
 PROBES = [
@@ -73,7 +74,7 @@ class Block:
         pre, mid, close, _ = BLOCKS[self.style]
         names = ROLE_NAMES.get(self.style, {})
         out = self.start
-        for i, m in enumerate(_fold_system(messages) if self.fold else messages):
+        for i, m in enumerate(fold_system(messages) if self.fold else messages):
             if i == 0 and m["role"] != "system" and self.default is not None:
                 out += pre + "system" + mid + self.default + close
             lead = self.prefix if i == 0 and m["role"] == "system" else ""
@@ -160,19 +161,6 @@ def _go_role(names: dict[str, str]) -> str:
     return out
 
 
-def _fold_system(messages: list[dict]) -> list[dict]:
-    """The conversation with a leading system message folded into the first user turn (system + "\n\n" + user),
-    as tunesmith hands a system prompt to a template that refuses one (Gemma 2), and as Gemma 3's template does itself."""
-    if not messages or messages[0]["role"] != "system":
-        return messages
-    system, rest = messages[0]["content"], [dict(m) for m in messages[1:]]
-    for m in rest:
-        if m["role"] == "user":
-            m["content"] = system + "\n\n" + m["content"]
-            break
-    return rest
-
-
 def _render(tokenizer, messages: list[dict]) -> str | None:
     """The tokenizer's own rendering, or None where its template refuses the conversation (raise_exception)."""
     try:
@@ -185,7 +173,7 @@ def _expected(tokenizer, messages: list[dict]) -> str | None:
     """What the Go template must render for `messages`: the template's rendering, or where it refuses a system
     message, its rendering of the folded conversation; None where it refuses even that (the probe is not checked)."""
     text = _render(tokenizer, messages)
-    return text if text is not None or messages[0]["role"] != "system" else _render(tokenizer, _fold_system(messages))
+    return text if text is not None or messages[0]["role"] != "system" else _render(tokenizer, fold_system(messages))
 
 
 def _candidates(tokenizer, first: str):
