@@ -84,7 +84,6 @@ def run_side(side: str, job: Job) -> dict:
         tokenizer = load_tokenizer(resolve_model(DEFAULT_MODEL))
         llm = Llama(model_path=str(bench_gguf(quant)), n_ctx=2048, n_threads=os.cpu_count() or 1, verbose=False)
         ends = set(stop_token_ids(None, tokenizer))
-        dtype = torch.bfloat16 if quant == "bf16" else torch.float32
 
         def run(qs, new_tokens):
             outputs = []

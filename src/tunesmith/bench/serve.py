@@ -232,25 +232,15 @@ def free_port() -> int:
 class Server:
     """`tunesmith serve` in a child process on a free loopback port; stopped when the block ends."""
 
-    def __init__(self, model: str, max_batch: int, max_queue: int = 64, name: str = "bench", startup_s: float = 600):
+    def __init__(self, model: str, max_batch: int, max_queue: int = 64, name: str = "bench", startup_s: float = 600, argv: list[str] | None = None):
+        """`argv`: another OpenAI-compatible server to run instead (llama.cpp's), "{port}" standing for the port."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        argv = [
-            sys.executable,
-            "-m",
-            "tunesmith",
-            "serve",
-            "--model",
-            model,
-            "--name",
-            name,
-            "--port",
-            str(self.port),
-            "--max-batch",
-            str(max_batch),
-            "--max-queue",
-            str(max_queue),
-        ]
+        if argv is not None:
+            argv = [a.replace("{port}", str(self.port)) for a in argv]
+        else:
+            argv = [sys.executable, "-m", "tunesmith", "serve", "--model", model, "--name", name]
+            argv += ["--port", str(self.port), "--max-batch", str(max_batch), "--max-queue", str(max_queue)]
         self.log = tempfile.TemporaryFile("w+")  # a pipe nobody reads would block a chatty server
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
         deadline = time.perf_counter() + startup_s
@@ -264,7 +254,8 @@ class Server:
                 if conn.getresponse().status == 200:
                     return
             except OSError:
-                time.sleep(0.3)
+                pass
+            time.sleep(0.3)  # not listening yet, or still loading (llama.cpp answers 503 meanwhile)
         self.close()
         raise TunesmithError(f"the server for '{model}' did not answer /health within {startup_s:.0f} s")
 
@@ -322,45 +313,6 @@ def llama_server() -> str | None:
     return str(built) if built.is_file() else None
 
 
-class LlamaServer:
-    """llama.cpp's server on a free loopback port, `slots` requests decoded together (continuous batching)."""
-
-    def __init__(self, binary: str, gguf: str, slots: int, context: int = 1024):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [binary, "-m", gguf, "--port", str(self.port), "-np", str(slots), "-c", str(slots * context)]
-        command += ["-t", str(os.cpu_count() or 1), "--jinja", "--no-webui"]
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                    conn.request("GET", "/health")
-                    if conn.getresponse().status == 200:
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                raise TunesmithError(f"llama-server exited at start (code {self.proc.returncode})", hint=f"run it by hand to see why: {' '.join(command)}")
-            time.sleep(0.5)
-        self.close()
-        raise TunesmithError("llama-server did not answer /health within 5 minutes")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
 ANCHOR_CLIENTS = (1, 8, 32)
 
 
@@ -379,7 +331,9 @@ def anchor(job: Job, specs: list[Spec], say) -> dict:
     phases = {n: [specs[i % len(specs)] for i in range(16 if n == 1 else job.compare_requests)] for n in ANCHOR_CLIENTS}
     rows: dict[str, dict] = {}
     say(f"anchor: llama.cpp's server on tunesmith's {quant} GGUF export, 32 slots")
-    with LlamaServer(binary, str(bench_gguf(quant)), max(ANCHOR_CLIENTS)) as server:
+    slots = max(ANCHOR_CLIENTS)
+    argv = [binary, "-m", str(bench_gguf(quant)), "--port", "{port}", "-np", str(slots), "-c", str(slots * 1024), "-t", str(os.cpu_count() or 1)]
+    with Server("llama.cpp", slots, argv=[*argv, "--jinja", "--no-webui"], startup_s=300) as server:
         for n, load_specs in phases.items():
             rows[f"llama.cpp@{n}"] = asdict(run_load(Client(server.url, "bench"), load_specs, n, say, f"llama.cpp, {n} clients")[0])
     say("anchor: tunesmith's batching server, max batch 32")

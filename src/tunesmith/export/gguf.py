@@ -318,17 +318,9 @@ def _add_tokenizer(writer, model_dir: Path, vocab_size: int, notes: list[str]) -
 
 def _end_of_turn(model_dir: Path, tokenizer) -> int | None:
     """The token the chat template closes an assistant turn with, where it is not eos (what tunesmith stops at)."""
-    from types import SimpleNamespace
+    from tunesmith.infer.generate import stop_token_ids_of
 
-    from transformers import GenerationConfig
-
-    from tunesmith.infer.generate import stop_token_ids
-
-    try:
-        generation = GenerationConfig.from_pretrained(model_dir)
-    except OSError:
-        generation = None
-    stops = [i for i in stop_token_ids(SimpleNamespace(generation_config=generation), tokenizer) if i != tokenizer.eos_token_id]
+    stops = [i for i in stop_token_ids_of(model_dir, tokenizer) if i != tokenizer.eos_token_id]
     return stops[0] if stops else None
 
 

@@ -128,29 +128,25 @@ def load(gguf_file, n_ctx: int = 1024):
         ) from None
 
 
-def _template_prompt(llm, template: str, messages: list[dict]) -> str:
-    """The prompt llama-cpp-python renders from the GGUF's own chat template (as its chat completions do)."""
+def _chat_formatter(llm, template: str):
+    """llama-cpp-python's Jinja formatter over the GGUF's own chat template (as its chat completions render prompts)."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     text = lambda token: llm._model.token_get_text(token) if token >= 0 else ""  # noqa: E731
-    formatter = Jinja2ChatFormatter(template=template, eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos()))
-    return formatter(messages=messages).prompt
+    return Jinja2ChatFormatter(template=template, eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos()))
 
 
-def _greedy(llm, prompt_ids: list[int], n: int) -> tuple[list[int], list]:
-    """llama.cpp's greedy tokens after `prompt_ids`, and its logits (vocabulary rows) at each step."""
+def _greedy(llm, prompt_ids: list[int], n: int) -> list[int]:
+    """llama.cpp's `n` greedy tokens after `prompt_ids`."""
     import numpy as np
 
     llm.reset()
     llm.eval(prompt_ids)
-    tokens, rows = [], []
+    tokens = []
     for _ in range(n):
-        row = np.array(llm.scores[llm.n_tokens - 1])
-        token = int(row.argmax())
-        tokens.append(token)
-        rows.append(row)
-        llm.eval([token])
-    return tokens, rows
+        tokens.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+        llm.eval(tokens[-1:])
+    return tokens
 
 
 def check_llama_cpp(gguf_file, model_dir, quant: str, *, greedy: int | None = None, llm=None) -> dict:
@@ -185,10 +181,11 @@ def check_llama_cpp(gguf_file, model_dir, quant: str, *, greedy: int | None = No
     }
 
     template = llm.metadata.get("tokenizer.chat_template")
+    formatter = _chat_formatter(llm, template) if template else None
     prompts = []
     for messages in CONVERSATIONS:
         ours = encode_prompt(tokenizer, messages, chat=True)
-        theirs = llm.tokenize(_template_prompt(llm, template, messages).encode(), add_bos=False, special=True) if template else None
+        theirs = llm.tokenize(formatter(messages=messages).prompt.encode(), add_bos=False, special=True) if formatter else None
         prompts.append((messages, ours, theirs))
     same = sum(t == o for _, o, t in prompts)
     rows["chat template"] = {
@@ -203,7 +200,7 @@ def check_llama_cpp(gguf_file, model_dir, quant: str, *, greedy: int | None = No
     with torch.no_grad():
         ours = complete(loaded.model, tokenizer, [CONVERSATIONS[0]], SamplingParams(temperature=0.0), max_new_tokens=greedy)[0]
     prompt_ids, n = prompts[0][1], len(ours.token_ids)
-    theirs, _ = _greedy(llm, prompt_ids, n)
+    theirs = _greedy(llm, prompt_ids, n)
     parted = next((i for i, (a, b) in enumerate(zip(ours.token_ids, theirs)) if a != b), None)
     # and position by position under tunesmith's tokens (both sides fed the same text): where the picks differ, how close
     import numpy as np

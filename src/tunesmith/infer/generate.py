@@ -53,6 +53,19 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+def stop_token_ids_of(model_dir, tokenizer) -> list[int]:
+    """`stop_token_ids` of a model directory without loading its weights (its generation config's eos ids, if it has one)."""
+    from types import SimpleNamespace
+
+    from transformers import GenerationConfig
+
+    try:
+        generation = GenerationConfig.from_pretrained(model_dir)
+    except OSError:  # no generation_config.json
+        generation = None
+    return stop_token_ids(SimpleNamespace(generation_config=generation), tokenizer)
+
+
 def render_prompt(tokenizer, prompt: Prompt, chat: bool = True, system: str | None = None) -> str:
     """A string prompt (templated as one user turn when chat) or a list of messages (always templated)."""
     if isinstance(prompt, list):

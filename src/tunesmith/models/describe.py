@@ -6,8 +6,6 @@ architecture built on the meta device, so describing a 70B model takes as long a
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from tunesmith.models.family import FAMILIES, PROJECTIONS, family_of
 
 STAGES = ("sft", "reward", "dpo", "kto", "orpo", "cpo", "grpo", "rloo", "ppo", "merge", "generate", "chat", "serve", "eval")
@@ -54,13 +52,13 @@ def _features(config) -> list[str]:
     return out
 
 
-def _template(tokenizer, generation_config) -> dict:
-    from tunesmith.infer.generate import stop_token_ids
+def _template(tokenizer, model_dir) -> dict:
+    from tunesmith.infer.generate import stop_token_ids_of
     from tunesmith.models.template import FOLD_MARK
 
     template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
 
-    stops = stop_token_ids(SimpleNamespace(generation_config=generation_config), tokenizer)  # it reads only the generation config
+    stops = stop_token_ids_of(model_dir, tokenizer)
     return {
         "chat_template": template is not None,
         "system_role": "none (no template)" if template is None else ("folded into the first user turn" if FOLD_MARK in template else "yes"),
@@ -77,7 +75,7 @@ def _template(tokenizer, generation_config) -> dict:
 def describe(spec: str) -> dict:
     """Family, sizes, features, LoRA targets and chat-template facts of one model (a name, directory, run or .gguf)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from tunesmith.models.load import load_tokenizer, resolve_model
     from tunesmith.models.lora import linear_modules
@@ -88,10 +86,6 @@ def describe(spec: str) -> dict:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     kinds = list(dict.fromkeys(t.kind for t in linear_modules(model)))
-    try:
-        generation = GenerationConfig.from_pretrained(source.path)
-    except OSError:
-        generation = None
     heads = config.num_attention_heads
     return {
         "model": spec,
@@ -112,5 +106,5 @@ def describe(spec: str) -> dict:
         "features": _features(config),
         "lora_modules": kinds,
         "lora_names": {p: family.module_for(p) for p in PROJECTIONS if p not in kinds and family.module_for(p) in kinds},
-        "template": _template(load_tokenizer(source), generation),
+        "template": _template(load_tokenizer(source), source.path),
     }

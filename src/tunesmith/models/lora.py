@@ -73,40 +73,38 @@ def selection_rules(lora) -> list[tuple[tuple[str, ...] | str, object]]:
     return [(modules, lora.layers)]
 
 
-def fused_names(model, modules) -> dict[str, str]:
-    """Canonical projections in `modules` that this model holds inside a fused module: {"q_proj": "qkv_proj", ...}
-    (Phi-3). A name the model really has is never translated."""
-    kinds = {t.kind for t in linear_modules(model)}
-    family = family_of_model(model)
+def fused_names(family, kinds: set[str], modules) -> dict[str, str]:
+    """Canonical projections in `modules` that a model of `family` with linear modules `kinds` holds inside a fused
+    module: {"q_proj": "qkv_proj", ...} (Phi-3). A name the model really has is never translated."""
     return {m: family.module_for(m) for m in modules if m not in kinds and family.module_for(m) != m}
 
 
 def fused_note(model, lora) -> str | None:
     """One sentence for `inspect modules` and the trainer's log when the selection names projections this model fuses."""
+    family, kinds = family_of_model(model), {t.kind for t in linear_modules(model)}
     mapped: dict[str, list[str]] = {}
     for modules, _ in selection_rules(lora):
         if modules != "all-linear":
-            for name, fused in fused_names(model, modules).items():
+            for name, fused in fused_names(family, kinds, modules).items():
                 names = mapped.setdefault(fused, [])
                 if name not in names:
                     names.append(name)
     if not mapped:
         return None
-    family = family_of_model(model).name
     said = lambda names: names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"  # noqa: E731
     parts = [f"{said(names)} here mean{'s' if len(names) == 1 else ''} the fused {fused}" for fused, names in mapped.items()]
-    return f"{family} fuses its projections: {'; '.join(parts)}, so LoRA adapts the whole fused matrix (every projection in it)"
+    return f"{family.name} fuses its projections: {'; '.join(parts)}, so LoRA adapts the whole fused matrix (every projection in it)"
 
 
 def select_targets(model, lora) -> list[Target]:
     """The modules the LoRA section (or its preset) selects, in model order. Canonical names (q_proj, up_proj, ...)
     that the model keeps in a fused module (Phi-3's qkv_proj, gate_up_proj) select that module."""
     candidates = linear_modules(model)
-    kinds = {t.kind for t in candidates}
+    kinds, family = {t.kind for t in candidates}, family_of_model(model)
     chosen: set[str] = set()
     for modules, layers in selection_rules(lora):
         if modules != "all-linear":
-            fused = fused_names(model, modules)
+            fused = fused_names(family, kinds, modules)
             modules = tuple(dict.fromkeys(fused.get(m, m) for m in modules))
             unknown = [m for m in modules if m not in kinds]
             if unknown:
