@@ -43,16 +43,13 @@ def smol_tokenizer():
 def tiny_model_dir(tmp_path_factory, smol_tokenizer):
     """A 2-layer, hidden-64 random Llama with the SmolLM2 tokenizer, saved as a normal model directory."""
     import torch
+    from families import TINY
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(smol_tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **TINY,  # tests/families.py: 2 layers, hidden 64, 4 heads, 2 kv heads
         max_position_embeddings=512,
         tie_word_embeddings=True,
         bos_token_id=smol_tokenizer.bos_token_id,

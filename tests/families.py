@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# the test models' shape everywhere (Llama fixtures, merges, exports and every family): small enough for a step in milliseconds
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
 
 LLAMA3_TEMPLATE = (  # Llama 3.2 Instruct's: a system turn always, opening with the knowledge cut-off and today's date
@@ -135,7 +138,7 @@ def family_config(family: str, tokenizer):
 
     ids = {"vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.bos_token_id}
     ids["pad_token_id"] = tokenizer.pad_token_id
-    size = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    size = dict(**TINY, max_position_embeddings=512)
     end_of_turn = tokenizer.convert_tokens_to_ids(TOKENS[family][4])
     if family == "llama":  # Llama 3.1/3.2: rope scaled with the llama3 rule, tied embeddings (3.2 1B)
         rope = {

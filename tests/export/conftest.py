@@ -86,7 +86,7 @@ def small_vocab_dir(tmp_path_factory, smol_tokenizer):
     Untied embeddings (an output.weight tensor) and 8 padding rows cover what the tiny SmolLM2 fixture does not.
     """
     import torch
-    from families import small_bpe
+    from families import TINY, small_bpe
     from tokenizers import pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -99,11 +99,7 @@ def small_vocab_dir(tmp_path_factory, smol_tokenizer):
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer) + 8,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **TINY,  # tests/families.py: 2 layers, hidden 64, 4 heads, 2 kv heads
         max_position_embeddings=256,
         tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,

@@ -110,17 +110,14 @@ def test_real_tokenizer_model_loads_in_transformers(tiny_q8, tiny_model_dir):
 
 def test_mistral_is_written_as_llama(small_vocab_dir, tmp_path):
     import torch
+    from families import TINY
     from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(small_vocab_dir)
     torch.manual_seed(0)
     config = MistralConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **TINY,  # tests/families.py: 2 layers, hidden 64, 4 heads, 2 kv heads
         max_position_embeddings=256,
         eos_token_id=tokenizer.eos_token_id,
     )

@@ -34,15 +34,12 @@ def build_model(target: Path, tokenizer, *, seed: int = 0, cls: str = "llama", *
     """A fresh random model with the tiny fixture's shape, overridden by `config` (layers, sizes, vocab)."""
     import torch
     import transformers
+    from families import TINY
 
     torch.manual_seed(seed)
     settings = dict(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **TINY,  # tests/families.py: 2 layers, hidden 64, 4 heads, 2 kv heads
         max_position_embeddings=512,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
