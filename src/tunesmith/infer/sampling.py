@@ -91,17 +91,46 @@ def _steps(logits: torch.Tensor, params: SamplingParams, previous_ids: torch.Ten
     # top-p sees what top-k left, renormalised; sorted descending, a token is kept while the mass above it is < top_p
     top_p_on = sampling and params.top_p < 1.0
     cumulative = None
+    keep_p = off
     if top_p_on or cumulative_column:
         after_k = probs * keep_k
         after_k = after_k / after_k.sum(-1, keepdim=True)
-        ranked, order = after_k.sort(-1, descending=True)  # order: (B, V) token ids by rank
-        cumulative = torch.empty_like(ranked).scatter_(-1, order, ranked.cumsum(-1))  # back to token-id order
-    keep_p = keep_k & (cumulative - after_k < params.top_p) if top_p_on else off
+        if cumulative_column:
+            ranked, order = after_k.sort(stable=True, dim=-1, descending=True)  # order: (B, V) token ids by rank, ties by id
+            cumulative = torch.empty_like(ranked).scatter_(-1, order, ranked.cumsum(-1))  # back to token-id order
+            keep_p = keep_k & (cumulative - after_k < params.top_p) if top_p_on else off
+        else:
+            keep_p = keep_k & _nucleus(after_k, params.top_p)
     keep_min = probs >= params.min_p * probs.gather(-1, top) if sampling and params.min_p > 0 else off
     keep = (keep_k & keep_p & keep_min) if sampling else torch.zeros_like(off)
     keep = keep.scatter(-1, top, True)
     kept = probs * keep
     return _Steps(logits, probs, cumulative, keep_k, keep_p, keep_min, keep, kept / kept.sum(-1, keepdim=True))
+
+
+NUCLEUS_CANDIDATES = 256
+
+
+def _nucleus(after_k: torch.Tensor, top_p: float) -> torch.Tensor:
+    """(B, V) -> (B, V) bool: the tokens top-p keeps, exactly as the full sort in `_steps` keeps them (descending
+    probability, ties by token id, a token kept while the running mass before it is < top_p), sorting only the
+    most likely tokens: the (up to) NUCLEUS_CANDIDATES largest with every tie of the smallest of them. Their
+    running sums are the first ones of the full sort's; when their mass reaches top_p no token after them is
+    kept, else the row sorts its whole vocabulary. A 49k-vocabulary row: ~0.1 ms instead of ~3.5 ms."""
+    rows, vocab = after_k.shape
+    keep = torch.zeros_like(after_k, dtype=torch.bool)
+    floors = after_k.topk(min(NUCLEUS_CANDIDATES, vocab), -1).values[:, -1].tolist()
+    for b, floor in enumerate(floors):
+        p = after_k[b]
+        ids = ((p >= floor) & (p > 0)).nonzero().squeeze(-1)
+        ranked, order = p[ids].sort(stable=True, dim=-1, descending=True)
+        running = ranked.cumsum(-1)
+        if len(ids) < vocab and not bool(running[-1] >= top_p):  # the nucleus reaches past the candidates
+            ids = torch.arange(vocab)
+            ranked, order = p.sort(stable=True, dim=-1, descending=True)
+            running = ranked.cumsum(-1)
+        keep[b, ids[order]] = running - ranked < top_p
+    return keep
 
 
 def next_token_distribution(logits: torch.Tensor, params: SamplingParams, previous_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,9 +151,30 @@ def next_tokens(logits: torch.Tensor, params: SamplingParams, previous_ids: torc
 
 def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """(B, V) -> (B,) token ids. One-hot rows (greedy, or one survivor) take the arg-max and leave the generator alone."""
-    if bool(((probs == 1.0).sum(-1) == 1).all()):
+    if bool(one_hot(probs).all()):
         return probs.argmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return pick(probs, uniforms(probs.shape[0], generator))
+
+
+def one_hot(probs: torch.Tensor) -> torch.Tensor:
+    """(B, V) -> (B,) bool: the row puts all its mass on one token."""
+    return (probs == 1.0).sum(-1) == 1
+
+
+def uniforms(rows: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(rows,) float64 draws in [0, 1) from the generator: one per token to sample."""
+    return torch.rand(rows, dtype=torch.float64, generator=generator)
+
+
+def pick(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(B, V) probabilities and (B,) uniforms -> (B,) token ids by inverse transform: the first token whose running
+    mass (float64) exceeds u times the row's total, so a token is drawn with its probability and one of probability 0
+    never. One uniform a row, where torch.multinomial draws one exponential per vocabulary entry (~1.4 ms a row for
+    a 49k vocabulary on the 2-core EPYC); a row's token depends only on its own probabilities and its own u."""
+    running = probs.double().cumsum(-1)
+    chosen = torch.searchsorted(running, (u.to(running.device).view(-1, 1) * running[:, -1:]).contiguous(), right=True).squeeze(-1)
+    last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(-1)  # the last token with mass: where u * total rounds up to the total
+    return torch.where(chosen <= last, chosen, last)
 
 
 @dataclass

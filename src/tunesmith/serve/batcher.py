@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tunesmith.infer.generate import Completion, Row, cache_keyword, last_logits_only, returned_cache, stop_token_ids
+from tunesmith.infer.generate import Completion, Row, cache_keyword, returned_cache, stop_token_ids
 from tunesmith.infer.packed import packed_linears
-from tunesmith.infer.sampling import SamplingParams, next_token_distribution, next_tokens, sample
+from tunesmith.infer.sampling import SamplingParams, next_token_distribution, next_tokens, one_hot, pick, uniforms
 
 ADMIT_WAIT_S = 0.25
 
@@ -199,8 +199,13 @@ class Batcher:
                     tokens[k] = token
                 continue
             probs = next_token_distribution(picked, params)
-            for i, k in enumerate(rows):
-                tokens[k] = int(sample(probs[i : i + 1], jobs[k].generator)[0])
+            drawn = [i for i, single in enumerate(one_hot(probs).tolist()) if not single]  # a one-hot row leaves its generator alone, as alone
+            chosen = probs.argmax(-1)
+            if drawn:
+                u = torch.cat([uniforms(1, jobs[rows[i]].generator) for i in drawn])
+                chosen[drawn] = pick(probs[drawn], u)
+            for k, token in zip(rows, chosen.tolist()):
+                tokens[k] = token
         return [self._take(job, token) for job, token in zip(jobs, tokens)]
 
     def _take(self, job: Job, token: int) -> bool:
@@ -227,13 +232,8 @@ class Batcher:
                 job.generator.seed()
             job.seen = torch.tensor([job.prompt_ids], device=self.device)
             job.position = len(job.prompt_ids)
-        width = max(len(j.prompt_ids) for j in jobs)
-        ids = torch.tensor([[self.pad] * (width - len(j.prompt_ids)) + j.prompt_ids for j in jobs], device=self.device)
-        mask = torch.tensor([[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in jobs], device=self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **last_logits_only(self.model))
-        cache = returned_cache(out)
-        finished = self._sample_all(jobs, out.logits[:, -1])
+        out, cache, mask = self._prefill([j.prompt_ids for j in jobs])
+        finished = self._sample_all(jobs, out.logits[0])
         going = [k for k, done in enumerate(finished) if not done]
         for k, job in enumerate(jobs):
             if k not in going:
@@ -249,6 +249,29 @@ class Batcher:
             self.cache, self.mask = _join(self.cache, self.mask, cache, mask)
         self.running += [jobs[k] for k in going]
         self.peak_batch = max(self.peak_batch, len(self.running))
+
+    def _prefill(self, prompts: list[list[int]]):
+        """The prompts packed end to end into one row, with no padding: each position counted from its own prompt's
+        start, each prompt attending to its own tokens only (serve/invariant.py), one linear call for every token (in
+        the row chunks that keep each row's numbers as alone) and the vocabulary projection for each prompt's last
+        token only. -> (output with logits (1, len(prompts), V), the cache as one left-padded row per prompt, the mask)."""
+        from tunesmith.serve.invariant import SEGMENTS
+
+        lengths = [len(p) for p in prompts]
+        ids = torch.tensor([[t for p in prompts for t in p]], device=self.device)
+        positions = torch.cat([torch.arange(n, device=self.device) for n in lengths])[None]
+        ends = torch.tensor(lengths, device=self.device).cumsum(0) - 1
+        out = self.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=ends, **{SEGMENTS: lengths})
+        cache = returned_cache(out)
+        width = max(lengths)
+        starts = [int(e) - n + 1 for e, n in zip(ends, lengths)]
+        for layer in cache.layers:
+            layer.keys, layer.values = (
+                torch.stack([torch.nn.functional.pad(t[0, :, s : s + n], (0, 0, width - n, 0)) for s, n in zip(starts, lengths)])
+                for t in (layer.keys, layer.values)
+            )
+        mask = torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=self.device)
+        return out, cache, mask
 
     def _step(self) -> None:
         jobs = self.running

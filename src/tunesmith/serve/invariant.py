@@ -31,50 +31,92 @@ import torch
 NAME = "tunesmith_rowwise"
 
 
+SEGMENTS = "tunesmith_segments"  # the forward keyword that carries the lengths of prompts packed into one row
+KEY_BLOCK = 32  # keys per block of a decode position's attention (a multiple of every SIMD width)
+
+
 def rowwise_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, is_causal=None, **kwargs):
     """query (B, H, q, D), key/value (B, Hkv, kv, D), attention_mask boolean (B, 1, q, kv) or None -> ((B, q, H, D), None)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     batch, _, q_len, _ = query.shape
     kv_len = key.shape[2]
+    segments = kwargs.pop(SEGMENTS, None)
+    if segments is not None:  # prompts packed end to end in one row (the batcher's prefill): each attends to itself alone
+        return _segments(module, query, key, value, segments, dropout, scaling, kwargs), None
     if q_len > 1 and q_len != kv_len:  # a prompt on top of a cache: not a shape the batcher makes; attend with the mask
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal=is_causal, **kwargs)
     if attention_mask is None:  # no padding anywhere (transformers skips the mask): still one row at a time, as alone
-        counts = [kv_len] * batch
+        counts = torch.full((batch,), kv_len)
     else:
         valid = attention_mask[:, 0, -1, :] if attention_mask.dtype == torch.bool else attention_mask[:, 0, -1, :] == 0  # keys the last query sees
-        counts = valid.sum(-1).tolist()
+        counts = valid.sum(-1)
+    if q_len == 1:
+        threads = torch.get_num_threads()
+        if threads > 1:  # one thread: every elementwise op runs its SIMD loop over the whole tensor, never split at a thread's edge
+            torch.set_num_threads(1)
+        try:
+            return _decode_positions(query, key, value, counts, scaling), None
+        finally:
+            if threads > 1:
+                torch.set_num_threads(threads)
     out = query.new_zeros(batch, q_len, query.shape[1], query.shape[3])
-    threads = torch.get_num_threads()
-    if q_len == 1 and threads > 1:  # a decode position is a few thousand flops a row: waking a second thread costs more
-        torch.set_num_threads(1)
-    try:
-        _rows(module, query, key, value, counts, out, dropout, scaling, kwargs)
-    finally:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
-    return out, None
-
-
-def _rows(module, query, key, value, counts, out, dropout, scaling, kwargs) -> None:
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    batch, heads, q_len, dim = query.shape
-    kv_len, kv_heads = key.shape[2], key.shape[1]
-    if q_len == 1:  # one decode position per row, by plain fp32 matmuls and softmax: a few small ops a row, ~120 us for SDPA
-        scale = scaling if scaling is not None else dim**-0.5
-        q = (query.float() * scale).reshape(batch, kv_heads, heads // kv_heads, dim)  # the query heads sharing each key/value head
-        k, v = key.float(), value.float()
-        rows = torch.empty(batch, kv_heads, heads // kv_heads, dim)
-        for b, n in enumerate(counts):
-            weights = torch.softmax(torch.matmul(q[b], k[b, :, kv_len - n :].transpose(-1, -2)), dim=-1)
-            torch.matmul(weights, v[b, :, kv_len - n :], out=rows[b])
-        out[:, 0] = rows.reshape(batch, heads, dim).to(out.dtype)
-        return
-    for b, n in enumerate(counts):  # a left-padded prompt: its last n positions are real, causal among themselves
+    for b, n in enumerate(counts.tolist()):  # a left-padded prompt: its last n positions are real, causal among themselves
         k, v = key[b : b + 1, :, kv_len - n :], value[b : b + 1, :, kv_len - n :]
         row, _ = sdpa_attention_forward(module, query[b : b + 1, :, q_len - n :], k, v, None, dropout, scaling, is_causal=n > 1, **kwargs)
         out[b, q_len - n :] = row[0]
+    return out, None
+
+
+def _segments(module, query, key, value, segments: list[int], dropout, scaling, kwargs) -> torch.Tensor:
+    """query/key/value (1, H, sum(segments), D): consecutive prompts, each causal among its own tokens, each by the SDPA
+    call it gets alone. -> (1, T, H, D)"""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    out, start = [], 0
+    for n in segments:
+        end = start + n
+        row, _ = sdpa_attention_forward(
+            module, query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], None, dropout, scaling, is_causal=n > 1, **kwargs
+        )
+        out.append(row)
+        start = end
+    return torch.cat(out, dim=1)
+
+
+def _decode_positions(query, key, value, counts, scaling) -> torch.Tensor:
+    """One decode position per row, every row at once, in fp32, with the same arithmetic whatever the batch.
+
+    A row's keys are the last `count` positions of the cache (left padding). Keys are cut into blocks of KEY_BLOCK
+    counted from the right end, where every row ends, so a row's keys fall into the same blocks alone and in any
+    batch; every block is one product of the same small shape (a batch of identical small products, each computed
+    as alone); masked keys weigh exactly 0; and the blocks' partial sums are added left to right, where the blocks a
+    longer batch adds in front contribute exact zeros. -> (B, 1, H, D)."""
+    batch, heads, _, dim = query.shape
+    kv_heads, kv_len = key.shape[1], key.shape[2]
+    group = heads // kv_heads
+    blocks = -(-int(counts.max()) // KEY_BLOCK)
+    width = blocks * KEY_BLOCK
+    k, v = key[:, :, max(0, kv_len - width) :].float(), value[:, :, max(0, kv_len - width) :].float()
+    if k.shape[2] < width:  # fewer cached positions than the blocks hold: zeros in front, masked
+        pad = (0, 0, width - k.shape[2], 0)
+        k, v = torch.nn.functional.pad(k, pad), torch.nn.functional.pad(v, pad)
+    scale = scaling if scaling is not None else dim**-0.5
+    q = (query.float() * scale).reshape(batch, kv_heads, 1, group, dim).expand(batch, kv_heads, blocks, group, dim)
+    k = k.reshape(batch, kv_heads, blocks, KEY_BLOCK, dim)
+    v = v.reshape(batch, kv_heads, blocks, KEY_BLOCK, dim)
+    scores = torch.matmul(q, k.transpose(-1, -2))  # (B, Hkv, blocks, G, KEY_BLOCK)
+    masked = torch.arange(width).view(1, width) < (width - counts).view(batch, 1)
+    scores = scores.masked_fill(masked.view(batch, 1, blocks, 1, KEY_BLOCK), float("-inf"))
+    top = scores.amax(dim=(2, 4), keepdim=True)
+    weights = torch.exp(scores - top)
+    sums = weights.sum(-1)  # (B, Hkv, blocks, G)
+    parts = torch.matmul(weights, v)  # (B, Hkv, blocks, G, D)
+    total, norm = parts[:, :, 0], sums[:, :, 0]
+    for block in range(1, blocks):
+        total, norm = total + parts[:, :, block], norm + sums[:, :, block]
+    out = total / norm.unsqueeze(-1)  # (B, Hkv, G, D)
+    return out.reshape(batch, 1, heads, dim).to(query.dtype)
 
 
 PROBE_SIZES = (3, 5, 8, 16, 17, 31, 32, 33, 48, 64, 65, 100, 128, 129, 200, 256, 257, 512, 777, 1024)
@@ -100,33 +142,25 @@ def agreeing_rows(shapes: set[tuple[int, int]], dtype) -> int:
     return 2
 
 
-def _chunked_forward(module, chunk_rows: int):
-    """`module.forward` that runs its rows in chunks of 2..chunk_rows (a lone row doubled), each as F.linear would."""
-    linear = torch.nn.functional.linear
+def _rows_forward(module, x: torch.Tensor) -> torch.Tensor:
+    from tunesmith.infer.packed import by_rows
 
-    def forward(x):
-        rows = x.reshape(-1, x.shape[-1])
-        if 2 <= rows.shape[0] <= chunk_rows:
-            return linear(x, module.weight, module.bias)
-        out = []
-        for start in range(0, rows.shape[0], chunk_rows):
-            chunk = rows[start : start + chunk_rows]
-            out.append(linear(torch.cat([chunk, chunk]), module.weight, module.bias)[:1] if len(chunk) == 1 else linear(chunk, module.weight, module.bias))
-        return torch.cat(out).reshape(*x.shape[:-1], module.weight.shape[0])
-
-    return forward
+    return by_rows(x, module.__dict__["_tunesmith_chunk_rows"], lambda rows: torch.nn.functional.linear(rows, module.weight, module.bias))
 
 
 def small_row_linears(model, chunk_rows: int | None = None) -> int:
     """Every nn.Linear runs its rows in chunks of 2..chunk_rows (default: `agreeing_rows` for the model's shapes and
-    dtype, where `bit_exact_here`; else only a lone row is doubled); returns how many layers changed."""
-    layers = [m for m in model.modules() if type(m) is torch.nn.Linear and not m.__dict__.get("_tunesmith_small_rows")]
+    dtype, where `bit_exact_here`; else only a lone row is doubled), packed or plain (infer/packed.py `by_rows`);
+    returns how many layers changed."""
+    from functools import partial
+
+    layers = [m for m in model.modules() if type(m) is torch.nn.Linear and "_tunesmith_chunk_rows" not in m.__dict__]
     if layers and chunk_rows is None:
         dtype = layers[0].weight.dtype
         chunk_rows = agreeing_rows({(m.in_features, m.out_features) for m in layers}, dtype) if bit_exact_here(dtype) else 2**31
     for module in layers:
-        module.forward = _chunked_forward(module, chunk_rows)
-        module.__dict__["_tunesmith_small_rows"] = True
+        module.__dict__["_tunesmith_chunk_rows"] = chunk_rows  # read by the packed path too
+        module.forward = partial(_rows_forward, module)
     return len(layers)
 
 
