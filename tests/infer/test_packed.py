@@ -79,3 +79,22 @@ def test_with_gradients_on_the_plain_path_runs(tiny_bf16):
     with packed_linears(model):
         layer(x).sum().backward()
     assert x.grad is not None
+
+
+@needs_kernels
+def test_sibling_layers_run_as_one_product_with_the_same_numbers(tiny_bf16):
+    """q/k/v and gate/up are stacked into one packed product (where the kernel agrees bit for bit); the logits equal
+    the plain layers', and a sibling called on an input of its own computes alone."""
+    model, _ = tiny_bf16
+    ids = torch.randint(0, 1000, (2, 9), generator=torch.Generator().manual_seed(1))
+    attention = next(m for m in model.modules() if hasattr(m, "q_proj"))
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with packed_linears(model):
+            assert len(attention.q_proj.__dict__["_tunesmith_packed"].modules) == 3
+            assert attention.k_proj.__dict__["_tunesmith_packed"] is attention.q_proj.__dict__["_tunesmith_packed"]
+            assert torch.equal(model(input_ids=ids).logits, plain)
+            x = torch.randn(3, attention.k_proj.in_features, dtype=torch.bfloat16)
+            attention.q_proj(x)
+            other = torch.randn(3, attention.k_proj.in_features, dtype=torch.bfloat16)
+            assert torch.equal(attention.k_proj(other), torch.nn.functional.linear(other, attention.k_proj.weight))

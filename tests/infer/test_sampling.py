@@ -169,3 +169,32 @@ def test_greedy_fast_path_takes_the_token_the_distribution_puts_all_mass_on(pena
     seen = torch.randint(0, 50, (6, 12), generator=torch.Generator().manual_seed(4))
     params = SamplingParams(temperature=0, repetition_penalty=penalty)
     assert next_tokens(logits, params, seen).tolist() == next_token_distribution(logits, params, seen).argmax(-1).tolist()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(top_p=0.9), dict(top_p=0.5, top_k=20), dict(temperature=1.2, top_p=0.95), dict(temperature=0.3, top_p=0.99), dict(top_p=0.999999)],
+)
+def test_top_p_on_its_candidates_keeps_what_the_full_sort_keeps(kwargs):
+    """Generation sorts only top-p's candidates (256, else 4096 tokens, else all); the inspector sorts the whole
+    vocabulary. Peaked and flat distributions over a 49k vocabulary, with bf16-like ties, keep the same tokens."""
+    from tunesmith.infer.sampling import _steps
+
+    torch.manual_seed(0)
+    params = SamplingParams(**kwargs)
+    for scale in (8.0, 2.0, 0.5):  # peaked (a few candidates) to flat (the whole vocabulary)
+        logits = (torch.randn(3, 49152) * scale).bfloat16().float()  # bf16 logits: many exact ties
+        fast, full = _steps(logits, params, None), _steps(logits, params, None, cumulative_column=True)
+        assert torch.equal(fast.keep_top_p, full.keep_top_p) and torch.equal(fast.final, full.final), scale
+
+
+def test_a_draw_follows_the_distribution_and_never_takes_a_token_of_probability_zero():
+    from tunesmith.infer.sampling import pick, uniforms
+
+    probs = torch.tensor([[0.0, 0.2, 0.0, 0.5, 0.3, 0.0]]).repeat(20000, 1)
+    tokens = pick(probs, uniforms(20000, torch.Generator().manual_seed(0)))
+    counts = torch.bincount(tokens, minlength=6) / 20000
+    assert counts[[0, 2, 5]].sum() == 0
+    assert torch.allclose(counts, probs[0], atol=0.015)
+    edge = pick(torch.tensor([[0.25, 0.75, 0.0]]), torch.tensor([1.0 - 2**-53]))  # u * total rounding up to the total
+    assert edge.tolist() == [1]

@@ -108,27 +108,26 @@ def _steps(logits: torch.Tensor, params: SamplingParams, previous_ids: torch.Ten
     return _Steps(logits, probs, cumulative, keep_k, keep_p, keep_min, keep, kept / kept.sum(-1, keepdim=True))
 
 
-NUCLEUS_CANDIDATES = 256
+NUCLEUS_CANDIDATES = (256, 4096)  # tried in turn before the whole vocabulary
 
 
 def _nucleus(after_k: torch.Tensor, top_p: float) -> torch.Tensor:
     """(B, V) -> (B, V) bool: the tokens top-p keeps, exactly as the full sort in `_steps` keeps them (descending
     probability, ties by token id, a token kept while the running mass before it is < top_p), sorting only the
-    most likely tokens: the (up to) NUCLEUS_CANDIDATES largest with every tie of the smallest of them. Their
-    running sums are the first ones of the full sort's; when their mass reaches top_p no token after them is
-    kept, else the row sorts its whole vocabulary. A 49k-vocabulary row: ~0.1 ms instead of ~3.5 ms."""
+    most likely tokens: the (up to) 256, else 4096, largest with every tie of the smallest of them. Their running
+    sums are the first ones of the full sort's; when their mass reaches top_p no token after them is kept, else
+    the row tries more, and at last sorts its whole vocabulary. A 49k-vocabulary row: ~0.1 ms for a peaked
+    distribution instead of ~4 ms."""
     rows, vocab = after_k.shape
     keep = torch.zeros_like(after_k, dtype=torch.bool)
-    floors = after_k.topk(min(NUCLEUS_CANDIDATES, vocab), -1).values[:, -1].tolist()
-    for b, floor in enumerate(floors):
+    for b in range(rows):
         p = after_k[b]
-        ids = ((p >= floor) & (p > 0)).nonzero().squeeze(-1)
-        ranked, order = p[ids].sort(stable=True, dim=-1, descending=True)
-        running = ranked.cumsum(-1)
-        if len(ids) < vocab and not bool(running[-1] >= top_p):  # the nucleus reaches past the candidates
-            ids = torch.arange(vocab)
-            ranked, order = p.sort(stable=True, dim=-1, descending=True)
+        for count in (*NUCLEUS_CANDIDATES, vocab):
+            ids = torch.arange(vocab) if count >= vocab else ((p >= p.topk(count).values[-1]) & (p > 0)).nonzero().squeeze(-1)
+            ranked, order = p[ids].sort(stable=True, dim=-1, descending=True)
             running = ranked.cumsum(-1)
+            if len(ids) == vocab or bool(running[-1] >= top_p):
+                break
         keep[b, ids[order]] = running - ranked < top_p
     return keep
 

@@ -84,6 +84,15 @@ def _segments(module, query, key, value, segments: list[int], dropout, scaling, 
     return torch.cat(out, dim=1)
 
 
+def _window(cached: torch.Tensor, width: int) -> torch.Tensor:
+    """The last `width` positions of (B, Hkv, T, D) in fp32, zeros in front where the cache is shorter (one pass)."""
+    take = min(width, cached.shape[2])
+    out = torch.empty(*cached.shape[:2], width, cached.shape[3], dtype=torch.float32)
+    out[:, :, : width - take].zero_()
+    out[:, :, width - take :].copy_(cached[:, :, cached.shape[2] - take :])
+    return out
+
+
 def _decode_positions(query, key, value, counts, scaling) -> torch.Tensor:
     """One decode position per row, every row at once, in fp32, with the same arithmetic whatever the batch.
 
@@ -97,10 +106,7 @@ def _decode_positions(query, key, value, counts, scaling) -> torch.Tensor:
     group = heads // kv_heads
     blocks = -(-int(counts.max()) // KEY_BLOCK)
     width = blocks * KEY_BLOCK
-    k, v = key[:, :, max(0, kv_len - width) :].float(), value[:, :, max(0, kv_len - width) :].float()
-    if k.shape[2] < width:  # fewer cached positions than the blocks hold: zeros in front, masked
-        pad = (0, 0, width - k.shape[2], 0)
-        k, v = torch.nn.functional.pad(k, pad), torch.nn.functional.pad(v, pad)
+    k, v = _window(key, width), _window(value, width)
     scale = scaling if scaling is not None else dim**-0.5
     q = (query.float() * scale).reshape(batch, kv_heads, 1, group, dim).expand(batch, kv_heads, blocks, group, dim)
     k = k.reshape(batch, kv_heads, blocks, KEY_BLOCK, dim)
