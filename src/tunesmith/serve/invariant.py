@@ -102,7 +102,7 @@ def _decode_positions(query, key, value, counts, scaling) -> torch.Tensor:
     as alone); masked keys weigh exactly 0; and the blocks' partial sums are added left to right, where the blocks a
     longer batch adds in front contribute exact zeros. -> (B, 1, H, D)."""
     batch, heads, _, dim = query.shape
-    kv_heads, kv_len = key.shape[1], key.shape[2]
+    kv_heads = key.shape[1]
     group = heads // kv_heads
     blocks = -(-int(counts.max()) // KEY_BLOCK)
     width = blocks * KEY_BLOCK
