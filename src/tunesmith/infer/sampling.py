@@ -108,28 +108,45 @@ def _steps(logits: torch.Tensor, params: SamplingParams, previous_ids: torch.Ten
     return _Steps(logits, probs, cumulative, keep_k, keep_p, keep_min, keep, kept / kept.sum(-1, keepdim=True))
 
 
-NUCLEUS_CANDIDATES = (256, 4096)  # tried in turn before the whole vocabulary
+NUCLEUS_CANDIDATES = 256  # tried first: enough for a peaked distribution
 
 
 def _nucleus(after_k: torch.Tensor, top_p: float) -> torch.Tensor:
     """(B, V) -> (B, V) bool: the tokens top-p keeps, exactly as the full sort in `_steps` keeps them (descending
-    probability, ties by token id, a token kept while the running mass before it is < top_p), sorting only the
-    most likely tokens: the (up to) 256, else 4096, largest with every tie of the smallest of them. Their running
-    sums are the first ones of the full sort's; when their mass reaches top_p no token after them is kept, else
-    the row tries more, and at last sorts its whole vocabulary. A 49k-vocabulary row: ~0.1 ms for a peaked
-    distribution instead of ~4 ms."""
+    probability, ties by token id, a token kept while the running mass before it is < top_p), sorting only
+    candidates: every token at or above a probability floor, with all its ties. Their running sums are the first
+    ones of the full sort's, so when their mass reaches top_p no token after them is kept. The floor is the 256th
+    largest probability, else one bisected on the mass above it (a flat distribution), else 0: the whole
+    vocabulary. A 49k-vocabulary row: ~0.1-0.8 ms instead of ~4 ms for the full sort."""
     rows, vocab = after_k.shape
     keep = torch.zeros_like(after_k, dtype=torch.bool)
     for b in range(rows):
         p = after_k[b]
-        for count in (*NUCLEUS_CANDIDATES, vocab):
-            ids = torch.arange(vocab) if count >= vocab else ((p >= p.topk(count).values[-1]) & (p > 0)).nonzero().squeeze(-1)
+        for attempt in range(3):
+            floor = float(p.topk(min(NUCLEUS_CANDIDATES, vocab)).values[-1]) if attempt == 0 else _mass_floor(p, top_p) if attempt == 1 else 0.0
+            ids = ((p >= floor) & (p > 0)).nonzero().squeeze(-1)
             ranked, order = p[ids].sort(stable=True, dim=-1, descending=True)
             running = ranked.cumsum(-1)
-            if len(ids) == vocab or bool(running[-1] >= top_p):
+            if bool(running[-1] >= top_p):
                 break
+        else:  # the mass of every token with probability > 0 rounds below top_p: top-p keeps them all
+            ids = torch.arange(vocab)
+            ranked, order = p.sort(stable=True, dim=-1, descending=True)
+            running = ranked.cumsum(-1)
         keep[b, ids[order]] = running - ranked < top_p
     return keep
+
+
+def _mass_floor(p: torch.Tensor, top_p: float, halvings: int = 14) -> float:
+    """A probability floor whose tokens (p >= floor) hold at least top_p of the mass, by bisection (a little under)."""
+    low, high = 0.0, float(p.max())
+    for _ in range(halvings):
+        middle = (low + high) / 2
+        if float(torch.where(p >= middle, p, 0.0).sum()) >= top_p:
+            low = middle
+        else:
+            high = middle
+    return low * 0.999
 
 
 def next_token_distribution(logits: torch.Tensor, params: SamplingParams, previous_ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -45,9 +45,9 @@ class Engine:
 
     def __init__(self, model_spec: str, name: str | None = None, max_prompt_tokens: int | None = None, *, max_batch: int = 16, max_queue: int = 64):
         from tunesmith.models import load_pretrained
-        from tunesmith.serve.batcher import Batcher, batchable
+        from tunesmith.serve.batcher import Batcher, batchable, off_the_main_thread
 
-        loaded = load_pretrained(model_spec, precision="auto")
+        loaded = off_the_main_thread(lambda: load_pretrained(model_spec, precision="auto"))
         self.name = name or model_spec
         self.tokenizer, self.model = loaded.tokenizer, loaded.model
         self.model.eval()
