@@ -94,6 +94,35 @@ def test_every_row_of_the_batch_equals_its_request_decoded_alone(bf16_model):
         assert "".join(streamed[i]) == got.text
 
 
+def test_a_prompt_prefilled_from_the_prefix_cache_computes_as_alone(bf16_model):
+    """Prompts that share a long system message and a chat history: later ones are prefilled from the cached keys and
+    values of earlier ones, in whole chunks, and every reply still equals the same request decoded alone."""
+    needs_exact_bf16()
+    from tunesmith.serve.invariant import PROMPT_CHUNK
+
+    model, tokenizer = bf16_model
+    system = {"role": "system", "content": "You are a pirate. " * 12}
+    history = [system, {"role": "user", "content": "ahoy"}, {"role": "assistant", "content": "ahoy matey, what be yer wish"}]
+    requests = [
+        ([*history, {"role": "user", "content": f"tell me about {word}"}], SamplingParams(temperature=0.0), 8, i)
+        for i, word in enumerate(["gold", "rum", "ships", "sea", "maps", "storms"])
+    ]
+    requests += [(requests[0][0], SamplingParams(temperature=1.0, top_p=0.9), 8, 6)]  # the same prompt again, sampled
+    batcher = Batcher(model, tokenizer, max_batch=4, max_queue=8)
+    results, done = {}, threading.Event()
+    for prompt, params, n, i in requests:  # one after the other: each finds the ones before it in the cache
+        batcher.submit(Job(encode_prompt(tokenizer, prompt), params, n, lambda outcome, i=i: (results.__setitem__(i, outcome), done.set()), seed=i))
+        assert done.wait(60)
+        done.clear()
+    hits, reused = batcher.prefixes.hits, batcher.prefixes.reused_tokens
+    batcher.close()
+    shared = len(encode_prompt(tokenizer, history))
+    assert hits == len(requests) - 1 and reused >= (len(requests) - 1) * (shared // PROMPT_CHUNK * PROMPT_CHUNK)
+    for prompt, params, n, i in requests:
+        alone = complete(model, tokenizer, [prompt], params, max_new_tokens=n, seed=i)[0]
+        assert (results[i].token_ids, results[i].text) == (alone.token_ids, alone.text), i
+
+
 @pytest.mark.slow  # the counterfactual (~6 s): the fast suite keeps every row equal to its request alone
 def test_without_the_batch_invariant_kernels_rows_would_round_differently(tiny_model_dir, one_thread):
     """Why the batcher makes the model batch-invariant (serve/invariant.py): with plain SDPA some rows differ from alone."""

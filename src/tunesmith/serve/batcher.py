@@ -87,6 +87,53 @@ def off_the_main_thread(fn, *args):
     return outcome["result"]
 
 
+class PrefixCache:
+    """Keys and values of prompts served recently, found again by their tokens: a new prompt that starts like one of
+    them (a shared system prompt, a chat's history) is prefilled from the end of the longest common prefix, in whole
+    chunks of PROMPT_CHUNK tokens (serve/invariant.py computes a prompt chunk by chunk, so the result is the same).
+    Least recently used prompts leave first once their keys and values pass `budget_bytes`."""
+
+    def __init__(self, budget_bytes: int = 64 * 2**20):
+        from collections import OrderedDict
+
+        from tunesmith.serve.invariant import PROMPT_CHUNK
+
+        self.chunk, self.budget = PROMPT_CHUNK, budget_bytes
+        self.entries: OrderedDict[tuple, list] = OrderedDict()  # a prompt's tokens -> per layer (keys, values) (Hkv, len, D)
+        self.index: dict[tuple, tuple] = {}  # every chunk-aligned prefix -> the prompt that holds it
+        self.bytes = 0
+        self.hits = self.reused_tokens = 0
+
+    def longest(self, prompt: list[int]) -> tuple[int, list | None]:
+        """(tokens, per layer (keys, values) of them): the longest cached chunk-aligned prefix that leaves at least
+        one token to compute (its logits pick the first reply token); (0, None) when none."""
+        for n in range((len(prompt) - 1) // self.chunk * self.chunk, 0, -self.chunk):
+            owner = self.index.get(tuple(prompt[:n]))
+            if owner is not None and owner in self.entries:
+                self.entries.move_to_end(owner)
+                self.hits, self.reused_tokens = self.hits + 1, self.reused_tokens + n
+                return n, [(k[:, :n], v[:, :n]) for k, v in self.entries[owner]]
+        return 0, None
+
+    def add(self, prompt: list[int], layers: list) -> None:
+        key = tuple(prompt)
+        if key in self.entries or len(prompt) < self.chunk:
+            return
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+        if size > self.budget:
+            return
+        self.entries[key] = layers = [(k.clone(), v.clone()) for k, v in layers]  # not views that keep a whole batch alive
+        self.bytes += size
+        for n in range(self.chunk, len(prompt) + 1, self.chunk):
+            self.index[key[:n]] = key
+        while self.bytes > self.budget:
+            old, dropped = self.entries.popitem(last=False)
+            self.bytes -= sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in dropped)
+            for n in range(self.chunk, len(old) + 1, self.chunk):
+                if self.index.get(old[:n]) == old:
+                    del self.index[old[:n]]
+
+
 class Batcher:
     def __init__(self, model, tokenizer, *, max_batch: int = 16, max_queue: int = 64):
         if max_batch < 1 or max_queue < 0:
@@ -101,6 +148,7 @@ class Batcher:
         self.max_batch = max_batch
         if max_batch > 1:
             off_the_main_thread(batch_invariant_attention, model)  # its probe runs torch kernels (see off_the_main_thread)
+        self.prefixes = PrefixCache()
         self.waiting: deque[Job] = deque()
         self.running: list[Job] = []
         self.cache = None
@@ -273,26 +321,36 @@ class Batcher:
         self.peak_batch = max(self.peak_batch, len(self.running))
 
     def _prefill(self, prompts: list[list[int]]):
-        """The prompts packed end to end into one row, with no padding: each position counted from its own prompt's
-        start, each prompt attending to its own tokens only (serve/invariant.py), one linear call for every token (in
-        the row chunks that keep each row's numbers as alone) and the vocabulary projection for each prompt's last
-        token only. -> (output with logits (1, len(prompts), V), the cache as one left-padded row per prompt, the mask)."""
+        """The prompts packed end to end into one row, with no padding, each starting after the longest prefix of it
+        the prefix cache holds: each position counted from its own prompt's start, each prompt attending to its own
+        tokens only (serve/invariant.py), one linear call for every new token (in the row chunks that keep each row's
+        numbers as alone) and the vocabulary projection for each prompt's last token only. -> (output with logits
+        (1, len(prompts), V), the cache as one left-padded row per prompt, the mask)."""
         from tunesmith.serve.invariant import SEGMENTS
 
-        lengths = [len(p) for p in prompts]
-        ids = torch.tensor([[t for p in prompts for t in p]], device=self.device)
-        positions = torch.cat([torch.arange(n, device=self.device) for n in lengths])[None]
-        ends = torch.tensor(lengths, device=self.device).cumsum(0) - 1
-        out = self.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=ends, **{SEGMENTS: lengths})
+        found = [self.prefixes.longest(p) for p in prompts]
+        cached = [n for n, _ in found]
+        new = [len(p) - n for p, n in zip(prompts, cached)]
+        ids = torch.tensor([[t for p, n in zip(prompts, cached) for t in p[n:]]], device=self.device)
+        positions = torch.cat([torch.arange(n, len(p), device=self.device) for p, n in zip(prompts, cached)])[None]
+        ends = torch.tensor(new, device=self.device).cumsum(0) - 1
+        segments = [(n, m, layers) for (n, layers), m in zip(found, new)]
+        out = self.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=ends, **{SEGMENTS: segments})
         cache = returned_cache(out)
-        width = max(lengths)
-        starts = [int(e) - n + 1 for e, n in zip(ends, lengths)]
-        for layer in cache.layers:
-            layer.keys, layer.values = (
-                torch.stack([torch.nn.functional.pad(t[0, :, s : s + n], (0, 0, width - n, 0)) for s, n in zip(starts, lengths)])
-                for t in (layer.keys, layer.values)
-            )
-        mask = torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=self.device)
+        starts = [int(e) - m + 1 for e, m in zip(ends, new)]
+        rows = [  # per prompt, per layer: its keys and values (Hkv, len, D), the cached prefix in front
+            [
+                tuple(torch.cat([prefix[i][j], t[0, :, s : s + m]], dim=1) if prefix else t[0, :, s : s + m] for j, t in enumerate((layer.keys, layer.values)))
+                for i, layer in enumerate(cache.layers)
+            ]
+            for (_, prefix), s, m in zip(found, starts, new)
+        ]
+        for prompt, layers in zip(prompts, rows):
+            self.prefixes.add(prompt, layers)
+        width = max(len(p) for p in prompts)
+        for i, layer in enumerate(cache.layers):
+            layer.keys, layer.values = (torch.stack([torch.nn.functional.pad(r[i][j], (0, 0, width - r[i][j].shape[1], 0)) for r in rows]) for j in (0, 1))
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         return out, cache, mask
 
     def _step(self) -> None:

@@ -32,6 +32,7 @@ NAME = "tunesmith_rowwise"
 
 
 SEGMENTS = "tunesmith_segments"  # the forward keyword that carries the lengths of prompts packed into one row
+PROMPT_CHUNK = 8  # queries per attention call over a prompt, at fixed positions; a cached prefix is a multiple of it
 KEY_BLOCK = 32  # keys per block of a decode position's attention (a multiple of every SIMD width)
 
 
@@ -63,23 +64,50 @@ def rowwise_attention(module, query, key, value, attention_mask, dropout: float 
     out = query.new_zeros(batch, q_len, query.shape[1], query.shape[3])
     for b, n in enumerate(counts.tolist()):  # a left-padded prompt: its last n positions are real, causal among themselves
         k, v = key[b : b + 1, :, kv_len - n :], value[b : b + 1, :, kv_len - n :]
-        row, _ = sdpa_attention_forward(module, query[b : b + 1, :, q_len - n :], k, v, None, dropout, scaling, is_causal=n > 1, **kwargs)
-        out[b, q_len - n :] = row[0]
+        out[b, q_len - n :] = prompt_attention(module, query[b : b + 1, :, q_len - n :], k, v, dropout, scaling, kwargs)[0]
     return out, None
 
 
-def _segments(module, query, key, value, segments: list[int], dropout, scaling, kwargs) -> torch.Tensor:
-    """query/key/value (1, H, sum(segments), D): consecutive prompts, each causal among its own tokens, each by the SDPA
-    call it gets alone. -> (1, T, H, D)"""
+def prompt_attention(module, query, key, value, dropout, scaling, kwargs) -> torch.Tensor:
+    """One prompt's queries, the last q of its k positions (the first k - q come from a cached prefix, a multiple of
+    PROMPT_CHUNK), in chunks of PROMPT_CHUNK queries at fixed positions (0-7, 8-15, ...), each chunk one SDPA call over
+    the keys up to its end, causal. A chunk's call depends only on the prompt's tokens up to its end, so the prompt
+    computes the same whether its prefix was computed now or taken from the cache. query (1, H, q, D), key/value
+    (1, Hkv, k, D) -> (1, q, H, D)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    out, start = [], 0
-    for n in segments:
-        end = start + n
-        row, _ = sdpa_attention_forward(
-            module, query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], None, dropout, scaling, is_causal=n > 1, **kwargs
+    q_len, kv_len = query.shape[2], key.shape[2]
+    start = kv_len - q_len
+    out = []
+    for first in range(start, kv_len, PROMPT_CHUNK):
+        end = min(first + PROMPT_CHUNK - first % PROMPT_CHUNK, kv_len)
+        causal = torch.arange(end).view(1, end) <= torch.arange(first, end).view(end - first, 1)  # (queries, keys)
+        chunk, _ = sdpa_attention_forward(
+            module,
+            query[:, :, first - start : end - start],
+            key[:, :, :end],
+            value[:, :, :end],
+            causal[None, None],
+            dropout,
+            scaling,
+            is_causal=False,
+            **kwargs,
         )
-        out.append(row)
+        out.append(chunk)
+    return torch.cat(out, dim=1)
+
+
+def _segments(module, query, key, value, segments: list[tuple[int, int, list | None]], dropout, scaling, kwargs) -> torch.Tensor:
+    """query/key/value (1, H, T, D): consecutive prompts' new tokens, each (prefix length, new tokens, the prefix's
+    cached (keys, values) per layer or None), each attending to its prefix and itself as alone. -> (1, T, H, D)"""
+    out, start = [], 0
+    for cached, n, prefix in segments:
+        end = start + n
+        k, v = key[:, :, start:end], value[:, :, start:end]
+        if cached:
+            k_prefix, v_prefix = prefix[module.layer_idx]
+            k, v = torch.cat([k_prefix[None], k], dim=2), torch.cat([v_prefix[None], v], dim=2)
+        out.append(prompt_attention(module, query[:, :, start:end], k, v, dropout, scaling, kwargs))
         start = end
     return torch.cat(out, dim=1)
 
