@@ -178,8 +178,9 @@ def one_hot(probs: torch.Tensor) -> torch.Tensor:
 
 
 def uniforms(rows: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(rows,) float64 draws in [0, 1) from the generator: one per token to sample."""
-    return torch.rand(rows, dtype=torch.float64, generator=generator)
+    """(rows,) draws in [0, 1) from the generator, one per token to sample: float32 draws (24 random bits, as
+    torch.multinomial's), held in float64 for the comparison with the running mass."""
+    return torch.rand(rows, generator=generator).double()
 
 
 def pick(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
