@@ -103,11 +103,10 @@ def test_a_prompt_prefilled_from_the_prefix_cache_computes_as_alone(bf16_model):
     model, tokenizer = bf16_model
     system = {"role": "system", "content": "You are a pirate. " * 12}
     history = [system, {"role": "user", "content": "ahoy"}, {"role": "assistant", "content": "ahoy matey, what be yer wish"}]
-    requests = [
-        ([*history, {"role": "user", "content": f"tell me about {word}"}], SamplingParams(temperature=0.0), 8, i)
-        for i, word in enumerate(["gold", "rum", "ships", "sea", "maps", "storms"])
-    ]
-    requests += [(requests[0][0], SamplingParams(temperature=1.0, top_p=0.9), 8, 6)]  # the same prompt again, sampled
+    sampled = SamplingParams(temperature=1.0)  # the tiny random model's greedy reply hardly depends on its prompt; a draw does
+    asks = [[*history, {"role": "user", "content": f"tell me about {word}"}] for word in ["gold", "rum", "ships", "sea", "maps"]]
+    requests = [(prompt, sampled, 8, i) for i, prompt in enumerate(asks)]
+    requests += [(asks[0], SamplingParams(temperature=0.0), 8, 5), (asks[0], SamplingParams(temperature=1.0, top_p=0.9), 8, 6)]  # again
     batcher = Batcher(model, tokenizer, max_batch=4, max_queue=8)
     results, done = {}, threading.Event()
     for prompt, params, n, i in requests:  # one after the other: each finds the ones before it in the cache
@@ -166,6 +165,26 @@ def test_a_cancelled_row_leaves_at_once_and_its_neighbour_is_unaffected(bf16_mod
     assert outcomes["kept"].token_ids == complete(model, tokenizer, [[{"role": "user", "content": "and you"}]], greedy, max_new_tokens=30)[0].token_ids
     assert batcher.load()["running"] == 0
     batcher.close()
+
+
+def test_the_one_at_a_time_server_keeps_no_prefix_cache(tiny_model_dir):
+    """`--max-batch 1` runs the model's own attention, which cannot take a cached prefix: it prefills every prompt
+    whole, so a prompt seen before is sampled as `complete` samples it alone (seeded; fp32)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
+    batcher = Batcher(model, tokenizer, max_batch=1, max_queue=2)
+    assert batcher.prefixes is None
+    prompt = [{"role": "system", "content": "Speak like a pirate. " * 6}, {"role": "user", "content": "ahoy"}]
+    params = SamplingParams(temperature=1.0)
+    replies = []
+    for _ in range(2):
+        done = threading.Event()
+        batcher.submit(Job(encode_prompt(tokenizer, prompt), params, 12, lambda c, done=done: (replies.append(c.token_ids), done.set()), seed=3))
+        assert done.wait(30)
+    batcher.close()
+    assert replies[0] == replies[1] == complete(model, tokenizer, [prompt], params, max_new_tokens=12, seed=3)[0].token_ids
 
 
 def test_a_full_waiting_line_is_refused_with_a_retry_time(bf16_model):

@@ -148,7 +148,7 @@ class Batcher:
         self.max_batch = max_batch
         if max_batch > 1:
             off_the_main_thread(batch_invariant_attention, model)  # its probe runs torch kernels (see off_the_main_thread)
-        self.prefixes = PrefixCache()
+        self.prefixes = PrefixCache() if max_batch > 1 else None  # needs the chunked prompt attention of the batch-invariant model
         self.waiting: deque[Job] = deque()
         self.running: list[Job] = []
         self.cache = None
@@ -328,14 +328,15 @@ class Batcher:
         (1, len(prompts), V), the cache as one left-padded row per prompt, the mask)."""
         from tunesmith.serve.invariant import SEGMENTS
 
-        found = [self.prefixes.longest(p) for p in prompts]
+        found = [self.prefixes.longest(p) if self.prefixes else (0, None) for p in prompts]
         cached = [n for n, _ in found]
         new = [len(p) - n for p, n in zip(prompts, cached)]
         ids = torch.tensor([[t for p, n in zip(prompts, cached) for t in p[n:]]], device=self.device)
         positions = torch.cat([torch.arange(n, len(p), device=self.device) for p, n in zip(prompts, cached)])[None]
         ends = torch.tensor(new, device=self.device).cumsum(0) - 1
         segments = [(n, m, layers) for (n, layers), m in zip(found, new)]
-        out = self.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=ends, **{SEGMENTS: segments})
+        packing = {SEGMENTS: segments} if self.max_batch > 1 else {}  # one prompt at a time needs no separating
+        out = self.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=ends, **packing)
         cache = returned_cache(out)
         starts = [int(e) - m + 1 for e, m in zip(ends, new)]
         rows = [  # per prompt, per layer: its keys and values (Hkv, len, D), the cached prefix in front
@@ -346,7 +347,8 @@ class Batcher:
             for (_, prefix), s, m in zip(found, starts, new)
         ]
         for prompt, layers in zip(prompts, rows):
-            self.prefixes.add(prompt, layers)
+            if self.prefixes:
+                self.prefixes.add(prompt, layers)
         width = max(len(p) for p in prompts)
         for i, layer in enumerate(cache.layers):
             layer.keys, layer.values = (torch.stack([torch.nn.functional.pad(r[i][j], (0, 0, width - r[i][j].shape[1], 0)) for r in rows]) for j in (0, 1))
