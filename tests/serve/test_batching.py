@@ -114,6 +114,7 @@ def test_a_prompt_prefilled_from_the_prefix_cache_computes_as_alone(bf16_model):
         assert done.wait(60)
         done.clear()
     hits, reused = batcher.prefixes.hits, batcher.prefixes.reused_tokens
+    assert (batcher.load()["prefix_hits"], batcher.load()["prefix_tokens_reused"]) == (hits, reused)
     batcher.close()
     shared = len(encode_prompt(tokenizer, history))
     assert hits == len(requests) - 1 and reused >= (len(requests) - 1) * (shared // PROMPT_CHUNK * PROMPT_CHUNK)

@@ -187,6 +187,8 @@ class Batcher:
                 "max_queue": self.max_queue,
                 "served": self.served,
                 "peak_batch": self.peak_batch,
+                "prefix_hits": self.prefixes.hits if self.prefixes else 0,  # prompts prefilled from the prefix cache
+                "prefix_tokens_reused": self.prefixes.reused_tokens if self.prefixes else 0,
             }
 
     def close(self) -> None:
