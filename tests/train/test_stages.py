@@ -38,7 +38,14 @@ def change(run_dir, metric) -> dict:
 
 @pytest.mark.parametrize(
     "stage, method",
-    [("reward", "lora"), ("dpo", "lora"), ("kto", "lora"), ("orpo", "lora"), ("dpo", "full"), ("reward", "full")],
+    [
+        ("reward", "lora"),
+        ("dpo", "lora"),
+        ("kto", "lora"),
+        ("orpo", "lora"),
+        pytest.param("dpo", "full", marks=pytest.mark.slow),  # full fine-tuning of every stage: make test-slow (the fast suite's 4-minute budget)
+        pytest.param("reward", "full", marks=pytest.mark.slow),
+    ],
     ids=["reward-lora", "dpo-lora", "kto-lora", "orpo-lora", "dpo-full", "reward-full"],
 )
 def test_stage_trains_and_saves_a_loadable_model(stage_recipe, stage, method, pairs_eval_jsonl, unpaired_eval_jsonl):
