@@ -114,6 +114,9 @@ def test_a_prompt_prefilled_from_the_prefix_cache_computes_as_alone(bf16_model):
         assert done.wait(60)
         done.clear()
     hits, reused = batcher.prefixes.hits, batcher.prefixes.reused_tokens
+    off = Batcher(model, tokenizer, max_batch=4, prefix_cache_mb=0)  # `serve --prefix-cache-mb 0`
+    assert off.prefixes is None and off.load()["prefix_hits"] == 0
+    off.close()
     assert (batcher.load()["prefix_hits"], batcher.load()["prefix_tokens_reused"]) == (hits, reused)
     batcher.close()
     shared = len(encode_prompt(tokenizer, history))

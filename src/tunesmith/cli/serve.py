@@ -28,6 +28,12 @@ def serve(
     max_queue: int = typer.Option(
         64, "--max-queue", min=0, help="Requests that may wait for a place in the batch; beyond that the answer is 429 with Retry-After."
     ),
+    prefix_cache_mb: int = typer.Option(
+        64,
+        "--prefix-cache-mb",
+        min=0,
+        help="Keys and values of recent prompts kept to prefill a prompt that starts the same (a shared system prompt, a chat's history); 0 turns it off.",
+    ),
     studio: str | None = typer.Option(
         None, "--studio", help="Also serve `tunesmith studio` over this folder of runs, at /studio (same process, same --api-key)."
     ),
@@ -37,7 +43,7 @@ def serve(
 
     from tunesmith.serve import Engine, create_app
 
-    engine = Engine(model, name=name, max_batch=max_batch, max_queue=max_queue)
+    engine = Engine(model, name=name, max_batch=max_batch, max_queue=max_queue, prefix_cache_mb=prefix_cache_mb)
     console.print(
         f"serving '{engine.name}' on http://{host}:{port}/v1"
         + (" (API key required)" if api_key else "")

@@ -43,7 +43,16 @@ def error(status: int, message: str, type_: str = "invalid_request_error", param
 class Engine:
     """One loaded model behind a continuous batcher (serve/batcher.py): `job` turns a request into a batch row."""
 
-    def __init__(self, model_spec: str, name: str | None = None, max_prompt_tokens: int | None = None, *, max_batch: int = 16, max_queue: int = 64):
+    def __init__(
+        self,
+        model_spec: str,
+        name: str | None = None,
+        max_prompt_tokens: int | None = None,
+        *,
+        max_batch: int = 16,
+        max_queue: int = 64,
+        prefix_cache_mb: int = 64,
+    ):
         from tunesmith.models import load_pretrained
         from tunesmith.serve.batcher import Batcher, batchable, off_the_main_thread
 
@@ -52,7 +61,9 @@ class Engine:
         self.tokenizer, self.model = loaded.tokenizer, loaded.model
         self.model.eval()
         self.max_prompt_tokens = max_prompt_tokens or getattr(self.model.config, "max_position_embeddings", 2048)
-        self.batcher = Batcher(self.model, self.tokenizer, max_batch=max_batch if batchable(self.model) else 1, max_queue=max_queue)
+        self.batcher = Batcher(
+            self.model, self.tokenizer, max_batch=max_batch if batchable(self.model) else 1, max_queue=max_queue, prefix_cache_mb=prefix_cache_mb
+        )
         self.created = int(time.time())
 
     def encode(self, prompt) -> list[int]:

@@ -135,7 +135,7 @@ class PrefixCache:
 
 
 class Batcher:
-    def __init__(self, model, tokenizer, *, max_batch: int = 16, max_queue: int = 64):
+    def __init__(self, model, tokenizer, *, max_batch: int = 16, max_queue: int = 64, prefix_cache_mb: int = 64):
         if max_batch < 1 or max_queue < 0:
             raise ValueError(f"max_batch ({max_batch}) must be >= 1 and max_queue ({max_queue}) >= 0")
         self.model, self.tokenizer = model, tokenizer
@@ -148,7 +148,8 @@ class Batcher:
         self.max_batch = max_batch
         if max_batch > 1:
             off_the_main_thread(batch_invariant_attention, model)  # its probe runs torch kernels (see off_the_main_thread)
-        self.prefixes = PrefixCache() if max_batch > 1 else None  # needs the chunked prompt attention of the batch-invariant model
+        # needs the chunked prompt attention of the batch-invariant model
+        self.prefixes = PrefixCache(prefix_cache_mb * 2**20) if max_batch > 1 and prefix_cache_mb > 0 else None
         self.waiting: deque[Job] = deque()
         self.running: list[Job] = []
         self.cache = None
