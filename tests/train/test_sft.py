@@ -71,6 +71,7 @@ def test_resume_reproduces_uninterrupted_curve(tiny_recipe, tmp_path):
         assert b[step] == pytest.approx(a[step], rel=1e-5), step
 
 
+@pytest.mark.slow  # resuming is in the fast suite (test_resume_reproduces_uninterrupted_curve); this names the checkpoint
 def test_resume_from_a_given_checkpoint(tiny_recipe, tmp_path):
     recipe = tiny_recipe(**{"training.max_steps": 6, "training.save_steps": 2, "training.save_total_limit": None, "training.logging_steps": 1})
     first = run_sft(recipe, live=False)
