@@ -116,25 +116,27 @@ def _nucleus(after_k: torch.Tensor, top_p: float) -> torch.Tensor:
     probability, ties by token id, a token kept while the running mass before it is < top_p), sorting only
     candidates: every token at or above a probability floor, with all its ties. Their running sums are the first
     ones of the full sort's, so when their mass reaches top_p no token after them is kept. The floor is the 256th
-    largest probability, else one bisected on the mass above it (a flat distribution), else 0: the whole
+    largest probability, else one bisected on the mass above it (a flat distribution), else the row sorts its whole
     vocabulary. A 49k-vocabulary row: ~0.1-0.8 ms instead of ~4 ms for the full sort."""
     rows, vocab = after_k.shape
     keep = torch.zeros_like(after_k, dtype=torch.bool)
     for b in range(rows):
         p = after_k[b]
-        for attempt in range(3):
-            floor = float(p.topk(min(NUCLEUS_CANDIDATES, vocab)).values[-1]) if attempt == 0 else _mass_floor(p, top_p) if attempt == 1 else 0.0
-            ids = ((p >= floor) & (p > 0)).nonzero().squeeze(-1)
+        for ids in _candidates(p, top_p):
             ranked, order = p[ids].sort(stable=True, dim=-1, descending=True)
             running = ranked.cumsum(-1)
-            if bool(running[-1] >= top_p):
+            if len(ids) == vocab or bool(running[-1] >= top_p):
                 break
-        else:  # the mass of every token with probability > 0 rounds below top_p: top-p keeps them all
-            ids = torch.arange(vocab)
-            ranked, order = p.sort(stable=True, dim=-1, descending=True)
-            running = ranked.cumsum(-1)
         keep[b, ids[order]] = running - ranked < top_p
     return keep
+
+
+def _candidates(p: torch.Tensor, top_p: float):
+    """Token ids (ascending) for `_nucleus` to sort, from few to all, each set computed only when the one before fell
+    short: those at or above the 256th largest probability, those above a bisected mass floor, the whole vocabulary."""
+    for floor in (lambda: float(p.topk(min(NUCLEUS_CANDIDATES, len(p))).values[-1]), lambda: _mass_floor(p, top_p)):
+        yield ((p >= floor()) & (p > 0)).nonzero().squeeze(-1)
+    yield torch.arange(len(p))
 
 
 def _mass_floor(p: torch.Tensor, top_p: float, halvings: int = 14) -> float:
