@@ -1,13 +1,14 @@
 """Continuous batching: requests join and leave one running batch between decode steps.
 
 One worker thread owns the model. Each step it (1) drops rows whose client went away, (2) admits waiting
-requests up to `max_batch` rows: their prompts are prefilled together (left-padded) and their KV cache is
-joined to the running batch's, the shorter side padded on the left with masked zeros, (3) feeds every
+requests up to `max_batch` rows: their prompts are prefilled together, packed end to end in one row (each from the
+end of its longest cached prefix), and their KV cache is joined to the running batch's, the shorter side padded on
+the left with masked zeros, (3) feeds every
 running row its last token in one forward pass, and (4) samples each row's next token with that row's own
 settings, seed and repetition-penalty history, through the same `next_tokens` and the same `Row` bookkeeping
 (eos, stop strings, stable streaming deltas) as `tunesmith generate`. A finished row leaves the batch at once;
-columns that only padding still uses are cut off the left of the cache. Attention runs row by row over each row's
-own tokens and linear layers run their rows in chunks that this CPU's kernel rounds alike (serve/invariant.py), so a
+columns that only padding still uses are cut off the left of the cache. Each row attends over its own tokens only and
+linear layers run their rows in chunks that this CPU's kernel rounds alike (serve/invariant.py), so a
 row's numbers do not depend on its neighbours, on the padding or on being alone.
 
 Rows never read each other's tokens: every row has its own attention-mask row and its own position ids, and
@@ -24,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 import torch
 
@@ -87,6 +89,10 @@ def off_the_main_thread(fn, *args):
     return outcome["result"]
 
 
+def _nbytes(layers: list) -> int:
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+
+
 class PrefixCache:
     """Keys and values of prompts served recently, found again by their tokens: a new prompt that starts like one of
     them (a shared system prompt, a chat's history) is prefilled from the end of the longest common prefix, in whole
@@ -119,7 +125,7 @@ class PrefixCache:
         key = tuple(prompt)
         if key in self.entries or len(prompt) < self.chunk:
             return
-        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+        size = _nbytes(layers)
         if size > self.budget:
             return
         self.entries[key] = layers = [(k.clone(), v.clone()) for k, v in layers]  # not views that keep a whole batch alive
@@ -128,7 +134,7 @@ class PrefixCache:
             self.index[key[:n]] = key
         while self.bytes > self.budget:
             old, dropped = self.entries.popitem(last=False)
-            self.bytes -= sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in dropped)
+            self.bytes -= _nbytes(dropped)
             for n in range(self.chunk, len(old) + 1, self.chunk):
                 if self.index.get(old[:n]) == old:
                     del self.index[old[:n]]
@@ -332,29 +338,33 @@ class Batcher:
         from tunesmith.serve.invariant import SEGMENTS
 
         found = [self.prefixes.longest(p) if self.prefixes else (0, None) for p in prompts]
-        cached = [n for n, _ in found]
-        new = [len(p) - n for p, n in zip(prompts, cached)]
-        ids = torch.tensor([[t for p, n in zip(prompts, cached) for t in p[n:]]], device=self.device)
-        positions = torch.cat([torch.arange(n, len(p), device=self.device) for p, n in zip(prompts, cached)])[None]
-        ends = torch.tensor(new, device=self.device).cumsum(0) - 1
-        segments = [(n, m, layers) for (n, layers), m in zip(found, new)]
-        packing = {SEGMENTS: segments} if self.max_batch > 1 else {}  # one prompt at a time needs no separating
+        new = [len(p) - n for p, (n, _) in zip(prompts, found)]
+        starts = [0, *accumulate(new)][:-1]  # where each prompt's new tokens begin in the packed row
+        ids = torch.tensor([[t for p, (n, _) in zip(prompts, found) for t in p[n:]]], device=self.device)
+        positions = torch.cat([torch.arange(n, len(p), device=self.device) for p, (n, _) in zip(prompts, found)])[None]
+        ends = torch.tensor([s + m - 1 for s, m in zip(starts, new)], device=self.device)
+        packing = {SEGMENTS: [(m, prefix) for m, (_, prefix) in zip(new, found)]} if self.max_batch > 1 else {}  # one prompt at a time needs no separating
         out = self.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=ends, **packing)
         cache = returned_cache(out)
-        starts = [int(e) - m + 1 for e, m in zip(ends, new)]
-        rows = [  # per prompt, per layer: its keys and values (Hkv, len, D), the cached prefix in front
+
+        def own(t: torch.Tensor, s: int, m: int, cached: torch.Tensor | None) -> torch.Tensor:
+            """One prompt's keys or values (Hkv, len, D) from the packed row, its cached prefix in front."""
+            return t[0, :, s : s + m] if cached is None else torch.cat([cached, t[0, :, s : s + m]], dim=1)
+
+        rows = [  # per prompt, per layer: its (keys, values)
             [
-                tuple(torch.cat([prefix[i][j], t[0, :, s : s + m]], dim=1) if prefix else t[0, :, s : s + m] for j, t in enumerate((layer.keys, layer.values)))
+                (own(layer.keys, s, m, prefix[i][0] if prefix else None), own(layer.values, s, m, prefix[i][1] if prefix else None))
                 for i, layer in enumerate(cache.layers)
             ]
             for (_, prefix), s, m in zip(found, starts, new)
         ]
-        for prompt, layers in zip(prompts, rows):
-            if self.prefixes:
+        if self.prefixes:
+            for prompt, layers in zip(prompts, rows):
                 self.prefixes.add(prompt, layers)
         width = max(len(p) for p in prompts)
         for i, layer in enumerate(cache.layers):
-            layer.keys, layer.values = (torch.stack([torch.nn.functional.pad(r[i][j], (0, 0, width - r[i][j].shape[1], 0)) for r in rows]) for j in (0, 1))
+            layer.keys = torch.stack([_left_pad(r[i][0], width, 1) for r in rows])
+            layer.values = torch.stack([_left_pad(r[i][1], width, 1) for r in rows])
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         return out, cache, mask
 
@@ -407,23 +417,24 @@ class Batcher:
         return Completion(r.text, r.tokens, r.finish, len(job.prompt_ids), r.sampled, r.stop_token)
 
 
+def _left_pad(t: torch.Tensor, to: int, dim: int) -> torch.Tensor:
+    """`t` with zeros in front along `dim`, `to` long (the padding a mask hides)."""
+    missing = to - t.shape[dim]
+    if missing == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
 def _join(cache_a, mask_a, cache_b, mask_b):
     """One cache of the rows of both: each layer's keys and values (B, H, T, D) padded on the left to the longer
     length (the padding is masked out) and stacked along the batch."""
     length = max(mask_a.shape[1], mask_b.shape[1])
-
-    def widen(t: torch.Tensor, to: int, dim: int) -> torch.Tensor:
-        missing = to - t.shape[dim]
-        if missing == 0:
-            return t
-        shape = list(t.shape)
-        shape[dim] = missing
-        return torch.cat([t.new_zeros(shape), t], dim=dim)
-
     for a, b in zip(cache_a.layers, cache_b.layers):
-        a.keys = torch.cat([widen(a.keys, length, -2), widen(b.keys, length, -2)], dim=0)
-        a.values = torch.cat([widen(a.values, length, -2), widen(b.values, length, -2)], dim=0)
-    return cache_a, torch.cat([widen(mask_a, length, 1), widen(mask_b, length, 1)], dim=0)
+        a.keys = torch.cat([_left_pad(a.keys, length, -2), _left_pad(b.keys, length, -2)], dim=0)
+        a.values = torch.cat([_left_pad(a.values, length, -2), _left_pad(b.values, length, -2)], dim=0)
+    return cache_a, torch.cat([_left_pad(mask_a, length, 1), _left_pad(mask_b, length, 1)], dim=0)
 
 
 def batch_invariant_attention(model) -> None:

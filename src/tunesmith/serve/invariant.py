@@ -5,9 +5,10 @@ its fix here:
 - Attention over a padded row: the masked positions add exact zeros, but SDPA's (and eager attention's) fp32 sums
   run over a longer axis, in another order, and the bf16 result sometimes rounds the other way. `rowwise_attention`
   lets each row attend over its own tokens only: its keys are a contiguous suffix of the cache (left padding, tokens
-  appended on the right: the batcher and `complete` both keep it so), and the row runs torch's SDPA on exactly that
-  slice, as it does alone (a decode position by plain matmuls, a prompt by SDPA). Cost: a few small ops per row and
-  layer.
+  appended on the right: the batcher and `complete` both keep it so). A prompt attends chunk by chunk
+  (`prompt_attention`: 8 queries at fixed positions, one SDPA call each, so a cached prefix changes nothing); a
+  decode position attends with every row at once, in fp32 blocks of keys counted from the row's end
+  (`_decode_positions`: the same small products and the same order of sums alone and in any batch).
 - A linear layer's row count: oneDNN picks its bf16 kernel by the number of rows M, and kernels accumulate in
   different orders. On an AMD EPYC (avx512_bf16) M = 1 differs from every M >= 2 (SmolLM2's down_proj, K = 1536:
   4-8 of 48 random rows by one bf16 ulp), and every M >= 2 agrees; on an Intel Xeon with AMX every M from 2 to 32
@@ -31,7 +32,7 @@ import torch
 NAME = "tunesmith_rowwise"
 
 
-SEGMENTS = "tunesmith_segments"  # the forward keyword that carries the lengths of prompts packed into one row
+SEGMENTS = "tunesmith_segments"  # the forward keyword for prompts packed into one row: (new tokens, cached prefix or None) each
 PROMPT_CHUNK = 8  # queries per attention call over a prompt, at fixed positions; a cached prefix is a multiple of it
 KEY_BLOCK = 32  # keys per block of a decode position's attention (a multiple of every SIMD width)
 
@@ -97,14 +98,14 @@ def prompt_attention(module, query, key, value, dropout, scaling, kwargs) -> tor
     return torch.cat(out, dim=1)
 
 
-def _segments(module, query, key, value, segments: list[tuple[int, int, list | None]], dropout, scaling, kwargs) -> torch.Tensor:
-    """query/key/value (1, H, T, D): consecutive prompts' new tokens, each (prefix length, new tokens, the prefix's
-    cached (keys, values) per layer or None), each attending to its prefix and itself as alone. -> (1, T, H, D)"""
+def _segments(module, query, key, value, segments: list[tuple[int, list | None]], dropout, scaling, kwargs) -> torch.Tensor:
+    """query/key/value (1, H, T, D): consecutive prompts' new tokens, each (its count, its cached prefix's (keys,
+    values) per layer or None), each attending to its prefix and itself as alone. -> (1, T, H, D)"""
     out, start = [], 0
-    for cached, n, prefix in segments:
+    for n, prefix in segments:
         end = start + n
         k, v = key[:, :, start:end], value[:, :, start:end]
-        if cached:
+        if prefix is not None:
             k_prefix, v_prefix = prefix[module.layer_idx]
             k, v = torch.cat([k_prefix[None], k], dim=2), torch.cat([v_prefix[None], v], dim=2)
         out.append(prompt_attention(module, query[:, :, start:end], k, v, dropout, scaling, kwargs))
