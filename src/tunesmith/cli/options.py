@@ -42,12 +42,14 @@ RECIPE_FLAGS: dict[str, tuple[str, type]] = {
     "lora_alpha": ("lora.lora_alpha", int),
     "preset": ("lora.preset", str),
     "use_dora": ("lora.use_dora", bool),
+    "train_embeddings": ("lora.train_embeddings", bool),
     "merge": ("merge", bool),
 }
 
 
 # stage -> its own flags (recipe paths in the stage's section)
 STAGE_FLAGS: dict[str, dict[str, tuple[str, type]]] = {
+    "pretrain": {"text_field": ("pretrain.text_field", str), "eval_blocks": ("pretrain.eval_blocks", int)},
     "sft": {},
     "reward": {"center_rewards_coefficient": ("reward.center_rewards_coefficient", float)},
     "dpo": {"beta": ("dpo.beta", float), "loss_type": ("dpo.loss_type", str), "precompute_ref_log_probs": ("dpo.precompute_ref_log_probs", bool)},

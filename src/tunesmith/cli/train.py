@@ -1,4 +1,4 @@
-"""`tunesmith sft|reward|dpo|kto|orpo` (one thin command per stage) and `tunesmith train -c recipe.yaml`.
+"""`tunesmith pretrain|sft|reward|dpo|kto|orpo` (one thin command per stage) and `tunesmith train -c recipe.yaml`.
 
 Every stage runs on the same scaffold (train/scaffold.py) and returns one StageResult, shown by one renderer.
 """
@@ -16,6 +16,7 @@ from tunesmith.cli.options import RECIPE_OPTION, SET_HELP, STAGE_FLAGS, build_re
 RESUME_HELP = "Continue a run: its directory (newest complete checkpoint) or one checkpoint-N directory."
 
 STAGE_HELP = {
+    "pretrain": "Continued pre-training on raw text (.txt, .md, .jsonl, .parquet; files, folders, globs), tokenised once into a cache, packed into blocks; held-out perplexity before/after. Default corpus: tunesmith-docs (this project's docs).",
     "sft": "Supervised fine-tuning: full, LoRA, DoRA or QLoRA. With no arguments: LoRA on the built-in pirate data.",
     "reward": "Train a reward model (one-score head) on preference pairs; reports pairwise accuracy. Default data: pirate-pairs.",
     "dpo": "Direct preference optimisation (every TRL DPO loss) against a frozen reference. Default data: pirate-pairs; --model takes an SFT run.",
@@ -112,12 +113,12 @@ def train(
     set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
     resume: str | None = typer.Option(None, "--resume", help=RESUME_HELP),
 ):
-    """Run the stage a recipe names (`stage: sft|reward|dpo|kto|orpo|cpo|grpo|rloo|ppo`), or resume any run."""
+    """Run the stage a recipe names (`stage: pretrain|sft|reward|dpo|kto|orpo|cpo|grpo|rloo|ppo`), or resume any run."""
     if not recipe and not resume:
         from tunesmith.errors import RecipeError
 
         raise RecipeError(
             "tunesmith train needs a recipe (-c recipe.yaml) or --resume RUN",
-            hint="or use the stage's own command: tunesmith sft|reward|dpo|kto|orpo|cpo|grpo|rloo|ppo",
+            hint="or use the stage's own command: tunesmith pretrain|sft|reward|dpo|kto|orpo|cpo|grpo|rloo|ppo",
         )
     _train(None, recipe, set_, {}, resume)

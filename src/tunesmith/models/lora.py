@@ -131,6 +131,11 @@ def build_lora_config(model, lora, task_type: str = "CAUSAL_LM"):
     from peft import LoraConfig
 
     targets = select_targets(model, lora)
+    saved = ["score"] if task_type == "SEQ_CLS" else []
+    extra = {}
+    if lora.train_embeddings:
+        saved += embedding_names(model)
+        extra["ensure_weight_tying"] = bool(getattr(model.config, "tie_word_embeddings", False))
     return LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -139,5 +144,23 @@ def build_lora_config(model, lora, task_type: str = "CAUSAL_LM"):
         use_dora=lora.use_dora,
         bias="none",
         task_type=task_type,
-        modules_to_save=["score"] if task_type == "SEQ_CLS" else None,
+        modules_to_save=saved or None,
+        **extra,
     )
+
+
+def embedding_names(model) -> list[str]:
+    """The names of the input embeddings and the LM head inside the model (embed_tokens, lm_head for most families)."""
+    names = {id(m): n.rsplit(".", 1)[-1] for n, m in model.named_modules()}
+    found = [names.get(id(m)) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None]
+    return list(dict.fromkeys(n for n in found if n))
+
+
+def embedding_parameter_count(model) -> int:
+    """Parameters train_embeddings trains in full: the input embeddings and the LM head (once where they are tied)."""
+    seen = {}
+    for m in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if m is not None:
+            seen[m.weight.data_ptr() if m.weight.device.type != "meta" else id(m.weight)] = m.weight.numel()
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    return max(seen.values()) if tied else sum(seen.values())

@@ -19,7 +19,7 @@ DEMO_PROMPTS = [
 ]
 
 
-STAGES = ("sft", "reward", "dpo", "kto", "orpo", "cpo", "grpo", "rloo", "ppo")
+STAGES = ("pretrain", "sft", "reward", "dpo", "kto", "orpo", "cpo", "grpo", "rloo", "ppo")
 
 # Measured on the pirate demo (SmolLM2-135M, 48 steps): LoRA at 2e-4 barely moved the style
 # (loss 3.5 -> 2.6); 1e-3 learned it (-> 1.7) and kept the facts. Preference stages push on a
@@ -29,6 +29,7 @@ STAGES = ("sft", "reward", "dpo", "kto", "orpo", "cpo", "grpo", "rloo", "ppo")
 # "Paris" fell below "Florida"); 5e-5 raised eval preference accuracy 65% -> 85% with the chosen
 # answers' log p nearly unchanged (-55.5 -> -56.1) and Paris still preferred.
 DEFAULT_LEARNING_RATE = {
+    "pretrain": {"lora": 5e-4, "qlora": 5e-4, "full": 2e-5},
     "sft": {"lora": 1e-3, "qlora": 1e-3, "full": 2e-5},
     "reward": {"lora": 5e-4, "qlora": 5e-4, "full": 1e-5},
     "dpo": {"lora": 5e-5, "qlora": 5e-5, "full": 1e-6},
@@ -79,6 +80,10 @@ class LoraSection(Section):
         None, description="Named module/layer selection from practice; overrides target_modules and layers."
     )
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    train_embeddings: bool = Field(
+        False,
+        description="Also train the input embeddings and the LM head in full beside the adapter (peft modules_to_save; kept tied where the model ties them): for new vocabulary or a new domain's words. Costs their size in trainable parameters.",
+    )
 
     @property
     def alpha(self) -> int:
@@ -213,8 +218,16 @@ class ORPOSection(Section):
     disable_dropout: bool = Field(True, description="Turn dropout off in the model.")
 
 
+class PretrainSection(Section):
+    text_field: str = Field("text", description="The field (.jsonl) or column (.parquet) that holds each document's text; .txt/.md files are one document each.")
+    eval_blocks: int = Field(
+        32, ge=0, description="Blocks held out for perplexity before and after training, spread evenly through the corpus (at most a tenth of it; 0: none)."
+    )
+
+
 # The built-in dataset each stage trains on when the recipe names none.
 STAGE_DATASETS = {
+    "pretrain": "tunesmith-docs",
     "sft": "pirate",
     "reward": "pirate-pairs",
     "dpo": "pirate-pairs",
@@ -272,6 +285,9 @@ RL_STAGES = ("grpo", "rloo", "ppo")
 # avx512_bf16 CPU a step takes ~16 s (two models trained, plus a quarter of the batch's sampling and scoring), so
 # the default is 32 steps: 8 rollout batches, ~8.5 min for the pirate demo (held-out reward -1.95 -> -0.03).
 PPO_DEFAULT_STEPS = 32
+# Text for `pretrain` to continue before and after training (no chat template): openings the built-in corpus, this
+# project's docs, has words for.
+PRETRAIN_PROMPTS = ["To fine-tune a model with tunesmith,", "A LoRA adapter", "The learning rate"]
 ARITHMETIC_PROMPTS = ["Solve 2+2. Reply with the number only.", "What is 7 + 5? Answer with just the number.", "Solve 9-3. Reply with the number only."]
 
 # The arithmetic demo: the last number of the reply must be the answer ("7 + 5 = 12" counts), and replies
@@ -418,6 +434,7 @@ class PPOSection(SamplingRLSection):
 
 
 STAGE_SECTIONS = {
+    "pretrain": PretrainSection,
     "reward": RewardSection,
     "dpo": DPOSection,
     "kto": KTOSection,
@@ -430,9 +447,9 @@ STAGE_SECTIONS = {
 
 
 class Recipe(Section):
-    stage: Literal["sft", "reward", "dpo", "kto", "orpo", "cpo", "grpo", "rloo", "ppo"] = Field(
+    stage: Literal["pretrain", "sft", "reward", "dpo", "kto", "orpo", "cpo", "grpo", "rloo", "ppo"] = Field(
         "sft",
-        description="Training stage: sft, reward (reward model), dpo, kto, orpo, cpo (CPO/SimPO), grpo or rloo (RL with reward functions), ppo (actor, critic, reward, reference); its own section holds its settings.",
+        description="Training stage: pretrain (continued pre-training on raw text), sft, reward (reward model), dpo, kto, orpo, cpo (CPO/SimPO), grpo or rloo (RL with reward functions), ppo (actor, critic, reward, reference); its own section holds its settings.",
     )
     method: Literal["full", "lora", "qlora"] = Field("lora", description="full fine-tuning, LoRA, or QLoRA (4-bit base, CUDA only).")
     model: ModelSection = ModelSection()
@@ -443,6 +460,7 @@ class Recipe(Section):
     distributed: DistributedSection = DistributedSection()
     output_dir: str | None = Field(None, description="Run directory; default runs/<method>-<timestamp>.")
     merge: bool = Field(False, description="Also write a merged full model (LoRA) to <run>/merged.")
+    pretrain: PretrainSection | None = Field(None, description="Settings of stage pretrain: the corpus's text field, held-out blocks.")
     reward: RewardSection | None = Field(None, description="Settings of stage reward (TRL RewardConfig names).")
     dpo: DPOSection | None = Field(None, description="Settings of stage dpo (TRL DPOConfig names).")
     kto: KTOSection | None = Field(None, description="Settings of stage kto (TRL KTOConfig names).")
@@ -468,6 +486,10 @@ class Recipe(Section):
         if "dataset" not in self.data.model_fields_set:
             self.data.dataset = STAGE_DATASETS[self.stage]
         t = self.training
+        if self.stage == "pretrain" and not {"max_steps", "num_train_epochs"} & t.model_fields_set:
+            t.num_train_epochs = 1.0  # continued pre-training makes one pass over the corpus unless told otherwise
+        if self.stage == "pretrain" and "prompts" not in self.sample.model_fields_set:
+            self.sample.prompts = PRETRAIN_PROMPTS
         if self.stage in RL_STAGES and not {"max_steps", "num_train_epochs"} & t.model_fields_set:
             t.max_steps = PPO_DEFAULT_STEPS if self.stage == "ppo" else RL_DEFAULT_STEPS
         if self.stage == "ppo":

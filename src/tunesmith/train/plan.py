@@ -67,6 +67,10 @@ def parameter_counts(recipe: Recipe, model, head: str = "causal") -> tuple[int, 
     if recipe.method == "full":
         return total, total
     trainable = lora_parameter_count(select_targets(model, recipe.lora), recipe.lora.r, recipe.lora.use_dora)
+    if recipe.lora.train_embeddings:
+        from tunesmith.models.lora import embedding_parameter_count
+
+        trainable += embedding_parameter_count(model)
     if head == "reward":
         trainable += model.score.weight.numel()
     return total + trainable, trainable  # the adapter's weights add to the model
@@ -112,7 +116,7 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     if num_examples is None:
         from tunesmith.models.load import load_tokenizer
 
-        prepared = stage.prepare_data(recipe, load_tokenizer(recipe.model.name), dataset or recipe.data.dataset)
+        prepared = stage.plan_data(recipe, load_tokenizer(recipe.model.name), dataset or recipe.data.dataset)
         num_examples = prepared.num_examples
         num_sequences = prepared.num_sequences
         seq_len = prepared.longest

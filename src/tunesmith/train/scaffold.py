@@ -265,7 +265,7 @@ def run_stage(
     if speed.checkpoint_every > 1:
         checkpoint_one_layer_in(model, speed.checkpoint_every)
     prompts = recipe.sample.prompts if stage.head == "causal" else []
-    sample = dict(max_new_tokens=recipe.sample.max_new_tokens, temperature=recipe.sample.temperature, seed=recipe.training.seed)
+    sample = dict(max_new_tokens=recipe.sample.max_new_tokens, temperature=recipe.sample.temperature, seed=recipe.training.seed, chat=stage.chat)
     from tunesmith.infer import generate
 
     if not procs.is_main:

@@ -8,6 +8,7 @@ from tunesmith.train.stages.base import Change, Stage, StageData, StageResult
 
 # stage name -> "module:class" (imported on use, so `tunesmith plan` does not pay for every trainer)
 STAGES: dict[str, str] = {
+    "pretrain": "tunesmith.train.stages.pretrain:PretrainStage",
     "sft": "tunesmith.train.stages.sft:SFTStage",
     "reward": "tunesmith.train.stages.reward:RewardStage",
     "dpo": "tunesmith.train.stages.dpo:DPOStage",

@@ -79,6 +79,7 @@ class Stage:
     sequences_per_example: ClassVar[int] = 1  # DPO/ORPO/CPO/reward run chosen and rejected through the model
     progress_metrics: ClassVar[tuple[str, ...]] = ()  # logged metrics shown in progress lines
     plot_metrics: ClassVar[tuple[str, ...]] = ()  # extra curves for <run>/metrics.png
+    chat: ClassVar[bool] = True  # sample prompts are chat turns (pretrain: raw text to continue)
 
     def uses_reference(self, recipe) -> bool:
         """Whether this run needs the frozen starting policy (DPO, KTO; GRPO when beta > 0)."""
@@ -123,6 +124,10 @@ class Stage:
             tokens=round(train.report.mean_tokens * train.report.num_examples),
             eval_examples=evaluation.examples if evaluation else [],
         )
+
+    def plan_data(self, recipe, tokenizer, source: str | None = None) -> StageData:
+        """What `tunesmith plan` counts: the prepared data (pretrain: an estimate from a sample until it is cached)."""
+        return self.prepare_data(recipe, tokenizer, source)
 
     def section(self, recipe):
         """The recipe's section of this stage (`recipe.dpo` for dpo)."""
