@@ -58,6 +58,8 @@ def render(plan) -> None:
     total = sum(m.values())
     parts = ", ".join(f"{k} {_gib(v)}" for k, v in m.items())
     t(f"[bold]memory (est.)[/]   {_gib(total)}: {parts}")
+    if plan.seconds is not None:
+        t(f"[bold]time (est.)[/]     {_duration(plan.seconds)} on this machine: {plan.seconds_basis}, at the speed a LoRA step of this model measures here now")
     for note in plan.notes:
         t(f"[yellow]note:[/] {note}")
 
@@ -82,7 +84,13 @@ def plan(
         return plan_of_pipeline(recipe, as_json)
     from tunesmith.train.plan import make_plan
 
-    result = make_plan(build_recipe(recipe, set_, overrides), num_examples=num_examples, world_size=num_devices)
+    built = build_recipe(recipe, set_, overrides)
+    result = make_plan(built, num_examples=num_examples, world_size=num_devices)
+    if built.stage == "pretrain":  # how long a corpus takes is the first question about it
+        from tunesmith.models.load import meta_model
+        from tunesmith.pipeline.plan import Speeds, train_seconds
+
+        result.seconds, result.seconds_basis = train_seconds(result, built, meta_model(built.model.name).config, Speeds())
 
     if plot:
         from tunesmith.report.plots import plot_series

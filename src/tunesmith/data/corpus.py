@@ -282,7 +282,7 @@ def estimate_tokens(files: list[Path], tokenizer, text_field: str = "text", samp
     part of files spread over the corpus, times the corpus's size in bytes (plus one eos per sampled document)."""
     total = sum(p.stat().st_size for p in files)
     picks = files if len(files) <= 16 else [files[round(i * (len(files) - 1) / 15)] for i in range(16)]
-    per_file = max(sample_bytes // len(picks), 4096)
+    per_file = max(sample_bytes // len(picks), 1024)
     sampled_bytes = sampled_tokens = 0
     for path in picks:
         docs, _, nbytes = next(read_parts(path, text_field), ([], True, 0))

@@ -14,6 +14,7 @@ The points (see tests/reliability/test_kill_campaign.py for what each proves):
     final-rename        <run>/.model.tmp complete, not yet renamed to <run>/model
     final-swap          replacing an existing <run>/model: the old one moved aside, the new one not yet in
     summary             the final model (and everything else) written, summary.json not yet
+    corpus-shard        pretrain's tokenisation: a part's shard written into the cache, the next not yet
 
 Without the variable every point is a no-op (one dictionary lookup).
 """

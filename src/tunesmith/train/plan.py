@@ -36,6 +36,8 @@ class Plan:
     stage: str = "sft"
     unit: str = "sequences"  # what one training example is: sequences, or pairs (chosen and rejected)
     mean_tokens: float = 0.0  # tokens per training sequence (pairs: prompt + the longer answer; RL: the prompt)
+    seconds: float | None = None  # the time estimate on this machine (pretrain: a corpus's size is the question)
+    seconds_basis: str = ""
 
     def to_json(self) -> dict:
         s = asdict(self.schedule)
@@ -54,6 +56,7 @@ class Plan:
             "data": self.data_summary,
             "notes": self.notes,
             "speed": asdict(self.speed) if self.speed else None,
+            "seconds_estimate": None if self.seconds is None else round(self.seconds, 1),
         }
         return out
 
