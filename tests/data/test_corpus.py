@@ -53,9 +53,10 @@ def test_a_spec_names_files_folders_globs_and_lists(corpus_dir):
     assert corpus.corpus_files(f"{corpus_dir}/a.txt,{corpus_dir}/a.txt") == [corpus_dir.resolve() / "a.txt"]  # once
 
 
-def test_the_builtin_corpus_is_this_projects_docs():
-    files = corpus.corpus_files("tunesmith-docs")
-    assert files[0].name == "README.md" and any(p.name == "concepts.md" for p in files)
+def test_the_builtin_corpus_is_a_snapshot_of_this_projects_docs():
+    (path,) = corpus.corpus_files("tunesmith-docs")
+    sources = [json.loads(line)["source"] for line in path.read_text().splitlines()]
+    assert sources[0] == "README.md" and "docs/concepts.md" in sources
 
 
 @pytest.mark.parametrize(

@@ -47,14 +47,20 @@ def _loss_sum(model, inputs) -> tuple[float, int]:
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 def test_a_packed_block_scores_each_document_as_if_it_ran_alone(tiny_model_dir, smol_tokenizer, text_corpus, cache_root, attention):
     from transformers import AutoModelForCausalLM
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from tunesmith.train.stages.pretrain import BlockCollator
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attention).eval()
     cache = corpus.tokenize_corpus(corpus.corpus_files(str(text_corpus)), smol_tokenizer)
     blocks = corpus.load_blocks(corpus.make_blocks(cache, 128, eval_blocks=0).train)
     row = next(r for r in blocks if len(r["seq_lengths"]) >= 4)  # a block holding several documents
-    collate = DataCollatorForLanguageModeling(pad_token_id=smol_tokenizer.pad_token_id, padding_free=True)
+    last = blocks[len(blocks) - 1]
+    assert len(last["input_ids"]) < 128  # the corpus's shorter last block: padded in a batch with a whole one
+    collate = BlockCollator(smol_tokenizer.pad_token_id)
     packed, packed_tokens = _loss_sum(model, collate([row]))
+    both, both_tokens = _loss_sum(model, collate([last, row]))
+    last_alone, last_tokens = _loss_sum(model, collate([last]))
+    assert both_tokens == packed_tokens + last_tokens and both == pytest.approx(packed + last_alone, rel=1e-5)
 
     alone, alone_tokens, start = 0.0, 0, 0
     for length in row["seq_lengths"]:
@@ -129,3 +135,23 @@ def test_train_embeddings_trains_the_tied_embeddings_beside_the_adapter(pretrain
 
     saved = load_file(str(result.model_dir / "adapter_model.safetensors"))
     assert any("embed_tokens" in k for k in saved)
+
+
+def test_a_stopped_pretrain_run_resumes_on_the_same_curve(pretrain_recipe, cache_root, tmp_path):
+    from recorders import StopAt
+
+    from tunesmith.train.scaffold import run_stage
+
+    common = {"training.max_steps": 4, "training.save_strategy": "steps", "training.save_steps": 2, "training.logging_steps": 1}
+    straight = run_stage(pretrain_recipe(**common, output_dir=str(tmp_path / "a")), live=False)
+    run_stage(pretrain_recipe(**common, output_dir=str(tmp_path / "b")), live=False, callbacks=[StopAt(2)])
+    resumed = run_stage(resume=str(tmp_path / "b"), stage_name="pretrain", live=False)
+
+    def losses(run):
+        return {m["step"]: m["loss"] for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in m}
+
+    a, b = losses(straight.run_dir), losses(resumed.run_dir)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4] and len(set(a.values())) > 1
+    assert all(b[s] == pytest.approx(a[s], rel=1e-5) for s in a), (a, b)
+    flat = lambda result: [v for c in result.changes for v in (c.before, c.after)]  # noqa: E731
+    assert flat(resumed) == pytest.approx(flat(straight), rel=1e-4)  # the "before" perplexity was kept in the run

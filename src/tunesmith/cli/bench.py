@@ -1,4 +1,5 @@
-"""`tunesmith bench sft|dpo|grpo|generate|serve`: our defaults against what a user would otherwise write, side by side."""
+"""`tunesmith bench sft|dpo|grpo|generate|serve`: our defaults against what a user would otherwise write, side by side;
+`tunesmith bench memory`: the plan's memory estimates against the peaks runs reach."""
 
 from __future__ import annotations
 
@@ -51,6 +52,28 @@ def bench_sft(
     resolve_model(model)  # a wrong name or an unsupported architecture is a sentence now, not in each worker
     job = Job(steps=steps, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps, max_length=max_length, model=model)
     _show(compare(job, repeats, _progress), report_lines, as_json)
+
+
+@bench.command("memory")
+def bench_memory(
+    steps: int = typer.Option(3, min=1, help="Optimizer steps per run."),
+    case: list[str] | None = typer.Option(None, "--case", help="Only these cases (sft-lora, sft-full, reward, dpo, kto, orpo, grpo, ppo, pretrain); default: all."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+):
+    """Each stage's recipe defaults on the embedded model, a few steps in a fresh process: `tunesmith plan`'s memory estimate against the peak resident memory the run reached (~15 min on a 2-core CPU)."""
+    from tunesmith.bench.memory import CASES, Job, compare, report_lines
+    from tunesmith.errors import TunesmithError
+
+    unknown = [c for c in case or [] if c not in CASES]
+    if unknown:
+        raise TunesmithError(f"unknown case {', '.join(unknown)}", hint=f"cases: {', '.join(CASES)}")
+    report = compare(Job(steps=steps, cases=list(case or CASES)), _progress)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    for line in report_lines(report):
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    _verdicts(report["targets"])
 
 
 @bench.command("dpo")

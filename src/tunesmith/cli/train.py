@@ -66,6 +66,9 @@ def render_result(result) -> None:
         console.print(f"look inside: tunesmith inspect rollouts {result.run_dir} --step {result.steps}  ({what})", soft_wrap=True, highlight=False)
         example = result.prompts[0] if result.prompts else "Solve 2+2. Reply with the number only."
         console.print(f"try it: tunesmith generate --model {result.run_dir} --prompt '{example}'", soft_wrap=True, highlight=False)
+    elif result.stage == "pretrain":  # a text continuer: no chat template
+        example = result.prompts[0] if result.prompts else "The"
+        console.print(f"try it: tunesmith generate --model {result.run_dir} --no-chat --prompt '{example}'", soft_wrap=True, highlight=False)
     elif result.stage == "reward":
         console.print(
             f"try it: tunesmith score --reward-model {result.run_dir} --prompt 'What is the capital of France?' --response Paris --response Florida",

@@ -1,8 +1,10 @@
 """Raw text for continued pre-training: files of any size, tokenised once into an on-disk cache, packed into blocks.
 
 - Sources. A `.txt`/`.md` file is one document; a `.jsonl` line or a `.parquet` row is one (its `text_field`). A folder
-  means the text files under it, a glob the files it matches, a comma-separated list all of them; the built-in
-  `tunesmith-docs` is this project's own documentation (Apache-2.0).
+  means the text files under it, a glob the files it matches, a comma-separated list all of them. The built-in
+  `tunesmith-docs` is this project's own documentation, README.md and docs/*.md as of 2026-12-04, one JSON line per
+  page (Apache-2.0, like the code; ~288 KB, ~103k tokens for SmolLM2): a snapshot, so the demo's figures stay put
+  as the docs change.
 - Cache. Each source is read in parts of ~PART_BYTES of text and each part tokenised into one Arrow shard under
   `$TUNESMITH_CACHE/corpora/<key>/`, written to a temporary name and renamed when whole; the key hashes the tokenizer
   and each file's path, size and modification time. A killed tokenisation resumes at the first missing shard;
@@ -33,14 +35,13 @@ BLOCK_ROWS = 256  # blocks per Arrow record batch when writing blocks
 VERSION = 1  # of the cache layout: a change makes new keys
 
 
-def _project_docs() -> Path:
-    return Path(__file__).resolve().parents[3]
+def _builtin(name: str) -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("tunesmith.data").joinpath("builtin", name)))
 
 
-BUILTIN_CORPORA: dict[str, Callable[[], list[Path]]] = {
-    # this project's documentation: README.md and docs/**/*.md (Apache-2.0, like the code); ships with a source checkout
-    "tunesmith-docs": lambda: [p for p in [_project_docs() / "README.md", *sorted((_project_docs() / "docs").rglob("*.md"))] if p.is_file()],
-}
+BUILTIN_CORPORA: dict[str, Callable[[], Path]] = {"tunesmith-docs": lambda: _builtin("tunesmith_docs.jsonl")}
 
 
 def corpus_files(spec: str) -> list[Path]:
@@ -51,13 +52,7 @@ def corpus_files(spec: str) -> list[Path]:
         if not part:
             continue
         if part in BUILTIN_CORPORA:
-            found = BUILTIN_CORPORA[part]()
-            if not found:
-                raise DataError(
-                    f"the built-in corpus {part} is this project's docs folder, which this installation does not have",
-                    hint="use a source checkout (make setup), or point --dataset at your own .txt/.md/.jsonl/.parquet files",
-                )
-            files += found
+            files.append(BUILTIN_CORPORA[part]())
         elif any(c in part for c in "*?["):
             matched = sorted(Path(p) for p in glob.glob(part, recursive=True) if Path(p).is_file() and Path(p).suffix.lower() in SUFFIXES)
             if not matched:
@@ -80,11 +75,6 @@ def corpus_files(spec: str) -> list[Path]:
     if not files:
         raise DataError("the corpus names no file", hint="give a file, a folder or a glob of .txt/.md/.jsonl/.parquet files")
     return list(dict.fromkeys(p.resolve() for p in files))
-
-
-def is_corpus(spec: str) -> bool:
-    """Whether `spec` can only mean raw text (a built-in corpus, a text file, a folder or glob): what `pretrain` reads."""
-    return any(p.strip() in BUILTIN_CORPORA or Path(p.strip()).suffix.lower() in TEXT_SUFFIXES for p in spec.split(","))
 
 
 # ---------------------------------------------------------------- reading: (documents, does the last one end here)

@@ -146,7 +146,7 @@ def train_seconds(plan, recipe, config, speeds: Speeds) -> tuple[float, str]:
                 extra = reference * s.steps_per_epoch / speeds.train(plan.precision, config, plan.speed.attention)
             else:
                 flops += reference
-        basis = f"{rows} sequences of ~{tokens} tokens per step"
+        basis = f"{rows} {'blocks' if plan.unit == 'blocks' else 'sequences'} of ~{tokens} tokens per step"
     per_step = STEP_OVERHEAD * flops / speeds.train(plan.precision, config, plan.speed.attention) + (extra if stage in ("grpo", "rloo", "ppo") else 0.0)
     samples = 2 * len(recipe.sample.prompts) * recipe.sample.max_new_tokens + (8 * recipe.sample.max_new_tokens if stage == "sft" else 0)
     once = extra if stage not in ("grpo", "rloo", "ppo") else 0.0  # DPO/KTO: the reference scoring the data before training

@@ -1,15 +1,19 @@
 """Continued pre-training on raw text (data/corpus.py): next-token loss on every token of fixed-length blocks.
 
 The corpus is tokenised once into an on-disk cache and cut into blocks of `data.max_length` tokens; training reads
-the blocks memory-mapped through `trl.SFTTrainer` with padding-free batches, so positions restart at every document
-and no token attends across a document boundary (the collator builds position ids from each block's `seq_lengths`
-and leaves each document's first token unscored). Before and after training the held-out blocks are scored the same
-way: their perplexity is what the run changed.
+the blocks memory-mapped through `trl.SFTTrainer`. `BlockCollator` gives each block position ids that restart at
+every document, and no attention mask: transformers then masks attention per document within each row (its packed-
+sequence detection), so no token attends across a document boundary; each document's first token is left unscored.
+Rows stay rows: TRL's padding-free collator would flatten a micro-batch into one row, whose attention (without a
+varlen kernel, i.e. on a CPU) costs the square of the whole batch's tokens (8 blocks of 512: 8x the FLOPs, and a
+4096 x 4096 mask per head). Before and after training the held-out blocks are scored the same way: their perplexity
+is what the run changed.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from tunesmith.train.stages.base import Change, Stage, StageData
 
@@ -114,14 +118,21 @@ class PretrainStage(Stage):
             **common,
             max_length=None,  # the blocks are cut to data.max_length already
             packing=False,
-            padding_free=True,  # one row per micro-batch, position ids from each block's seq_lengths
             dataset_kwargs={"skip_prepare_dataset": True},  # the blocks are the trainer's rows already
         )
 
     def trainer(self, *, model, ref_model, args, data, tokenizer, callbacks, peft_config):
         from tunesmith.train.trainer import CompactLossSFTTrainer
 
-        return CompactLossSFTTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer, callbacks=callbacks)
+        return CompactLossSFTTrainer(
+            model=model,
+            args=args,
+            data_collator=BlockCollator(pad_id(tokenizer)),
+            train_dataset=data.train,
+            eval_dataset=data.eval,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
 
     def measure(self, model, tokenizer, recipe, data: StageData) -> dict:
         if data.eval is None:
@@ -142,14 +153,45 @@ class PretrainStage(Stage):
         )
 
 
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+@dataclass
+class BlockCollator:
+    """Blocks ({input_ids, seq_lengths}) into a batch: one row each (a shorter last block padded on the right), position
+    ids restarting at every document piece, labels = the tokens but -100 on each piece's first token and on padding;
+    no attention mask, so the model masks attention per document."""
+
+    pad_token_id: int
+
+    def __call__(self, rows: list[dict]) -> dict:
+        import torch
+
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row["input_ids"])
+            ids[i, :n] = torch.as_tensor(row["input_ids"])
+            labels[i, :n] = ids[i, :n]
+            start = 0
+            for length in [*row["seq_lengths"], width - n]:  # the padding, if any, is a piece of its own
+                if length:
+                    positions[i, start : start + length] = torch.arange(length)
+                    labels[i, start] = -100
+                start += length
+        return {"input_ids": ids, "labels": labels, "position_ids": positions}
+
+
 def held_out_loss(model, tokenizer, blocks, batch_size: int = 8) -> tuple[float, int]:
     """(mean next-token loss, tokens scored) of `model` on `blocks`, batched and scored exactly as training scores them."""
     import torch
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from tunesmith.train.loss import causal_lm_loss
 
-    collate = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id, padding_free=True)
+    collate = BlockCollator(pad_id(tokenizer))
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
