@@ -57,7 +57,8 @@ def render(plan) -> None:
     m = plan.memory_bytes
     total = sum(m.values())
     parts = ", ".join(f"{k} {_gib(v)}" for k, v in m.items())
-    t(f"[bold]memory (est.)[/]   {_gib(total)}: {parts}")
+    where = "of RAM (this process on the CPU)" if plan.precision.device == "cpu" else f"of {plan.precision.device.upper()} device memory"
+    t(f"[bold]memory (est.)[/]   {_gib(total)} {where}: {parts}")
     if plan.seconds is not None:
         t(f"[bold]time (est.)[/]     {_duration(plan.seconds)} on this machine: {plan.seconds_basis}, at the speed a LoRA step of this model measures here now")
     for note in plan.notes:

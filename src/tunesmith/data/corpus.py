@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunesmith.data.readers import BUILTIN_DATASETS
 from tunesmith.errors import DataError
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
@@ -53,6 +54,11 @@ def corpus_files(spec: str) -> list[Path]:
             continue
         if part in BUILTIN_CORPORA:
             files.append(BUILTIN_CORPORA[part]())
+        elif part in BUILTIN_DATASETS:
+            raise DataError(
+                f"{part} is a built-in dataset of chats, pairs or prompts; pretrain reads raw text",
+                hint=f"give .txt/.md/.jsonl/.parquet files, a folder or a glob, or the built-in corpus {', '.join(BUILTIN_CORPORA)}",
+            )
         elif any(c in part for c in "*?["):
             matched = sorted(Path(p) for p in glob.glob(part, recursive=True) if Path(p).is_file() and Path(p).suffix.lower() in SUFFIXES)
             if not matched:

@@ -79,31 +79,59 @@ def parameter_counts(recipe: Recipe, model, head: str = "causal") -> tuple[int, 
     return total + trainable, trainable  # the adapter's weights add to the model
 
 
-def estimate_memory(config, total: int, trainable: int, precision: Precision, method: str, batch: int, seq_len: int, checkpoint_every: int) -> dict[str, int]:
-    """Rough bytes for weights, gradients, AdamW state and activations of one micro-batch.
-
-    Activations follow Korthikanti et al. (2022): per layer ~ s*b*h*(34 + 5*a*s/h) bytes in
-    16-bit, doubled in fp32; a checkpointed layer (every one for checkpoint_every 1, one in k for k)
-    keeps only its input (2*s*b*h), plus one layer recomputed at a time. The loss (train/loss.py) holds one chunk of at most CHUNK_TOKENS
-    scored positions' logits at a time: two fp32 work buffers and one 16-bit, 10 bytes per entry.
-    """
-    from tunesmith.train.loss import CHUNK_TOKENS
+def estimate_memory(
+    config, total: int, trainable: int, precision: Precision, method: str, rows: int, seq_len: int, speed: SpeedSettings, lora_targets, head: str = "causal"
+) -> dict[str, int]:
+    """Bytes one trained model holds at the peak of a step (train/memory.py says what is counted and how): weights
+    (a LoRA base in the compute dtype, full fine-tuning's fp32 masters plus autocast's 16-bit copies), fp32
+    gradients and AdamW state of what is trained, and the activations a micro-batch of `rows` x `seq_len` keeps for
+    the backward pass, measured on the architecture and times BACKWARD_FACTOR."""
+    from tunesmith.train.memory import BACKWARD_FACTOR, activation_bytes
 
     half = precision.name in ("bf16", "fp16")
-    # LoRA/QLoRA freeze the base: it is stored in the compute dtype (4-bit for QLoRA);
-    # full fine-tuning keeps fp32 master weights and autocasts.
     weight_bytes = {"qlora": 0.5, "lora": 2 if half else 4, "full": 4}[method]
-    h, layers, heads, vocab = config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.vocab_size
-    s, b = seq_len, batch
-    per_layer = s * b * h * (34 + 5 * heads * s / h) * (1 if half else 2)
-    checkpointed = -(-layers // checkpoint_every) if checkpoint_every else 0
-    activations = 2 * s * b * h * checkpointed + per_layer * (layers - checkpointed + (1 if checkpointed else 0))
+    base = total - trainable if method != "full" else total
+    weights = base * weight_bytes + (trainable * 4 if method != "full" else 0)
+    if method == "full" and speed.autocast:
+        weights += total * 2  # autocast keeps a 16-bit copy of every weight it casts, until the backward pass is done
+    compute = precision.dtype if method != "full" or not speed.autocast else precision.dtype
+    activations = activation_bytes(
+        config, compute, speed.attention, lora_targets if method != "full" else None, head, rows, seq_len, speed.checkpoint_every
+    )
     return {
-        "weights": int(total * weight_bytes),
+        "weights": int(weights),
         "gradients": int(trainable * 4),
         "optimizer": int(trainable * 8),
-        "activations": int(activations + min(s * b, CHUNK_TOKENS) * vocab * 10),
+        "activations": int(activations * BACKWARD_FACTOR),
     }
+
+
+def loss_bytes(config, rows: int, seq_len: int, all_positions: bool) -> int:
+    """The loss's vocabulary-sized buffers: one chunk of CHUNK_TOKENS positions (train/loss.py, TRL's fused head: two
+    fp32 buffers and one 16-bit), or, for a trainer that projects every position at once, the micro-batch's logits
+    with their fp32 log-softmax and its gradient (~12 bytes an entry)."""
+    from tunesmith.train.loss import CHUNK_TOKENS
+
+    if all_positions:
+        return rows * seq_len * config.vocab_size * 12
+    return min(rows * seq_len, CHUNK_TOKENS) * config.vocab_size * 10
+
+
+def runtime_bytes(precision: Precision) -> int:
+    """The process before any model: Python and the libraries in RAM on a CPU; on a GPU the estimate is of device
+    memory, which holds none of it."""
+    from tunesmith.train.memory import RUNTIME_CPU
+
+    return RUNTIME_CPU if precision.device == "cpu" else 0
+
+
+def lora_kinds(recipe: Recipe, model) -> tuple[str, ...] | None:
+    """The module kinds (q_proj, ...) LoRA adapts, for the activation probe; None for full fine-tuning."""
+    if recipe.method == "full":
+        return None
+    from tunesmith.models.lora import select_targets
+
+    return tuple(sorted({t.kind for t in select_targets(model, recipe.lora)}))
 
 
 def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int | None = None, world_size: int | None = None) -> Plan:
@@ -140,11 +168,15 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     # DPO, ORPO and reward models run chosen and rejected through the model in one batch
     rows = recipe.training.per_device_train_batch_size * stage.sequences_per_example
     speed = speed_settings(recipe, precision, seq_len)
-    memory = estimate_memory(model.config, total, trainable, precision, recipe.method, rows, seq_len, speed.checkpoint_every)
+    step_len = seq_len  # the longest row a step runs (RL stages: prompt plus completion, from prepare_data)
+    targets = lora_kinds(recipe, model)
+    memory = {"runtime": runtime_bytes(precision)}
+    memory.update(estimate_memory(model.config, total, trainable, precision, recipe.method, rows, step_len, speed, targets, stage.head))
+    memory["loss"] = loss_bytes(model.config, rows, step_len, stage.projects_every_position) if stage.head == "causal" else 0
 
     def estimate(other, head: str) -> dict[str, int]:
         other_total, other_trainable = parameter_counts(recipe, other, head)
-        return estimate_memory(other.config, other_total, other_trainable, precision, recipe.method, rows, seq_len, speed.checkpoint_every)
+        return estimate_memory(other.config, other_total, other_trainable, precision, recipe.method, rows, step_len, speed, lora_kinds(recipe, other), head)
 
     more_total, more_trainable, more_memory = stage.plan_models(recipe, precision, estimate)
     total, trainable = total + more_total, trainable + more_trainable

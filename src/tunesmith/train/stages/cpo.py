@@ -6,6 +6,7 @@ from tunesmith.train.stages.pairs import PreferenceStage, logits_in_fp32
 
 
 class CPOStage(PreferenceStage):
+    projects_every_position = True  # trl.experimental's trainer takes outputs.logits of the whole micro-batch
     name = "cpo"
     title = "contrastive preference optimisation"
     implicit_reward = False

@@ -6,6 +6,7 @@ from tunesmith.train.stages.pairs import PreferenceStage, logits_in_fp32
 
 
 class ORPOStage(PreferenceStage):
+    projects_every_position = True  # trl.experimental's trainer takes outputs.logits of the whole micro-batch
     name = "orpo"
     title = "odds-ratio preference optimisation"
     implicit_reward = False
