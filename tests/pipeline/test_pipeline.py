@@ -214,3 +214,32 @@ def test_the_training_estimate_is_a_measured_step(tiny_model_dir):
     assert speed > 1e6 and speeds.train(fp32, config, "eager") == speed  # measured once per architecture
     big = LlamaConfig(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=2, num_hidden_layers=200_000, vocab_size=1000)
     assert probe_training_speed(big, fp32) > 0  # 200,000 layers would not fit: the probe builds four
+
+
+@pytest.mark.slow  # two stages trained (~10 s)
+@pytest.mark.usefixtures("one_thread")
+def test_a_pipeline_pretrains_then_fine_tunes_the_pretrained_model(tmp_path, tiny_model_dir, monkeypatch):
+    from tunesmith.data import corpus
+
+    monkeypatch.setattr(corpus, "corpora_dir", lambda: tmp_path / "corpora")
+    text = tmp_path / "manual.txt"
+    text.write_text("".join(f"Step {i}: tighten the bolt {i} turns, then check the seal.\n" for i in range(200)))
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps(_chat(i)) + "\n" for i in range(12)))
+    common = {"model.precision": "fp32", "data.max_length": 64, "sample.prompts": [], "training.max_steps": 2, "training.learning_rate": 1e-3}
+    spec = {
+        "name": "domain",
+        "output_dir": str(tmp_path / "out"),
+        "stages": [
+            {"name": "cpt", "stage": "pretrain", "model": tiny_model_dir, "dataset": str(text), "set": {**common, "pretrain.eval_blocks": 2}},
+            {"name": "sft", "stage": "sft", "model": "cpt", "dataset": str(chats), "set": {**common, "data.eval_dataset": "none", "sample.diagnostics": False}},
+        ],
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    outcomes = run_pipeline(load_pipeline(path))
+    assert statuses(outcomes) == [("cpt", "ran"), ("sft", "ran")]
+    card = (tmp_path / "out" / "cpt" / "README.md").read_text()
+    assert "held-out perplexity" in card
+    adapter = json.loads((tmp_path / "out" / "sft" / "model" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"].endswith("cpt/model")  # the fine-tune starts from the pretrained adapter

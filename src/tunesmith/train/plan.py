@@ -117,6 +117,22 @@ def loss_bytes(config, rows: int, seq_len: int, all_positions: bool) -> int:
     return min(rows * seq_len, CHUNK_TOKENS) * config.vocab_size * 10
 
 
+def decoding_bytes(config, precision: Precision, training: dict[str, int]) -> int:
+    """How far decoding's peak rises above training's: decoding (infer/generate.py) runs on the model beside the
+    training state with a packed copy of its bf16 linear weights (infer/packed.py; CPU only) instead of the
+    activations and the loss. 0 where training's peak is the higher."""
+    from tunesmith.infer.packed import available
+
+    if precision.device != "cpu" or precision.name != "bf16" or not available():
+        return 0
+    from tunesmith.bench.measure import decoder_weights
+
+    packed = (decoder_weights(config) + config.vocab_size * config.hidden_size) * 2
+    during_training = sum(training.values())
+    during_decoding = during_training - training.get("activations", 0) - training.get("loss", 0) + packed
+    return max(0, during_decoding - during_training)
+
+
 def runtime_bytes(precision: Precision) -> int:
     """The process before any model: Python and the libraries in RAM on a CPU; on a GPU the estimate is of device
     memory, which holds none of it."""
@@ -181,6 +197,11 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     more_total, more_trainable, more_memory = stage.plan_models(recipe, precision, estimate)
     total, trainable = total + more_total, trainable + more_trainable
     memory.update(more_memory)
+    if stage.head == "causal" and (extra := decoding_bytes(model.config, precision, memory)):
+        memory["decoding"] = extra
+        notes.append(
+            "the peak is while decoding (the answers and measurements before and after training, RL rollouts): the weights packed for decoding sit beside the model then"
+        )
     if stage.sequences_per_example == 2:
         notes.append(f"each step sees pairs: {recipe.training.per_device_train_batch_size} pairs per micro-batch run as {rows} sequences (chosen and rejected)")
     if stage.uses_reference(recipe):
