@@ -66,3 +66,23 @@ def test_bench_grpo_json():
     assert len(base["runs"][0]["rewards"]) == len(ours["runs"][0]["rewards"]) == 2  # a mean reward logged per step on both sides
     assert ours["generate_share"] is not None and 0 < ours["generate_share"] < 1
     assert len(report["targets"]) == 3
+
+
+@pytest.mark.slow
+def test_bench_memory_json():
+    """The plan's estimate within 25% of the peak two real runs reach: the SFT demo's recipe and GRPO's (its rollouts)."""
+    command = [sys.executable, "-c", "from tunesmith.cli.main import main; main()", "bench", "memory", "--case", "sft-lora", "--case", "grpo"]
+    done = subprocess.run([*command, "--steps", "1", "--json"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert [r["case"] for r in report["rows"]] == ["sft-lora", "grpo"]
+    for row in report["rows"]:
+        assert 0.75 <= row["ratio"] <= 1.25, row
+        assert max(row["phases_mb"].values()) <= row["peak_rss_mb"] + 1  # the sampled phases never exceed the kernel's peak
+
+
+def test_bench_memory_refuses_an_unknown_case():
+    done = subprocess.run(
+        [sys.executable, "-c", "from tunesmith.cli.main import main; main()", "bench", "memory", "--case", "nope"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "unknown case nope" in done.stderr + done.stdout

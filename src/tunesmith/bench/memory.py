@@ -102,7 +102,7 @@ def compare(job: Job, progress=lambda message: None) -> dict:
         figures = spawn("memory", case, job, on_step=lambda line, case=case: progress(f"  {case}: {line}"))
         measured = figures["peak_rss_mb"]
         rows.append({**figures, "estimate_mb": estimate, "ratio": estimate / measured, "parts_mb": {k: v / 1024**2 for k, v in plan.memory_bytes.items()}})
-        progress(f"{case}: estimate {estimate:.0f} MB, measured {measured:.0f} MB, ratio {estimate / measured:.2f}")
+        progress(f"{case}: estimate {estimate:.0f} MiB, measured {measured:.0f} MiB, ratio {estimate / measured:.2f}")
     within = all(BOUNDS[0] <= r["ratio"] <= BOUNDS[1] for r in rows)
     worst = max(rows, key=lambda r: abs(r["ratio"] - 1.0)) if rows else None
     return {

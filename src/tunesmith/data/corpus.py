@@ -175,6 +175,24 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(f"{text}|{tokenizer.eos_token_id}".encode()).hexdigest()[:16]
 
 
+def _token_ids(tokenizer, docs: list[str]) -> list[list[int]]:
+    """Each document's token ids, without special tokens. A fast tokenizer's backend is asked for ids only
+    (`encode_batch_fast`: no offsets, no token strings), a sub-batch of ~1 MB of text at a time: the encodings of a
+    whole 4 MB part held ~100 bytes a token."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch_fast"):
+        return tokenizer(docs, add_special_tokens=False)["input_ids"] if docs else []
+    out, batch, size = [], [], 0
+    for doc in [*docs, None]:
+        if doc is not None:
+            batch.append(doc)
+            size += len(doc)
+        if batch and (doc is None or size >= 1 << 20):
+            out += [e.ids for e in backend.encode_batch_fast(batch, add_special_tokens=False)]
+            batch, size = [], 0
+    return out
+
+
 def corpus_key(files: list[Path], tokenizer, text_field: str) -> str:
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     payload = json.dumps({"v": VERSION, "tokenizer": tokenizer_fingerprint(tokenizer), "files": stats, "field": text_field})
@@ -232,6 +250,7 @@ def tokenize_corpus(files: list[Path], tokenizer, text_field: str = "text", prog
     """Tokenise the corpus into the cache (or find it there); `progress(bytes_done, bytes_total)` after each part."""
     import pyarrow as pa
 
+    from tunesmith.infer.packed import release_free_memory
     from tunesmith.runs.faults import fault_point
 
     if (cached := find_cache(files, tokenizer, text_field)) is not None:
@@ -250,13 +269,15 @@ def tokenize_corpus(files: list[Path], tokenizer, text_field: str = "text", prog
             shard = folder / f"{f:06d}-{k:06d}.arrow"
             shards.append(shard.name)
             if not shard.is_file():  # tokenised before a kill: kept
-                ids = tokenizer(docs, add_special_tokens=False)["input_ids"] if docs else []
+                ids = _token_ids(tokenizer, docs)
                 closes = [True] * len(ids)
                 if ids and not ends:
                     closes[-1] = False  # the document goes on in the next part
                 ids = [row + [eos] if close else row for row, close in zip(ids, closes)]
                 batch = pa.record_batch([pa.array(ids, type=pa.list_(pa.uint32())), pa.array(closes, type=pa.bool_())], schema=schema)
                 _write_arrow(shard, iter([batch]), schema)
+                del ids, batch
+                release_free_memory()  # the tokenizer's freed buffers, before the next part
                 fault_point("corpus-shard")
             shard_tokens, shard_documents = _shard_counts(shard)
             tokens += shard_tokens
