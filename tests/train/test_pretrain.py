@@ -137,6 +137,7 @@ def test_train_embeddings_trains_the_tied_embeddings_beside_the_adapter(pretrain
     assert any("embed_tokens" in k for k in saved)
 
 
+@pytest.mark.slow  # three short runs (~7 s); SFT's resume test stays in the fast suite, on the same scaffold
 def test_a_stopped_pretrain_run_resumes_on_the_same_curve(pretrain_recipe, cache_root, tmp_path):
     from recorders import StopAt
 

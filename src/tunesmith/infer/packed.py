@@ -198,9 +198,7 @@ def release_free_memory() -> None:
     """Return the heap's free pages to the system (glibc's malloc_trim): decoding leaves many small freed blocks that
     glibc keeps, so a training run that sampled first started ~300-550 MB higher than it needed (bench memory, SmolLM2)."""
     import ctypes
-    import gc
 
-    gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
