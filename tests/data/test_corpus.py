@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -197,4 +196,3 @@ def test_held_out_blocks_are_spread_and_at_most_a_tenth():
     chosen = corpus.held_out(1000, 32)
     assert len(chosen) == 32 and min(chosen) < 50 and max(chosen) > 950
     assert len(corpus.held_out(100, 32)) == 10 and corpus.held_out(1000, 0) == set()
-

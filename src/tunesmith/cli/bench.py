@@ -57,7 +57,9 @@ def bench_sft(
 @bench.command("memory")
 def bench_memory(
     steps: int = typer.Option(3, min=1, help="Optimizer steps per run."),
-    case: list[str] | None = typer.Option(None, "--case", help="Only these cases (sft-lora, sft-full, reward, dpo, kto, orpo, grpo, ppo, pretrain); default: all."),
+    case: list[str] | None = typer.Option(
+        None, "--case", help="Only these cases (sft-lora, sft-full, reward, dpo, kto, orpo, grpo, ppo, pretrain); default: all."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ):
     """Each stage's recipe defaults on the embedded model, a few steps in a fresh process: `tunesmith plan`'s memory estimate against the peak resident memory the run reached (~15 min on a 2-core CPU)."""

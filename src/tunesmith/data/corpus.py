@@ -131,7 +131,9 @@ def _jsonl_parts(path: Path, field: str) -> Iterator[tuple[list[str], bool, int]
             text = row.get(field) if isinstance(row, dict) else None
             if not isinstance(text, str):
                 have = ", ".join(row) if isinstance(row, dict) else type(row).__name__
-                raise DataError(f"{path}:{number} has no text field '{field}' (it has: {have})", hint="set pretrain.text_field (--text-field) to the field with the text")
+                raise DataError(
+                    f"{path}:{number} has no text field '{field}' (it has: {have})", hint="set pretrain.text_field (--text-field) to the field with the text"
+                )
             docs.append(text)
             if size >= PART_BYTES:
                 yield docs, True, size

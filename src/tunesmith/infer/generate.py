@@ -276,7 +276,10 @@ def _complete_all(
         model.eval()
     try:
         results = []
-        with contiguous_head(model), packed_linears(model) if pack_weights else nullcontext():  # bf16 on a CPU: weights reordered once, not in every call (same results)
+        with (
+            contiguous_head(model),
+            packed_linears(model) if pack_weights else nullcontext(),
+        ):  # bf16 on a CPU: weights reordered once, not in every call (same results)
             for start in range(0, len(prompt_ids), batch_size):
                 chunk = slice(start, start + batch_size)
                 results += _complete_batch(model, tokenizer, prompt_ids[chunk], strips[chunk], params, max_new_tokens, eos, stops, generator, on_token, start)

@@ -219,7 +219,9 @@ class ORPOSection(Section):
 
 
 class PretrainSection(Section):
-    text_field: str = Field("text", description="The field (.jsonl) or column (.parquet) that holds each document's text; .txt/.md files are one document each.")
+    text_field: str = Field(
+        "text", description="The field (.jsonl) or column (.parquet) that holds each document's text; .txt/.md files are one document each."
+    )
     eval_blocks: int = Field(
         32, ge=0, description="Blocks held out for perplexity before and after training, spread evenly through the corpus (at most a tenth of it; 0: none)."
     )
