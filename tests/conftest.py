@@ -31,6 +31,16 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def cache_root(tmp_path, monkeypatch):
+    """pretrain's token cache (data/corpus.py) in the test's own folder, not ~/.cache."""
+    from tunesmith.data import corpus
+
+    root = tmp_path / "corpora"
+    monkeypatch.setattr(corpus, "corpora_dir", lambda: root)
+    return root
+
+
 @pytest.fixture(scope="session")
 def smol_tokenizer():
     """The embedded model's tokenizer (ChatML template, pad == eos == <|im_end|>)."""

@@ -25,13 +25,6 @@ def _text(seed: int, lines: int) -> str:
 
 
 @pytest.fixture
-def cache_root(tmp_path, monkeypatch):
-    root = tmp_path / "corpora"
-    monkeypatch.setattr(corpus, "corpora_dir", lambda: root)
-    return root
-
-
-@pytest.fixture
 def corpus_dir(tmp_path):
     folder = tmp_path / "corpus"
     (folder / "sub").mkdir(parents=True)

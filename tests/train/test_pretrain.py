@@ -21,13 +21,6 @@ def _text(seed: int, words: int) -> str:
 
 
 @pytest.fixture
-def cache_root(tmp_path, monkeypatch):
-    root = tmp_path / "corpora"
-    monkeypatch.setattr(corpus, "corpora_dir", lambda: root)
-    return root
-
-
-@pytest.fixture
 def text_corpus(tmp_path):
     folder = tmp_path / "corpus"
     folder.mkdir()

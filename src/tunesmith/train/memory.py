@@ -27,6 +27,7 @@ The peak is the largest of the phases: loading and the answers before training, 
 from __future__ import annotations
 
 import copy
+import json
 from functools import lru_cache
 
 MIB = 1024**2
@@ -98,7 +99,7 @@ def _per_row(config_json: str, model_type: str, dtype_name: str, attention: str,
     import torch
     from transformers import AutoConfig
 
-    config = AutoConfig.for_model(model_type, **__import__("json").loads(config_json))
+    config = AutoConfig.for_model(model_type, **json.loads(config_json))
     dtype = getattr(torch, dtype_name)
     measured = {}
     for layers in (1, 2):
@@ -121,7 +122,7 @@ def activation_bytes(config, dtype, attention: str, lora_targets, head: str, row
     for drop in ("architectures", "auto_map", "transformers_version", "_name_or_path", "torch_dtype", "dtype", "model_type"):
         key_config.pop(drop, None)
     a, b, rest = _per_row(
-        __import__("json").dumps(key_config, sort_keys=True, default=str),
+        json.dumps(key_config, sort_keys=True, default=str),
         config.model_type,
         str(dtype).removeprefix("torch."),
         attention,

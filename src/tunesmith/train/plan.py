@@ -94,8 +94,10 @@ def estimate_memory(
     weights = base * weight_bytes + (trainable * 4 if method != "full" else 0)
     if method == "full" and speed.autocast:
         weights += total * 2  # autocast keeps a 16-bit copy of every weight it casts, until the backward pass is done
-    compute = precision.dtype if method != "full" or not speed.autocast else precision.dtype
-    activations = activation_bytes(config, compute, speed.attention, lora_targets if method != "full" else None, head, rows, seq_len, speed.checkpoint_every)
+    # under autocast, full fine-tuning keeps its activations in the compute dtype too
+    activations = activation_bytes(
+        config, precision.dtype, speed.attention, lora_targets if method != "full" else None, head, rows, seq_len, speed.checkpoint_every
+    )
     return {
         "weights": int(weights),
         "gradients": int(trainable * 4),
