@@ -54,3 +54,23 @@ def test_adapter_on_a_builtin_base_moved_cache(tmp_path):
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/elsewhere/cache/models/smollm2-135m-instruct-0123456789"}))
     src = resolve_model(str(adapter))
     assert src.path == resolve_model("smollm2-135m-instruct").path and src.adapter == str(adapter)
+
+
+def test_a_loaded_tokenizer_is_reused_as_a_copy_until_its_files_change(tiny_model_dir, tmp_path):
+    """load_tokenizer keeps what it loaded: each caller gets its own copy (a change to one is not seen by the next), and a
+    change to the files on disk is read again."""
+    import shutil
+
+    from tunesmith.models.load import load_tokenizer
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    first = load_tokenizer(str(folder))
+    first.pad_token = "<|im_start|>"
+    first.chat_template = "changed"
+    second = load_tokenizer(str(folder))
+    assert second is not first and second.pad_token == second.eos_token and second.chat_template != "changed"
+    assert second("Ahoy, matey!").input_ids == first("Ahoy, matey!").input_ids
+    first.save_pretrained(folder)  # new files: the next load reads them
+    third = load_tokenizer(str(folder))
+    assert third.pad_token == "<|im_start|>" and third.chat_template == "changed"

@@ -89,6 +89,14 @@ def _register() -> None:
 
 from tunesmith.quiet import quiet_libraries  # noqa: E402
 
+_COMMAND: list = []  # the click command typer builds from `app`, built once per process (~75 ms a build)
+
+
+def _command():
+    if not _COMMAND:
+        _COMMAND.append(typer.main.get_command(app))
+    return _COMMAND[0]
+
 
 def log_dir() -> Path:
     """Where tracebacks of unexpected errors go: $TUNESMITH_LOG_DIR, else ~/.cache/tunesmith/logs."""
@@ -147,7 +155,7 @@ def run(argv: list[str] | None = None) -> int:
     quiet_libraries()
     _register()
     try:
-        app(args=argv, prog_name="tunesmith")
+        _command()(args=argv, prog_name="tunesmith")
     except SystemExit as exc:
         if exc.code == 130:  # typer turns Ctrl-C into a silent Exit(130): say what was kept
             err_console.print(INTERRUPTED)
