@@ -67,3 +67,25 @@ def test_eval_loss_is_the_training_loss(tiny_model_dir, smol_tokenizer):
         expected, stats = causal_lm_loss(model, batch)
     assert int(stats.tokens) > 0
     assert loss == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_eval_loss_drift_and_explain_loss_run_on_a_gpu_model(tiny_model_dir, smol_tokenizer):
+    """The eval helpers put their batches on the model's device: an SFT run on an H200 stopped at its first eval
+    (`index is on cpu, different from other tensors on cuda:0`) before they did."""
+    from tunesmith.evaluate.tokens import explain_loss
+    from tunesmith.models import load_model
+
+    small = prepare_dataset("pirate-eval", smol_tokenizer, max_length=128).dataset.select(range(3))
+    on_cpu = load_model(tiny_model_dir)
+    on_gpu = load_model(tiny_model_dir).to("cuda")
+    assert abs(eval_loss(on_gpu, small, batch_size=2)[0] - eval_loss(on_cpu, small, batch_size=2)[0]) < 1e-3
+    assert drift(on_gpu, on_gpu, small) == 0.0
+    row = small[0]
+    assert (
+        abs(
+            explain_loss(on_gpu, smol_tokenizer, row["input_ids"], row["labels"]).loss
+            - explain_loss(on_cpu, smol_tokenizer, row["input_ids"], row["labels"]).loss
+        )
+        < 1e-3
+    )

@@ -60,16 +60,21 @@ def bench_memory(
     case: list[str] | None = typer.Option(
         None, "--case", help="Only these cases (sft-lora, sft-full, reward, dpo, kto, orpo, grpo, ppo, pretrain); default: all."
     ),
+    model: str | None = typer.Option(None, "--model", help="Another model than the recipes' default (a name, a directory)."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ):
-    """Each stage's recipe defaults on the embedded model, a few steps in a fresh process: `tunesmith plan`'s memory estimate against the peak resident memory the run reached (~15 min on a 2-core CPU)."""
+    """Each stage's recipe defaults on the embedded model, a few steps in a fresh process: `tunesmith plan`'s memory estimate against the peak the run reached: resident memory on a CPU (~15 min on 2 cores), device memory on a GPU."""
     from tunesmith.bench.memory import CASES, Job, compare, report_lines
     from tunesmith.errors import TunesmithError
 
     unknown = [c for c in case or [] if c not in CASES]
     if unknown:
         raise TunesmithError(f"unknown case {', '.join(unknown)}", hint=f"cases: {', '.join(CASES)}")
-    report = compare(Job(steps=steps, cases=list(case or CASES)), _progress)
+    if model:
+        from tunesmith.models.load import resolve_model
+
+        resolve_model(model)  # a wrong name is a sentence here, not in each worker
+    report = compare(Job(steps=steps, cases=list(case or CASES), model=model), _progress)
     if as_json:
         print(json.dumps(report, indent=2))
         return

@@ -11,15 +11,16 @@ from tunesmith.evaluate.report import DiagnosticsReport
 from tunesmith.train.loss import causal_lm_loss
 
 
-def _batches(dataset, size: int):
-    """Right-padded (input_ids, labels, attention_mask) batches from a tokenized dataset."""
+def _batches(dataset, size: int, model):
+    """Right-padded (input_ids, labels, attention_mask) batches from a tokenized dataset, on the model's device."""
+    device = next(model.parameters()).device
     for start in range(0, len(dataset), size):
         rows = dataset[start : start + size]
         width = max(len(x) for x in rows["input_ids"])
         ids = torch.tensor([x + [0] * (width - len(x)) for x in rows["input_ids"]])
         labels = torch.tensor([x + [-100] * (width - len(x)) for x in rows["labels"]])
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in rows["input_ids"]])
-        yield ids, labels, mask
+        yield ids.to(device), labels.to(device), mask.to(device)
 
 
 @torch.no_grad()
@@ -29,7 +30,7 @@ def eval_loss(model, dataset, batch_size: int = 8) -> tuple[float, float]:
     The loss is training's own (`causal_lm_loss`), so an eval number compares with the logged train loss."""
     model.eval()
     total, count = 0.0, 0
-    for ids, labels, mask in _batches(dataset, batch_size):
+    for ids, labels, mask in _batches(dataset, batch_size, model):
         # num_items_in_batch=1: the summed loss of the batch; the mean is taken over all batches below
         loss, stats = causal_lm_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": labels}, num_items_in_batch=1)
         total += float(loss)
@@ -44,7 +45,7 @@ def drift(model, reference, dataset, batch_size: int = 8) -> float:
     model.eval()
     reference.eval()
     total, count = 0.0, 0
-    for ids, labels, mask in _batches(dataset, batch_size):
+    for ids, labels, mask in _batches(dataset, batch_size, model):
         logp = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float().log_softmax(-1)
         logq = reference(input_ids=ids, attention_mask=mask).logits[:, :-1].float().log_softmax(-1)
         positions = (labels[:, 1:] != -100).float()

@@ -60,13 +60,14 @@ class LossExplanation:
 def explain_loss(model, tokenizer, input_ids: list[int], labels: list[int]) -> LossExplanation:
     """Per-token probabilities of one tokenized example (as `data.tokenize_example` makes it) and its loss."""
     model.eval()
-    ids = torch.tensor([input_ids])
+    device = next(model.parameters()).device
+    ids = torch.tensor([input_ids], device=device)
     logits = model(input_ids=ids, use_cache=False).logits[0].float()  # (T, vocab): position t predicts token t+1
     logp = logits[:-1].log_softmax(-1).gather(1, ids[0, 1:, None])[:, 0]  # (T-1,): log p(token_t | tokens_<t)
     rows = []
     for t, (token_id, label) in enumerate(zip(input_ids, labels)):
         rows.append(TokenLoss(t + 1, tokenizer.decode([token_id]), label != IGNORE, math.exp(float(logp[t - 1])) if t else None))
-    scored = torch.tensor([label != IGNORE for label in labels[1:]])
+    scored = torch.tensor([label != IGNORE for label in labels[1:]], device=device)
     loss = float(-logp[scored].mean()) if scored.any() else float("nan")
-    own, _ = causal_lm_loss(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([labels])})
+    own, _ = causal_lm_loss(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([labels], device=device)})
     return LossExplanation(rows, loss, float(own))
