@@ -138,6 +138,19 @@ def test_a_large_text_file_is_read_in_parts_without_changing_its_tokens(tmp_path
     assert text == path.read_text()  # cut only at newlines: the text comes back whole
 
 
+def test_a_tokenizer_left_truncating_by_an_earlier_call_still_reads_whole_documents(corpus_dir, smol_tokenizer, cache_root):
+    """`tokenizer(..., truncation=True, max_length=8)` leaves the backend truncating; the corpus asks the backend
+    directly, so it turns that off rather than cut every document to 8 tokens."""
+    import copy
+
+    tokenizer = copy.deepcopy(smol_tokenizer)
+    text = "Ahoy, the map shows the gold under the old mast of the ship, where the parrot sleeps."
+    whole = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(tokenizer(text, truncation=True, max_length=8)["input_ids"]) == 8
+    assert tokenizer.backend_tokenizer.truncation is not None  # the state this guards against
+    assert corpus._token_ids(tokenizer, [text]) == [whole]
+
+
 def test_the_cache_is_reused_and_keyed_by_files_and_tokenizer(corpus_dir, smol_tokenizer, cache_root):
     files = corpus.corpus_files(str(corpus_dir))
     first = corpus.tokenize_corpus(files, smol_tokenizer)

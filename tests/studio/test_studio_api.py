@@ -359,7 +359,7 @@ STAND_IN = textwrap.dedent('''
 ''')
 
 
-def wait_for(check, timeout=20.0):
+def wait_for(check, timeout=60.0):  # generous: a busy 2-core machine starts the stand-in slowly
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = check()

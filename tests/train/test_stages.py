@@ -158,7 +158,7 @@ def _dpo_trainer(recipe, tmp_path):
     return trainer, tokenizer, data
 
 
-@pytest.mark.parametrize("method, beta", [("lora", 0.1), ("lora", 0.5), ("full", 0.1)])
+@pytest.mark.parametrize("method, beta", [("lora", 0.5), ("full", 0.1)])
 def test_dpo_loss_equals_the_closed_form(stage_recipe, pairs_jsonl, tmp_path, method, beta):
     import torch
     import torch.nn.functional as F

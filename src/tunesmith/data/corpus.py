@@ -184,6 +184,9 @@ def _token_ids(tokenizer, docs: list[str]) -> list[list[int]]:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or not hasattr(backend, "encode_batch_fast"):
         return tokenizer(docs, add_special_tokens=False)["input_ids"] if docs else []
+    if backend.truncation is not None or backend.padding is not None:  # left on by an earlier `tokenizer(..., truncation=True)`
+        backend.no_truncation()  # (transformers sets both per call; the backend called directly would cut every document)
+        backend.no_padding()
     out, batch, size = [], [], 0
     for doc in [*docs, None]:
         if doc is not None:
