@@ -49,8 +49,10 @@ def _probe_config(config, layers: int):
     return probe
 
 
-def _saved_bytes(config, dtype, attention: str, lora_targets: tuple[str, ...] | None, length: int, head: str) -> int:
-    """Bytes autograd saves in one forward of the decoder (no LM head) on one row of `length` tokens."""
+def _saved_bytes(config, dtype, attention: str, lora_targets: tuple[str, ...] | None, length: int, head: str, packed: bool = False) -> int:
+    """Bytes autograd saves in one forward of the decoder (no LM head) on one row of `length` tokens; `packed`: two
+    documents in the row, their positions restarting and no attention mask, as pretrain's blocks come (transformers
+    then masks attention per document, and on a CPU sdpa runs that mask through a kernel that keeps the probabilities)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.initialization import no_init_weights
@@ -87,14 +89,15 @@ def _saved_bytes(config, dtype, attention: str, lora_targets: tuple[str, ...] | 
         return tensor
 
     ids = torch.randint(0, PROBE_VOCAB, (1, length))
+    rows = {"position_ids": torch.cat([torch.arange(length // 2), torch.arange(length - length // 2)])[None]} if packed else {}
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-        out = body(input_ids=ids, use_cache=False)
+        out = body(input_ids=ids, use_cache=False, **rows)
     del out
     return sum(saved.values())
 
 
 @lru_cache(maxsize=64)
-def _per_row(config_json: str, model_type: str, dtype_name: str, attention: str, lora_targets: tuple[str, ...] | None, head: str):
+def _per_row(config_json: str, model_type: str, dtype_name: str, attention: str, lora_targets: tuple[str, ...] | None, head: str, packed: bool):
     """(per-layer bytes per row as (a, b) with bytes(s) = a*s + b*s^2, the rest of the decoder's bytes per token)."""
     import torch
     from transformers import AutoConfig
@@ -104,7 +107,7 @@ def _per_row(config_json: str, model_type: str, dtype_name: str, attention: str,
     measured = {}
     for layers in (1, 2):
         for length in PROBE_LENGTHS:
-            measured[layers, length] = _saved_bytes(_probe_config(config, layers), dtype, attention, lora_targets, length, head)
+            measured[layers, length] = _saved_bytes(_probe_config(config, layers), dtype, attention, lora_targets, length, head, packed)
     s1, s2 = PROBE_LENGTHS
     l1, l2 = (measured[2, s] - measured[1, s] for s in PROBE_LENGTHS)
     b = max((l2 / s2 - l1 / s1) / (s2 - s1), 0.0)  # the quadratic part per s^2 (attention probabilities)
@@ -113,9 +116,9 @@ def _per_row(config_json: str, model_type: str, dtype_name: str, attention: str,
     return a, b, rest
 
 
-def activation_bytes(config, dtype, attention: str, lora_targets, head: str, rows: int, length: int, checkpoint_every: int) -> int:
+def activation_bytes(config, dtype, attention: str, lora_targets, head: str, rows: int, length: int, checkpoint_every: int, packed: bool = False) -> int:
     """Saved activations of one micro-batch of `rows` x `length` tokens, checkpointing one layer in `checkpoint_every`
-    (1: every layer, 0: none)."""
+    (1: every layer, 0: none); `packed`: rows of several documents (see _saved_bytes)."""
     import torch
 
     key_config = config.to_diff_dict()
@@ -128,6 +131,7 @@ def activation_bytes(config, dtype, attention: str, lora_targets, head: str, row
         attention,
         tuple(lora_targets) if lora_targets else None,
         head,
+        packed,
     )
     per_layer = rows * (a * length + b * length * length)
     layers = config.num_hidden_layers

@@ -81,6 +81,7 @@ class Stage:
     plot_metrics: ClassVar[tuple[str, ...]] = ()  # extra curves for <run>/metrics.png
     chat: ClassVar[bool] = True  # sample prompts are chat turns (pretrain: raw text to continue)
     projects_every_position: ClassVar[bool] = False  # the trainer's loss takes the whole micro-batch's logits at once (ORPO, CPO)
+    packs_documents: ClassVar[bool] = False  # rows hold several documents, positions restarting per document (pretrain's blocks)
 
     def uses_reference(self, recipe) -> bool:
         """Whether this run needs the frozen starting policy (DPO, KTO; GRPO when beta > 0)."""

@@ -56,6 +56,7 @@ class PretrainStage(Stage):
     data_kind = "text"
     trainer_wraps_adapter = False  # as SFT: the same trainer and speed settings
     chat = False  # sample prompts are text to continue, not chat turns
+    packs_documents = True
 
     @property
     def unit(self) -> str:
