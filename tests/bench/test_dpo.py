@@ -78,6 +78,8 @@ def test_both_sides_get_the_same_job(job, tmp_path, tiny_model_dir, smol_tokeniz
 def _run(tokens_per_s, rss, losses, real=1000):
     return {
         "tokens_per_s": tokens_per_s,
+        "gflops_per_s": tokens_per_s / 2,  # the work a token takes is the same on both sides
+        "timed_flops": 4e9,
         "seconds_per_step": 1000 / tokens_per_s,
         "peak_rss_mb": rss,
         "final_loss": losses[-1],
@@ -98,8 +100,9 @@ def test_report_medians_gaps_and_targets():
         "baseline": [_run(100, 2000, [0.6931, 0.6800, 0.6500]), _run(110, 2100, [0.6931, 0.6800, 0.6500]), _run(90, 1900, [0.6931, 0.6800, 0.6500])],
         "tunesmith": [_run(250, 1800, [0.6931, 0.6810, 0.6625]), _run(190, 1700, [0.6931, 0.6810, 0.6625]), _run(210, 1900, [0.6931, 0.6810, 0.6625])],
     }
-    report = summarise(Job(steps=3), runs)
+    report = summarise(Job(steps=3), runs, {"gflops": 250.0, "dtype": "bf16"})
     assert report["sides"]["baseline"]["tokens_per_s"] == 100 and report["sides"]["tunesmith"]["tokens_per_s"] == 210
+    assert report["sides"]["baseline"]["mfu"] == pytest.approx(0.2) and report["sides"]["tunesmith"]["mfu"] == pytest.approx(0.42)
     assert report["speed_ratio"] == pytest.approx(2.1) and report["memory_ratio"] == pytest.approx(0.9)
     assert report["loss_curve_max_gap"] == pytest.approx(0.0125 / 0.65) and report["loss_curve_max_gap_step"] == 3
     assert report["same_batches"]
@@ -107,15 +110,33 @@ def test_report_medians_gaps_and_targets():
 
     lines = report_lines(report)
     assert lines[0].startswith("job: 3 steps x 4 pairs x 2 accumulation")
-    assert "100.0 real tokens/s" in lines[1] and "20% padding" in lines[1] and lines[2].startswith("tunesmith")
-    assert "3: 0.6500/0.6625" in lines[3]
-    assert "largest loss gap 1.92% at step 3" in lines[4]
+    assert lines[1].startswith("bf16 matmul peak on this machine, now: 250 GFLOP/s")
+    assert "100.0 real tokens/s" in lines[2] and "50 GFLOP/s = 20% of peak" in lines[2] and "20% padding" in lines[2]
+    assert lines[3].startswith("tunesmith") and "105 GFLOP/s = 42% of peak" in lines[3]
+    assert "3: 0.6500/0.6625" in lines[4]
+    assert "largest loss gap 1.92% at step 3" in lines[5]
 
     runs["tunesmith"][1]["all_real_tokens"] += 1  # a run that saw other batches
     runs["tunesmith"][0]["losses"] = [0.6931, 0.6810, 0.6700]
     report = summarise(Job(steps=3), runs)
     assert not report["same_batches"] and not report["targets"]["loss within 2% at every step"]
-    assert "same batches on both sides: NO" in report_lines(report)[4]
+    assert "same batches on both sides: NO" in report_lines(report)[4]  # no peak measured: no peak line
+
+
+def test_dpo_work_is_the_policy_step_plus_the_references_forward(tiny_model_dir):
+    """The reference's forward is a third of the base model's step (2N against 4N a token) and half its head."""
+    from transformers import AutoConfig
+
+    from tunesmith.bench.measure import reference_flops, training_flops
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    short = [1] * 100  # attention negligible: the weights' forward is half of forward + input-gradient backward
+    assert reference_flops(config, short, 10) == pytest.approx(training_flops(config, 0, short, 10) / 2, rel=0.01)
+    lengths = [400, 310, 520, 470]  # long: attention's forward is a third of its forward + backward
+    longer = [2 * n for n in lengths]
+    policy_growth = training_flops(config, 0, longer, 0) - 2 * training_flops(config, 0, lengths, 0)
+    reference_growth = reference_flops(config, longer, 0) - 2 * reference_flops(config, lengths, 0)
+    assert reference_growth > 0 and reference_growth == pytest.approx(policy_growth / 3)
 
 
 def test_loss_gaps_need_the_same_steps():

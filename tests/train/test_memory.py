@@ -8,7 +8,7 @@ import torch
 from tunesmith.train.memory import activation_bytes
 
 
-def _saved_by_whole_model(model_dir: str, rows: int, length: int, attention: str) -> int:
+def _saved_by_whole_model(model_dir: str, rows: int, length: int, attention: str, documents: int = 1) -> int:
     """Bytes autograd keeps for a real forward of the whole (tiny) model's decoder, counted as the probe counts."""
     from transformers import AutoModelForCausalLM
 
@@ -22,8 +22,10 @@ def _saved_by_whole_model(model_dir: str, rows: int, length: int, attention: str
         return t
 
     ids = torch.randint(0, 100, (rows, length))
+    cuts = [length * k // documents for k in range(documents + 1)]  # documents of their own lengths, positions restarting
+    positions = torch.cat([torch.arange(b - a) for a, b in zip(cuts, cuts[1:])])[None].repeat(rows, 1)
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-        model.model(input_ids=ids, use_cache=False)
+        model.model(input_ids=ids, use_cache=False, **({"position_ids": positions} if documents > 1 else {}))
     return sum(saved.values())
 
 
@@ -36,6 +38,9 @@ def test_the_probe_predicts_what_a_whole_model_saves(tiny_model_dir, attention):
         estimate = activation_bytes(config, torch.float32, attention, None, "causal", rows, length, 0)
         real = _saved_by_whole_model(tiny_model_dir, rows, length, attention)
         assert estimate == pytest.approx(real, rel=0.1), (rows, length, estimate, real)
+        # pretrain's rows: several documents each, positions restarting, no mask (transformers masks per document)
+        packed = activation_bytes(config, torch.float32, attention, None, "causal", rows, length, 0, packed=True)
+        assert packed == pytest.approx(_saved_by_whole_model(tiny_model_dir, rows, length, attention, documents=3), rel=0.1), (rows, length)
 
 
 def test_checkpointing_and_attention_kernels_change_the_activations(tiny_model_dir):

@@ -28,11 +28,14 @@ from tunesmith.bench.measure import (
     baseline_model,
     batch_counter,
     job_recipe,
+    matmul_peak,
     median,
     peak_rss_mb,
+    reference_flops,
     run_recipe,
     side_settings,
     trainer_meter,
+    training_flops,
     tuned_precision,
 )
 
@@ -123,9 +126,17 @@ def run_side(side: str, job: Job) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"bench-dpo-{side}-") as tmp:
         settings = (run_baseline if side == "baseline" else run_tunesmith)(job, tmp, meter)
     figures = meter.figures()
-    lengths, _ = counter.since(step=1)  # the timed window: steps 2..N
+    lengths, scored = counter.since(step=1)  # the timed window: steps 2..N
     positions = counter.positions_since(step=1)
+    # the work the timed steps did, counted as bench sft counts it: the policy's forward and backward over chosen and
+    # rejected, and the reference's forward where it was not precomputed before training
+    lora = sum(p.numel() for n, p in meter.model.named_parameters() if "lora_" in n)
+    flops = training_flops(meter.model.config, lora, lengths, scored)
+    if not settings.get("precompute_ref_log_probs"):
+        flops += reference_flops(meter.model.config, lengths, scored)
     figures.update(
+        timed_flops=flops,
+        gflops_per_s=flops / figures["timed_seconds"] / 1e9 if figures["timed_seconds"] else None,
         side=side,
         peak_rss_mb=peak_rss_mb(),
         settings=settings,
@@ -149,11 +160,15 @@ def step_gaps(ours: list[float], base: list[float]) -> list[float]:
     return [abs(a - b) / abs(b) for a, b in zip(ours, base)]
 
 
-def summarise(job: Job, runs: dict[str, list[dict]]) -> dict:
-    """Medians per side, the ratios, the loss curves side by side and the targets they meet."""
+def summarise(job: Job, runs: dict[str, list[dict]], peak: dict | None = None) -> dict:
+    """Medians per side, the ratios, the loss curves side by side and the targets they meet; with `peak` (the matmul
+    peak in tunesmith's precision, GFLOP/s), each side's fraction of it."""
     sides = {}
     for side, figures in runs.items():
+        gflops = median([f["gflops_per_s"] for f in figures if f.get("gflops_per_s") is not None])
         sides[side] = {
+            "gflops_per_s": gflops,
+            "mfu": gflops / peak["gflops"] if peak and gflops else None,
             "tokens_per_s": median([f["tokens_per_s"] for f in figures]),
             "seconds_per_step": median([f["seconds_per_step"] for f in figures]),
             "peak_rss_mb": median([f["peak_rss_mb"] for f in figures]),
@@ -171,6 +186,8 @@ def summarise(job: Job, runs: dict[str, list[dict]]) -> dict:
                         "losses",
                         "timed_real_tokens",
                         "timed_padded_positions",
+                        "timed_flops",
+                        "gflops_per_s",
                         "all_real_tokens",
                         "timed_seconds",
                         "train_seconds",
@@ -193,6 +210,8 @@ def summarise(job: Job, runs: dict[str, list[dict]]) -> dict:
         "job": asdict(job),
         "repeats": len(runs["baseline"]),
         "timed": f"optimizer steps 2..{job.steps} (step 1 holds one-off warm-up)",
+        "matmul_peak_gflops": peak["gflops"] if peak else None,
+        "matmul_peak_dtype": peak["dtype"] if peak else None,
         "sides": sides,
         "same_batches": same_batches,
         "speed_ratio": ratio,
@@ -219,8 +238,12 @@ def run_line(i: int, repeats: int, side: str, figures: dict) -> str:
 def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
     """Both sides, `repeats` times each, alternating A B A B; medians, ratios and the targets they meet."""
     from tunesmith.bench.worker import alternate
+    from tunesmith.models.precision import resolve_precision
 
-    return summarise(job, alternate("dpo", job, SIDES, repeats, progress, lambda i, side, f: run_line(i, repeats, side, f)))
+    precision = resolve_precision("auto")
+    peak = {"gflops": matmul_peak(precision.dtype), "dtype": precision.name}  # here, before the workers take the machine
+    progress(f"{precision.name} matmul peak {peak['gflops']:.0f} GFLOP/s")
+    return summarise(job, alternate("dpo", job, SIDES, repeats, progress, lambda i, side, f: run_line(i, repeats, side, f)), peak)
 
 
 def report_lines(report: dict) -> list[str]:
@@ -231,13 +254,19 @@ def report_lines(report: dict) -> list[str]:
         f"lr {job['learning_rate']:g} {job['lr_scheduler_type']}, beta {job['beta']:g}, LoRA r={job['lora_r']} alpha={job['lora_alpha']} "
         f"dropout={job['lora_dropout']:g} on {','.join(job['target_modules'])}, seed {job['seed']}; timed {report['timed']}, median of {report['repeats']}",
     ]
+    if report.get("matmul_peak_gflops"):
+        lines.append(
+            f"{report['matmul_peak_dtype']} matmul peak on this machine, now: {report['matmul_peak_gflops']:.0f} GFLOP/s "
+            "(work counted as defined: policy forward and backward, the reference's forward where not precomputed)"
+        )
     for name in SIDES:
         side = s[name]
         run = side["runs"][0]
         settings = ", ".join(f"{k} {v}" for k, v in side["settings"].items())
         padding = 1 - run["timed_real_tokens"] / run["timed_padded_positions"] if run["timed_padded_positions"] else 0.0
+        mfu = f"{side['gflops_per_s']:5.0f} GFLOP/s = {side['mfu']:.0%} of peak  " if side.get("mfu") is not None else ""
         lines.append(
-            f"{name:9} {side['tokens_per_s']:7.1f} real tokens/s  {side['seconds_per_step']:5.2f} s/step  peak {side['peak_rss_mb']:6.0f} MB  "
+            f"{name:9} {side['tokens_per_s']:7.1f} real tokens/s  {side['seconds_per_step']:5.2f} s/step  peak {side['peak_rss_mb']:6.0f} MB  {mfu}"
             f"final loss {side['final_loss']:.4f}  ({settings}; {run['timed_real_tokens']} real tokens timed, {padding:.0%} padding)"
         )
     curve = report["loss_curve"]

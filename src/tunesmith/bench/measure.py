@@ -57,6 +57,17 @@ def training_flops(config, lora_params: int, sequence_lengths: list[int], scored
     return tokens * (4 * body + 6 * lora_params) + attention + scored_tokens * 4 * config.vocab_size * width
 
 
+def reference_flops(config, sequence_lengths: list[int], scored_tokens: int) -> float:
+    """FLOPs of one forward pass of a frozen reference model over the same sequences (DPO without precomputed
+    reference log-probabilities): 2*N per real token, causal attention forward, and the LM head's 2*vocab*width per
+    scored token. Counted as `training_flops` counts."""
+    width, layers = config.hidden_size, config.num_hidden_layers
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or width // heads
+    attention = sum(2 * layers * heads * head_dim * length**2 for length in sequence_lengths)
+    return sum(sequence_lengths) * 2 * decoder_weights(config) + attention + scored_tokens * 2 * config.vocab_size * width
+
+
 def trainer_meter():
     """A TrainerCallback that records, per optimizer step, wall time, real tokens seen and the logged loss
     (and keeps the model and arguments the trainer really ran with)."""
