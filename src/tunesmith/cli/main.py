@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -89,13 +90,11 @@ def _register() -> None:
 
 from tunesmith.quiet import quiet_libraries  # noqa: E402
 
-_COMMAND: list = []  # the click command typer builds from `app`, built once per process (~75 ms a build)
 
-
+@functools.cache
 def _command():
-    if not _COMMAND:
-        _COMMAND.append(typer.main.get_command(app))
-    return _COMMAND[0]
+    """The click command typer builds from `app`: once per process (~75 ms a build)."""
+    return typer.main.get_command(app)
 
 
 def log_dir() -> Path:

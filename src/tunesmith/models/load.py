@@ -207,39 +207,38 @@ _TOKENIZERS: dict[tuple, object] = {}  # (folder, its files' sizes and mtimes) -
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")
 
 
-def _cached_tokenizer(folder: Path, load):
-    """`load(folder)`, or a copy of the tokenizer loaded from the same unchanged files before (a copy: ~0.1 s, a load of
-    SmolLM2's 49k-token vocabulary: ~0.3 s). Callers change what they get (pad token, template), so each gets its own."""
+def _cached_tokenizer(folder: Path):
+    """The tokenizer in `folder`, or a copy of the one loaded from the same unchanged files before (a copy: ~0.1 s, a
+    load of SmolLM2's 49k-token vocabulary: ~0.3 s). Callers change what they get (pad token, template), so each gets its own."""
     import copy
 
+    from transformers import AutoTokenizer
+
     try:
-        files = tuple(
-            sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES))
-        )
+        stats = ((p.name, p.stat()) for p in folder.iterdir() if p.is_file() and not p.name.endswith(WEIGHT_SUFFIXES))
+        files = tuple(sorted((name, stat.st_size, stat.st_mtime_ns) for name, stat in stats))
     except OSError:
-        return load(folder)
+        return AutoTokenizer.from_pretrained(folder)
     key = (str(folder.resolve()), files)
     if key not in _TOKENIZERS:
-        tokenizer = load(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
         if len(_TOKENIZERS) >= 4:
             _TOKENIZERS.pop(next(iter(_TOKENIZERS)))
         _TOKENIZERS[key] = tokenizer
     try:
         return copy.deepcopy(_TOKENIZERS[key])
     except Exception:  # a tokenizer that cannot be copied is loaded each time
-        return load(folder)
+        return AutoTokenizer.from_pretrained(folder)
 
 
 def load_tokenizer(spec: str | ModelSource):
     """The tokenizer (with chat template) of a model; a pad token is set (eos) when the model has none."""
-    from transformers import AutoTokenizer
-
     source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
     # An adapter directory carries the tokenizer it was trained with (chat template included); a checkpoint may not.
     own = source.adapter and any((Path(source.adapter) / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json"))
     folder = source.adapter if own else source.path
     try:
-        tokenizer = _cached_tokenizer(Path(folder), AutoTokenizer.from_pretrained)
+        tokenizer = _cached_tokenizer(Path(folder))
     except (OSError, ValueError, json.JSONDecodeError) as exc:  # a missing or damaged tokenizer.json / tokenizer_config.json
         raise ModelError(
             f"cannot load the tokenizer of '{source.spec}': {first_line(exc)}",
