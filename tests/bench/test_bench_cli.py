@@ -86,3 +86,23 @@ def test_bench_memory_refuses_an_unknown_case():
         [sys.executable, "-c", "from tunesmith.cli.main import main; main()", "bench", "memory", "--case", "nope"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2 and "unknown case nope" in done.stderr + done.stdout
+
+
+def test_bench_memory_reports_resident_memory_on_a_cpu_and_device_memory_on_a_gpu():
+    from tunesmith.bench.memory import report_lines
+
+    cpu = {
+        "case": "dpo",
+        "estimate_mb": 3318.0,
+        "measured_mb": 3400.0,
+        "peak_rss_mb": 3400.0,
+        "ratio": 3318 / 3400,
+        "phases_mb": {"before": 1300, "train": 3400, "after": 3000},
+    }
+    lines = report_lines({"job": {"steps": 3, "model": None, "device": None}, "rows": [cpu]})
+    assert lines[0].endswith("measured: peak resident memory (RSS)") and "the embedded model" in lines[0]
+    assert lines[2].split() == ["dpo", "3.24", "GiB", "3.32", "GiB", "0.98", "train", "(1300", "/", "3400", "/", "3000)"]
+    gpu = {**cpu, "measured_mb": 1922.0, "peak_device_mb": 1922.0, "peak_allocated_mb": 1314.0, "peak_rss_mb": 3072.0, "ratio": 3318 / 1922}
+    lines = report_lines({"job": {"steps": 3, "model": "/tmp/smol", "device": "NVIDIA H200"}, "rows": [gpu]})
+    assert lines[0].endswith("measured: peak device memory held by torch on NVIDIA H200") and "/tmp/smol" in lines[0]
+    assert lines[2].split() == ["dpo", "3.24", "GiB", "1.88", "GiB", "1.73", "(1.28", "GiB,", "3.00", "GiB)"]

@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from tunesmith.bench.measure import (
+    adapter_parameters,
     baseline_arguments,
     baseline_model,
     batch_counter,
@@ -130,8 +131,7 @@ def run_side(side: str, job: Job) -> dict:
     positions = counter.positions_since(step=1)
     # the work the timed steps did, counted as bench sft counts it: the policy's forward and backward over chosen and
     # rejected, and the reference's forward where it was not precomputed before training
-    lora = sum(p.numel() for n, p in meter.model.named_parameters() if "lora_" in n)
-    flops = training_flops(meter.model.config, lora, lengths, scored)
+    flops = training_flops(meter.model.config, adapter_parameters(meter.model), lengths, scored)
     if not settings.get("precompute_ref_log_probs"):
         flops += reference_flops(meter.model.config, lengths, scored)
     figures.update(

@@ -48,24 +48,29 @@ def training_flops(config, lora_params: int, sequence_lengths: list[int], scored
     length L: 2*layers*width*L^2 forward, 3x for forward+backward. The LM head (vocab*width) costs 4*vocab*width
     per *scored* token only: the loss needs no other position's logits. Padding is not work.
     """
-    width, layers = config.hidden_size, config.num_hidden_layers
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or width // heads
-    body = decoder_weights(config)
-    tokens = sum(sequence_lengths)
-    attention = sum(6 * layers * heads * head_dim * length**2 for length in sequence_lengths)
-    return tokens * (4 * body + 6 * lora_params) + attention + scored_tokens * 4 * config.vocab_size * width
+    tokens, width = sum(sequence_lengths), config.hidden_size
+    body = tokens * (4 * decoder_weights(config) + 6 * lora_params)
+    return body + 3 * attention_forward_flops(config, sequence_lengths) + scored_tokens * 4 * config.vocab_size * width
 
 
 def reference_flops(config, sequence_lengths: list[int], scored_tokens: int) -> float:
     """FLOPs of one forward pass of a frozen reference model over the same sequences (DPO without precomputed
     reference log-probabilities): 2*N per real token, causal attention forward, and the LM head's 2*vocab*width per
     scored token. Counted as `training_flops` counts."""
-    width, layers = config.hidden_size, config.num_hidden_layers
+    body = sum(sequence_lengths) * 2 * decoder_weights(config)
+    return body + attention_forward_flops(config, sequence_lengths) + scored_tokens * 2 * config.vocab_size * config.hidden_size
+
+
+def attention_forward_flops(config, sequence_lengths: list[int]) -> float:
+    """Causal attention's forward (scores and weighted values) over these sequences: 2*layers*width*L^2 each."""
     heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or width // heads
-    attention = sum(2 * layers * heads * head_dim * length**2 for length in sequence_lengths)
-    return sum(sequence_lengths) * 2 * decoder_weights(config) + attention + scored_tokens * 2 * config.vocab_size * width
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return sum(2 * config.num_hidden_layers * heads * head_dim * length**2 for length in sequence_lengths)
+
+
+def adapter_parameters(model) -> int:
+    """The LoRA adapters' parameter count (what a LoRA step trains)."""
+    return sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
 
 
 def trainer_meter():

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tunesmith.bench.measure import (
     BudgetSpent,
+    adapter_parameters,
     baseline_arguments,
     baseline_model,
     batch_counter,
@@ -118,7 +119,7 @@ def run_side(side: str, job: Job) -> dict:
             stopped = str(spent)
     settings = settings_of(meter)
     model = meter.model
-    lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    lora = adapter_parameters(model)
     if stopped:
         figures = {**counter.partial_figures(), "steps": len(meter.steps), "losses": meter.losses, "final_loss": meter.losses[-1] if meter.losses else None}
         window, _ = counter.cut_short()
