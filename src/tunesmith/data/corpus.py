@@ -255,7 +255,7 @@ def tokenize_corpus(files: list[Path], tokenizer, text_field: str = "text", prog
     """Tokenise the corpus into the cache (or find it there); `progress(bytes_done, bytes_total)` after each part."""
     import pyarrow as pa
 
-    from tunesmith.infer.packed import release_free_memory
+    from tunesmith.heap import release_free_memory
     from tunesmith.runs.faults import fault_point
 
     if (cached := find_cache(files, tokenizer, text_field)) is not None:

@@ -189,17 +189,8 @@ def packed_linears(model):
 
 def drop_packed(model) -> None:
     """Free the packed copies (they are rebuilt on the next decode), and hand the freed heap back to the system."""
+    from tunesmith.heap import release_free_memory
+
     for module in model.modules():
         module.__dict__.pop("_tunesmith_packed", None)
     release_free_memory()
-
-
-def release_free_memory() -> None:
-    """Return the heap's free pages to the system (glibc's malloc_trim): decoding leaves many small freed blocks that
-    glibc keeps, so a training run that sampled first started ~300-550 MB higher than it needed (bench memory, SmolLM2)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        pass

@@ -57,8 +57,8 @@ class TimedGeneration:
 
     def _sample_responses(self, model, prompt_ids: list[list[int]], generator: torch.Generator) -> list:
         """One completion per prompt by `infer.generate.complete_tokens`, timed."""
+        from tunesmith.heap import release_free_memory
         from tunesmith.infer.generate import complete_tokens
-        from tunesmith.infer.packed import release_free_memory
 
         started = time.perf_counter()
         # no packed weights here (infer/packed.py): bench grpo measured the same step time (7.7-8.3 vs 7.9 s) for
