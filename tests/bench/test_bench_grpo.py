@@ -20,6 +20,7 @@ def figures(seconds, rewards, rss):
         "train_seconds": 10.0,
         "process_seconds": 20.0,
         "settings": {"weights": "float32"},
+        "gflops_per_s": 100 / seconds,
     }
 
 
@@ -42,3 +43,14 @@ def test_summary_takes_medians_and_judges_the_targets():
     slow = {**runs, "tunesmith": [figures(10.0, [0.9, 0.9], 2500)] * 3}
     verdicts = list(summarise(Job(), slow)["targets"].values())
     assert verdicts == [False, False, False]
+
+
+def test_each_side_reports_its_fraction_of_the_matmul_peak():
+    runs = {"baseline": [figures(10.0, [0.1], 2000)], "tunesmith": [figures(5.0, [0.1], 1900)]}
+    report = summarise(Job(), runs, {"gflops": 100.0, "dtype": "bf16"})
+    assert report["sides"]["baseline"]["mfu"] == pytest.approx(0.1) and report["sides"]["tunesmith"]["mfu"] == pytest.approx(0.2)
+    from tunesmith.bench.grpo import report_lines
+
+    text = "\n".join(report_lines(report))
+    assert "bf16 matmul peak on this machine, now: 100 GFLOP/s" in text and "20 GFLOP/s = 20% of peak" in text
+    assert summarise(Job(), runs)["sides"]["tunesmith"]["mfu"] is None  # no peak measured: no fraction claimed

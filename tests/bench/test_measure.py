@@ -46,3 +46,29 @@ def test_output_comparison_reports_where_replies_part():
     result = compare_outputs(ref, other, ["p1", "p2"])
     assert (result["identical"], result["of"], result["share_identical"]) == (1, 2, 0.5)
     assert result["differences"] == [{"prompt": "p2", "first_difference_at_token": 1, "hf": "d e", "ours": "d f g"}]
+
+
+def test_rl_step_flops_count_a_rollout_as_torchs_counter_does(tiny_model_dir):
+    """A prompt prefilled once, then each completion token but the last fed back through a KV cache: the count
+    equals torch's FLOP counter, less what eager attention does beyond causal work (the prefill's masked half)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    from tunesmith.bench.measure import attention_forward_flops, reference_flops, rl_step_flops
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    prompt, completion = 12, 9
+    ids = torch.randint(0, 1000, (1, prompt))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        cache = DynamicCache(config=model.config)
+        out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        for _ in range(completion - 1):
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+    c = model.config
+    rollout = rl_step_flops(c, 0, 1, 1, prompt, completion, reference=False) - training_flops(c, 0, [prompt + completion], completion)
+    assert counter.get_total_flops() == pytest.approx(rollout + attention_forward_flops(c, [prompt]), rel=1e-6)
+    # a group shares its prompt's prefill: 8 completions of one prompt cost less than 8 of their own
+    assert rl_step_flops(c, 0, 8, 8, 8 * prompt, 8 * completion, False) < rl_step_flops(c, 0, 8, 1, 8 * prompt, 8 * completion, False)
+    with_reference = rl_step_flops(c, 0, 8, 8, 8 * prompt, 8 * completion, True) - rl_step_flops(c, 0, 8, 8, 8 * prompt, 8 * completion, False)
+    assert with_reference == pytest.approx(reference_flops(c, [prompt + completion] * 8, 8 * completion))

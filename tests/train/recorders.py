@@ -61,3 +61,7 @@ def assert_run_followed_plan(plan, recorder: Recorder, result) -> None:
             speed,
         )  # one layer in k, as the plan says
         assert str(model.get_base_model().dtype).removeprefix("torch.") == speed.weights
+        from tunesmith.train.fused_lora import fused_layers
+
+        fused, lora = fused_layers(model)
+        assert fused == (lora if speed.fused_lora else 0), (fused, lora, speed)  # LoRA layers as one node each, as the plan says

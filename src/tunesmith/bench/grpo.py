@@ -26,7 +26,18 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from tunesmith.bench.measure import baseline_model, median, peak_rss_mb, run_recipe, side_settings, trainer_meter, tuned_precision
+from tunesmith.bench.measure import (
+    adapter_parameters,
+    baseline_model,
+    matmul_peak,
+    median,
+    peak_rss_mb,
+    rl_step_flops,
+    run_recipe,
+    side_settings,
+    trainer_meter,
+    tuned_precision,
+)
 
 SIDES = ("baseline", "tunesmith")
 DATASET = "arithmetic"
@@ -177,8 +188,11 @@ def run_side(side: str, job: Job) -> dict:
         else:
             run_recipe(tunesmith_overrides(job, tmp), meter, rewards)
     figures = meter.figures()
+    flops = timed_flops(job, meter, rewards.rows)
     figures.update(
         side=side,
+        timed_flops=flops,
+        gflops_per_s=flops / figures["timed_seconds"] / 1e9 if figures["timed_seconds"] else None,
         steps_per_s=1 / figures["seconds_per_step"] if figures["seconds_per_step"] else None,
         peak_rss_mb=peak_rss_mb(),
         settings=side_settings(meter),
@@ -191,6 +205,27 @@ def run_side(side: str, job: Job) -> dict:
         threads=torch.get_num_threads(),
     )
     return figures
+
+
+def timed_flops(job: Job, meter, rows: list[dict]) -> float:
+    """The work of the timed steps (2..N), counted as defined (measure.rl_step_flops) from the tokens TRL counted:
+    prompt plus completion tokens seen (`num_input_tokens_seen` at each step's end) and each step's mean completion length."""
+    completions = job.batch_size * job.gradient_accumulation_steps
+    seen = [n for _, n in meter.steps]
+    lengths = [r["completions/mean_length"] for r in rows]
+    if len(seen) < 2 or len(lengths) < len(seen):
+        return 0.0
+    completion_tokens = completions * sum(lengths[1 : len(seen)])
+    steps = len(seen) - 1
+    return rl_step_flops(
+        meter.model.config,
+        adapter_parameters(meter.model),
+        completions * steps,
+        job.num_generations,
+        seen[-1] - seen[0] - completion_tokens,
+        completion_tokens,
+        reference=job.beta > 0,
+    )
 
 
 # ---------------------------------------------------------------- the comparison
@@ -208,10 +243,15 @@ def reward_difference(ours: list[float], base: list[float]) -> tuple[float, floa
     return mo - mb, math.sqrt(vo / len(ours) + vb / len(base))
 
 
-def summarise(job: Job, runs: dict[str, list[dict]]) -> dict:
+def summarise(job: Job, runs: dict[str, list[dict]], peak: dict | None = None) -> dict:
+    """Medians per side, the ratios and the targets they meet; with `peak` (the matmul peak in tunesmith's precision,
+    GFLOP/s), each side's fraction of it."""
     sides = {}
     for side, figures in runs.items():
+        gflops = median([f["gflops_per_s"] for f in figures if f.get("gflops_per_s")])
         sides[side] = {
+            "gflops_per_s": gflops,
+            "mfu": gflops / peak["gflops"] if peak and gflops else None,
             "steps_per_s": median([f["steps_per_s"] for f in figures]),
             "seconds_per_step": median([f["seconds_per_step"] for f in figures]),
             "peak_rss_mb": median([f["peak_rss_mb"] for f in figures]),
@@ -223,7 +263,7 @@ def summarise(job: Job, runs: dict[str, list[dict]]) -> dict:
             "settings": figures[0]["settings"],
             "runs": [
                 {
-                    k: f[k]
+                    k: f.get(k)
                     for k in (
                         "steps_per_s",
                         "seconds_per_step",
@@ -234,6 +274,8 @@ def summarise(job: Job, runs: dict[str, list[dict]]) -> dict:
                         "losses",
                         "train_seconds",
                         "process_seconds",
+                        "timed_flops",
+                        "gflops_per_s",
                     )
                 }
                 for f in figures
@@ -247,6 +289,8 @@ def summarise(job: Job, runs: dict[str, list[dict]]) -> dict:
         "job": asdict(job),
         "repeats": len(runs["baseline"]),
         "timed": f"optimizer steps 2..{job.steps} (step 1 holds one-off warm-up)",
+        "matmul_peak_gflops": peak["gflops"] if peak else None,
+        "matmul_peak_dtype": peak["dtype"] if peak else None,
         "sides": sides,
         "speed_ratio": ratio,
         "memory_ratio": ours["peak_rss_mb"] / base["peak_rss_mb"],
@@ -271,8 +315,13 @@ def run_line(i: int, repeats: int, side: str, f: dict) -> str:
 def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
     """Both sides, `repeats` times each, alternating A B A B; medians, ratios and the targets they meet."""
     from tunesmith.bench.worker import alternate
+    from tunesmith.models.precision import resolve_precision
 
-    return summarise(job, alternate("grpo", job, SIDES, repeats, progress, lambda i, side, f: run_line(i, repeats, side, f), stream=True))
+    precision = resolve_precision("auto")
+    peak = {"gflops": matmul_peak(precision.dtype), "dtype": precision.name}  # here, before the workers take the machine
+    progress(f"{precision.name} matmul peak {peak['gflops']:.0f} GFLOP/s")
+    runs = alternate("grpo", job, SIDES, repeats, progress, lambda i, side, f: run_line(i, repeats, side, f), stream=True)
+    return summarise(job, runs, peak)
 
 
 def report_lines(report: dict) -> list[str]:
@@ -282,12 +331,18 @@ def report_lines(report: dict) -> list[str]:
         f"temperature {job['temperature']:g}), beta {job['beta']:g}, lr {job['learning_rate']:g} {job['lr_scheduler_type']}, LoRA r={job['lora_r']} on {','.join(job['target_modules'])}, "
         f"seed {job['seed']}; timed {report['timed']}, median of {report['repeats']}",
     ]
+    if report.get("matmul_peak_gflops"):
+        lines.append(
+            f"{report['matmul_peak_dtype']} matmul peak on this machine, now: {report['matmul_peak_gflops']:.0f} GFLOP/s "
+            "(work counted as defined: each prompt's prefill once, every completion token decoded, the update's forward and backward, the reference's forward)"
+        )
     for name in SIDES:
         side = s[name]
         settings = ", ".join(f"{k} {v}" for k, v in side["settings"].items())
         share = f", generating {side['generate_share']:.0%} of the time" if side["generate_share"] is not None else ""
+        mfu = f"{side['gflops_per_s']:4.0f} GFLOP/s = {side['mfu']:.0%} of peak  " if side.get("mfu") is not None else ""
         lines.append(
-            f"{name:9} {side['steps_per_s']:.3f} steps/s ({side['seconds_per_step']:.1f} s/step)  peak {side['peak_rss_mb']:6.0f} MB  mean reward {side['mean_reward']:+.3f}  "
+            f"{name:9} {side['steps_per_s']:.3f} steps/s ({side['seconds_per_step']:.1f} s/step)  peak {side['peak_rss_mb']:6.0f} MB  {mfu}mean reward {side['mean_reward']:+.3f}  "
             f"KL {side['mean_kl']:.4f}  completions {side['mean_completion_length']:.1f} tokens  ({settings}{share})"
         )
     lines.append(

@@ -61,11 +61,42 @@ def reference_flops(config, sequence_lengths: list[int], scored_tokens: int) -> 
     return body + attention_forward_flops(config, sequence_lengths) + scored_tokens * 2 * config.vocab_size * config.hidden_size
 
 
-def attention_forward_flops(config, sequence_lengths: list[int]) -> float:
-    """Causal attention's forward (scores and weighted values) over these sequences: 2*layers*width*L^2 each."""
+def rl_step_flops(config, lora_params: int, completions: int, generations: int, prompt_tokens: int, completion_tokens: int, reference: bool) -> float:
+    """FLOPs of RL steps (GRPO, RLOO) from the token counts TRL logs, counted as `training_flops` counts:
+
+    - rollouts: each prompt's prefill once (its group of `generations` completions shares it): 2*N per prompt token,
+      causal attention, and the LM head on its last position (the first token's distribution); then every completion
+      token but the last is fed back: 2*N, the LM head's 2*vocab*width, and attention over its context (4*layers*
+      width per position of context);
+    - the update: forward and backward of every completion with its prompt (`training_flops`, the head scoring the
+      completion tokens);
+    - the reference's forward of the same sequences where the KL term needs it (`reference`).
+
+    Prompts and completions are taken at their mean lengths (`prompt_tokens` / `completions` each, and so on): the
+    sequence lengths only enter through attention, a few percent of the work at RL's lengths."""
+    if not completions:
+        return 0.0
+    prompt, completion = prompt_tokens / completions, completion_tokens / completions
+    body, head = 2 * decoder_weights(config), 2 * config.vocab_size * config.hidden_size
+    prompts = completions / generations
+    prefill = prompts * (prompt * body + attention_forward_flops(config, [prompt]) + head)
+    fed_back = completions * max(completion - 1, 0)
+    decode = fed_back * (body + head + 2 * attention_width(config) * 2 * (prompt + completion / 2))
+    lengths = [prompt + completion] * completions
+    update = training_flops(config, lora_params, lengths, completion_tokens)
+    return prefill + decode + update + (reference_flops(config, lengths, completion_tokens) if reference else 0.0)
+
+
+def attention_width(config) -> int:
+    """layers x query heads x head width: attention's multiply-adds per query and key position, over the model."""
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return sum(2 * config.num_hidden_layers * heads * head_dim * length**2 for length in sequence_lengths)
+    return config.num_hidden_layers * heads * head_dim
+
+
+def attention_forward_flops(config, sequence_lengths: list[int]) -> float:
+    """Causal attention's forward (scores and weighted values) over these sequences: 2*layers*width*L^2 each."""
+    return sum(2 * attention_width(config) * length**2 for length in sequence_lengths)
 
 
 def adapter_parameters(model) -> int:

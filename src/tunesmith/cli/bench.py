@@ -1,4 +1,4 @@
-"""`tunesmith bench sft|dpo|grpo|generate|serve`: our defaults against what a user would otherwise write, side by side;
+"""`tunesmith bench sft|dpo|grpo|pretrain|generate|serve`: our defaults against what a user would otherwise write, side by side;
 `tunesmith bench memory`: the plan's memory estimates against the peaks runs reach."""
 
 from __future__ import annotations
@@ -126,6 +126,22 @@ def bench_grpo(
     from tunesmith.bench.grpo import Job, compare, report_lines
 
     _show(compare(Job(steps=steps, num_generations=num_generations, max_completion_length=max_completion_length), repeats, _progress), report_lines, as_json)
+
+
+@bench.command("pretrain")
+def bench_pretrain(
+    steps: int = typer.Option(4, min=2, help="Optimizer steps per run (tokens/s is timed over steps 2..N)."),
+    repeats: int = typer.Option(3, min=1, help="Runs per side, alternating baseline and tunesmith."),
+    batch_size: int = typer.Option(2, min=1, help="Blocks per micro-batch (both sides)."),
+    gradient_accumulation_steps: int = typer.Option(4, min=1, help="Micro-batches per optimizer step (both sides)."),
+    max_length: int = typer.Option(512, min=8, help="Tokens per block (both sides)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON (the last line is still the speed ratio)."),
+):
+    """LoRA continued pre-training of the embedded model on the built-in docs corpus, in blocks: a plain TRL SFTTrainer script on the blocks against `tunesmith pretrain`."""
+    from tunesmith.bench.pretrain import Job, compare, report_lines
+
+    job = Job(steps=steps, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps, max_length=max_length)
+    _show(compare(job, repeats, _progress), report_lines, as_json)
 
 
 @bench.command("generate")

@@ -49,7 +49,9 @@ def _probe_config(config, layers: int):
     return probe
 
 
-def _saved_bytes(config, dtype, attention: str, lora_targets: tuple[str, ...] | None, length: int, head: str, packed: bool = False) -> int:
+def _saved_bytes(
+    config, dtype, attention: str, lora_targets: tuple[str, ...] | None, length: int, head: str, packed: bool = False, fused: bool = False
+) -> int:
     """Bytes autograd saves in one forward of the decoder (no LM head) on one row of `length` tokens; `packed`: two
     documents in the row, their positions restarting and no attention mask, as pretrain's blocks come (transformers
     then masks attention per document, and on a CPU sdpa runs that mask through a kernel that keeps the probabilities)."""
@@ -74,6 +76,10 @@ def _saved_bytes(config, dtype, attention: str, lora_targets: tuple[str, ...] | 
         targets = [t for t in lora_targets if t in present]
         if targets:
             model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=targets))
+            if fused:
+                from tunesmith.train.fused_lora import fuse_lora_layers
+
+                fuse_lora_layers(model)
     else:
         model.requires_grad_(True)
     model.train()
@@ -97,7 +103,7 @@ def _saved_bytes(config, dtype, attention: str, lora_targets: tuple[str, ...] | 
 
 
 @lru_cache(maxsize=64)
-def _per_row(config_json: str, model_type: str, dtype_name: str, attention: str, lora_targets: tuple[str, ...] | None, head: str, packed: bool):
+def _per_row(config_json: str, model_type: str, dtype_name: str, attention: str, lora_targets: tuple[str, ...] | None, head: str, packed: bool, fused: bool):
     """(per-layer bytes per row as (a, b) with bytes(s) = a*s + b*s^2, the rest of the decoder's bytes per token)."""
     import torch
     from transformers import AutoConfig
@@ -107,7 +113,7 @@ def _per_row(config_json: str, model_type: str, dtype_name: str, attention: str,
     measured = {}
     for layers in (1, 2):
         for length in PROBE_LENGTHS:
-            measured[layers, length] = _saved_bytes(_probe_config(config, layers), dtype, attention, lora_targets, length, head, packed)
+            measured[layers, length] = _saved_bytes(_probe_config(config, layers), dtype, attention, lora_targets, length, head, packed, fused)
     s1, s2 = PROBE_LENGTHS
     l1, l2 = (measured[2, s] - measured[1, s] for s in PROBE_LENGTHS)
     b = max((l2 / s2 - l1 / s1) / (s2 - s1), 0.0)  # the quadratic part per s^2 (attention probabilities)
@@ -116,9 +122,12 @@ def _per_row(config_json: str, model_type: str, dtype_name: str, attention: str,
     return a, b, rest
 
 
-def activation_bytes(config, dtype, attention: str, lora_targets, head: str, rows: int, length: int, checkpoint_every: int, packed: bool = False) -> int:
+def activation_bytes(
+    config, dtype, attention: str, lora_targets, head: str, rows: int, length: int, checkpoint_every: int, packed: bool = False, fused: bool = False
+) -> int:
     """Saved activations of one micro-batch of `rows` x `length` tokens, checkpointing one layer in `checkpoint_every`
-    (1: every layer, 0: none); `packed`: rows of several documents (see _saved_bytes)."""
+    (1: every layer, 0: none); `packed`: rows of several documents (see _saved_bytes); `fused`: LoRA layers as
+    train/fused_lora.py runs them."""
     import torch
 
     key_config = config.to_diff_dict()
@@ -132,6 +141,7 @@ def activation_bytes(config, dtype, attention: str, lora_targets, head: str, row
         tuple(lora_targets) if lora_targets else None,
         head,
         packed,
+        fused,
     )
     per_layer = rows * (a * length + b * length * length)
     layers = config.num_hidden_layers

@@ -319,6 +319,10 @@ def run_stage(
     guard_checkpoints(trainer, run, procs.is_main)  # a checkpoint counts for resume only once all of it is written
     no_step_past_the_end(trainer)  # resumed from the last step's checkpoint: nothing left to train
     arm_faults(trainer)  # crash tests only (TUNESMITH_FAULT, runs/faults.py)
+    if speed.fused_lora:
+        from tunesmith.train.fused_lora import fuse_lora_layers
+
+        fuse_lora_layers(trainer.model)  # after the trainer wrapped the adapter (DPO, KTO, ... wrap it themselves)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     console.print(

@@ -37,6 +37,7 @@ class SpeedSettings:
     attention: str  # eager | sdpa | flash_attention_2
     liger: bool
     checkpoint_every: int  # 0: no layer is checkpointed; 1: every layer; k: layers 0, k, 2k, ...
+    fused_lora: bool = False  # LoRA layers run as one autograd node each (train/fused_lora.py)
 
     @property
     def gradient_checkpointing(self) -> bool:
@@ -120,6 +121,12 @@ def use_liger(recipe: Recipe, precision: Precision) -> bool:
     return precision.device == "cuda" and _installed("liger_kernel")
 
 
+def fuses_lora(recipe: Recipe, precision: Precision) -> bool:
+    """Plain LoRA on a CPU trains through train/fused_lora.py's one-node layers (measured there; autocast, DoRA and
+    QLoRA's 4-bit layers keep peft's own forward)."""
+    return precision.device == "cpu" and recipe.method == "lora" and not recipe.lora.use_dora and not uses_autocast(recipe, precision)
+
+
 def speed_settings(recipe: Recipe, precision: Precision, longest: int) -> SpeedSettings:
     check_gpu_kernels(recipe, precision)
     return SpeedSettings(
@@ -128,6 +135,7 @@ def speed_settings(recipe: Recipe, precision: Precision, longest: int) -> SpeedS
         attention=attention_implementation(recipe, precision, longest),
         liger=use_liger(recipe, precision),
         checkpoint_every=checkpoint_every(recipe, precision),
+        fused_lora=fuses_lora(recipe, precision),
     )
 
 
