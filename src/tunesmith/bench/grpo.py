@@ -61,6 +61,7 @@ class Job:
     lora_dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     seed: int = 42
+    gradient_checkpointing: bool | None = None  # tunesmith side only: None = the recipe's default; for experiments
 
 
 def reward_functions():
@@ -172,6 +173,7 @@ def tunesmith_overrides(job: Job, output_dir: str) -> dict:
         "sample.prompts": [],
         "data.eval_dataset": "none",  # no before/after measurement: the baseline script has none either
         "output_dir": output_dir,
+        **({} if job.gradient_checkpointing is None else {"training.gradient_checkpointing": job.gradient_checkpointing}),
     }
 
 

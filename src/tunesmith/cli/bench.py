@@ -1,4 +1,4 @@
-"""`tunesmith bench sft|dpo|grpo|pretrain|generate|serve`: our defaults against what a user would otherwise write, side by side;
+"""`tunesmith bench sft|dpo|kto|orpo|grpo|pretrain|generate|serve`: our defaults against what a user would otherwise write, side by side;
 `tunesmith bench memory`: the plan's memory estimates against the peaks runs reach."""
 
 from __future__ import annotations
@@ -114,18 +114,58 @@ def bench_dpo(
     _show(compare(job, repeats, _progress), report_lines, as_json)
 
 
+def _preference_command(stage: str, rows: str, beta_help: str, min_batch: int, what: str) -> None:
+    """`tunesmith bench kto` and `tunesmith bench orpo`: one command each, the same options (bench/preference.py)."""
+
+    def command(
+        steps: int = typer.Option(5, min=2, help="Optimizer steps per run (timed over steps 2..N)."),
+        repeats: int = typer.Option(3, min=1, help="Runs per side, alternating baseline and tunesmith."),
+        batch_size: int = typer.Option(4, min=min_batch, help=f"{rows} per micro-batch (both sides)."),
+        gradient_accumulation_steps: int = typer.Option(2, min=1, help="Micro-batches per optimizer step (both sides)."),
+        beta: float = typer.Option(0.1, min=0, help=f"{beta_help} (both sides)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON (the last line is still the speed ratio)."),
+    ):
+        from tunesmith.bench.preference import Job, compare, report_lines
+
+        job = Job(stage=stage, steps=steps, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps, beta=beta)
+        _show(compare(job, repeats, _progress), report_lines, as_json)
+
+    command.__doc__ = what
+    bench.command(stage)(command)
+
+
+_preference_command(
+    "kto",
+    "Labelled answers (KTO's KL estimate needs 2 or more)",
+    "KTO beta",
+    2,
+    "LoRA KTO of the embedded model on the labelled pirate answers: a plain TRL KTOTrainer script against tunesmith's `stage: kto` (optimizer steps/s).",
+)
+_preference_command(
+    "orpo",
+    "Preference pairs (two sequences each)",
+    "ORPO's lambda, the odds-ratio term's weight",
+    1,
+    "LoRA ORPO of the embedded model on the pirate pairs: a plain TRL ORPOTrainer script (trl.experimental) against tunesmith's `stage: orpo` (optimizer steps/s).",
+)
+
+
 @bench.command("grpo")
 def bench_grpo(
     steps: int = typer.Option(5, min=2, help="Optimizer steps per run (timed over steps 2..N)."),
     repeats: int = typer.Option(3, min=1, help="Runs per side, alternating baseline and tunesmith."),
     num_generations: int = typer.Option(8, min=2, help="Completions per prompt (both sides)."),
     max_completion_length: int = typer.Option(32, min=1, help="Longest completion in tokens (both sides)."),
+    gradient_checkpointing: bool | None = typer.Option(
+        None, "--gradient-checkpointing/--no-gradient-checkpointing", help="tunesmith's side only (default: the grpo recipe's, on)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON (the last line is still the speed ratio)."),
 ):
     """GRPO with LoRA on the arithmetic prompts: a plain TRL GRPOTrainer script against `tunesmith grpo` (optimizer steps/s)."""
     from tunesmith.bench.grpo import Job, compare, report_lines
 
-    _show(compare(Job(steps=steps, num_generations=num_generations, max_completion_length=max_completion_length), repeats, _progress), report_lines, as_json)
+    job = Job(steps=steps, num_generations=num_generations, max_completion_length=max_completion_length, gradient_checkpointing=gradient_checkpointing)
+    _show(compare(job, repeats, _progress), report_lines, as_json)
 
 
 @bench.command("pretrain")

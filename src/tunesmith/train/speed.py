@@ -3,6 +3,8 @@
 Each choice was measured with `tunesmith bench sft` (figures in benchmarks/README.md) and
 is printed at the start of a run and by `tunesmith plan`, so what a user reads is what runs.
 The loss itself (only supervised positions reach the LM head) lives in train/loss.py.
+On a CPU, LoRA layers train as one autograd node each (train/fused_lora.py): the same function, ~25% fewer saved
+activations.
 
 GPU-only paths (FlashAttention 2, Liger kernels, QLoRA) are chosen automatically where
 their package and a CUDA device are present, and refused with a sentence on a CPU.
