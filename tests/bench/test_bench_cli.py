@@ -69,6 +69,26 @@ def test_bench_grpo_json():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stage", ["kto", "orpo"])
+def test_bench_kto_and_orpo_json(stage):
+    report, last = _bench(stage, "--steps", "2", "--repeats", "1", "--batch-size", "2", "--gradient-accumulation-steps", "1")
+    assert last == f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}" and report["benchmark"] == stage
+    base, ours = report["sides"]["baseline"], report["sides"]["tunesmith"]
+    assert base["settings"]["weights"] == "float32" and ours["settings"]["weights"] == "bfloat16"
+    assert len(base["losses"]) == len(ours["losses"]) == 2 and report["loss_curve_max_gap"] is not None
+
+
+@pytest.mark.slow
+def test_bench_pretrain_json():
+    report, last = _bench("pretrain", "--steps", "2", "--repeats", "1", "--gradient-accumulation-steps", "1", "--max-length", "128")
+    assert last == f"speed ratio tunesmith/baseline: {report['speed_ratio']:.2f}"
+    for side in report["sides"].values():
+        run = side["runs"][0]
+        assert run["timed_positions"] == 2 * 128  # one step timed: a micro-batch of 2 full blocks
+        assert 0 < side["mfu"] < 1 and run["gflops_per_s"] > 0
+
+
+@pytest.mark.slow
 def test_bench_memory_json():
     """The plan's estimate within 25% of the peak two real runs reach: the SFT demo's recipe and GRPO's (its rollouts)."""
     command = [sys.executable, "-c", "from tunesmith.cli.main import main; main()", "bench", "memory", "--case", "sft-lora", "--case", "grpo"]

@@ -122,3 +122,24 @@ def test_the_memory_probe_counts_the_fused_layers(tiny_model_dir):
     # peft keeps, per adapter and token, at least an fp32 copy of the dropped input (4 bytes an element) that the fused
     # layer does not (it keeps x's own bf16 tensor, shared by q and v, and a 1-byte mask each)
     assert peft_bytes - fused_bytes >= config.num_hidden_layers * 4 * 128 * len(targets) * 4 * config.hidden_size
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_a_checkpointed_layer_draws_the_same_dropout_mask_when_recomputed(reentrant):
+    """Gradient checkpointing reruns the forward in the backward pass: the mask must be the one the loss saw."""
+    from torch.utils.checkpoint import checkpoint
+
+    _, fused = lora_pair(torch.float32, 0.3)
+    x = torch.randn(6, 64, requires_grad=True)  # the reentrant form needs an input that requires grad (transformers arranges one)
+
+    def run(checkpointed: bool):
+        fused.zero_grad()
+        torch.manual_seed(3)
+        out = checkpoint(fused, x, use_reentrant=reentrant) if checkpointed else fused(x)
+        out.sum().backward()
+        return out.detach(), [p.grad.clone() for p in fused.parameters() if p.grad is not None]
+
+    plain, plain_grads = run(False)
+    again, again_grads = run(True)
+    assert torch.equal(plain, again)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain_grads, again_grads))

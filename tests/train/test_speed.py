@@ -6,7 +6,7 @@ import pytest
 
 from tunesmith.models.precision import Precision
 from tunesmith.recipes import load_recipe
-from tunesmith.train.speed import EAGER_MAX_TOKENS, PARTIAL_CHECKPOINT_EVERY, speed_settings
+from tunesmith.train.speed import EAGER_MAX_TOKENS, PARTIAL_CHECKPOINT_EVERY, RL_CHECKPOINT_EVERY, speed_settings
 
 CPU = Precision("bf16", "test", "cpu")
 
@@ -37,8 +37,10 @@ FP32_CPU = Precision("fp32", "test", "cpu")
         ("sft", FP32_CPU, {"training.gradient_checkpointing": False}, 0),
         ("sft", FP32_CPU, {"training.gradient_checkpointing": True}, 1),
         ("dpo", FP32_CPU, {}, PARTIAL_CHECKPOINT_EVERY),
-        ("grpo", CPU, {}, 1),  # RL stages: on
-        ("grpo", FP32_CPU, {}, 1),
+        ("grpo", CPU, {}, RL_CHECKPOINT_EVERY),  # GRPO/RLOO on a bf16 CPU: one layer in k, under TRL's memory
+        ("rloo", CPU, {}, RL_CHECKPOINT_EVERY),
+        ("grpo", FP32_CPU, {}, 1),  # every layer in fp32 (and on a GPU)
+        ("ppo", CPU, {}, 1),  # PPO trains two models: every layer
     ],
 )
 def test_checkpointing_rule(stage, precision, overrides, every):

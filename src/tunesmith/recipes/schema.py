@@ -128,7 +128,7 @@ class TrainingSection(Section):
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (eval_strategy=steps).")
     gradient_checkpointing: bool | None = Field(
         None,
-        description="Recompute activations in backward to save memory: true for every layer, false for none. Unset: none where the base is stored in bf16 (it costs ~30% of an SFT step); one layer in 3 for an fp32 run on a CPU (AVX2 bench: ~15% less peak memory for ~15% of the step, keeping tunesmith under plain TRL's memory); on for grpo, rloo and ppo (bench grpo: ~20% more time per step for ~25% less peak memory; ppo: 111 vs 118 s and 3.6 vs 4.7 GB peak for 8 steps of the pirate demo, avx512_bf16 CPU).",
+        description="Recompute activations in backward to save memory: true for every layer, false for none. Unset: none where the base is stored in bf16 (it costs ~30% of an SFT step); one layer in 3 for an fp32 run on a CPU (AVX2 bench: ~15% less peak memory for ~15% of the step, keeping tunesmith under plain TRL's memory); for grpo and rloo one layer in 3 on a bf16 CPU (bench grpo: close to the speed of none, under plain TRL's peak memory), every layer elsewhere; on for ppo (111 vs 118 s and 3.6 vs 4.7 GB peak for 8 steps of the pirate demo, avx512_bf16 CPU).",
     )
     use_liger_kernel: bool | None = Field(
         None, description="Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); default: on with a CUDA GPU and liger-kernel installed."
@@ -279,8 +279,8 @@ class RewardEntry(Section):
 # GRPO on `arithmetic` (LoRA at 5e-4, temperature 0.8, 48 tokens, 50 steps of 2 prompts x 8 completions, ~8 min on
 # the avx512_bf16 CPU): held-out answers correct 58% -> 88%, mean reward +0.55 -> +0.88, KL to the start ~0.3.
 # RL on a CPU is counted in steps: with no max_steps or epochs in the recipe, an RL stage runs RL_DEFAULT_STEPS.
-# RL stages also checkpoint activations by default: `tunesmith bench grpo` 7.9 s/step and 1.40 GB peak with it, 6.4 s and
-# 1.90 GB without (TRL's script, which checkpoints: 13.8 s, 1.82-1.85 GB); the runs' rewards are identical.
+# PPO checkpoints activations by default (two trained models); GRPO and RLOO one decoder layer in 3 on a bf16 CPU and
+# every layer elsewhere (train/speed.py: checkpoint_every, with bench grpo's figures). The runs' rewards are identical.
 RL_DEFAULT_STEPS = 50
 RL_STAGES = ("grpo", "rloo", "ppo")
 # PPO's step is one minibatch update; each rollout batch of 16 prompts gives ppo_epochs (4) of them. On the
@@ -504,8 +504,8 @@ class Recipe(Section):
                 t.logging_steps = per_batch  # one line per rollout batch
             if not {"save_strategy", "save_steps"} & t.model_fields_set:  # an epoch is longer than a PPO run: keep every 2nd batch
                 t.save_strategy, t.save_steps = "steps", 2 * per_batch
-        if self.stage in RL_STAGES and t.gradient_checkpointing is None:
-            t.gradient_checkpointing = True  # measured: ~20% of the step for ~25% less peak memory (see above)
+        if self.stage == "ppo" and t.gradient_checkpointing is None:
+            t.gradient_checkpointing = True  # measured: ~20% of the step for ~25% less peak memory (see above); grpo/rloo: train/speed.py
         if self.stage in RL_STAGES and "prompts" not in self.sample.model_fields_set and self.data.dataset == "arithmetic":
             self.sample.prompts = ARITHMETIC_PROMPTS
         if t.learning_rate is None:

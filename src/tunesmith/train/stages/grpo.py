@@ -81,7 +81,7 @@ class GRPOStage(Stage):
         prompts = t.per_device_train_batch_size * t.gradient_accumulation_steps // s.num_generations
         return [
             f"rollouts: each step samples {prompts} prompts x {s.num_generations} completions of up to {s.max_completion_length} tokens (temperature {s.temperature:g}) "
-            f"with tunesmith's decode loop, scores them and trains on each one's advantage; generation is typically 40-50% of a step on a CPU (gradient checkpointing is on by default here: ~20% more time, ~25% less memory)"
+            f"with tunesmith's decode loop, scores them and trains on each one's advantage; generation is typically 40-50% of a step on a CPU"
         ]
 
     def check(self, recipe) -> None:
