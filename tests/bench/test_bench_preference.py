@@ -6,7 +6,14 @@ from tunesmith.bench.preference import STAGES, Job, report_lines, summarise
 
 
 def figures(seconds, rss, losses):
-    return {"steps_per_s": 1 / seconds, "seconds_per_step": seconds, "peak_rss_mb": rss, "losses": losses, "settings": {"weights": "float32"}, "process_seconds": 30.0}
+    return {
+        "steps_per_s": 1 / seconds,
+        "seconds_per_step": seconds,
+        "peak_rss_mb": rss,
+        "losses": losses,
+        "settings": {"weights": "float32"},
+        "process_seconds": 30.0,
+    }
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

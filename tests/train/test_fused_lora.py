@@ -52,7 +52,7 @@ def test_fused_layers_equal_peft_without_dropout(dtype):
     fout, fgx, fg = grads(fused, x)
     assert fout == out
     # fp32: the same sums; bf16: the base's and the adapters' input gradients are summed in fp32 and rounded once
-    tolerance = 1e-6 if dtype == torch.float32 else 2 ** -7
+    tolerance = 1e-6 if dtype == torch.float32 else 2**-7
     assert torch.allclose(fgx.float(), gx.float(), rtol=tolerance, atol=tolerance * gx.abs().max().item())
     assert g.keys() == fg.keys() and len(g) == 4  # A and B of both layers, nothing of the frozen base
     for name in g:

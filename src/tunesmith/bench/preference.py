@@ -19,7 +19,17 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from tunesmith.bench.measure import baseline_arguments, baseline_model, job_recipe, median, peak_rss_mb, run_recipe, side_settings, trainer_meter, tuned_precision
+from tunesmith.bench.measure import (
+    baseline_arguments,
+    baseline_model,
+    job_recipe,
+    median,
+    peak_rss_mb,
+    run_recipe,
+    side_settings,
+    trainer_meter,
+    tuned_precision,
+)
 
 SIDES = ("baseline", "tunesmith")
 STAGES = {  # stage: (TRL module, trainer, config, built-in dataset)

@@ -140,7 +140,10 @@ def summarise(job: Job, runs: dict[str, list[dict]], peak: dict | None = None) -
             "losses": figures[0]["losses"],
             "settings": figures[0]["settings"],
             "runs": [
-                {k: f.get(k) for k in ("tokens_per_s", "seconds_per_step", "peak_rss_mb", "losses", "timed_positions", "timed_flops", "gflops_per_s", "process_seconds")}
+                {
+                    k: f.get(k)
+                    for k in ("tokens_per_s", "seconds_per_step", "peak_rss_mb", "losses", "timed_positions", "timed_flops", "gflops_per_s", "process_seconds")
+                }
                 for f in figures
             ],
         }
@@ -194,7 +197,9 @@ def report_lines(report: dict) -> list[str]:
         side = s[name]
         settings = ", ".join(f"{k} {v}" for k, v in side["settings"].items())
         mfu = f"{side['gflops_per_s']:4.0f} GFLOP/s = {side['mfu']:.0%} of peak  " if side.get("mfu") is not None else ""
-        lines.append(f"{name:9} {side['tokens_per_s']:7.1f} tokens/s  {side['seconds_per_step']:5.2f} s/step  peak {side['peak_rss_mb']:6.0f} MB  {mfu}({settings})")
+        lines.append(
+            f"{name:9} {side['tokens_per_s']:7.1f} tokens/s  {side['seconds_per_step']:5.2f} s/step  peak {side['peak_rss_mb']:6.0f} MB  {mfu}({settings})"
+        )
     lines.append(
         "loss per step  "
         + "  ".join(f"{i + 1}: {b:.4f}/{o:.4f}" for i, (b, o) in enumerate(zip(s["baseline"]["losses"], s["tunesmith"]["losses"])))

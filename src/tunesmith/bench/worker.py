@@ -14,7 +14,15 @@ from dataclasses import asdict
 
 from tunesmith.errors import TunesmithError
 
-BENCHMARKS = ("sft", "dpo", "preference", "grpo", "pretrain", "generate", "memory")  # modules of tunesmith.bench, each with a Job dataclass and run_side(side, job)
+BENCHMARKS = (
+    "sft",
+    "dpo",
+    "preference",
+    "grpo",
+    "pretrain",
+    "generate",
+    "memory",
+)  # modules of tunesmith.bench, each with a Job dataclass and run_side(side, job)
 
 
 def spawn(bench: str, side: str, job, on_step=None) -> dict:

@@ -49,9 +49,7 @@ def _probe_config(config, layers: int):
     return probe
 
 
-def _saved_bytes(
-    config, dtype, attention: str, lora_targets: tuple[str, ...] | None, length: int, head: str, packed: bool = False, fused: bool = False
-) -> int:
+def _saved_bytes(config, dtype, attention: str, lora_targets: tuple[str, ...] | None, length: int, head: str, packed: bool = False, fused: bool = False) -> int:
     """Bytes autograd saves in one forward of the decoder (no LM head) on one row of `length` tokens; `packed`: two
     documents in the row, their positions restarting and no attention mask, as pretrain's blocks come (transformers
     then masks attention per document, and on a CPU sdpa runs that mask through a kernel that keeps the probabilities)."""

@@ -106,7 +106,16 @@ def estimate_memory(
         weights += total * 2  # autocast keeps a 16-bit copy of every weight it casts, until the backward pass is done
     # under autocast, full fine-tuning keeps its activations in the compute dtype too
     activations = activation_bytes(
-        config, precision.dtype, speed.attention, lora_targets if method != "full" else None, head, rows, seq_len, speed.checkpoint_every, packed, speed.fused_lora
+        config,
+        precision.dtype,
+        speed.attention,
+        lora_targets if method != "full" else None,
+        head,
+        rows,
+        seq_len,
+        speed.checkpoint_every,
+        packed,
+        speed.fused_lora,
     )
     return {
         "weights": int(weights),
