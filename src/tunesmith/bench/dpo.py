@@ -28,9 +28,10 @@ from tunesmith.bench.measure import (
     baseline_arguments,
     baseline_model,
     batch_counter,
+    bench_peak,
     job_recipe,
-    matmul_peak,
     median,
+    peak_lines,
     peak_rss_mb,
     reference_flops,
     run_recipe,
@@ -238,11 +239,8 @@ def run_line(i: int, repeats: int, side: str, figures: dict) -> str:
 def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
     """Both sides, `repeats` times each, alternating A B A B; medians, ratios and the targets they meet."""
     from tunesmith.bench.worker import alternate
-    from tunesmith.models.precision import resolve_precision
 
-    precision = resolve_precision("auto")
-    peak = {"gflops": matmul_peak(precision.dtype), "dtype": precision.name}  # here, before the workers take the machine
-    progress(f"{precision.name} matmul peak {peak['gflops']:.0f} GFLOP/s")
+    peak = bench_peak(progress)
     return summarise(job, alternate("dpo", job, SIDES, repeats, progress, lambda i, side, f: run_line(i, repeats, side, f)), peak)
 
 
@@ -254,11 +252,7 @@ def report_lines(report: dict) -> list[str]:
         f"lr {job['learning_rate']:g} {job['lr_scheduler_type']}, beta {job['beta']:g}, LoRA r={job['lora_r']} alpha={job['lora_alpha']} "
         f"dropout={job['lora_dropout']:g} on {','.join(job['target_modules'])}, seed {job['seed']}; timed {report['timed']}, median of {report['repeats']}",
     ]
-    if report.get("matmul_peak_gflops"):
-        lines.append(
-            f"{report['matmul_peak_dtype']} matmul peak on this machine, now: {report['matmul_peak_gflops']:.0f} GFLOP/s "
-            "(work counted as defined: policy forward and backward, the reference's forward where not precomputed)"
-        )
+    lines += peak_lines(report, "policy forward and backward, the reference's forward where not precomputed")
     for name in SIDES:
         side = s[name]
         run = side["runs"][0]

@@ -29,8 +29,9 @@ from dataclasses import asdict, dataclass, field
 from tunesmith.bench.measure import (
     adapter_parameters,
     baseline_model,
-    matmul_peak,
+    bench_peak,
     median,
+    peak_lines,
     peak_rss_mb,
     rl_step_flops,
     run_recipe,
@@ -317,11 +318,8 @@ def run_line(i: int, repeats: int, side: str, f: dict) -> str:
 def compare(job: Job, repeats: int = 3, progress=lambda message: None) -> dict:
     """Both sides, `repeats` times each, alternating A B A B; medians, ratios and the targets they meet."""
     from tunesmith.bench.worker import alternate
-    from tunesmith.models.precision import resolve_precision
 
-    precision = resolve_precision("auto")
-    peak = {"gflops": matmul_peak(precision.dtype), "dtype": precision.name}  # here, before the workers take the machine
-    progress(f"{precision.name} matmul peak {peak['gflops']:.0f} GFLOP/s")
+    peak = bench_peak(progress)
     runs = alternate("grpo", job, SIDES, repeats, progress, lambda i, side, f: run_line(i, repeats, side, f), stream=True)
     return summarise(job, runs, peak)
 
@@ -333,11 +331,7 @@ def report_lines(report: dict) -> list[str]:
         f"temperature {job['temperature']:g}), beta {job['beta']:g}, lr {job['learning_rate']:g} {job['lr_scheduler_type']}, LoRA r={job['lora_r']} on {','.join(job['target_modules'])}, "
         f"seed {job['seed']}; timed {report['timed']}, median of {report['repeats']}",
     ]
-    if report.get("matmul_peak_gflops"):
-        lines.append(
-            f"{report['matmul_peak_dtype']} matmul peak on this machine, now: {report['matmul_peak_gflops']:.0f} GFLOP/s "
-            "(work counted as defined: each prompt's prefill once, every completion token decoded, the update's forward and backward, the reference's forward)"
-        )
+    lines += peak_lines(report, "each prompt's prefill once, every completion token decoded, the update's forward and backward, the reference's forward")
     for name in SIDES:
         side = s[name]
         settings = ", ".join(f"{k} {v}" for k, v in side["settings"].items())

@@ -18,6 +18,24 @@ def matmul_peak(dtype, size: int = 2048, repeats: int = 5, budget_s: float = 5.0
     return 2 * size**3 / matmul_seconds(dtype, size, repeats, budget_s) / 1e9
 
 
+def bench_peak(progress) -> dict:
+    """The matmul peak in the precision tunesmith runs here ({"gflops", "dtype"}), measured in the bench's own process
+    before the workers take the machine, and said through `progress`."""
+    from tunesmith.models.precision import resolve_precision
+
+    precision = resolve_precision("auto")
+    peak = {"gflops": matmul_peak(precision.dtype), "dtype": precision.name}
+    progress(f"{precision.name} matmul peak {peak['gflops']:.0f} GFLOP/s")
+    return peak
+
+
+def peak_lines(report: dict, work: str) -> list[str]:
+    """The report's peak line, naming how the bench counts its work; none where no peak was measured."""
+    if not report.get("matmul_peak_gflops"):
+        return []
+    return [f"{report['matmul_peak_dtype']} matmul peak on this machine, now: {report['matmul_peak_gflops']:.0f} GFLOP/s (work counted as defined: {work})"]
+
+
 class BudgetSpent(Exception):
     """A benchmark run stopped at its time budget (a side far too slow on this CPU to run the whole job)."""
 
