@@ -149,3 +149,94 @@ def test_under_autocast_the_head_runs_in_bf16_and_fp32_weights_get_gradients(tin
     theirs.backward()
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-2)
     assert torch.nn.functional.cosine_similarity(ours_grad.flatten(), head.grad.flatten(), dim=0) > 0.99
+
+
+@pytest.mark.parametrize("chunk,temperature", [(5, 1.0), (1024, 0.7)])
+def test_token_log_probs_match_full_logits(chunk, temperature):
+    """Per-token log-probabilities, the logged figures and the hidden states' gradient under any upstream gradient."""
+    from tunesmith.train.loss import token_log_probs
+
+    torch.manual_seed(0)
+    hidden = torch.randn(13, 16, requires_grad=True)
+    weight = torch.randn(50, 16)
+    targets = torch.randint(0, 50, (13,))
+    upstream = torch.randn(13)
+
+    got = token_log_probs(hidden, weight, targets, temperature=temperature, chunk=chunk)
+    (got.log_probs * upstream).sum().backward()
+    ours = hidden.grad.clone()
+    hidden.grad = None
+
+    logits = (hidden @ weight.t()) / temperature
+    logp = logits.log_softmax(-1)
+    expected = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    (expected * upstream).sum().backward()
+
+    p = logp.detach().exp()
+    assert torch.allclose(got.log_probs, expected, atol=1e-5)
+    assert torch.allclose(ours, hidden.grad, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(got.entropy, -(p * logp.detach()).sum(-1), atol=1e-5)
+    assert torch.allclose(got.mean_logits, logits.detach().mean(-1), atol=1e-5)
+    assert torch.allclose(got.log_sum_sq_probs, (p * p).sum(-1).log(), atol=1e-5)
+    assert torch.equal(got.is_top1, logits.argmax(-1) == targets)
+    assert not got.entropy.requires_grad
+
+
+def test_token_log_probs_refuse_a_trainable_head():
+    from tunesmith.train.loss import token_log_probs
+
+    with pytest.raises(ValueError, match="must not require"):
+        token_log_probs(torch.randn(2, 4), torch.randn(10, 4, requires_grad=True), torch.tensor([1, 2]))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.9])
+def test_replaced_fused_head_gives_what_trls_gives(tiny_model_dir, smol_tokenizer, temperature):
+    """The head DPO/KTO/GRPO/RLOO call: same outputs and same adapter gradients as TRL's `add_fused_lm_head`,
+    scoring only the labelled positions; calls without `fused_lm_head` are the model's own."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from tunesmith.train.loss import _replace_fused_head
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    add_fused_lm_head(model, temperature=temperature, outputs=("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1"))
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    params = [p for p in model.parameters() if p.requires_grad]
+    batch = _batch(smol_tokenizer)
+    upstream = torch.randn(batch["labels"].shape[0], batch["labels"].shape[1] - 1)
+
+    def run():
+        out = model(**batch, fused_lm_head=True)
+        ((out.log_probs * upstream).sum() + out.loss).backward()
+        grads = [p.grad.clone() for p in params]
+        model.zero_grad()
+        return out, grads
+
+    theirs, their_grads = run()
+    assert _replace_fused_head(model, temperature)
+    ours, our_grads = run()
+
+    for field in ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits"):
+        assert torch.allclose(getattr(ours, field), getattr(theirs, field), atol=1e-5), field
+    assert torch.equal(ours.is_top1, theirs.is_top1) and torch.equal(ours.label_mask, theirs.label_mask)
+    assert ours.loss.item() == pytest.approx(theirs.loss.item(), rel=1e-6)
+    for a, b in zip(our_grads, their_grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    plain = model(**{k: v for k, v in batch.items() if k != "labels"})
+    assert plain.logits.shape[-1] == model.config.vocab_size  # the model's own forward, untouched
+
+
+def test_trainable_head_keeps_trls(tiny_model_dir, smol_tokenizer):
+    """Full fine-tuning trains the head: TRL's head runs (it gives the head's gradient)."""
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from tunesmith.train.loss import _replace_fused_head
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    add_fused_lm_head(model)
+    assert _replace_fused_head(model, 1.0)
+    out = model(**_batch(smol_tokenizer), fused_lm_head=True)
+    out.loss.backward()
+    assert model.get_output_embeddings().weight.grad is not None

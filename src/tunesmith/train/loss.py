@@ -97,6 +97,85 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     return loss, LossStats(torch.tensor(len(targets), device=hidden.device), correct, entropy)
 
 
+class _TokenLogProbs(torch.autograd.Function):
+    """Per-token log p(target) of `(hidden @ weight.T) / T` for a weight that takes no gradient (a LoRA run's head),
+    with each token's entropy, mean logit, whether the target is the top-1 token and log sum p^2.
+
+    The gradient of a token's log-probability with respect to its hidden state is one row,
+    (onehot - softmax) @ weight / T, formed in the forward pass while the softmax is at hand; the backward only
+    scales each row by its upstream gradient. TRL's fused head instead projects every chunk again in its backward.
+    Only the log-probabilities are differentiable (the others are what trainers log or mask with)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, inv_t: float, need_grad: bool, chunk: int):
+        n, vocab = hidden.shape[0], weight.shape[0]
+        f32 = dict(dtype=torch.float32, device=hidden.device)
+        logp, entropy, mean, sq = (torch.empty(n, **f32) for _ in range(4))
+        top1 = torch.empty(n, dtype=torch.bool, device=hidden.device)
+        rows_grad = torch.empty_like(hidden) if need_grad else None
+        shifted = torch.empty((min(chunk, n), vocab), **f32)
+        probs = torch.empty_like(shifted)
+        narrow = torch.empty((min(chunk, n), vocab), dtype=hidden.dtype, device=hidden.device)
+        for start in range(0, n, chunk):
+            h, t = hidden[start : start + chunk], targets[start : start + chunk]
+            rows, part = torch.arange(len(t), device=t.device), slice(start, start + len(t))
+            z, e, low = shifted[: len(t)], probs[: len(t)], narrow[: len(t)]
+            torch.mm(h, weight.t(), out=low)
+            z.copy_(low)
+            if inv_t != 1.0:
+                z.mul_(inv_t)
+            mean[part] = z.mean(dim=-1)
+            top, argmax = z.max(dim=-1)
+            top1[part] = argmax == t
+            z.sub_(top.unsqueeze(1))
+            torch.exp(z, out=e)
+            total = e.sum(dim=-1)
+            log_total = total.log()
+            logp[part] = z[rows, t] - log_total
+            entropy[part] = log_total - torch.linalg.vecdot(e, z) / total
+            sq[part] = torch.linalg.vecdot(e, e).log() - 2 * log_total
+            if rows_grad is None:
+                continue
+            e.mul_((-inv_t / total).unsqueeze(1))
+            e[rows, t] += inv_t  # d log p_t / d logits = (onehot - softmax) / T
+            torch.mm(low.copy_(e), weight, out=rows_grad[part])
+        ctx.save_for_backward(rows_grad)
+        ctx.mark_non_differentiable(entropy, mean, top1, sq)
+        return logp, entropy, mean, top1, sq
+
+    @staticmethod
+    def backward(ctx, grad_logp, *_):
+        (rows_grad,) = ctx.saved_tensors
+        if grad_logp is None or rows_grad is None:
+            return None, None, None, None, None, None
+        return (rows_grad * grad_logp.unsqueeze(1)).to(rows_grad.dtype), None, None, None, None, None
+
+
+@dataclass
+class TokenScores:
+    """What `token_log_probs` gives per scored token (all [N], fp32 except `is_top1`)."""
+
+    log_probs: torch.Tensor
+    entropy: torch.Tensor
+    mean_logits: torch.Tensor
+    is_top1: torch.Tensor
+    log_sum_sq_probs: torch.Tensor
+
+
+def token_log_probs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, chunk: int = CHUNK_TOKENS) -> TokenScores:
+    """log p(target) of each row of `hidden @ weight.T / temperature` (hidden: [N, H], weight: [V, H] with no
+    gradient, targets: [N]), differentiable with respect to `hidden`, and the per-token figures trainers log.
+    The product runs in autocast's dtype when autocast is on, else in the weights' dtype."""
+    if weight.requires_grad:
+        raise ValueError("token_log_probs forms the hidden states' gradient only: the weight must not require one")
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+    hidden, weight = hidden.to(dtype), weight.to(dtype)
+    with torch.autocast(device, enabled=False):
+        need = torch.is_grad_enabled() and hidden.requires_grad
+        return TokenScores(*_TokenLogProbs.apply(hidden, weight, targets, 1.0 / temperature, need, chunk))
+
+
 def causal_lm_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torch.Tensor, LossStats]:
     """Next-token loss of `model` on `inputs` (with `labels`, -100 = not scored), scoring only labelled positions.
 
@@ -124,3 +203,71 @@ def output_embeddings(model):
     if hasattr(inner, "get_base_model"):
         inner = inner.get_base_model()
     return inner.get_output_embeddings()
+
+
+def score_labelled_positions(trainer) -> bool:
+    """Make the per-token log-probabilities of TRL's preference and RL trainers (DPO, KTO, GRPO, RLOO) cheap on a CPU.
+
+    Those trainers call `model(..., labels=labels, fused_lm_head=True)` (TRL's `add_fused_lm_head`). Off CUDA, TRL's
+    head projects every position, prompt and padding included, and its backward projects each chunk again. The
+    replacement runs the same backbone and scores only the positions whose label is not -100 with
+    `token_log_probs`, returning TRL's `FusedCausalLMOutput` with the same fields. It covers a head that takes no
+    gradient (LoRA) without soft-capping, scaling or bias; anything else (a trainable head, an entropy bonus, an
+    fp32 head, MoE router logits, pre-shifted labels) keeps TRL's head. Returns whether the policy's head was replaced."""
+    args = trainer.args
+    if getattr(args, "cast_lm_head_to_fp32", False) or getattr(args, "entropy_coef", 0.0) or getattr(args, "use_adaptive_entropy", False):
+        return False  # an fp32 head, or an entropy bonus (its gradient flows through the entropy), stays TRL's
+    temperature = getattr(trainer, "temperature", 1.0)  # GRPO and RLOO score at their sampling temperature
+    replaced = _replace_fused_head(trainer.model, temperature)
+    if getattr(trainer, "ref_model", None) is not None:
+        _replace_fused_head(trainer.ref_model, temperature)
+    return replaced
+
+
+def _plain_head(config) -> bool:
+    """No soft-capping or logit scaling: the head's output is the logits."""
+    scales = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+    return all(getattr(config, name, None) in (None, 1.0) for name in scales) and not getattr(config, "output_router_logits", False)
+
+
+def _replace_fused_head(model, temperature: float) -> bool:
+    import functools
+    import types
+
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    inner = getattr(model, "module", model)
+    if hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    trl_forward = vars(inner).get("forward")  # TRL's add_fused_lm_head sets the instance's forward
+    if trl_forward is None or not _plain_head(inner.config.get_text_config()):
+        return False
+    head = inner.get_output_embeddings()
+    if head is None or getattr(head, "bias", None) is not None:
+        return False
+
+    @functools.wraps(type(inner).forward)  # generate() checks its keyword arguments against this signature
+    def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
+        head = self.get_output_embeddings()
+        if not fused_lm_head or shift_labels is not None or head.weight.requires_grad or kwargs.get("output_router_logits"):
+            return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch, **kwargs)
+        kwargs["use_cache"] = False
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+        labels = labels[:, 1:].to(hidden.device)
+        mask = labels != -100
+        scores = token_log_probs(hidden[mask], head.weight, labels[mask], temperature)
+        spread = lambda x: x.new_zeros(mask.shape).masked_scatter(mask, x)  # noqa: E731  zero where not scored, as TRL's
+        log_probs = spread(scores.log_probs)
+        denominator = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+        return FusedCausalLMOutput(
+            loss=-log_probs.sum() / denominator,
+            log_probs=log_probs,
+            entropy=spread(scores.entropy),
+            log_sum_sq_probs=spread(scores.log_sum_sq_probs),
+            mean_logits=spread(scores.mean_logits),
+            is_top1=spread(scores.is_top1),
+            label_mask=mask,
+        )
+
+    inner.forward = types.MethodType(forward, inner)
+    return True
