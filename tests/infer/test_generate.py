@@ -73,6 +73,29 @@ def test_finished_rows_leave_the_batch_and_the_rest_is_unchanged(tiny):
     assert widths == [2] + [1] * 11  # after the first reply ended, only the second row was computed
 
 
+def test_a_repeated_prompt_is_prefilled_once(tiny):
+    """RL groups sample several replies to one prompt: the prompt pass runs each distinct prompt once and every row
+    continues from its copy of that cache; replies equal those of prompts run one by one."""
+    from tunesmith.infer.generate import complete_tokens, encode_prompt
+
+    model, tok = tiny
+    a, b = (encode_prompt(tok, p) for p in PROMPTS)
+    widths = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    greedy = SamplingParams(temperature=0.0)
+    try:
+        grouped = complete_tokens(model, tok, [a, b, a, a], greedy, max_new_tokens=6, generator=torch.Generator())
+    finally:
+        hook.remove()
+    alone = [complete_tokens(model, tok, [p], greedy, max_new_tokens=6, generator=torch.Generator())[0] for p in (a, b)]
+    assert widths[0] == (2, len(b))  # two distinct prompts in the prompt pass, then the four rows decode
+    assert widths[1][0] == 4
+    assert [c.token_ids for c in grouped] == [alone[0].token_ids, alone[1].token_ids, alone[0].token_ids, alone[0].token_ids]
+    params = SamplingParams(temperature=1.0)
+    sampled = complete_tokens(model, tok, [a] * 6, params, max_new_tokens=8, generator=torch.Generator().manual_seed(0))
+    assert len({tuple(c.token_ids) for c in sampled}) > 1  # each copy samples its own reply
+
+
 def test_same_seed_same_output(tiny):
     model, tok = tiny
     params = SamplingParams(temperature=1.0, top_k=50)

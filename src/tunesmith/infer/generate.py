@@ -166,6 +166,25 @@ def returned_cache(out):
     return cache if cache is not None else out.past_key_values
 
 
+def _prefill(model, prompt_ids, ids, mask, positions):
+    """The prompt pass, each distinct prompt once: an RL group samples several completions of one prompt (GRPO's
+    8 rows of 2 prompts), so its rows share the prompt's KV cache, copied row by row afterwards, instead of running
+    the same prompt 8 times. The logits and the cache are those of a pass over every row."""
+    owner: dict[tuple[int, ...], int] = {}
+    rows = [owner.setdefault(tuple(p), len(owner)) for p in prompt_ids]
+    if len(owner) == len(prompt_ids):
+        return model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **last_logits_only(model))
+    first = torch.tensor([rows.index(u) for u in range(len(owner))], device=ids.device)
+    out = model(input_ids=ids[first], attention_mask=mask[first], position_ids=positions[first], use_cache=True, **last_logits_only(model))
+    cache = returned_cache(out)
+    if not hasattr(cache, "batch_select_indices"):  # a cache that cannot be copied row by row: every row's own pass
+        return model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **last_logits_only(model))
+    spread = torch.tensor(rows, device=ids.device)
+    cache.batch_select_indices(spread)
+    out.logits = out.logits[spread]
+    return out
+
+
 @torch.no_grad()
 def _complete_batch(model, tokenizer, prompt_ids, strips, params, max_new_tokens, eos, stops, generator, on_token, offset) -> list[Completion]:
     device = next(model.parameters()).device
@@ -179,7 +198,7 @@ def _complete_batch(model, tokenizer, prompt_ids, strips, params, max_new_tokens
     rows = [Row(stops, strip, min(max_new_tokens, context - len(p))) for p, strip in zip(prompt_ids, strips)]
     # the repetition penalty looks at prompt and reply; padding reads as the (real) last prompt token instead
     seen = torch.where(mask.bool(), ids, ids[:, -1:])
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **last_logits_only(model))
+    out = _prefill(model, prompt_ids, ids, mask, positions)
     active = list(range(len(rows)))  # rows still generating, in the order of the batch tensors
     while True:
         tokens = next_tokens(out.logits[:, -1, :], params, seen if params.repetition_penalty != 1.0 else None, generator)  # (len(active),)
