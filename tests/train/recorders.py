@@ -65,3 +65,7 @@ def assert_run_followed_plan(plan, recorder: Recorder, result) -> None:
 
         fused, lora = fused_layers(model)
         assert fused == (lora if speed.fused_lora else 0), (fused, lora, speed)  # LoRA layers as one node each, as the plan says
+        from tunesmith.train.loss import fused_head_of
+
+        if plan.stage in ("dpo", "kto", "grpo", "rloo"):  # TRL's trainers with a fused head: on a CPU tunesmith's scores the tokens
+            assert fused_head_of(model) == ("tunesmith" if plan.precision.device == "cpu" else "trl"), plan.stage

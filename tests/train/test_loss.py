@@ -179,7 +179,8 @@ def test_token_log_probs_match_full_logits(chunk, temperature):
     assert torch.allclose(got.mean_logits, logits.detach().mean(-1), atol=1e-5)
     assert torch.allclose(got.log_sum_sq_probs, (p * p).sum(-1).log(), atol=1e-5)
     assert torch.equal(got.is_top1, logits.argmax(-1) == targets)
-    assert not got.entropy.requires_grad
+    with pytest.raises(NotImplementedError, match="entropy"):  # no gradient through the entropy: an error, not a silent zero
+        token_log_probs(hidden, weight, targets).entropy.sum().backward()
 
 
 def test_token_log_probs_refuse_a_trainable_head():
@@ -197,7 +198,7 @@ def test_replaced_fused_head_gives_what_trls_gives(tiny_model_dir, smol_tokenize
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from tunesmith.train.loss import _replace_fused_head
+    from tunesmith.train.loss import replace_fused_head
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     add_fused_lm_head(model, temperature=temperature, outputs=("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1"))
@@ -214,7 +215,7 @@ def test_replaced_fused_head_gives_what_trls_gives(tiny_model_dir, smol_tokenize
         return out, grads
 
     theirs, their_grads = run()
-    assert _replace_fused_head(model, temperature)
+    assert replace_fused_head(model, temperature)
     ours, our_grads = run()
 
     for field in ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits"):
@@ -232,11 +233,11 @@ def test_trainable_head_keeps_trls(tiny_model_dir, smol_tokenizer):
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from tunesmith.train.loss import _replace_fused_head
+    from tunesmith.train.loss import replace_fused_head
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     add_fused_lm_head(model)
-    assert _replace_fused_head(model, 1.0)
+    assert replace_fused_head(model, 1.0)
     out = model(**_batch(smol_tokenizer), fused_lm_head=True)
     out.loss.backward()
     assert model.get_output_embeddings().weight.grad is not None

@@ -104,7 +104,8 @@ class _TokenLogProbs(torch.autograd.Function):
     The gradient of a token's log-probability with respect to its hidden state is one row,
     (onehot - softmax) @ weight / T, formed in the forward pass while the softmax is at hand; the backward only
     scales each row by its upstream gradient. TRL's fused head instead projects every chunk again in its backward.
-    Only the log-probabilities are differentiable (the others are what trainers log or mask with)."""
+    Only the log-probabilities carry a gradient (the others are what trainers log or mask with; a loss that
+    differentiates the entropy stops with an error)."""
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, inv_t: float, need_grad: bool, chunk: int):
@@ -140,11 +141,17 @@ class _TokenLogProbs(torch.autograd.Function):
             e[rows, t] += inv_t  # d log p_t / d logits = (onehot - softmax) / T
             torch.mm(low.copy_(e), weight, out=rows_grad[part])
         ctx.save_for_backward(rows_grad)
-        ctx.mark_non_differentiable(entropy, mean, top1, sq)
+        ctx.mark_non_differentiable(mean, top1, sq)
+        ctx.set_materialize_grads(False)
         return logp, entropy, mean, top1, sq
 
     @staticmethod
-    def backward(ctx, grad_logp, *_):
+    def backward(ctx, grad_logp, grad_entropy, *_):
+        if grad_entropy is not None:
+            raise NotImplementedError(
+                "tunesmith's CPU LM head gives no gradient through the entropy (an entropy bonus in the loss); "
+                "train with TRL's head: set the trainer's cast_lm_head_to_fp32, or train on a GPU"
+            )
         (rows_grad,) = ctx.saved_tensors
         if grad_logp is None or rows_grad is None:
             return None, None, None, None, None, None
@@ -166,8 +173,9 @@ def token_log_probs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
     """log p(target) of each row of `hidden @ weight.T / temperature` (hidden: [N, H], weight: [V, H] with no
     gradient, targets: [N]), differentiable with respect to `hidden`, and the per-token figures trainers log.
     The product runs in autocast's dtype when autocast is on, else in the weights' dtype."""
-    if weight.requires_grad:
+    if weight.requires_grad and torch.is_grad_enabled():
         raise ValueError("token_log_probs forms the hidden states' gradient only: the weight must not require one")
+    weight = weight.detach()
     device = hidden.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
     hidden, weight = hidden.to(dtype), weight.to(dtype)
@@ -205,32 +213,24 @@ def output_embeddings(model):
     return inner.get_output_embeddings()
 
 
-def score_labelled_positions(trainer) -> bool:
-    """Make the per-token log-probabilities of TRL's preference and RL trainers (DPO, KTO, GRPO, RLOO) cheap on a CPU.
-
-    Those trainers call `model(..., labels=labels, fused_lm_head=True)` (TRL's `add_fused_lm_head`). Off CUDA, TRL's
-    head projects every position, prompt and padding included, and its backward projects each chunk again. The
-    replacement runs the same backbone and scores only the positions whose label is not -100 with
-    `token_log_probs`, returning TRL's `FusedCausalLMOutput` with the same fields. It covers a head that takes no
-    gradient (LoRA) without soft-capping, scaling or bias; anything else (a trainable head, an entropy bonus, an
-    fp32 head, MoE router logits, pre-shifted labels) keeps TRL's head. Returns whether the policy's head was replaced."""
-    args = trainer.args
-    if getattr(args, "cast_lm_head_to_fp32", False) or getattr(args, "entropy_coef", 0.0) or getattr(args, "use_adaptive_entropy", False):
-        return False  # an fp32 head, or an entropy bonus (its gradient flows through the entropy), stays TRL's
-    temperature = getattr(trainer, "temperature", 1.0)  # GRPO and RLOO score at their sampling temperature
-    replaced = _replace_fused_head(trainer.model, temperature)
-    if getattr(trainer, "ref_model", None) is not None:
-        _replace_fused_head(trainer.ref_model, temperature)
-    return replaced
+def trains(head) -> bool:
+    """Whether a gradient flows to the LM head in this call (full fine-tuning, or LoRA with train_embeddings)."""
+    return torch.is_grad_enabled() and any(p.requires_grad for p in head.parameters())
 
 
-def _plain_head(config) -> bool:
+def plain_head(config) -> bool:
     """No soft-capping or logit scaling: the head's output is the logits."""
     scales = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
     return all(getattr(config, name, None) in (None, 1.0) for name in scales) and not getattr(config, "output_router_logits", False)
 
 
-def _replace_fused_head(model, temperature: float) -> bool:
+def replace_fused_head(model, temperature: float = 1.0) -> bool:
+    """Route the per-token log-probabilities of TRL's fused head (`add_fused_lm_head`, which DPO, KTO, GRPO and RLOO
+    add to their models; `model(..., labels=labels, fused_lm_head=True)`) through `token_log_probs`: the same
+    backbone, only the positions whose label is not -100 scored, TRL's `FusedCausalLMOutput` with the same fields.
+    TRL's head, off CUDA, projects every position and projects each chunk again in its backward. Calls this does not
+    cover keep TRL's head: a head that takes a gradient (full fine-tuning), soft-capped, scaled or biased logits,
+    MoE router logits, pre-shifted labels. Returns whether the forward was replaced."""
     import functools
     import types
 
@@ -240,7 +240,7 @@ def _replace_fused_head(model, temperature: float) -> bool:
     if hasattr(inner, "get_base_model"):
         inner = inner.get_base_model()
     trl_forward = vars(inner).get("forward")  # TRL's add_fused_lm_head sets the instance's forward
-    if trl_forward is None or not _plain_head(inner.config.get_text_config()):
+    if fused_head_of(inner) != "trl" or not plain_head(inner.config.get_text_config()):
         return False
     head = inner.get_output_embeddings()
     if head is None or getattr(head, "bias", None) is not None:
@@ -249,7 +249,8 @@ def _replace_fused_head(model, temperature: float) -> bool:
     @functools.wraps(type(inner).forward)  # generate() checks its keyword arguments against this signature
     def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
         head = self.get_output_embeddings()
-        if not fused_lm_head or shift_labels is not None or head.weight.requires_grad or kwargs.get("output_router_logits"):
+        trains_head = trains(head)
+        if not fused_lm_head or shift_labels is not None or trains_head or kwargs.get("output_router_logits"):
             return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch, **kwargs)
         kwargs["use_cache"] = False
         hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
@@ -269,5 +270,17 @@ def _replace_fused_head(model, temperature: float) -> bool:
             label_mask=mask,
         )
 
+    forward.tunesmith_head = True
     inner.forward = types.MethodType(forward, inner)
     return True
+
+
+def fused_head_of(model) -> str | None:
+    """Whose fused LM head `model` carries: "tunesmith" (replace_fused_head), "trl" (add_fused_lm_head), or None."""
+    inner = getattr(model, "module", model)
+    if hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    forward = vars(inner).get("forward")
+    if forward is None:
+        return None
+    return "tunesmith" if getattr(getattr(forward, "__func__", None), "tunesmith_head", False) else "trl"

@@ -210,7 +210,7 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     # 0.85x the estimate made without it)
     packed = stage.packs_documents and precision.device == "cpu"
     memory.update(estimate_memory(model.config, total, trainable, precision, recipe.method, rows, step_len, speed, targets, stage.head, packed))
-    memory["loss"] = loss_bytes(model.config, rows, step_len, stage.projects_every_position) if stage.head == "causal" else 0
+    memory["loss"] = loss_bytes(model.config, rows, step_len, stage.all_positions_projected(recipe, precision)) if stage.head == "causal" else 0
 
     def estimate(other, head: str) -> dict[str, int]:
         other_total, other_trainable = parameter_counts(recipe, other, head)

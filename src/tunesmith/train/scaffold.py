@@ -323,10 +323,6 @@ def run_stage(
         from tunesmith.train.fused_lora import fuse_lora_layers
 
         fuse_lora_layers(trainer.model)  # after the trainer wrapped the adapter (DPO, KTO, ... wrap it themselves)
-    if precision.device == "cpu":
-        from tunesmith.train.loss import score_labelled_positions
-
-        score_labelled_positions(trainer)  # TRL's fused head scores every position off CUDA (train/loss.py)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     console.print(

@@ -83,6 +83,10 @@ class Stage:
     projects_every_position: ClassVar[bool] = False  # the trainer's loss takes the whole micro-batch's logits at once (ORPO, CPO)
     packs_documents: ClassVar[bool] = False  # rows hold several documents, positions restarting per document (pretrain's blocks)
 
+    def all_positions_projected(self, recipe, precision) -> bool:
+        """Whether the loss takes the micro-batch's whole logits at once (the plan's memory for the loss)."""
+        return self.projects_every_position
+
     def uses_reference(self, recipe) -> bool:
         """Whether this run needs the frozen starting policy (DPO, KTO; GRPO when beta > 0)."""
         return self.needs_reference

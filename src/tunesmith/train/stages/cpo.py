@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from tunesmith.train.stages.pairs import PreferenceStage, logits_in_fp32
+from tunesmith.train.stages.pairs import PreferenceStage, TokenScoredPairs, head_scores_tokens, logits_in_fp32
 
 
 class CPOStage(PreferenceStage):
-    projects_every_position = True  # trl.experimental's trainer takes outputs.logits of the whole micro-batch
+    projects_every_position = True  # trl.experimental's trainer takes outputs.logits of the whole micro-batch (off a CPU)
     name = "cpo"
     title = "contrastive preference optimisation"
     implicit_reward = False
@@ -23,10 +23,20 @@ class CPOStage(PreferenceStage):
 
         return self.trl_config(CPOConfig, recipe, common, include_num_input_tokens_seen="no")
 
+    def all_positions_projected(self, recipe, precision) -> bool:
+        return not head_scores_tokens(recipe, precision)
+
     def trainer(self, *, model, ref_model, args, data, tokenizer, callbacks, peft_config):
         from trl.experimental.cpo import CPOTrainer
 
-        return CPOTrainer(
+        class ScoredCPOTrainer(TokenScoredPairs, CPOTrainer):
+            def average_answer_logps(self) -> bool:
+                return self.loss_type in ("ipo", "simpo")  # as CPOTrainer.concatenated_forward averages
+
+            def nll_weight(self) -> float:
+                return self.cpo_alpha
+
+        return ScoredCPOTrainer(
             model=logits_in_fp32(model),
             args=args,
             train_dataset=data.train,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from tunesmith.train.stages.pairs import PreferenceStage, logits_in_fp32
+from tunesmith.train.stages.pairs import PreferenceStage, TokenScoredPairs, head_scores_tokens, logits_in_fp32
 
 
 class ORPOStage(PreferenceStage):
-    projects_every_position = True  # trl.experimental's trainer takes outputs.logits of the whole micro-batch
+    projects_every_position = True  # trl.experimental's trainer takes outputs.logits of the whole micro-batch (off a CPU)
     name = "orpo"
     title = "odds-ratio preference optimisation"
     implicit_reward = False
@@ -22,10 +22,16 @@ class ORPOStage(PreferenceStage):
         # its batches carry chosen_/rejected_input_ids, which the Trainer's token counter cannot see
         return self.trl_config(ORPOConfig, recipe, common, include_num_input_tokens_seen="no")
 
+    def all_positions_projected(self, recipe, precision) -> bool:
+        return not head_scores_tokens(recipe, precision)
+
     def trainer(self, *, model, ref_model, args, data, tokenizer, callbacks, peft_config):
         from trl.experimental.orpo import ORPOTrainer
 
-        return ORPOTrainer(
+        class ScoredORPOTrainer(TokenScoredPairs, ORPOTrainer):
+            nll_over_prompt = True  # ORPO's NLL term: the chosen sequence, prompt included
+
+        return ScoredORPOTrainer(
             model=logits_in_fp32(model),
             args=args,
             train_dataset=data.train,

@@ -36,6 +36,70 @@ def precompute_reference(recipe, stage, schedule) -> bool:
     return schedule is not None and schedule.num_epochs >= 2
 
 
+def head_scores_tokens(recipe, precision) -> bool:
+    """Whether ORPO's and CPO's trainers score answer tokens with tunesmith's head (`TokenScoredPairs`) rather than
+    the micro-batch's whole logits: on a CPU, with a head that takes no gradient (the plan's memory follows this)."""
+    return precision.device == "cpu" and recipe.method != "full" and not recipe.lora.train_embeddings
+
+
+class TokenScoredPairs:
+    """Mixin for trl.experimental's `ORPOTrainer` and `CPOTrainer`. Their `concatenated_forward` takes the logits of
+    every position of the micro-batch (ORPO upcasts them to fp32, `logits_in_fp32`) and log-softmaxes them whole;
+    on a CPU with a frozen head this one runs the same backbone and scores only the answer tokens, and ORPO's NLL
+    tokens, with train/loss.py's `token_log_probs` (logits in the weights' dtype, softmax in fp32, as before).
+    Returns what theirs returns; the two "logits" tensors, which the trainers only average for the
+    `logits/chosen|rejected` metrics, hold each answer token's mean logit (theirs averaged prompt and padding too)."""
+
+    nll_over_prompt = False  # ORPO's NLL term covers the prompt and the chosen answer; CPO's the chosen answer
+
+    def average_answer_logps(self) -> bool:
+        return True
+
+    def nll_weight(self) -> float:
+        return 1.0
+
+    def concatenated_forward(self, model, batch):
+        import torch
+
+        from tunesmith.train.loss import output_embeddings, plain_head, token_log_probs, trains
+
+        head = output_embeddings(model)
+        if (
+            self.is_encoder_decoder
+            or self.aux_loss_enabled
+            or trains(head)
+            or head.weight.device.type != "cpu"
+            or not plain_head(model.config.get_text_config())
+        ):
+            return super().concatenated_forward(model, batch)
+        padding = getattr(self, "padding_value", getattr(self, "pad_token_id", 0))  # ORPOTrainer's name, CPOTrainer's
+        joined = self.concatenated_inputs(batch, is_encoder_decoder=False, padding_value=padding, device=self.accelerator.device)
+        ids, mask, labels = joined["concatenated_input_ids"], joined["concatenated_attention_mask"], joined["concatenated_labels"]
+        targets, answer = ids[:, 1:], labels[:, 1:] != -100
+        if not torch.equal(labels[:, 1:][answer], targets[answer]):  # answers labelled with other tokens than they hold
+            return super().concatenated_forward(model, batch)
+        n = batch["chosen_labels"].shape[0]
+        nll = answer.clone()
+        nll[n:] = False
+        if self.nll_over_prompt:
+            nll[:n] = mask[:n, 1:].bool()
+        scored = answer | nll
+        no_position = torch.empty(0, dtype=torch.long, device=ids.device)  # the model's own head projects nothing
+        out = model(ids, attention_mask=mask, use_cache=False, output_hidden_states=True, logits_to_keep=no_position)
+        hidden = out.hidden_states[-1][:, :-1]
+        scores = token_log_probs(hidden[scored], head.weight, targets[scored])
+        spread = lambda x: torch.zeros(scored.shape, dtype=x.dtype, device=x.device).masked_scatter(scored, x)  # noqa: E731
+        logp, mean_logit = spread(scores.log_probs), spread(scores.mean_logits)
+        logps = (logp * answer).sum(-1)
+        if self.average_answer_logps():
+            logps = logps / answer.sum(-1)
+        if self.nll_weight() == 0:
+            nll_loss = torch.tensor(0.0, device=ids.device)
+        else:
+            nll_loss = -(logp[:n] * nll[:n]).sum() / nll[:n].sum()
+        return logps[:n], logps[n:], mean_logit[:n][answer[:n]], mean_logit[n:][answer[n:]], nll_loss
+
+
 class PreferenceStage(Stage):
     data_kind = "preference"
     sequences_per_example = 2
