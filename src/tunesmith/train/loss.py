@@ -192,11 +192,7 @@ def causal_lm_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torch.
     Trainer's count across gradient-accumulation micro-batches), else over this batch's scored tokens.
     """
     labels = inputs["labels"]
-    forward = {k: v for k, v in inputs.items() if k != "labels"}
-    no_position = torch.empty(0, dtype=torch.long, device=labels.device)  # the head projects nothing here (an int 1 still costs
-    # a [batch, 1, vocab] product, which CPU bf16 runs as a batched matmul over a copied weight: ~0.4 s a step on SmolLM2)
-    outputs = model(**forward, use_cache=False, output_hidden_states=True, logits_to_keep=no_position)
-    hidden = outputs.hidden_states[-1][:, :-1]
+    hidden = last_hidden_states(model, **{k: v for k, v in inputs.items() if k != "labels"})
     targets = labels[:, 1:]
     mask = targets != -100
     weight = output_embeddings(model).weight
@@ -205,12 +201,31 @@ def causal_lm_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torch.
     return total / denominator, stats
 
 
+def unwrapped(model):
+    """The transformers model under any wrapper (DDP, PEFT)."""
+    inner = getattr(model, "module", model)
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+
+
 def output_embeddings(model):
     """The LM head under any wrapper (DDP, PEFT)."""
-    inner = getattr(model, "module", model)
-    if hasattr(inner, "get_base_model"):
-        inner = inner.get_base_model()
-    return inner.get_output_embeddings()
+    return unwrapped(model).get_output_embeddings()
+
+
+def last_hidden_states(model, input_ids: torch.Tensor, **inputs):
+    """The model's last hidden states, shifted to predict the next token ([:, :-1]); the model called as a whole (so
+    DDP/FSDP wrappers and PEFT see their usual forward) with its own head projecting no position (an int
+    `logits_to_keep=1` still costs a [batch, 1, vocab] product, which CPU bf16 runs as a batched matmul over a copied
+    weight: ~0.4 s a step on SmolLM2)."""
+    no_position = torch.empty(0, dtype=torch.long, device=input_ids.device)
+    outputs = model(input_ids=input_ids, **inputs, use_cache=False, output_hidden_states=True, logits_to_keep=no_position)
+    return outputs.hidden_states[-1][:, :-1]
+
+
+def spread_over(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Per-token values of the scored positions laid out over `mask`'s shape, 0 where nothing was scored (as TRL's
+    fused head gives them); connected to `values` for autograd even when `mask` selects nothing."""
+    return values.new_zeros(mask.shape).masked_scatter(mask, values)
 
 
 def trains(head) -> bool:
@@ -236,9 +251,7 @@ def replace_fused_head(model, temperature: float = 1.0) -> bool:
 
     from trl.trainer.utils import FusedCausalLMOutput
 
-    inner = getattr(model, "module", model)
-    if hasattr(inner, "get_base_model"):
-        inner = inner.get_base_model()
+    inner = unwrapped(model)
     trl_forward = vars(inner).get("forward")  # TRL's add_fused_lm_head sets the instance's forward
     if fused_head_of(inner) != "trl" or not plain_head(inner.config.get_text_config()):
         return False
@@ -249,15 +262,14 @@ def replace_fused_head(model, temperature: float = 1.0) -> bool:
     @functools.wraps(type(inner).forward)  # generate() checks its keyword arguments against this signature
     def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
         head = self.get_output_embeddings()
-        trains_head = trains(head)
-        if not fused_lm_head or shift_labels is not None or trains_head or kwargs.get("output_router_logits"):
+        if not fused_lm_head or shift_labels is not None or trains(head) or kwargs.get("output_router_logits"):
             return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch, **kwargs)
         kwargs["use_cache"] = False
         hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
         labels = labels[:, 1:].to(hidden.device)
         mask = labels != -100
         scores = token_log_probs(hidden[mask], head.weight, labels[mask], temperature)
-        spread = lambda x: x.new_zeros(mask.shape).masked_scatter(mask, x)  # noqa: E731  zero where not scored, as TRL's
+        spread = functools.partial(spread_over, mask)
         log_probs = spread(scores.log_probs)
         denominator = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
         return FusedCausalLMOutput(
@@ -277,10 +289,7 @@ def replace_fused_head(model, temperature: float = 1.0) -> bool:
 
 def fused_head_of(model) -> str | None:
     """Whose fused LM head `model` carries: "tunesmith" (replace_fused_head), "trl" (add_fused_lm_head), or None."""
-    inner = getattr(model, "module", model)
-    if hasattr(inner, "get_base_model"):
-        inner = inner.get_base_model()
-    forward = vars(inner).get("forward")
+    forward = vars(unwrapped(model)).get("forward")
     if forward is None:
         return None
     return "tunesmith" if getattr(getattr(forward, "__func__", None), "tunesmith_head", False) else "trl"

@@ -61,7 +61,7 @@ class TokenScoredPairs:
     def concatenated_forward(self, model, batch):
         import torch
 
-        from tunesmith.train.loss import output_embeddings, plain_head, token_log_probs, trains
+        from tunesmith.train.loss import last_hidden_states, output_embeddings, plain_head, spread_over, token_log_probs, trains
 
         head = output_embeddings(model)
         if (
@@ -84,12 +84,9 @@ class TokenScoredPairs:
         if self.nll_over_prompt:
             nll[:n] = mask[:n, 1:].bool()
         scored = answer | nll
-        no_position = torch.empty(0, dtype=torch.long, device=ids.device)  # the model's own head projects nothing
-        out = model(ids, attention_mask=mask, use_cache=False, output_hidden_states=True, logits_to_keep=no_position)
-        hidden = out.hidden_states[-1][:, :-1]
+        hidden = last_hidden_states(model, ids, attention_mask=mask)
         scores = token_log_probs(hidden[scored], head.weight, targets[scored])
-        spread = lambda x: torch.zeros(scored.shape, dtype=x.dtype, device=x.device).masked_scatter(scored, x)  # noqa: E731
-        logp, mean_logit = spread(scores.log_probs), spread(scores.mean_logits)
+        logp, mean_logit = spread_over(scored, scores.log_probs), spread_over(scored, scores.mean_logits)
         logps = (logp * answer).sum(-1)
         if self.average_answer_logps():
             logps = logps / answer.sum(-1)
