@@ -35,7 +35,12 @@ def _trainer(stage_name, tiny_model_dir, smol_tokenizer, pairs_jsonl, tmp_path, 
     [("orpo", {}), ("cpo", {}), ("cpo", {"loss_type": "simpo", "cpo_alpha": 0.0})],
     ids=["orpo", "cpo", "simpo"],
 )
-def test_token_scored_forward_equals_trls(stage_name, config, tiny_model_dir, smol_tokenizer, pairs_jsonl, tmp_path):
+def test_token_scored_forward_equals_trls(stage_name, config, tiny_model_dir, smol_tokenizer, pairs_jsonl, tmp_path, monkeypatch):
+    """Each pair's prompt runs once (train/prefix.py) and the outputs are still theirs."""
+    import tunesmith.train.prefix as prefix
+
+    packs, pack = [], prefix.pack_shared_prompts
+    monkeypatch.setattr(prefix, "pack_shared_prompts", lambda *a, **k: packs.append(pack(*a, **k)) or packs[-1])
     trainer = _trainer(stage_name, tiny_model_dir, smol_tokenizer, pairs_jsonl, tmp_path, **config)
     batch = next(iter(trainer.get_train_dataloader()))
     model = trainer.model
@@ -52,6 +57,7 @@ def test_token_scored_forward_equals_trls(stage_name, config, tiny_model_dir, sm
     ours, our_grads = run(type(trainer).concatenated_forward)
     theirs, their_grads = run(base.concatenated_forward)
     assert type(trainer).concatenated_forward is not base.concatenated_forward
+    assert packs and packs[0].input_ids.shape[0] <= batch["chosen_input_ids"].shape[0]  # a row per distinct prompt
     assert torch.allclose(ours[0], theirs[0], atol=1e-5) and torch.allclose(ours[1], theirs[1], atol=1e-5)  # chosen, rejected logps
     assert ours[4].item() == pytest.approx(theirs[4].item(), rel=1e-5, abs=1e-7)  # the NLL term
     for a, b in zip(our_grads, their_grads):

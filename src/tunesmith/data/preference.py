@@ -320,6 +320,7 @@ class PreferenceReport:
     num_desirable: int = 0  # unpaired only
     num_undesirable: int = 0
     max_tokens: int = 0  # prompt + longest response, as the chat template renders it
+    max_shared_tokens: int = 0  # pairs: prompt + chosen + rejected, the row they make when the prompt runs once (train/prefix.py)
     mean_tokens: float = 0.0
     num_over_max_length: int = 0
     max_length: int | None = None
@@ -372,6 +373,26 @@ def _length(tokenizer, example: dict, kind: str) -> int:
         return _num_tokens(tokenizer, example["prompt"])
     responses = [example["completion"]] if kind == "unpaired" else [example["chosen"], example["rejected"]]
     return max(_num_tokens(tokenizer, example["prompt"], r) for r in responses)
+
+
+def _shared_length(tokenizer, example: dict, max_length: int | None) -> int:
+    """A pair as one row with its prompt once: TRL's two sequences (each cut at max_length) less the prompt they
+    share (TRL's prompt is the common prefix of the rendered prompt and each rendered conversation)."""
+    prompt, chosen, rejected = (
+        template_ids(tokenizer, example["prompt"], generation_prompt=isinstance(example["prompt"], list)),
+        template_ids(tokenizer, example["prompt"] + example["chosen"]),
+        template_ids(tokenizer, example["prompt"] + example["rejected"]),
+    )
+    shared = min(_common_prefix(prompt, chosen), _common_prefix(prompt, rejected))
+    limit = max_length or len(chosen) + len(rejected)
+    return min(len(chosen), limit) + min(len(rejected), limit) - min(shared, limit)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def _check_columns(columns: list[str], record: dict, where: str):
@@ -450,6 +471,8 @@ def prepare_preference_data(source, tokenizer, *, stage: str, max_length: int | 
     report.max_tokens = max(lengths)
     report.mean_tokens = sum(lengths) / len(lengths)
     report.num_over_max_length = sum(1 for n in lengths if max_length and n > max_length)
+    if kind == "preference":
+        report.max_shared_tokens = max(_shared_length(tokenizer, e, max_length) for e in examples)
     if stage == "reward" and report.num_over_max_length:
         # TRL's RewardTrainer drops these rows; drop them here, so that the counts, the plan and the trainer agree
         examples = [e for e, n in zip(examples, lengths) if n <= max_length]

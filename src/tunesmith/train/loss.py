@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tunesmith.train.prefix import scored_hidden_states
+
 CHUNK_TOKENS = 128  # measured on the 2-core EPYC (49k vocabulary, 210 scored tokens): 128 -> 117 ms, 1024 -> 122 ms, 32 -> 145 ms; a chunk's buffers are ~60 MB
 
 
@@ -192,7 +194,7 @@ def causal_lm_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torch.
     Trainer's count across gradient-accumulation micro-batches), else over this batch's scored tokens.
     """
     labels = inputs["labels"]
-    hidden = last_hidden_states(model, **{k: v for k, v in inputs.items() if k != "labels"})
+    hidden = last_hidden_states(model, **{k: v for k, v in inputs.items() if k != "labels"})[:, :-1]
     targets = labels[:, 1:]
     mask = targets != -100
     weight = output_embeddings(model).weight
@@ -213,13 +215,13 @@ def output_embeddings(model):
 
 
 def last_hidden_states(model, input_ids: torch.Tensor, **inputs):
-    """The model's last hidden states, shifted to predict the next token ([:, :-1]); the model called as a whole (so
+    """The model's last hidden states (position t predicts token t + 1); the model called as a whole (so
     DDP/FSDP wrappers and PEFT see their usual forward) with its own head projecting no position (an int
     `logits_to_keep=1` still costs a [batch, 1, vocab] product, which CPU bf16 runs as a batched matmul over a copied
     weight: ~0.4 s a step on SmolLM2)."""
     no_position = torch.empty(0, dtype=torch.long, device=input_ids.device)
     outputs = model(input_ids=input_ids, **inputs, use_cache=False, output_hidden_states=True, logits_to_keep=no_position)
-    return outputs.hidden_states[-1][:, :-1]
+    return outputs.hidden_states[-1]
 
 
 def spread_over(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -262,13 +264,28 @@ def replace_fused_head(model, temperature: float = 1.0) -> bool:
     @functools.wraps(type(inner).forward)  # generate() checks its keyword arguments against this signature
     def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
         head = self.get_output_embeddings()
-        if not fused_lm_head or shift_labels is not None or trains(head) or kwargs.get("output_router_logits"):
+        if (
+            not fused_lm_head
+            or len(args) > 1
+            or (not args and kwargs.get("input_ids") is None)
+            or shift_labels is not None
+            or trains(head)
+            or kwargs.get("output_router_logits")
+        ):
             return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch, **kwargs)
-        kwargs["use_cache"] = False
-        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
-        labels = labels[:, 1:].to(hidden.device)
+        if args:
+            kwargs["input_ids"] = args[0]
+        input_ids, attention_mask = kwargs.pop("input_ids"), kwargs.pop("attention_mask", None)
+        labels = labels[:, 1:].to(input_ids.device)
         mask = labels != -100
-        scores = token_log_probs(hidden[mask], head.weight, labels[mask], temperature)
+        kwargs["use_cache"] = False
+        backbone, extra = self.base_model, any(v is not None for k, v in kwargs.items() if k != "use_cache")
+
+        def run(**inputs):
+            return backbone(**inputs, **kwargs).last_hidden_state
+
+        hidden = scored_hidden_states(run, self.config, input_ids, attention_mask, mask, pack=not extra)  # images etc.: as given
+        scores = token_log_probs(hidden, head.weight, labels[mask], temperature)
         spread = functools.partial(spread_over, mask)
         log_probs = spread(scores.log_probs)
         denominator = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch

@@ -179,6 +179,7 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     notes: list[str] = []
     data_summary = None
     seq_len = recipe.data.max_length
+    shared_len = 0  # pairs as one row each, their prompt once (0: unknown)
     if num_examples is None:
         from tunesmith.models.load import load_tokenizer
 
@@ -186,6 +187,7 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
         num_examples = prepared.num_examples
         num_sequences = prepared.num_sequences
         seq_len = prepared.longest
+        shared_len = prepared.shared_longest
         data_summary = prepared.summary
         mean_tokens = prepared.tokens / max(prepared.num_sequences, 1) if prepared.tokens else seq_len
     else:
@@ -209,7 +211,14 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     # rows of several documents: what a CPU keeps for their per-document mask is probed (on an H200, pretrain's peak was
     # 0.85x the estimate made without it)
     packed = stage.packs_documents and precision.device == "cpu"
-    memory.update(estimate_memory(model.config, total, trainable, precision, recipe.method, rows, step_len, speed, targets, stage.head, packed))
+    from tunesmith.train.prefix import ATTENTION
+    from tunesmith.train.stages.pairs import head_scores_tokens
+
+    shares = stage.shares_prompts if head_scores_tokens(recipe, precision) and speed.attention in ATTENTION else ""
+    # a pair's prompt run once makes one row of prompt + both answers; an RL micro-batch shares as its groups fall
+    # into it (TRL shuffles them), so its estimate keeps a row per completion
+    run_rows, run_len = (recipe.training.per_device_train_batch_size, shared_len) if shares == "pair" and shared_len else (rows, step_len)
+    memory.update(estimate_memory(model.config, total, trainable, precision, recipe.method, run_rows, run_len, speed, targets, stage.head, packed))
     memory["loss"] = loss_bytes(model.config, rows, step_len, stage.all_positions_projected(recipe, precision)) if stage.head == "causal" else 0
 
     def estimate(other, head: str) -> dict[str, int]:
@@ -226,6 +235,9 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
         )
     if stage.sequences_per_example == 2:
         notes.append(f"each step sees pairs: {recipe.training.per_device_train_batch_size} pairs per micro-batch run as {rows} sequences (chosen and rejected)")
+    if shares:
+        answers = "its chosen and rejected answers" if shares == "pair" else "its completions"
+        notes.append(f"each {shares}'s prompt runs once, {answers} after it in one row whose attention keeps them apart (prefix sharing)")
     if stage.uses_reference(recipe):
         from tunesmith.train.stages.pairs import precompute_reference
 

@@ -23,6 +23,7 @@ class StageData:
     num_examples: int
     num_sequences: int  # what the Trainer iterates over (examples, packed sequences, pairs)
     longest: int  # longest row in tokens, as the trainer will see it
+    shared_longest: int = 0  # pairs: the longest prompt + chosen + rejected, one row when the prompt runs once (train/prefix.py)
     tokens: int = 0  # all rows' tokens (pairs: prompt + the longer answer; RL: the prompts), for the plan's time estimate
     eval_examples: list[dict] = field(default_factory=list)  # canonical rows, for the before/after measurement
     raw: Any = None  # the stage's own prepared object (e.g. SFT's TrainingData)
@@ -82,6 +83,7 @@ class Stage:
     chat: ClassVar[bool] = True  # sample prompts are chat turns (pretrain: raw text to continue)
     projects_every_position: ClassVar[bool] = False  # the trainer's loss takes the whole micro-batch's logits at once (ORPO, CPO)
     packs_documents: ClassVar[bool] = False  # rows hold several documents, positions restarting per document (pretrain's blocks)
+    shares_prompts: ClassVar[str] = ""  # what runs a prompt once on a CPU (train/prefix.py): "pair" (DPO, ORPO, CPO), "group" (GRPO, RLOO)
 
     def all_positions_projected(self, recipe, precision) -> bool:
         """Whether the loss takes the micro-batch's whole logits at once (the plan's memory for the loss)."""
@@ -127,6 +129,7 @@ class Stage:
             num_examples=train.report.num_examples,
             num_sequences=train.report.num_examples,
             longest=min(train.report.max_tokens, recipe.data.max_length),
+            shared_longest=train.report.max_shared_tokens,
             tokens=round(train.report.mean_tokens * train.report.num_examples),
             eval_examples=evaluation.examples if evaluation else [],
         )

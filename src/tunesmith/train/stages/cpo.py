@@ -6,6 +6,7 @@ from tunesmith.train.stages.pairs import PreferenceStage, TokenScoredPairs, head
 
 
 class CPOStage(PreferenceStage):
+    shares_prompts = "pair"
     projects_every_position = True  # trl.experimental's trainer takes outputs.logits of the whole micro-batch (off a CPU)
     name = "cpo"
     title = "contrastive preference optimisation"

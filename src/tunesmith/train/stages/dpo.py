@@ -16,6 +16,7 @@ def dpo_loss_types() -> list[str]:
 
 
 class DPOStage(PreferenceStage):
+    shares_prompts = "pair"
     name = "dpo"
     title = "direct preference optimisation"
     needs_reference = True

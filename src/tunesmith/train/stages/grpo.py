@@ -49,6 +49,7 @@ def rewards_formula(section) -> str:
 
 
 class GRPOStage(Stage):
+    shares_prompts = "group"
     name = "grpo"
     title = "group relative policy optimisation"
     data_kind = "prompt"

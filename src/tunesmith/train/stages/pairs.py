@@ -59,9 +59,12 @@ class TokenScoredPairs:
         return 1.0
 
     def concatenated_forward(self, model, batch):
+        import functools
+
         import torch
 
         from tunesmith.train.loss import last_hidden_states, output_embeddings, plain_head, spread_over, token_log_probs, trains
+        from tunesmith.train.prefix import scored_hidden_states
 
         head = output_embeddings(model)
         if (
@@ -84,8 +87,8 @@ class TokenScoredPairs:
         if self.nll_over_prompt:
             nll[:n] = mask[:n, 1:].bool()
         scored = answer | nll
-        hidden = last_hidden_states(model, ids, attention_mask=mask)
-        scores = token_log_probs(hidden[scored], head.weight, targets[scored])
+        hidden = scored_hidden_states(functools.partial(last_hidden_states, model), model.config, ids, mask, scored, answers=answer)
+        scores = token_log_probs(hidden, head.weight, targets[scored])
         logp, mean_logit = spread_over(scored, scores.log_probs), spread_over(scored, scores.mean_logits)
         logps = (logp * answer).sum(-1)
         if self.average_answer_logps():

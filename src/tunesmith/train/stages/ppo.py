@@ -27,6 +27,7 @@ def reward_model_spec(recipe) -> str | None:
 
 class PPOStage(GRPOStage):
     projects_every_position = True  # train/ppo.py takes the logits of every response position of a micro-batch at once
+    shares_prompts = ""  # one response per prompt: nothing to share
     name = "ppo"
     title = "proximal policy optimisation"
     progress_metrics = ("reward", "kl", "value_loss")
