@@ -54,7 +54,7 @@ def test_rl_step_flops_count_a_rollout_as_torchs_counter_does(tiny_model_dir):
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoModelForCausalLM, DynamicCache
 
-    from tunesmith.bench.measure import attention_forward_flops, reference_flops, rl_step_flops
+    from tunesmith.bench.measure import attention_forward_flops, decoder_weights, reference_flops, rl_step_flops
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="eager").eval()
     prompt, completion = 12, 9
@@ -71,4 +71,19 @@ def test_rl_step_flops_count_a_rollout_as_torchs_counter_does(tiny_model_dir):
     # a group shares its prompt's prefill: 8 completions of one prompt cost less than 8 of their own
     assert rl_step_flops(c, 0, 8, 8, 8 * prompt, 8 * completion, False) < rl_step_flops(c, 0, 8, 1, 8 * prompt, 8 * completion, False)
     with_reference = rl_step_flops(c, 0, 8, 8, 8 * prompt, 8 * completion, True) - rl_step_flops(c, 0, 8, 8, 8 * prompt, 8 * completion, False)
-    assert with_reference == pytest.approx(reference_flops(c, [prompt + completion] * 8, 8 * completion))
+    # the reference's forward of the 8 sequences, the group's prompt counted once
+    assert with_reference == pytest.approx(reference_flops(c, [prompt + completion] * 8, 8 * completion) - reference_flops(c, [prompt] * 7, 0))
+    # the update too: one group of 8 is the work of 8 completions and one prompt
+    one_group = rl_step_flops(c, 0, 8, 8, 8 * prompt, 8 * completion, False)
+    own_prompts = rl_step_flops(c, 0, 8, 1, 8 * prompt, 8 * completion, False)
+    prefill = 7 * (prompt * 2 * decoder_weights(c) + attention_forward_flops(c, [prompt]) + 2 * c.vocab_size * c.hidden_size)
+    assert own_prompts - one_group == pytest.approx(prefill + training_flops(c, 0, [prompt] * 7, 0))
+
+
+def test_a_batch_of_pairs_repeats_each_prompt_once():
+    """bench dpo counts each pair's prompt once: the counter finds the prompt copies a batch repeats."""
+    from tunesmith.bench.measure import repeated_prompts
+
+    ids = torch.tensor([[1, 2, 3, 7, 0], [4, 5, 8, 9, 0], [1, 2, 3, 6, 6], [4, 5, 9, 0, 0], [1, 2, 5, 5, 5]])
+    prompt = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 0, 0, 0]]).bool()
+    assert repeated_prompts(ids, prompt) == [3, 2]  # rows 2 and 3 repeat rows 0 and 1; row 4's [1, 2] is a prompt of its own

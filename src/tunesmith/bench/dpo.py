@@ -34,6 +34,7 @@ from tunesmith.bench.measure import (
     peak_lines,
     peak_rss_mb,
     reference_flops,
+    repeated_prompt_flops,
     run_recipe,
     side_settings,
     trainer_meter,
@@ -131,10 +132,10 @@ def run_side(side: str, job: Job) -> dict:
     lengths, scored = counter.since(step=1)  # the timed window: steps 2..N
     positions = counter.positions_since(step=1)
     # the work the timed steps did, counted as bench sft counts it: the policy's forward and backward over chosen and
-    # rejected, and the reference's forward where it was not precomputed before training
-    flops = training_flops(meter.model.config, adapter_parameters(meter.model), lengths, scored)
-    if not settings.get("precompute_ref_log_probs"):
-        flops += reference_flops(meter.model.config, lengths, scored)
+    # rejected, and the reference's forward where it was not precomputed before training; each pair's prompt once
+    config, lora, reference = meter.model.config, adapter_parameters(meter.model), not settings.get("precompute_ref_log_probs")
+    flops = training_flops(config, lora, lengths, scored) + (reference_flops(config, lengths, scored) if reference else 0.0)
+    flops -= repeated_prompt_flops(config, lora, counter.repeated_prompts_since(step=1), reference)
     figures.update(
         timed_flops=flops,
         gflops_per_s=flops / figures["timed_seconds"] / 1e9 if figures["timed_seconds"] else None,
@@ -252,7 +253,7 @@ def report_lines(report: dict) -> list[str]:
         f"lr {job['learning_rate']:g} {job['lr_scheduler_type']}, beta {job['beta']:g}, LoRA r={job['lora_r']} alpha={job['lora_alpha']} "
         f"dropout={job['lora_dropout']:g} on {','.join(job['target_modules'])}, seed {job['seed']}; timed {report['timed']}, median of {report['repeats']}",
     ]
-    lines += peak_lines(report, "policy forward and backward, the reference's forward where not precomputed")
+    lines += peak_lines(report, "policy forward and backward, the reference's forward where not precomputed, each pair's prompt once")
     for name in SIDES:
         side = s[name]
         run = side["runs"][0]

@@ -331,7 +331,10 @@ def report_lines(report: dict) -> list[str]:
         f"temperature {job['temperature']:g}), beta {job['beta']:g}, lr {job['learning_rate']:g} {job['lr_scheduler_type']}, LoRA r={job['lora_r']} on {','.join(job['target_modules'])}, "
         f"seed {job['seed']}; timed {report['timed']}, median of {report['repeats']}",
     ]
-    lines += peak_lines(report, "each prompt's prefill once, every completion token decoded, the update's forward and backward, the reference's forward")
+    lines += peak_lines(
+        report,
+        "each prompt's prefill once, every completion token decoded, the update's forward and backward and the reference's forward with each group's prompt once",
+    )
     for name in SIDES:
         side = s[name]
         settings = ", ".join(f"{k} {v}" for k, v in side["settings"].items())

@@ -79,6 +79,15 @@ def reference_flops(config, sequence_lengths: list[int], scored_tokens: int) -> 
     return body + attention_forward_flops(config, sequence_lengths) + scored_tokens * 2 * config.vocab_size * config.hidden_size
 
 
+def repeated_prompt_flops(config, lora_params: int, prompt_lengths: list[int], reference: bool) -> float:
+    """The work of the prompt copies a batch repeats (DPO's chosen and rejected rows share a prompt), which the work
+    as defined does not count: a prompt's hidden states are the same in every copy, so each distinct prompt is
+    counted once. Each repeated copy's tokens through the policy's forward and backward, its own causal attention,
+    and the reference's forward of the same where there is one; the answers' attention to the prompt stays counted."""
+    work = training_flops(config, lora_params, prompt_lengths, 0)
+    return work + (reference_flops(config, prompt_lengths, 0) if reference else 0.0)
+
+
 def rl_step_flops(config, lora_params: int, completions: int, generations: int, prompt_tokens: int, completion_tokens: int, reference: bool) -> float:
     """FLOPs of RL steps (GRPO, RLOO) from the token counts TRL logs, counted as `training_flops` counts:
 
@@ -87,7 +96,7 @@ def rl_step_flops(config, lora_params: int, completions: int, generations: int, 
       token but the last is fed back: 2*N, the LM head's 2*vocab*width, and attention over its context (4*layers*
       width per position of context);
     - the update: forward and backward of every completion with its prompt (`training_flops`, the head scoring the
-      completion tokens);
+      completion tokens), each group's prompt counted once (`repeated_prompt_flops`);
     - the reference's forward of the same sequences where the KL term needs it (`reference`).
 
     Prompts and completions are taken at their mean lengths (`prompt_tokens` / `completions` each, and so on): the
@@ -102,6 +111,7 @@ def rl_step_flops(config, lora_params: int, completions: int, generations: int, 
     decode = fed_back * (body + head + 2 * attention_width(config) * 2 * (prompt + completion / 2))
     lengths = [prompt + completion] * completions
     update = training_flops(config, lora_params, lengths, completion_tokens)
+    update -= repeated_prompt_flops(config, lora_params, [prompt] * round(completions - prompts), reference)
     return prefill + decode + update + (reference_flops(config, lengths, completion_tokens) if reference else 0.0)
 
 
@@ -173,6 +183,18 @@ def trainer_meter():
     return Meter()
 
 
+def repeated_prompts(input_ids, prompt_mask) -> list[int]:
+    """Lengths of the prompt copies in a batch beyond the first of each distinct prompt (`prompt_mask`: the
+    prompt's real positions in each row): what a batch of pairs or groups repeats."""
+    seen, repeated = set(), []
+    for ids, mask in zip(input_ids, prompt_mask):
+        prompt = tuple(ids[mask].tolist())
+        if prompt in seen:
+            repeated.append(len(prompt))
+        seen.add(prompt)
+    return repeated
+
+
 def batch_counter(trainer_cls=None, budget_s: float | None = None):
     """Records each micro-batch's real sequence lengths, scored tokens and end time, by the optimizer step it
     belongs to.
@@ -193,6 +215,7 @@ def batch_counter(trainer_cls=None, budget_s: float | None = None):
             self.micro_batches: list[tuple[int, list[int], int]] = []  # (global step, lengths, scored tokens)
             self.positions: list[tuple[int, int]] = []  # (global step, positions in the batch tensor, padding included)
             self.ends: list[float] = []  # perf_counter at the end of each micro-batch (forward + backward)
+            self.repeats: list[tuple[int, list[int]]] = []  # (global step, lengths of prompt copies rows repeat)
             self.started: float | None = None
 
         def cut_short(self) -> tuple[list[tuple[int, list[int], int]], float]:
@@ -225,12 +248,18 @@ def batch_counter(trainer_cls=None, budget_s: float | None = None):
                 lengths = [b - a for a, b in zip(starts, starts[1:])]
             scored = (inputs["labels"][:, 1:] != -100) if "labels" in inputs else inputs["completion_mask"][:, 1:].bool()
             self.micro_batches.append((step, lengths, int(scored.sum())))
+            if "completion_mask" in inputs and mask is not None and mask.dim() == 2:
+                self.repeats.append((step, repeated_prompts(inputs["input_ids"], mask.bool() & ~inputs["completion_mask"].bool())))
             self.positions.append((step, int(inputs["input_ids"].numel())))
 
         def since(self, step: int) -> tuple[list[int], int]:
             """Sequence lengths and scored tokens of the optimizer steps after the first `step`."""
             chosen = [m for m in self.micro_batches if m[0] >= step]
             return [n for m in chosen for n in m[1]], sum(m[2] for m in chosen)
+
+        def repeated_prompts_since(self, step: int) -> list[int]:
+            """Lengths of the prompt copies the batches of the optimizer steps after the first `step` repeated."""
+            return [n for s, lengths in self.repeats if s >= step for n in lengths]
 
         def positions_since(self, step: int) -> int:
             """Positions (padding included) of the batches of the optimizer steps after the first `step`."""
