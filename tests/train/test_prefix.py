@@ -169,4 +169,33 @@ def test_the_plans_shared_row_is_the_longest_row_packing_makes(max_length, tiny_
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
     packed = pack_shared_prompts(batch["input_ids"], batch["attention_mask"], labels[:, 1:] != -100)
     assert packed.input_ids.shape[0] == 24
-    assert report.max_shared_tokens == packed.length  # the packed batch is as wide as its longest row
+    assert report.max_shared_tokens == packed.length == max(packed.lengths)  # the batch is as wide as its longest row
+    assert report.mean_shared_tokens == pytest.approx(sum(packed.lengths) / 24)
+    assert sum(packed.lengths) < packed.positions  # what the prompts once saved
+
+
+def test_the_plan_sizes_and_times_pairs_as_one_row_each(tiny_recipe, pairs_jsonl, tiny_model_dir):
+    """With shared prompts the plan's activations are those of a row per pair (prompt + both answers), and the
+    pipeline's time counts each pair's prompt once; without (full fine-tuning: TRL's head), two rows per pair."""
+    from tunesmith.pipeline.plan import Speeds, train_seconds
+    from tunesmith.train.plan import make_plan
+
+    lora = make_plan(tiny_recipe(stage="dpo", **{"data.dataset": pairs_jsonl}))
+    full = make_plan(tiny_recipe(stage="dpo", method="full", **{"data.dataset": pairs_jsonl}))
+    assert lora.shared_tokens > lora.mean_tokens and not full.shared_tokens
+    assert any("prompt runs once" in note for note in lora.notes) and not any("prompt runs once" in note for note in full.notes)
+    assert lora.memory_bytes["activations"] < full.memory_bytes["activations"]
+    from transformers import AutoConfig
+
+    class Fixed(Speeds):  # no probing: one FLOP/s figure for everything
+        def train(self, *args, **kwargs):
+            return 1e10
+
+        def decode(self, *args, **kwargs):
+            return 1e10
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    shared, basis = train_seconds(lora, tiny_recipe(stage="dpo"), config, Fixed())
+    assert f"{lora.schedule.effective_batch_size} pairs of ~{round(lora.shared_tokens)} tokens per step, the prompt once" in basis
+    lora.shared_tokens = 0.0  # the same plan counted as two sequences per pair
+    assert train_seconds(lora, tiny_recipe(stage="dpo"), config, Fixed())[0] > shared

@@ -321,6 +321,7 @@ class PreferenceReport:
     num_undesirable: int = 0
     max_tokens: int = 0  # prompt + longest response, as the chat template renders it
     max_shared_tokens: int = 0  # pairs: prompt + chosen + rejected, the row they make when the prompt runs once (train/prefix.py)
+    mean_shared_tokens: float = 0.0
     mean_tokens: float = 0.0
     num_over_max_length: int = 0
     max_length: int | None = None
@@ -472,7 +473,8 @@ def prepare_preference_data(source, tokenizer, *, stage: str, max_length: int | 
     report.mean_tokens = sum(lengths) / len(lengths)
     report.num_over_max_length = sum(1 for n in lengths if max_length and n > max_length)
     if kind == "preference":
-        report.max_shared_tokens = max(_shared_length(tokenizer, e, max_length) for e in examples)
+        shared = [_shared_length(tokenizer, e, max_length) for e in examples]
+        report.max_shared_tokens, report.mean_shared_tokens = max(shared), sum(shared) / len(shared)
     if stage == "reward" and report.num_over_max_length:
         # TRL's RewardTrainer drops these rows; drop them here, so that the counts, the plan and the trainer agree
         examples = [e for e, n in zip(examples, lengths) if n <= max_length]

@@ -136,6 +136,8 @@ def train_seconds(plan, recipe, config, speeds: Speeds) -> tuple[float, str]:
     else:
         rows = per_step_sequences * (2 if plan.unit == "pairs" else 1)
         tokens = round(plan.mean_tokens)
+        if plan.shared_tokens:  # each pair one row, its prompt once (train/prefix.py)
+            rows, tokens = per_step_sequences, round(plan.shared_tokens)
         flops = training_flops(config, lora, [tokens] * rows, rows * tokens // 2) * scale
         from tunesmith.train.stages import get_stage
         from tunesmith.train.stages.pairs import precompute_reference
@@ -146,7 +148,9 @@ def train_seconds(plan, recipe, config, speeds: Speeds) -> tuple[float, str]:
                 extra = reference * s.steps_per_epoch / speeds.train(plan.precision, config, plan.speed.attention)
             else:
                 flops += reference
-        basis = f"{rows} {'blocks' if plan.unit == 'blocks' else 'sequences'} of ~{tokens} tokens per step"
+        basis = f"{rows} {'blocks' if plan.unit == 'blocks' else 'pairs' if plan.shared_tokens else 'sequences'} of ~{tokens} tokens per step" + (
+            ", the prompt once" if plan.shared_tokens else ""
+        )
     per_step = STEP_OVERHEAD * flops / speeds.train(plan.precision, config, plan.speed.attention) + (extra if stage in ("grpo", "rloo", "ppo") else 0.0)
     samples = 2 * len(recipe.sample.prompts) * recipe.sample.max_new_tokens + (8 * recipe.sample.max_new_tokens if stage == "sft" else 0)
     once = extra if stage not in ("grpo", "rloo", "ppo") else 0.0  # DPO/KTO: the reference scoring the data before training

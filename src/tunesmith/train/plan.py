@@ -36,6 +36,7 @@ class Plan:
     stage: str = "sft"
     unit: str = "sequences"  # what one training example is: sequences, or pairs (chosen and rejected)
     mean_tokens: float = 0.0  # tokens per training sequence (pairs: prompt + the longer answer; RL: the prompt)
+    shared_tokens: float = 0.0  # pairs run as one row each, their prompt once: that row's mean tokens (0: not so run)
     seconds: float | None = None  # the time estimate on this machine (pretrain: a corpus's size is the question)
     seconds_basis: str = ""
 
@@ -179,7 +180,7 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     notes: list[str] = []
     data_summary = None
     seq_len = recipe.data.max_length
-    shared_len = 0  # pairs as one row each, their prompt once (0: unknown)
+    shared_len, shared_mean = 0, 0.0  # pairs as one row each, their prompt once (0: unknown)
     if num_examples is None:
         from tunesmith.models.load import load_tokenizer
 
@@ -187,7 +188,7 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
         num_examples = prepared.num_examples
         num_sequences = prepared.num_sequences
         seq_len = prepared.longest
-        shared_len = prepared.shared_longest
+        shared_len, shared_mean = prepared.shared_longest, prepared.shared_mean
         data_summary = prepared.summary
         mean_tokens = prepared.tokens / max(prepared.num_sequences, 1) if prepared.tokens else seq_len
     else:
@@ -265,4 +266,5 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
         notes.append(note)
     plan = Plan(schedule, precision, recipe.method, recipe.model.name, total, trainable, memory, data_summary, num_examples, notes, speed)
     plan.stage, plan.unit, plan.mean_tokens = recipe.stage, stage.unit, mean_tokens
+    plan.shared_tokens = shared_mean if shares == "pair" else 0.0
     return plan

@@ -31,6 +31,7 @@ class PackedBatch:
     scored: torch.Tensor  # flat indices into (packed rows x length), in the row-major order of the scored mask
     rows: int  # rows as given
     positions: int  # real positions as given (what packing saves from)
+    lengths: list[int]  # real positions of each packed row
 
     @property
     def length(self) -> int:
@@ -111,6 +112,7 @@ def pack_shared_prompts(
         scored=torch.cat(flat).to(input_ids.device),
         rows=rows,
         positions=int(real.sum()),
+        lengths=[len(ids) for ids in packed_ids],
     )
 
 

@@ -24,6 +24,7 @@ class StageData:
     num_sequences: int  # what the Trainer iterates over (examples, packed sequences, pairs)
     longest: int  # longest row in tokens, as the trainer will see it
     shared_longest: int = 0  # pairs: the longest prompt + chosen + rejected, one row when the prompt runs once (train/prefix.py)
+    shared_mean: float = 0.0  # pairs: the mean of the same
     tokens: int = 0  # all rows' tokens (pairs: prompt + the longer answer; RL: the prompts), for the plan's time estimate
     eval_examples: list[dict] = field(default_factory=list)  # canonical rows, for the before/after measurement
     raw: Any = None  # the stage's own prepared object (e.g. SFT's TrainingData)
@@ -130,6 +131,7 @@ class Stage:
             num_sequences=train.report.num_examples,
             longest=min(train.report.max_tokens, recipe.data.max_length),
             shared_longest=train.report.max_shared_tokens,
+            shared_mean=train.report.mean_shared_tokens,
             tokens=round(train.report.mean_tokens * train.report.num_examples),
             eval_examples=evaluation.examples if evaluation else [],
         )
