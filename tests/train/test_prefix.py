@@ -94,6 +94,10 @@ def test_a_window_shorter_than_the_rows_runs_them_as_given(monkeypatch):
     model.config.sliding_window = 4
     monkeypatch.setattr(prefix, "pack_shared_prompts", lambda *a, **k: pytest.fail("packed under a short window"))
     scored_hidden_states(lambda **kw: model.model(**kw).last_hidden_state, model.config, ids, mask, labels[:, 1:] != -100)
+    from transformers import Gemma3Config
+
+    multimodal = Gemma3Config(text_config={"sliding_window": 4})  # the window sits in the text config
+    assert not within_window(multimodal, ids.shape[1]) and within_window(multimodal, 4)
 
 
 @pytest.mark.parametrize("layout", [dpo_batch, grpo_batch])

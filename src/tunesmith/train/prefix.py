@@ -122,11 +122,14 @@ def can_pack(config, attention_mask: torch.Tensor | None) -> bool:
 
 
 def within_window(config, length: int) -> bool:
-    """A sliding or chunked attention window longer than every row sees what full causal attention sees."""
-    for name in ("sliding_window", "attention_chunk_size"):
-        window = getattr(config, name, None)
-        if window is not None and length > window:
-            return False
+    """A sliding or chunked attention window longer than every row sees what full causal attention sees (a
+    multimodal model's window is in its text config)."""
+    configs = {id(c): c for c in (config, config.get_text_config() if hasattr(config, "get_text_config") else config)}
+    for c in configs.values():
+        for name in ("sliding_window", "attention_chunk_size"):
+            window = getattr(c, name, None)
+            if window is not None and length > window:
+                return False
     return True
 
 
