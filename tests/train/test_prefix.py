@@ -203,3 +203,11 @@ def test_the_plan_sizes_and_times_pairs_as_one_row_each(tiny_recipe, pairs_jsonl
     assert f"{lora.schedule.effective_batch_size} pairs of ~{round(lora.shared_tokens)} tokens per step, the prompt once" in basis
     lora.shared_tokens = 0.0  # the same plan counted as two sequences per pair
     assert train_seconds(lora, tiny_recipe(stage="dpo"), config, Fixed())[0] > shared
+
+
+def test_a_soft_capped_head_keeps_trls_and_the_plan_says_no_sharing(tiny_recipe, pairs_jsonl, family_model):
+    """Gemma 2 soft-caps its logits: TRL's head runs (train/loss.py), so the plan neither notes nor sizes sharing."""
+    from tunesmith.train.plan import make_plan
+
+    plan = make_plan(tiny_recipe(stage="dpo", **{"model.name": family_model("gemma2"), "data.dataset": pairs_jsonl}))
+    assert not plan.shared_tokens and not any("prompt runs once" in note for note in plan.notes)

@@ -212,10 +212,13 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     # rows of several documents: what a CPU keeps for their per-document mask is probed (on an H200, pretrain's peak was
     # 0.85x the estimate made without it)
     packed = stage.packs_documents and precision.device == "cpu"
+    from tunesmith.train.loss import plain_head
     from tunesmith.train.prefix import ATTENTION
     from tunesmith.train.stages.pairs import head_scores_tokens
 
-    shares = stage.shares_prompts if head_scores_tokens(recipe, precision) and speed.attention in ATTENTION else ""
+    # where tunesmith's head scores the tokens (a CPU, a frozen plain head: train/loss.py) and attention takes a mask
+    runs_packed = head_scores_tokens(recipe, precision) and plain_head(model.config.get_text_config()) and speed.attention in ATTENTION
+    shares = stage.shares_prompts if runs_packed else ""
     # a pair's prompt run once makes one row of prompt + both answers; an RL micro-batch shares as its groups fall
     # into it (TRL shuffles them), so its estimate keeps a row per completion
     run_rows, run_len = (recipe.training.per_device_train_batch_size, shared_len) if shares == "pair" and shared_len else (rows, step_len)
