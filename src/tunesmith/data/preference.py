@@ -472,7 +472,7 @@ def prepare_preference_data(source, tokenizer, *, stage: str, max_length: int | 
     report.max_tokens = max(lengths)
     report.mean_tokens = sum(lengths) / len(lengths)
     report.num_over_max_length = sum(1 for n in lengths if max_length and n > max_length)
-    if kind == "preference":
+    if kind == "preference" and stage != "reward":  # the reward model scores each sequence alone
         shared = [_shared_length(tokenizer, e, max_length) for e in examples]
         report.max_shared_tokens, report.mean_shared_tokens = max(shared), sum(shared) / len(shared)
     if stage == "reward" and report.num_over_max_length:
