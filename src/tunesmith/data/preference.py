@@ -369,31 +369,26 @@ def _num_tokens(tokenizer, prompt, response=None) -> int:
 
 
 def _length(tokenizer, example: dict, kind: str) -> int:
-    """Prompt plus its longest response (the prompt alone for prompt-only rows)."""
+    """Prompt plus its response (the prompt alone for prompt-only rows); pairs: `_pair_lengths`."""
     if kind == "prompt":
         return _num_tokens(tokenizer, example["prompt"])
-    responses = [example["completion"]] if kind == "unpaired" else [example["chosen"], example["rejected"]]
-    return max(_num_tokens(tokenizer, example["prompt"], r) for r in responses)
+    return _num_tokens(tokenizer, example["prompt"], example["completion"])
 
 
-def _shared_length(tokenizer, example: dict, max_length: int | None) -> int:
-    """A pair as one row with its prompt once: TRL's two sequences (each cut at max_length) less the prompt they
-    share (TRL's prompt is the common prefix of the rendered prompt and each rendered conversation)."""
-    prompt, chosen, rejected = (
-        template_ids(tokenizer, example["prompt"], generation_prompt=isinstance(example["prompt"], list)),
-        template_ids(tokenizer, example["prompt"] + example["chosen"]),
-        template_ids(tokenizer, example["prompt"] + example["rejected"]),
-    )
-    shared = min(_common_prefix(prompt, chosen), _common_prefix(prompt, rejected))
+def _pair_lengths(tokenizer, example: dict, max_length: int | None, shared: bool) -> tuple[int, int]:
+    """A pair's prompt plus its longer answer, and (with `shared`; else 0) the row the pair makes with its prompt once
+    (train/prefix.py): TRL's two sequences, each cut at max_length, less the prompt they share, TRL's prompt being
+    the common prefix of the templated prompt and each templated conversation. Each conversation is templated once."""
+    from trl.data_utils import common_prefix_length
+
+    chosen, rejected = (template_ids(tokenizer, example["prompt"] + example[answer]) for answer in ("chosen", "rejected"))
+    longest = max(len(chosen), len(rejected))
+    if not shared:
+        return longest, 0
+    prompt = template_ids(tokenizer, example["prompt"], generation_prompt=isinstance(example["prompt"], list))
+    common = min(common_prefix_length(prompt, chosen), common_prefix_length(prompt, rejected))
     limit = max_length or len(chosen) + len(rejected)
-    return min(len(chosen), limit) + min(len(rejected), limit) - min(shared, limit)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
+    return longest, min(len(chosen), limit) + min(len(rejected), limit) - min(common, limit)
 
 
 def _check_columns(columns: list[str], record: dict, where: str):
@@ -467,14 +462,16 @@ def prepare_preference_data(source, tokenizer, *, stage: str, max_length: int | 
     if kind == "unpaired":
         report.num_desirable = sum(1 for e in examples if e["label"])
         report.num_undesirable = len(examples) - report.num_desirable
-    lengths = [_length(tokenizer, e, kind) for e in examples]
+    if kind == "preference":  # the shared row only where the prompt can run once: the reward model scores each sequence alone
+        measured = [_pair_lengths(tokenizer, e, max_length, shared=stage != "reward") for e in examples]
+        lengths, shared = [n for n, _ in measured], [m for _, m in measured]
+        report.max_shared_tokens, report.mean_shared_tokens = max(shared), sum(shared) / len(shared)
+    else:
+        lengths = [_length(tokenizer, e, kind) for e in examples]
     report.num_examples = len(examples)
     report.max_tokens = max(lengths)
     report.mean_tokens = sum(lengths) / len(lengths)
     report.num_over_max_length = sum(1 for n in lengths if max_length and n > max_length)
-    if kind == "preference" and stage != "reward":  # the reward model scores each sequence alone
-        shared = [_shared_length(tokenizer, e, max_length) for e in examples]
-        report.max_shared_tokens, report.mean_shared_tokens = max(shared), sum(shared) / len(shared)
     if stage == "reward" and report.num_over_max_length:
         # TRL's RewardTrainer drops these rows; drop them here, so that the counts, the plan and the trainer agree
         examples = [e for e, n in zip(examples, lengths) if n <= max_length]

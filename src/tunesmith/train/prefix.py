@@ -29,7 +29,6 @@ class PackedBatch:
     position_ids: torch.Tensor  # (packed rows, length)
     attention_mask: torch.Tensor  # (packed rows, 1, length, length): True where a query may see a key
     scored: torch.Tensor  # flat indices into (packed rows x length), in the row-major order of the scored mask
-    rows: int  # rows as given
     positions: int  # real positions as given (what packing saves from)
     lengths: list[int]  # real positions of each packed row
 
@@ -52,9 +51,9 @@ def pack_shared_prompts(
     answers = scored if answers is None else answers
     real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     groups: dict[tuple, list[tuple[int, int, int]]] = {}
-    starts = {}
+    kept = {}  # row -> (its first real position, its scored positions)
     for row in range(rows):
-        marked, answer = scored[row].nonzero(), answers[row].nonzero()
+        marked, answer = scored[row].nonzero().flatten(), answers[row].nonzero()
         if not len(marked):
             continue
         if not len(answer):
@@ -66,7 +65,7 @@ def pack_shared_prompts(
             return None
         prompt = tuple(input_ids[row, start:cut].tolist())
         groups.setdefault(prompt, []).append((row, cut, end))
-        starts[row] = start
+        kept[row] = start, marked
     if not groups or all(len(members) == 1 for members in groups.values()):
         return None
 
@@ -97,20 +96,16 @@ def pack_shared_prompts(
     visible |= torch.eye(width, dtype=torch.bool) & (query == -2)  # padding sees itself: no empty softmax row
 
     flat = []
-    for row in range(rows):
-        marked = scored[row].nonzero().flatten()
-        if not len(marked):
-            continue
+    for row, (start, marked) in kept.items():  # rows in order, as the scored mask's row-major order needs
         packed_row, offset, cut = where[row]
         # prompt position t lies at t - start in the packed row, answer position t >= cut at offset + (t - cut)
-        at = torch.where(marked < cut, marked - starts[row], offset + marked - cut)
+        at = torch.where(marked < cut, marked - start, offset + marked - cut)
         flat.append(packed_row * width + at)
     return PackedBatch(
         input_ids=ids_t.to(input_ids.device),
         position_ids=pos_t.to(input_ids.device),
         attention_mask=visible[:, None].to(input_ids.device),
         scored=torch.cat(flat).to(input_ids.device),
-        rows=rows,
         positions=int(real.sum()),
         lengths=[len(ids) for ids in packed_ids],
     )
@@ -124,13 +119,9 @@ def can_pack(config, attention_mask: torch.Tensor | None) -> bool:
 def within_window(config, length: int) -> bool:
     """A sliding or chunked attention window longer than every row sees what full causal attention sees (a
     multimodal model's window is in its text config)."""
-    configs = {id(c): c for c in (config, config.get_text_config() if hasattr(config, "get_text_config") else config)}
-    for c in configs.values():
-        for name in ("sliding_window", "attention_chunk_size"):
-            window = getattr(c, name, None)
-            if window is not None and length > window:
-                return False
-    return True
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    windows = [getattr(c, name, None) for c in (config, text) for name in ("sliding_window", "attention_chunk_size")]
+    return all(window is None or length <= window for window in windows)
 
 
 def scored_hidden_states(
