@@ -52,8 +52,11 @@ def assert_run_followed_plan(plan, recorder: Recorder, result) -> None:
 
     # every trained model follows the speed settings (PPO trains two: the actor and the critic)
     trained = [recorder.model.policy, recorder.model.critic] if hasattr(recorder.model, "critic") else [recorder.model]
+    from tunesmith.train.varlen import implementation
+
+    assert bool(getattr(recorder.args, "padding_free", False)) == speed.padding_free
     for model in trained:
-        assert model.config._attn_implementation == speed.attention
+        assert model.config._attn_implementation == (implementation(speed.attention) if speed.padding_free else speed.attention)
         checkpointed, layers = checkpointed_layers(model)
         assert checkpointed == (-(-layers // speed.checkpoint_every) if speed.checkpoint_every else 0), (
             checkpointed,

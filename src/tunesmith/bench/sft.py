@@ -61,6 +61,7 @@ class Job:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # on Phi-3: the fused qkv_proj, on both sides
     seed: int = 42
     model: str = "smollm2-135m-instruct"  # any --model value of a supported family; both sides train the same one
+    packing: bool = False  # both sides pack examples into max_length rows (TRL's packing=True, best-fit-decreasing)
     defaults_budget_s: float = 60.0  # trl-defaults stops after the micro-batch that ends past this where its bf16 autocast is emulated
     deadline_s: float = 480.0  # no round starts that would end past this (the whole bench stays under 10 min)
 
@@ -82,7 +83,7 @@ def run_baseline(job: Job, output_dir: str, meter, tuned: bool = False) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     model, tokenizer, peft_config = baseline_model(job)
-    args = SFTConfig(**baseline_arguments(job, output_dir, use_cpu=not torch.cuda.is_available()), **(tuned_precision() if tuned else {}))
+    args = SFTConfig(**baseline_arguments(job, output_dir, use_cpu=not torch.cuda.is_available()), packing=job.packing, **(tuned_precision() if tuned else {}))
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=pirate_prompt_completion(), processing_class=tokenizer, peft_config=peft_config, callbacks=[meter]
     )
@@ -92,7 +93,7 @@ def run_baseline(job: Job, output_dir: str, meter, tuned: bool = False) -> dict:
 
 def run_tunesmith(job: Job, output_dir: str, meter) -> dict:
     """`tunesmith sft` with its defaults, on the job's settings."""
-    run_recipe(job_recipe(job, output_dir), meter)
+    run_recipe({**job_recipe(job, output_dir), "data.packing": job.packing}, meter)
     return settings_of(meter)
 
 
@@ -127,6 +128,9 @@ def run_side(side: str, job: Job) -> dict:
     else:
         figures = meter.figures()
         lengths, scored = counter.since(step=1)  # the timed window: steps 2..N
+        # real tokens from the batches themselves: the trainers' "non_padding" count drops every token equal to the
+        # pad id, and SmolLM2 pads with its end-of-turn token (padded batches: ~4% of tokens; padding-free: counted)
+        figures["tokens_per_s"] = sum(lengths) / figures["timed_seconds"] if figures["timed_seconds"] else None
     flops = training_flops(model.config, lora, lengths, scored)
     figures.update(
         side=side,

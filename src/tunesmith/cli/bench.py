@@ -43,6 +43,7 @@ def bench_sft(
     model: str = typer.Option(
         "smollm2-135m-instruct", "--model", "-m", help="The model both sides fine-tune: any --model value of a supported family (tunesmith models)."
     ),
+    packing: bool = typer.Option(False, "--packing", help="Both sides pack several examples into each max_length row (TRL's packing=True)."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON (the last line is still the speed ratio)."),
 ):
     """LoRA fine-tuning of a model (the embedded one by default) on the pirate data: plain TRL SFTTrainer scripts (TRL's defaults, and tuned for this CPU) against `tunesmith sft`."""
@@ -50,7 +51,7 @@ def bench_sft(
     from tunesmith.models.load import resolve_model
 
     resolve_model(model)  # a wrong name or an unsupported architecture is a sentence now, not in each worker
-    job = Job(steps=steps, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps, max_length=max_length, model=model)
+    job = Job(steps=steps, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps, max_length=max_length, model=model, packing=packing)
     _show(compare(job, repeats, _progress), report_lines, as_json)
 
 

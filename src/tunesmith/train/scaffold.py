@@ -176,6 +176,7 @@ def common_arguments(recipe: Recipe, run: RunDir, precision: Precision, has_eval
         include_num_input_tokens_seen="non_padding",
         dataset_num_proc=None,
         ddp_find_unused_parameters=False,  # every trained parameter takes part in the loss (transformers' default would search, each step)
+        **({"padding_free": True} if speed.padding_free else {}),  # SFT on a CPU (train/varlen.py)
     )
 
 
@@ -254,6 +255,10 @@ def run_stage(
     schedule = compute_schedule(recipe.training, data.num_sequences, procs.world)
     speed = speed_settings(recipe, precision, data.longest)
     source, model = load_for_training(recipe, precision, speed.attention, stage.head)
+    if speed.padding_free:
+        from tunesmith.train import varlen
+
+        varlen.install(model, speed.attention)
     if run is None:  # only now that data and model loaded: a run that could not start leaves no directory behind
         if procs.is_main:
             run = RunDir.new(recipe.output_dir, recipe.stage)

@@ -50,6 +50,7 @@ class SpeedSettings:
     checkpoint_every: int  # 0: no layer is checkpointed; 1: every layer; k: layers 0, k, 2k, ...
     fused_lora: bool = False  # LoRA layers run as one autograd node each (train/fused_lora.py)
     checkpoint_note: str = ""  # why one layer in k is checkpointed, when it is
+    padding_free: bool = False  # a micro-batch's examples run end to end, attending within themselves (train/varlen.py)
 
     @property
     def gradient_checkpointing(self) -> bool:
@@ -65,7 +66,7 @@ class SpeedSettings:
         parts = [
             f"{self.weights} weights",
             "autocast" if self.autocast else "no autocast",
-            f"{self.attention} attention",
+            f"{self.attention} attention" + (", padding-free" if self.padding_free else ""),
             self.checkpointing_summary(),
         ]
         if self.liger:
@@ -154,16 +155,27 @@ def fuses_lora(recipe: Recipe, precision: Precision) -> bool:
     return precision.device == "cpu" and recipe.method == "lora" and not recipe.lora.use_dora and not uses_autocast(recipe, precision)
 
 
+def trains_padding_free(recipe: Recipe, precision: Precision, attention: str) -> bool:
+    """SFT on a CPU runs each micro-batch's examples end to end in one row, the attention kept within each example
+    (train/varlen.py): no layer computes padding. Measured on the bench sft job's micro-batches (2-core EPYC, bf16,
+    eager, 13% padding): forward and backward 1.58 -> 1.52 s, 7% less matrix-product time."""
+    from tunesmith.train.varlen import KERNELS
+
+    return recipe.stage == "sft" and precision.device == "cpu" and attention in KERNELS
+
+
 def speed_settings(recipe: Recipe, precision: Precision, longest: int) -> SpeedSettings:
     check_gpu_kernels(recipe, precision)
+    attention = attention_implementation(recipe, precision, longest)
     return SpeedSettings(
         weights=str(base_weights_dtype(recipe, precision)).removeprefix("torch."),
         autocast=uses_autocast(recipe, precision),
-        attention=attention_implementation(recipe, precision, longest),
+        attention=attention,
         liger=use_liger(recipe, precision),
         checkpoint_every=(every := checkpoint_every(recipe, precision)),
         fused_lora=fuses_lora(recipe, precision),
         checkpoint_note=checkpoint_note(recipe, precision, every),
+        padding_free=trains_padding_free(recipe, precision, attention),
     )
 
 

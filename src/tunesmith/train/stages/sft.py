@@ -33,11 +33,17 @@ class SFTStage(Stage):
         from tunesmith.train.data import PACKING_STRATEGY
 
         liger = common.pop("use_liger_kernel", None)
+        if common.get("padding_free") or recipe.data.packing:  # TRL packs padding-free too
+            # rows of real tokens only: "non_padding" would count tokens != pad_token_id, which drops every
+            # end-of-turn token of a model whose pad token is its eos (SmolLM2)
+            common = {**common, "include_num_input_tokens_seen": "all"}
         return SFTConfig(
             **common,
             use_liger_kernel=bool(liger),
             liger_kernel_config={"fused_linear_cross_entropy": False, "cross_entropy": False} if liger else None,  # the loss is ours
-            max_length=recipe.data.max_length,
+            # padding-free without packing: TRL would refuse max_length, which it cannot enforce then; the data is
+            # already cut to it (data/tokenize.py)
+            max_length=None if common.get("padding_free") and not recipe.data.packing else recipe.data.max_length,
             packing=recipe.data.packing,
             packing_strategy=PACKING_STRATEGY,
         )
