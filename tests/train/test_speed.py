@@ -6,7 +6,7 @@ import pytest
 
 from tunesmith.models.precision import Precision
 from tunesmith.recipes import load_recipe
-from tunesmith.train.speed import EAGER_MAX_TOKENS, PARTIAL_CHECKPOINT_EVERY, RL_CHECKPOINT_EVERY, speed_settings
+from tunesmith.train.speed import EAGER_MAX_TOKENS, PARTIAL_CHECKPOINT_EVERY, RL_CHECKPOINT_EVERY, SFT_CHECKPOINT_EVERY, speed_settings
 
 CPU = Precision("bf16", "test", "cpu")
 
@@ -33,7 +33,7 @@ FP32_CPU = Precision("fp32", "test", "cpu")
     "stage, precision, overrides, every",
     [
         ("sft", CPU, {}, 0),  # bf16 base: activations are not the peak, checkpointing would cost ~30%
-        ("sft", FP32_CPU, {}, PARTIAL_CHECKPOINT_EVERY),  # fp32 on a CPU: one layer in 3
+        ("sft", FP32_CPU, {}, SFT_CHECKPOINT_EVERY),  # fp32 on a CPU: one layer in 6 (padding-free SFT keeps less)
         ("sft", FP32_CPU, {"training.gradient_checkpointing": False}, 0),
         ("sft", FP32_CPU, {"training.gradient_checkpointing": True}, 1),
         ("dpo", FP32_CPU, {}, PARTIAL_CHECKPOINT_EVERY),
@@ -46,7 +46,8 @@ FP32_CPU = Precision("fp32", "test", "cpu")
 def test_checkpointing_rule(stage, precision, overrides, every):
     speed = speed_settings(load_recipe(None, {"stage": stage, **overrides}), precision, 100)
     assert speed.checkpoint_every == every and speed.gradient_checkpointing == bool(every)
-    assert (f"1 layer in {PARTIAL_CHECKPOINT_EVERY}" in speed.summary()) == (every == PARTIAL_CHECKPOINT_EVERY)
+    partial = every in (PARTIAL_CHECKPOINT_EVERY, SFT_CHECKPOINT_EVERY)
+    assert (f"1 layer in {every}" in speed.summary()) == partial
 
 
 def test_fp32_on_a_cpu_takes_sdpa():

@@ -98,7 +98,10 @@ def run_tunesmith(job: Job, output_dir: str, meter) -> dict:
 
 
 def settings_of(meter) -> dict:
-    return side_settings(meter, packing=True, padding_free=True)
+    args = meter.args
+    settings = side_settings(meter, packing=True)
+    settings["padding_free"] = bool(args.padding_free or (args.packing and args.packing_strategy in ("bfd", "bfd_split")))  # TRL packs padding-free
+    return settings
 
 
 def run_side(side: str, job: Job) -> dict:
