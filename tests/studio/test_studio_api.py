@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import textwrap
 import time
@@ -376,6 +377,9 @@ def test_launch_stop_resume_through_the_cli(tmp_path, tiny_model_dir):
     script.write_text(STAND_IN)
     launcher = Launcher(folder, command=[sys.executable, str(script)])
     recipe = f"stage: sft\nmodel:\n  name: {tiny_model_dir}\ntraining:\n  max_steps: 5\n"
+    # a studio started in the background by a script runs with SIGINT ignored, and its children inherit that: stop
+    # must still reach the run (so must it under a test runner started that way)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with TestClient(create_studio_app(folder, launcher=launcher)) as c:
             bad = c.post("/studio/api/launch", json={"recipe": "stage: sft\nmethod: sideways\n"})
@@ -412,6 +416,7 @@ def test_launch_stop_resume_through_the_cli(tmp_path, tiny_model_dir):
             assert [j["run"] for j in Launcher(folder).jobs()] == ["first"]
     finally:
         launcher.stop_all()
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.slow  # a training subprocess (~10 s); the fast suite keeps launch, stop and resume through the CLI

@@ -111,9 +111,18 @@ class Launcher:
         log = logs / f"{run_id.replace('/', '__')}-{action}-{time.strftime('%Y%m%d-%H%M%S')}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(log, "ab") as out:
-            # a session of its own: a Ctrl-C meant for the studio does not stop the training (stop sends it one)
+            # a session of its own: a Ctrl-C meant for the studio does not stop the training (stop sends it one); and
+            # Ctrl-C's default action restored, since a studio started in the background (`tunesmith studio &` in a
+            # script) runs with SIGINT ignored, which its children inherit: stop would then never reach the run
             proc = subprocess.Popen(
-                [*self.command, *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.root, env=env, start_new_session=True
+                [*self.command, *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.root,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_interruptible,
             )
         self.procs[proc.pid] = proc
         job = {
@@ -205,3 +214,8 @@ class Launcher:
                 proc.wait(max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _interruptible() -> None:
+    """In a launched child before it runs the CLI: SIGINT back to its default, so Python raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
