@@ -87,3 +87,29 @@ def test_a_batch_of_pairs_repeats_each_prompt_once():
     ids = torch.tensor([[1, 2, 3, 7, 0], [4, 5, 8, 9, 0], [1, 2, 3, 6, 6], [4, 5, 9, 0, 0], [1, 2, 5, 5, 5]])
     prompt = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 0, 0, 0]]).bool()
     assert repeated_prompts(ids, prompt) == [3, 2]  # rows 2 and 3 repeat rows 0 and 1; row 4's [1, 2] is a prompt of its own
+
+
+def test_the_batch_counter_reads_padding_free_rows():
+    """TRL's padding-free batches (and its packing): one row, positions restarting, no mask; the bench reports
+    padding-free from the batches themselves."""
+    from types import SimpleNamespace
+
+    from tunesmith.bench.measure import batch_counter
+
+    class Trainer:
+        state = SimpleNamespace(global_step=0)
+
+        def training_step(self, model, inputs):
+            return "trained"
+
+    counter = batch_counter(Trainer)
+    padded = {
+        "input_ids": torch.zeros(2, 4, dtype=torch.long),
+        "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]),
+        "labels": torch.zeros(2, 4, dtype=torch.long),
+    }
+    Trainer().training_step(None, padded)
+    assert not counter.padding_free
+    labels = torch.tensor([[-100, 5, 6, -100, 7, 8, 9]])
+    Trainer().training_step(None, {"input_ids": torch.zeros(1, 7, dtype=torch.long), "position_ids": torch.tensor([[0, 1, 2, 0, 1, 2, 3]]), "labels": labels})
+    assert counter.padding_free and counter.since(step=0) == ([3, 4, 3, 4], 6 + 5)

@@ -216,6 +216,7 @@ def batch_counter(trainer_cls=None, budget_s: float | None = None):
             self.positions: list[tuple[int, int]] = []  # (global step, positions in the batch tensor, padding included)
             self.ends: list[float] = []  # perf_counter at the end of each micro-batch (forward + backward)
             self.repeats: list[tuple[int, list[int]]] = []  # (global step, lengths of prompt copies rows repeat)
+            self.padding_free = False  # whether the batches came as rows of real tokens, without a mask
             self.started: float | None = None
 
         def cut_short(self) -> tuple[list[tuple[int, list[int], int]], float]:
@@ -243,6 +244,7 @@ def batch_counter(trainer_cls=None, budget_s: float | None = None):
             if mask is not None and mask.dim() == 2:
                 lengths = mask.sum(1).tolist()
             else:  # padding-free rows: each sequence restarts at position 0
+                self.padding_free = True
                 pos = inputs["position_ids"].flatten()
                 starts = torch.nonzero(pos == 0).flatten().tolist() + [len(pos)]
                 lengths = [b - a for a, b in zip(starts, starts[1:])]

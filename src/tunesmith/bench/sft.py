@@ -98,10 +98,7 @@ def run_tunesmith(job: Job, output_dir: str, meter) -> dict:
 
 
 def settings_of(meter) -> dict:
-    args = meter.args
-    settings = side_settings(meter, packing=True)
-    settings["padding_free"] = bool(args.padding_free or (args.packing and args.packing_strategy in ("bfd", "bfd_split")))  # TRL packs padding-free
-    return settings
+    return side_settings(meter, packing=True)
 
 
 def run_side(side: str, job: Job) -> dict:
@@ -121,7 +118,7 @@ def run_side(side: str, job: Job) -> dict:
                 run_baseline(job, tmp, meter, tuned=side == "trl-tuned")
         except BudgetSpent as spent:
             stopped = str(spent)
-    settings = settings_of(meter)
+    settings = {**settings_of(meter), "padding_free": counter.padding_free}  # as the batches came (TRL's packing is padding-free too)
     model = meter.model
     lora = adapter_parameters(model)
     if stopped:
