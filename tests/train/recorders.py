@@ -68,6 +68,10 @@ def assert_run_followed_plan(plan, recorder: Recorder, result) -> None:
 
         fused, lora = fused_layers(model)
         assert fused == (lora if speed.fused_lora else 0), (fused, lora, speed)  # LoRA layers as one node each, as the plan says
+        from tunesmith.train.fused_mlp import fused_mlps
+
+        fused, mlps = fused_mlps(model)
+        assert mlps and fused == (mlps if speed.fused_mlp else 0), (fused, mlps, speed)  # gated MLPs keep two tensors, as the plan says
         from tunesmith.train.loss import fused_head_of
 
         if plan.stage in ("dpo", "kto", "grpo", "rloo"):  # TRL's trainers with a fused head: on a CPU tunesmith's scores the tokens

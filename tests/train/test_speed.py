@@ -6,7 +6,7 @@ import pytest
 
 from tunesmith.models.precision import Precision
 from tunesmith.recipes import load_recipe
-from tunesmith.train.speed import EAGER_MAX_TOKENS, PARTIAL_CHECKPOINT_EVERY, RL_CHECKPOINT_EVERY, SFT_CHECKPOINT_EVERY, speed_settings
+from tunesmith.train.speed import EAGER_MAX_TOKENS, PARTIAL_CHECKPOINT_EVERY, RL_CHECKPOINT_EVERY, speed_settings
 
 CPU = Precision("bf16", "test", "cpu")
 
@@ -33,10 +33,11 @@ FP32_CPU = Precision("fp32", "test", "cpu")
     "stage, precision, overrides, every",
     [
         ("sft", CPU, {}, 0),  # bf16 base: activations are not the peak, checkpointing would cost ~30%
-        ("sft", FP32_CPU, {}, SFT_CHECKPOINT_EVERY),  # fp32 on a CPU: one layer in 6 (padding-free SFT keeps less)
+        ("sft", FP32_CPU, {}, 0),  # fp32 on a CPU: none (padding-free, fused MLPs: under TRL's peak without it)
         ("sft", FP32_CPU, {"training.gradient_checkpointing": False}, 0),
         ("sft", FP32_CPU, {"training.gradient_checkpointing": True}, 1),
-        ("dpo", FP32_CPU, {}, PARTIAL_CHECKPOINT_EVERY),
+        ("dpo", FP32_CPU, {}, 0),
+        ("kto", FP32_CPU, {}, PARTIAL_CHECKPOINT_EVERY),  # the other stages in fp32 on a CPU: one layer in 3
         ("grpo", CPU, {}, RL_CHECKPOINT_EVERY),  # GRPO/RLOO on a bf16 CPU: one layer in k, under TRL's memory
         ("rloo", CPU, {}, RL_CHECKPOINT_EVERY),
         ("grpo", FP32_CPU, {}, 1),  # every layer in fp32 (and on a GPU)
@@ -46,9 +47,15 @@ FP32_CPU = Precision("fp32", "test", "cpu")
 def test_checkpointing_rule(stage, precision, overrides, every):
     speed = speed_settings(load_recipe(None, {"stage": stage, **overrides}), precision, 100)
     assert speed.checkpoint_every == every and speed.gradient_checkpointing == bool(every)
-    partial = every in (PARTIAL_CHECKPOINT_EVERY, SFT_CHECKPOINT_EVERY)
+    partial = every == PARTIAL_CHECKPOINT_EVERY
     assert (f"1 layer in {every}" in speed.summary()) == partial
 
 
 def test_fp32_on_a_cpu_takes_sdpa():
     assert speed_settings(load_recipe(None, {}), FP32_CPU, 100).attention == "sdpa"
+
+
+def test_mlps_fuse_on_a_cpu_only():
+    assert speed_settings(load_recipe(None, {}), CPU, 100).fused_mlp
+    assert speed_settings(load_recipe(None, {"method": "full"}), FP32_CPU, 100).fused_mlp  # full fine-tuning too
+    assert not speed_settings(load_recipe(None, {}), Precision("bf16", "test", "cuda"), 100).fused_mlp

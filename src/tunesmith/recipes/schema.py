@@ -128,7 +128,7 @@ class TrainingSection(Section):
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (eval_strategy=steps).")
     gradient_checkpointing: bool | None = Field(
         None,
-        description="Recompute activations in backward to save memory: true for every layer, false for none. Unset: none where the base is stored in bf16 (it costs ~30% of an SFT step); one layer in 3 for an fp32 run on a CPU (AVX2 bench: ~15% less peak memory for ~15% of the step, keeping tunesmith under plain TRL's memory); for grpo and rloo one layer in 3 on a bf16 CPU (bench grpo: close to the speed of none, under plain TRL's peak memory), every layer elsewhere; on for ppo (111 vs 118 s and 3.6 vs 4.7 GB peak for 8 steps of the pirate demo, avx512_bf16 CPU).",
+        description="Recompute activations in backward to save memory: true for every layer, false for none. Unset: none where the base is stored in bf16 (it costs ~30% of an SFT step); for an fp32 run on a CPU none for sft and dpo (AVX2 benches: under plain TRL's peak memory without it, since SFT trains padding-free and gated MLPs keep half their tensors) and one layer in 3 for the other stages (~15% less peak memory for ~15% of the step); for grpo and rloo one layer in 3 on a bf16 CPU (bench grpo: close to the speed of none, under plain TRL's peak memory), every layer elsewhere; on for ppo (111 vs 118 s and 3.6 vs 4.7 GB peak for 8 steps of the pirate demo, avx512_bf16 CPU).",
     )
     use_liger_kernel: bool | None = Field(
         None, description="Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); default: on with a CUDA GPU and liger-kernel installed."

@@ -49,7 +49,17 @@ def _probe_config(config, layers: int):
     return probe
 
 
-def _saved_bytes(config, dtype, attention: str, lora_targets: tuple[str, ...] | None, length: int, head: str, packed: bool = False, fused: bool = False) -> int:
+def _saved_bytes(
+    config,
+    dtype,
+    attention: str,
+    lora_targets: tuple[str, ...] | None,
+    length: int,
+    head: str,
+    packed: bool = False,
+    fused: bool = False,
+    fused_mlp: bool = False,
+) -> int:
     """Bytes autograd saves in one forward of the decoder (no LM head) on one row of `length` tokens; `packed`: two
     documents in the row, their positions restarting and no attention mask, as pretrain's blocks come (transformers
     then masks attention per document, and on a CPU sdpa runs that mask through a kernel that keeps the probabilities)."""
@@ -80,6 +90,10 @@ def _saved_bytes(config, dtype, attention: str, lora_targets: tuple[str, ...] | 
                 fuse_lora_layers(model)
     else:
         model.requires_grad_(True)
+    if fused_mlp:
+        from tunesmith.train.fused_mlp import fuse_mlp_layers
+
+        fuse_mlp_layers(model)
     model.train()
     decoder = model.get_base_model() if hasattr(model, "get_base_model") else model
     body = getattr(decoder, decoder.base_model_prefix)
@@ -101,7 +115,17 @@ def _saved_bytes(config, dtype, attention: str, lora_targets: tuple[str, ...] | 
 
 
 @lru_cache(maxsize=64)
-def _per_row(config_json: str, model_type: str, dtype_name: str, attention: str, lora_targets: tuple[str, ...] | None, head: str, packed: bool, fused: bool):
+def _per_row(
+    config_json: str,
+    model_type: str,
+    dtype_name: str,
+    attention: str,
+    lora_targets: tuple[str, ...] | None,
+    head: str,
+    packed: bool,
+    fused: bool,
+    fused_mlp: bool,
+):
     """(per-layer bytes per row as (a, b) with bytes(s) = a*s + b*s^2, the rest of the decoder's bytes per token)."""
     import torch
     from transformers import AutoConfig
@@ -111,7 +135,7 @@ def _per_row(config_json: str, model_type: str, dtype_name: str, attention: str,
     measured = {}
     for layers in (1, 2):
         for length in PROBE_LENGTHS:
-            measured[layers, length] = _saved_bytes(_probe_config(config, layers), dtype, attention, lora_targets, length, head, packed, fused)
+            measured[layers, length] = _saved_bytes(_probe_config(config, layers), dtype, attention, lora_targets, length, head, packed, fused, fused_mlp)
     s1, s2 = PROBE_LENGTHS
     l1, l2 = (measured[2, s] - measured[1, s] for s in PROBE_LENGTHS)
     b = max((l2 / s2 - l1 / s1) / (s2 - s1), 0.0)  # the quadratic part per s^2 (attention probabilities)
@@ -121,11 +145,21 @@ def _per_row(config_json: str, model_type: str, dtype_name: str, attention: str,
 
 
 def activation_bytes(
-    config, dtype, attention: str, lora_targets, head: str, rows: int, length: int, checkpoint_every: int, packed: bool = False, fused: bool = False
+    config,
+    dtype,
+    attention: str,
+    lora_targets,
+    head: str,
+    rows: int,
+    length: int,
+    checkpoint_every: int,
+    packed: bool = False,
+    fused: bool = False,
+    fused_mlp: bool = False,
 ) -> int:
     """Saved activations of one micro-batch of `rows` x `length` tokens, checkpointing one layer in `checkpoint_every`
     (1: every layer, 0: none); `packed`: rows of several documents (see _saved_bytes); `fused`: LoRA layers as
-    train/fused_lora.py runs them."""
+    train/fused_lora.py runs them; `fused_mlp`: gated MLPs as train/fused_mlp.py runs them."""
     import torch
 
     key_config = config.to_diff_dict()
@@ -140,6 +174,7 @@ def activation_bytes(
         head,
         packed,
         fused,
+        fused_mlp,
     )
     per_layer = rows * (a * length + b * length * length)
     layers = config.num_hidden_layers

@@ -117,6 +117,7 @@ def estimate_memory(
         speed.checkpoint_every,
         packed,
         speed.fused_lora,
+        speed.fused_mlp,
     )
     return {
         "weights": int(weights),

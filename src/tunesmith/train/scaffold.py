@@ -328,6 +328,10 @@ def run_stage(
         from tunesmith.train.fused_lora import fuse_lora_layers
 
         fuse_lora_layers(trainer.model)  # after the trainer wrapped the adapter (DPO, KTO, ... wrap it themselves)
+    if speed.fused_mlp:
+        from tunesmith.train.fused_mlp import fuse_mlp_layers
+
+        fuse_mlp_layers(trainer.model)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     console.print(

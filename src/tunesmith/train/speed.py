@@ -4,7 +4,7 @@ Each choice was measured with `tunesmith bench sft` (figures in benchmarks/READM
 is printed at the start of a run and by `tunesmith plan`, so what a user reads is what runs.
 The loss itself (only supervised positions reach the LM head) lives in train/loss.py.
 On a CPU, LoRA layers train as one autograd node each (train/fused_lora.py): the same function, ~25% fewer saved
-activations.
+activations; gated MLPs keep two of their four tensors (train/fused_mlp.py): the same arithmetic, bit for bit.
 
 GPU-only paths (FlashAttention 2, Liger kernels, QLoRA) are chosen automatically where
 their package and a CUDA device are present, and refused with a sentence on a CPU.
@@ -30,11 +30,13 @@ EAGER_MAX_TOKENS = 256
 # a coin flip against plain TRL with bf16=False (107 tokens/s, 2180 MB); 1 in 3 188 tokens/s at 2145 MB (eager);
 # every layer checkpointed 135 tokens/s at 1494 MB.
 PARTIAL_CHECKPOINT_EVERY = 3
-# SFT keeps less since it trains padding-free (train/varlen.py), so fewer of its layers need checkpointing. Measured
-# on the bench sft job with torch's kernels at AVX2, fp32, padding-free, alternating, two rounds (TRL with
-# bf16=False: 125 real tokens/s, 2196-2206 MB): 1 layer in 3 223, 207 tokens/s at 1949-1973 MB; 1 in 4 225 at 2042;
-# 1 in 6 240, 233 at 2118-2132 MB; none 270, 235 at 2198-2231 MB (a coin flip on memory).
-SFT_CHECKPOINT_EVERY = 6
+# SFT and DPO checkpoint no layer in fp32 on a CPU: SFT trains padding-free (train/varlen.py) and every stage's gated
+# MLPs keep two tensors instead of four (train/fused_mlp.py), so all layers fit under TRL's peak. Measured with
+# torch's kernels at AVX2, fp32 (2-core EPYC): bench sft, TRL with bf16=False 102-125 real tokens/s at 2196-2218 MB;
+# tunesmith before the fused MLP 1 layer in 3 207-223 tokens/s at 1949-1973 MB, 1 in 6 233-240 at 2077-2132, none
+# 235-270 at 2198-2231 (a coin flip on memory); with it, none 247 at 2146-2152 MB. bench dpo, TRL 83-88 tokens/s at
+# 2151-2184 MB; with the fused MLP 1 in 3 184 at 1824-1834 MB, 1 in 6 193-198 at 1885-1897, none 205-223 at 1883-1940.
+UNCHECKPOINTED_FP32_STAGES = ("sft", "dpo")
 
 # GRPO and RLOO on a bf16 CPU checkpoint one decoder layer in this many when the recipe leaves it unset. Measured with
 # `tunesmith bench grpo --repeats 2` (2-core EPYC, avx512_bf16, LoRA layers fused; TRL's script: 15.1-16.7 s/step,
@@ -56,6 +58,7 @@ class SpeedSettings:
     fused_lora: bool = False  # LoRA layers run as one autograd node each (train/fused_lora.py)
     checkpoint_note: str = ""  # why one layer in k is checkpointed, when it is
     padding_free: bool = False  # a micro-batch's examples run end to end, attending within themselves (train/varlen.py)
+    fused_mlp: bool = False  # gated MLPs keep two tensors for the backward pass instead of four (train/fused_mlp.py)
 
     @property
     def gradient_checkpointing(self) -> bool:
@@ -124,8 +127,8 @@ def attention_implementation(recipe: Recipe, precision: Precision, longest: int)
 
 def checkpoint_every(recipe: Recipe, precision: Precision) -> int:
     """Which decoder layers recompute their activations in the backward pass: as the recipe says (true: all,
-    false: none); unset: one in PARTIAL_CHECKPOINT_EVERY (SFT: SFT_CHECKPOINT_EVERY) for an fp32 run on a CPU, where activations, not halved
-    weights, set the peak, and for GRPO/RLOO on a bf16 CPU (RL_CHECKPOINT_EVERY); every layer for GRPO/RLOO
+    false: none); unset: one in PARTIAL_CHECKPOINT_EVERY for an fp32 run on a CPU, where activations, not halved
+    weights, set the peak (none for SFT and DPO: UNCHECKPOINTED_FP32_STAGES), and for GRPO/RLOO on a bf16 CPU (RL_CHECKPOINT_EVERY); every layer for GRPO/RLOO
     elsewhere (PPO's recipe sets it on); none otherwise."""
     wanted = recipe.training.gradient_checkpointing
     if wanted is not None:
@@ -133,7 +136,7 @@ def checkpoint_every(recipe: Recipe, precision: Precision) -> int:
     if precision.device == "cpu" and precision.name == "fp32":
         if recipe.stage in PARTIAL_RL_STAGES:
             return 1
-        return SFT_CHECKPOINT_EVERY if recipe.stage == "sft" else PARTIAL_CHECKPOINT_EVERY
+        return 0 if recipe.stage in UNCHECKPOINTED_FP32_STAGES else PARTIAL_CHECKPOINT_EVERY
     if recipe.stage in PARTIAL_RL_STAGES:
         return RL_CHECKPOINT_EVERY if precision.device == "cpu" else 1
     return 0
@@ -145,8 +148,6 @@ def checkpoint_note(recipe: Recipe, precision: Precision, every: int) -> str:
         return ""
     if recipe.stage in PARTIAL_RL_STAGES:
         return RL_CHECKPOINT_NOTE
-    if recipe.stage == "sft" and every == SFT_CHECKPOINT_EVERY:
-        return "fp32 on a CPU: ~5% less peak memory for ~10% of the step"
     return "fp32 on a CPU: ~15% less peak memory for ~15% of the step"
 
 
@@ -162,6 +163,12 @@ def fuses_lora(recipe: Recipe, precision: Precision) -> bool:
     """Plain LoRA on a CPU trains through train/fused_lora.py's one-node layers (measured there; autocast, DoRA and
     QLoRA's 4-bit layers keep peft's own forward)."""
     return precision.device == "cpu" and recipe.method == "lora" and not recipe.lora.use_dora and not uses_autocast(recipe, precision)
+
+
+def fuses_mlp(precision: Precision) -> bool:
+    """On a CPU every gated MLP keeps act's input and the up projection only (train/fused_mlp.py): the same
+    arithmetic, 18% less of what a SmolLM2 decoder layer keeps in fp32 (GPUs have Liger's SwiGLU for this)."""
+    return precision.device == "cpu"
 
 
 def trains_padding_free(recipe: Recipe, precision: Precision, attention: str) -> bool:
@@ -187,6 +194,7 @@ def speed_settings(recipe: Recipe, precision: Precision, longest: int) -> SpeedS
         fused_lora=fuses_lora(recipe, precision),
         checkpoint_note=checkpoint_note(recipe, precision, every),
         padding_free=trains_padding_free(recipe, precision, attention),
+        fused_mlp=fuses_mlp(precision),
     )
 
 
