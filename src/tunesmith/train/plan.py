@@ -127,15 +127,15 @@ def estimate_memory(
     }
 
 
-def loss_bytes(config, rows: int, seq_len: int, all_positions: bool) -> int:
+def loss_bytes(config, rows: int, seq_len: int, all_positions: bool, fp32: bool = False) -> int:
     """The loss's vocabulary-sized buffers: one chunk of CHUNK_TOKENS positions (train/loss.py, TRL's fused head: two
-    fp32 buffers and one 16-bit), or, for a trainer that projects every position at once, the micro-batch's logits
-    with their fp32 log-softmax and its gradient (~12 bytes an entry)."""
+    fp32 buffers and one 16-bit; in fp32 the two alone), or, for a trainer that projects every position at once, the
+    micro-batch's logits with their fp32 log-softmax and its gradient (~12 bytes an entry)."""
     from tunesmith.train.loss import CHUNK_TOKENS
 
     if all_positions:
         return rows * seq_len * config.vocab_size * 12
-    return min(rows * seq_len, CHUNK_TOKENS) * config.vocab_size * 10
+    return min(rows * seq_len, CHUNK_TOKENS) * config.vocab_size * (8 if fp32 else 10)
 
 
 def decoding_bytes(config, precision: Precision, training: dict[str, int]) -> int:
@@ -224,7 +224,7 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     # into it (TRL shuffles them), so its estimate keeps a row per completion
     run_rows, run_len = (recipe.training.per_device_train_batch_size, shared_len) if shares == "pair" and shared_len else (rows, step_len)
     memory.update(estimate_memory(model.config, total, trainable, precision, recipe.method, run_rows, run_len, speed, targets, stage.head, packed))
-    memory["loss"] = loss_bytes(model.config, rows, step_len, stage.all_positions_projected(recipe, precision)) if stage.head == "causal" else 0
+    memory["loss"] = loss_bytes(model.config, rows, step_len, stage.all_positions_projected(recipe, precision), precision.name == "fp32") if stage.head == "causal" else 0
 
     def estimate(other, head: str) -> dict[str, int]:
         other_total, other_trainable = parameter_counts(recipe, other, head)
