@@ -224,7 +224,9 @@ def make_plan(recipe: Recipe, *, dataset: str | None = None, num_examples: int |
     # into it (TRL shuffles them), so its estimate keeps a row per completion
     run_rows, run_len = (recipe.training.per_device_train_batch_size, shared_len) if shares == "pair" and shared_len else (rows, step_len)
     memory.update(estimate_memory(model.config, total, trainable, precision, recipe.method, run_rows, run_len, speed, targets, stage.head, packed))
-    memory["loss"] = loss_bytes(model.config, rows, step_len, stage.all_positions_projected(recipe, precision), precision.name == "fp32") if stage.head == "causal" else 0
+    memory["loss"] = (
+        loss_bytes(model.config, rows, step_len, stage.all_positions_projected(recipe, precision), precision.name == "fp32") if stage.head == "causal" else 0
+    )
 
     def estimate(other, head: str) -> dict[str, int]:
         other_total, other_trainable = parameter_counts(recipe, other, head)
