@@ -56,7 +56,8 @@ def assert_run_followed_plan(plan, recorder: Recorder, result) -> None:
 
     assert bool(getattr(recorder.args, "padding_free", False)) == speed.padding_free
     for model in trained:
-        assert model.config._attn_implementation == (implementation(speed.attention) if speed.padding_free else speed.attention)
+        assert model.config._attn_implementation == (implementation(speed.attention) if speed.varlen else speed.attention)
+        assert speed.varlen >= speed.padding_free
         checkpointed, layers = checkpointed_layers(model)
         assert checkpointed == (-(-layers // speed.checkpoint_every) if speed.checkpoint_every else 0), (
             checkpointed,

@@ -74,16 +74,34 @@ def _tiny(impl: str, **extra):
     return LlamaForCausalLM(LlamaConfig(vocab_size=100, **TINY, attn_implementation=impl, **extra)).float()
 
 
+def _run_recording(model, seen: list):
+    def run(**inputs):
+        seen.append(inputs["input_ids"].shape)
+        return model.model(**inputs).last_hidden_state
+
+    return run
+
+
+@pytest.mark.parametrize("varlen", [False, True])
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
 @pytest.mark.parametrize("layout", [dpo_batch, grpo_batch])
-def test_packed_hidden_states_are_the_rows_as_given(impl, layout):
+def test_packed_hidden_states_are_the_rows_as_given(impl, layout, varlen):
+    """With train/varlen.py's attention (DPO, ORPO, CPO on a CPU) the packed rows also drop their padding: the
+    layers see one row of their real tokens, each packed row attending as its own mask says."""
     model = _tiny(impl)
     ids, mask, labels = layout()
     scored = labels[:, 1:] != -100
-    assert pack_shared_prompts(ids, mask, scored) is not None
+    packed = pack_shared_prompts(ids, mask, scored)
+    assert packed is not None and packed.input_ids.numel() > sum(packed.lengths)  # the packed rows hold padding
     expected = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1][scored]
-    got = scored_hidden_states(lambda **kw: model.model(**kw).last_hidden_state, model.config, ids, mask, scored)
+    if varlen:
+        from tunesmith.train import varlen as kernels
+
+        kernels.install(model, impl)
+    seen: list = []
+    got = scored_hidden_states(_run_recording(model, seen), model.config, ids, mask, scored)
     assert torch.allclose(got, expected, atol=1e-5)
+    assert seen == ([(1, sum(packed.lengths))] if varlen else [packed.input_ids.shape])
 
 
 def test_a_window_shorter_than_the_rows_runs_them_as_given(monkeypatch):
@@ -139,12 +157,18 @@ def test_tunesmiths_head_packs_and_gives_trls_outputs_and_gradients(layout, monk
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("varlen", [False, True])
 @pytest.mark.parametrize("family", ["mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"])
-def test_every_family_packs_to_the_same_hidden_states(family, family_model):
-    """Biases, q/k norms, soft-capped attention, sliding windows, fused projections: packing changes none of it."""
+def test_every_family_packs_to_the_same_hidden_states(family, varlen, family_model):
+    """Biases, q/k norms, soft-capped attention, sliding windows, fused projections: packing (and dropping the
+    packed rows' padding) changes none of it."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(family_model(family), dtype=torch.float32, attn_implementation="eager")
+    if varlen:
+        from tunesmith.train import varlen as kernels
+
+        kernels.install(model, "eager")
     ids, mask, labels = dpo_batch()
     ids = torch.where(mask.bool(), ids + 100, model.config.pad_token_id or 0)  # ordinary tokens of every vocabulary
     scored = labels[:, 1:] != -100

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 ATTENTION = ("eager", "sdpa")  # the implementations that take a 4-D mask as given
+VARLEN = tuple(f"tunesmith_varlen_{kernel}" for kernel in ATTENTION)  # train/varlen.py's: packed rows without padding
 
 
 @dataclass
@@ -35,6 +36,26 @@ class PackedBatch:
     @property
     def length(self) -> int:
         return self.input_ids.shape[1]
+
+    def padding_free(self) -> tuple[dict, torch.Tensor]:
+        """The packed rows end to end in one row without their padding, as train/varlen.py runs them (its boundaries
+        and each row's own mask), and where the scored positions lie in that row."""
+        lengths = torch.tensor(self.lengths)
+        starts = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+        real = (torch.arange(self.length)[None, :] < lengths[:, None]).to(self.input_ids.device)
+        bounds = starts.to(torch.int32).to(self.input_ids.device)
+        rows = self.scored.div(self.length, rounding_mode="floor")
+        scored = starts.to(self.scored.device)[rows] + self.scored - rows * self.length
+        inputs = dict(
+            input_ids=self.input_ids[real][None],
+            position_ids=self.position_ids[real][None],
+            attention_mask=self.attention_mask,
+            cu_seq_lens_q=bounds,
+            cu_seq_lens_k=bounds,
+            max_length_q=self.length,
+            max_length_k=self.length,
+        )
+        return inputs, scored
 
 
 def pack_shared_prompts(
@@ -113,7 +134,7 @@ def pack_shared_prompts(
 
 def can_pack(config, attention_mask: torch.Tensor | None) -> bool:
     """Whether this model's attention takes a 4-D mask as given (eager, sdpa) and the batch comes with a 2-D one."""
-    return getattr(config, "_attn_implementation", None) in ATTENTION and (attention_mask is None or attention_mask.dim() == 2)
+    return getattr(config, "_attn_implementation", None) in ATTENTION + VARLEN and (attention_mask is None or attention_mask.dim() == 2)
 
 
 def within_window(config, length: int) -> bool:
@@ -136,6 +157,9 @@ def scored_hidden_states(
         packed = pack_shared_prompts(input_ids, attention_mask, scored, answers, pad_id=getattr(config, "pad_token_id", None) or 0)
     if packed is None or packed.input_ids.numel() >= input_ids.numel():
         return run(input_ids=input_ids, attention_mask=attention_mask)[:, :-1][scored]
+    if config._attn_implementation in VARLEN:  # padding-free: the layers see only the packed rows' real tokens
+        inputs, at = packed.padding_free()
+        return run(**inputs)[0][at]
     mask = packed.attention_mask
     if config._attn_implementation == "eager":  # eager attention adds its mask to the scores (and softmaxes in fp32)
         mask = torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, torch.finfo(torch.float32).min)

@@ -255,7 +255,7 @@ def run_stage(
     schedule = compute_schedule(recipe.training, data.num_sequences, procs.world)
     speed = speed_settings(recipe, precision, data.longest)
     source, model = load_for_training(recipe, precision, speed.attention, stage.head)
-    if speed.padding_free:
+    if speed.varlen:
         from tunesmith.train import varlen
 
         varlen.install(model, speed.attention)

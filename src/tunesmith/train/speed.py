@@ -59,6 +59,7 @@ class SpeedSettings:
     checkpoint_note: str = ""  # why one layer in k is checkpointed, when it is
     padding_free: bool = False  # a micro-batch's examples run end to end, attending within themselves (train/varlen.py)
     fused_mlp: bool = False  # gated MLPs keep two tensors for the backward pass instead of four (train/fused_mlp.py)
+    varlen: bool = False  # attention through train/varlen.py: SFT's padding-free rows, DPO/ORPO/CPO's shared-prompt rows unpadded
 
     @property
     def gradient_checkpointing(self) -> bool:
@@ -182,6 +183,17 @@ def trains_padding_free(recipe: Recipe, precision: Precision, attention: str) ->
     return recipe.stage == "sft" and precision.device == "cpu" and attention in KERNELS
 
 
+def runs_varlen(recipe: Recipe, precision: Precision, attention: str) -> bool:
+    """The attention runs through train/varlen.py: for SFT's padding-free rows, and for the rows of the stages that
+    run each pair's prompt once (train/prefix.py), which then drop their padding too (the packed rows of the bench dpo
+    job are 14% padding). Without boundaries it is the kernel it wraps, so nothing else changes."""
+    from tunesmith.train.stages import get_stage
+    from tunesmith.train.varlen import KERNELS
+
+    shares = get_stage(recipe.stage).shares_prompts == "pair"
+    return precision.device == "cpu" and attention in KERNELS and (recipe.stage == "sft" or shares)
+
+
 def speed_settings(recipe: Recipe, precision: Precision, longest: int) -> SpeedSettings:
     check_gpu_kernels(recipe, precision)
     attention = attention_implementation(recipe, precision, longest)
@@ -195,6 +207,7 @@ def speed_settings(recipe: Recipe, precision: Precision, longest: int) -> SpeedS
         checkpoint_note=checkpoint_note(recipe, precision, every),
         padding_free=trains_padding_free(recipe, precision, attention),
         fused_mlp=fuses_mlp(precision),
+        varlen=runs_varlen(recipe, precision, attention),
     )
 
 

@@ -83,9 +83,17 @@ def _kernel(module, kernel: str):
     return sys.modules[type(module).__module__].eager_attention_forward  # the family's own (soft-capping, sinks, ...)
 
 
+def _rows_mask(mask, rows: int, longest: int) -> bool:
+    """Whether `mask` is a boolean (rows, 1, longest, longest) mask for the examples as padded rows: a caller's own.
+    transformers' mask for the packed row is (1, 1, tokens, tokens) (additive for eager, or None): of that shape only
+    for a single example, where it is the same causal mask."""
+    return isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and tuple(mask.shape) == (rows, 1, longest, longest)
+
+
 def varlen_attention(kernel: str, module, query, key, value, attention_mask, **kwargs):
     """`kernel`'s attention over query/key/value of shape (1, heads, tokens, dim) holding the examples that
-    `cu_seq_lens_q` delimits, each attending within itself; without boundaries, `kernel` as it is."""
+    `cu_seq_lens_q` delimits, each attending within itself (causally, or as a boolean (examples, 1, longest,
+    longest) `attention_mask` of the caller's says); without boundaries, `kernel` as it is."""
     bounds = kwargs.get("cu_seq_lens_q")
     for name in _BOUNDARIES:
         kwargs.pop(name, None)
@@ -94,6 +102,12 @@ def varlen_attention(kernel: str, module, query, key, value, attention_mask, **k
         return attend(module, query, key, value, attention_mask, **kwargs)
     window = kwargs.get("sliding_window")
     index, mask, rows, longest = _layout(tuple(bounds.tolist()), window, query.dtype, query.device)
+    if _rows_mask(attention_mask, rows, longest):  # the caller's own mask for each row (train/prefix.py: shared prompts)
+        mask = (
+            attention_mask
+            if kernel == "sdpa"
+            else torch.zeros(attention_mask.shape, device=query.device).masked_fill_(~attention_mask, torch.finfo(torch.float32).min)
+        )
 
     def padded(states):  # (1, heads, tokens, dim) -> (rows, heads, longest, dim), laid out as the projections made it
         tokens_first = states[0].transpose(0, 1)  # (tokens, heads, dim)
