@@ -28,6 +28,12 @@ def encode(tokenizer, prompt, response) -> tuple[list[int], int]:
     return full, common_prefix_length(prompt_ids, full)
 
 
+def unwrapped_config(model):
+    from tunesmith.train.loss import unwrapped
+
+    return unwrapped(model).config.get_text_config()
+
+
 def _padded_batches(model, tokenizer, rows: list[list[int]], batch_size: int):
     """Right-padded (chunk indices, input_ids, attention_mask) batches on the model's device, in eval mode, no grad."""
     import torch
@@ -52,10 +58,25 @@ def _padded_batches(model, tokenizer, rows: list[list[int]], batch_size: int):
 
 
 def response_logprobs(model, tokenizer, prompts: list, responses: list, batch_size: int = 8) -> list[float]:
-    """Sum of log p(token) over each response's tokens, given its prompt (no gradient; fp32 softmax)."""
+    """Sum of log p(token) over each response's tokens, given its prompt (no gradient; fp32 softmax). A plain LM
+    head scores the response positions only, a chunk at a time (train/loss.py): a batch's full logits are
+    [8, length, vocab] (~240 MB in fp32 for 150 tokens of SmolLM2), the largest thing a DPO run on a CPU held
+    before and after training."""
+    from tunesmith.train.loss import last_hidden_states, output_embeddings, plain_head, token_log_probs
+
     encoded = [encode(tokenizer, p, r) for p, r in zip(prompts, responses)]
     rows = [ids for ids, _ in encoded]
     out: list[float] = []
+    head = output_embeddings(model)
+    if head is not None and getattr(head, "bias", None) is None and plain_head(unwrapped_config(model)):
+        for chunk, ids, mask in _padded_batches(model, tokenizer, rows, batch_size):
+            hidden = last_hidden_states(model, ids, attention_mask=mask)
+            for k, j in enumerate(chunk):
+                row, start = encoded[j]
+                start = max(start, 1)
+                scores = token_log_probs(hidden[k, start - 1 : len(row) - 1], head.weight, ids[k, start : len(row)])
+                out.append(scores.log_probs.sum().item())
+        return out
     for chunk, ids, mask in _padded_batches(model, tokenizer, rows, batch_size):
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         for k, j in enumerate(chunk):

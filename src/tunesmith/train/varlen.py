@@ -31,19 +31,28 @@ def implementation(kernel: str) -> str:
 
 
 @lru_cache(maxsize=8)
-def _layout(bounds: tuple[int, ...], window: int | None, dtype: torch.dtype, device: torch.device):
+def _places(bounds: tuple[int, ...], device: torch.device):
     """For examples at `bounds` (cumulative lengths) of a packed row: where each token goes in (examples x longest)
-    padded rows, and the additive mask of those rows (causal, stopping at each example's end, within `window`)."""
+    padded rows, the examples and the longest."""
     lengths = torch.tensor(bounds).diff()
     rows, longest = len(lengths), int(lengths.max())
     at = torch.arange(longest)
     real = at[None, :] < lengths[:, None]  # (rows, longest)
     index = (torch.arange(rows)[:, None] * longest + at[None, :])[real]  # the packed tokens' places in the padded rows
+    return index.to(device), rows, longest
+
+
+@lru_cache(maxsize=2)  # the layers of one forward share it; each batch brings new bounds
+def _causal(bounds: tuple[int, ...], window: int | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The additive mask of those padded rows: causal, stopping at each example's end, within `window`."""
+    lengths = torch.tensor(bounds).diff()
+    longest = int(lengths.max())
+    at = torch.arange(longest)
+    real = at[None, :] < lengths[:, None]
     allowed = (at[:, None] >= at[None, :]) & real[:, None, :]  # (rows, query, key)
     if window is not None and window < longest:
         allowed &= at[:, None] - at[None, :] < window
-    mask = torch.zeros(rows, 1, longest, longest, dtype=dtype).masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
-    return index.to(device), mask.to(device), rows, longest
+    return torch.zeros(len(lengths), 1, longest, longest, dtype=dtype).masked_fill_(~allowed[:, None], torch.finfo(dtype).min).to(device)
 
 
 class _Spread(torch.autograd.Function):
@@ -101,13 +110,14 @@ def varlen_attention(kernel: str, module, query, key, value, attention_mask, **k
     if bounds is None or query.shape[0] != 1:
         return attend(module, query, key, value, attention_mask, **kwargs)
     window = kwargs.get("sliding_window")
-    index, mask, rows, longest = _layout(tuple(bounds.tolist()), window, query.dtype, query.device)
-    if _rows_mask(attention_mask, rows, longest):  # the caller's own mask for each row (train/prefix.py: shared prompts)
-        mask = (
-            attention_mask
-            if kernel == "sdpa"
-            else torch.zeros(attention_mask.shape, device=query.device).masked_fill_(~attention_mask, torch.finfo(torch.float32).min)
-        )
+    bounds = tuple(bounds.tolist())
+    index, rows, longest = _places(bounds, query.device)
+    if not _rows_mask(attention_mask, rows, longest):
+        mask = _causal(bounds, window, query.dtype, query.device)
+    elif kernel == "sdpa":  # the caller's own mask for each row (train/prefix.py: shared prompts)
+        mask = attention_mask
+    else:  # eager adds its mask to the scores
+        mask = torch.zeros(attention_mask.shape, device=query.device).masked_fill_(~attention_mask, torch.finfo(torch.float32).min)
 
     def padded(states):  # (1, heads, tokens, dim) -> (rows, heads, longest, dim), laid out as the projections made it
         tokens_first = states[0].transpose(0, 1)  # (tokens, heads, dim)
