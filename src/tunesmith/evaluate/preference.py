@@ -28,12 +28,6 @@ def encode(tokenizer, prompt, response) -> tuple[list[int], int]:
     return full, common_prefix_length(prompt_ids, full)
 
 
-def unwrapped_config(model):
-    from tunesmith.train.loss import unwrapped
-
-    return unwrapped(model).config.get_text_config()
-
-
 def _padded_batches(model, tokenizer, rows: list[list[int]], batch_size: int):
     """Right-padded (chunk indices, input_ids, attention_mask) batches on the model's device, in eval mode, no grad."""
     import torch
@@ -62,28 +56,25 @@ def response_logprobs(model, tokenizer, prompts: list, responses: list, batch_si
     head scores the response positions only, a chunk at a time (train/loss.py): a batch's full logits are
     [8, length, vocab] (~240 MB in fp32 for 150 tokens of SmolLM2), the largest thing a DPO run on a CPU held
     before and after training."""
-    from tunesmith.train.loss import last_hidden_states, output_embeddings, plain_head, token_log_probs
+    from tunesmith.train.loss import last_hidden_states, plain_lm_head, token_log_probs
 
     encoded = [encode(tokenizer, p, r) for p, r in zip(prompts, responses)]
     rows = [ids for ids, _ in encoded]
     out: list[float] = []
-    head = output_embeddings(model)
-    if head is not None and getattr(head, "bias", None) is None and plain_head(unwrapped_config(model)):
-        for chunk, ids, mask in _padded_batches(model, tokenizer, rows, batch_size):
-            hidden = last_hidden_states(model, ids, attention_mask=mask)
-            for k, j in enumerate(chunk):
-                row, start = encoded[j]
-                start = max(start, 1)
-                scores = token_log_probs(hidden[k, start - 1 : len(row) - 1], head.weight, ids[k, start : len(row)])
-                out.append(scores.log_probs.sum().item())
-        return out
+    head = plain_lm_head(model)  # else (soft-capped, biased) the model's own logits
     for chunk, ids, mask in _padded_batches(model, tokenizer, rows, batch_size):
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        if head is not None:
+            hidden = last_hidden_states(model, ids, attention_mask=mask)
+        else:
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         for k, j in enumerate(chunk):
             row, start = encoded[j]
             start = max(start, 1)
-            scores = logits[k, start - 1 : len(row) - 1].float().log_softmax(-1)
-            out.append(scores.gather(-1, ids[k, start : len(row), None]).sum().item())
+            span, targets = slice(start - 1, len(row) - 1), ids[k, start : len(row)]
+            if head is not None:
+                out.append(token_log_probs(hidden[k, span], head.weight, targets).log_probs.sum().item())
+            else:
+                out.append(logits[k, span].float().log_softmax(-1).gather(-1, targets[:, None]).sum().item())
     return out
 
 

@@ -244,6 +244,16 @@ def trains(head) -> bool:
     return torch.is_grad_enabled() and any(p.requires_grad for p in head.parameters())
 
 
+def plain_lm_head(model):
+    """`model`'s LM head (under any wrapper) where its output is the logits themselves, as `token_log_probs` scores
+    them: no bias, no soft-capping or scaling; else None."""
+    inner = unwrapped(model)
+    head = inner.get_output_embeddings()
+    if head is None or getattr(head, "bias", None) is not None or not plain_head(inner.config.get_text_config()):
+        return None
+    return head
+
+
 def plain_head(config) -> bool:
     """No soft-capping or logit scaling: the head's output is the logits."""
     scales = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
@@ -264,10 +274,7 @@ def replace_fused_head(model, temperature: float = 1.0) -> bool:
 
     inner = unwrapped(model)
     trl_forward = vars(inner).get("forward")  # TRL's add_fused_lm_head sets the instance's forward
-    if fused_head_of(inner) != "trl" or not plain_head(inner.config.get_text_config()):
-        return False
-    head = inner.get_output_embeddings()
-    if head is None or getattr(head, "bias", None) is not None:
+    if fused_head_of(inner) != "trl" or plain_lm_head(inner) is None:
         return False
 
     @functools.wraps(type(inner).forward)  # generate() checks its keyword arguments against this signature

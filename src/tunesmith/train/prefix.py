@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
+from tunesmith.train.varlen import implementation
+
 ATTENTION = ("eager", "sdpa")  # the implementations that take a 4-D mask as given
-VARLEN = tuple(f"tunesmith_varlen_{kernel}" for kernel in ATTENTION)  # train/varlen.py's: packed rows without padding
+VARLEN = tuple(implementation(kernel) for kernel in ATTENTION)  # train/varlen.py's: packed rows without padding
 
 
 @dataclass

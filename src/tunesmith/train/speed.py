@@ -178,9 +178,7 @@ def trains_padding_free(recipe: Recipe, precision: Precision, attention: str) ->
     Measured on the 2-core EPYC (bf16, SmolLM2, pirate): a bench sft micro-batch (13% padding) 1.58 -> 1.52 s
     forward and backward, the trainer within noise, ~5% less memory; packed rows of 512, 2 a micro-batch,
     3.9 -> 2.9 s a step; of 256, 1.55 -> 1.1 s and 1880 -> 1449 MB."""
-    from tunesmith.train.varlen import KERNELS
-
-    return recipe.stage == "sft" and precision.device == "cpu" and attention in KERNELS
+    return recipe.stage == "sft" and runs_varlen(recipe, precision, attention)
 
 
 def runs_varlen(recipe: Recipe, precision: Precision, attention: str) -> bool:

@@ -30,14 +30,21 @@ def implementation(kernel: str) -> str:
     return f"tunesmith_varlen_{kernel}"
 
 
+def _grid(bounds: tuple[int, ...]):
+    """The examples' lengths at `bounds` (cumulative), the longest, and which slots of (examples x longest) padded
+    rows hold a real token."""
+    lengths = torch.tensor(bounds).diff()
+    longest = int(lengths.max())
+    at = torch.arange(longest)
+    return lengths, longest, at, at[None, :] < lengths[:, None]
+
+
 @lru_cache(maxsize=8)
 def _places(bounds: tuple[int, ...], device: torch.device):
     """For examples at `bounds` (cumulative lengths) of a packed row: where each token goes in (examples x longest)
     padded rows, the examples and the longest."""
-    lengths = torch.tensor(bounds).diff()
-    rows, longest = len(lengths), int(lengths.max())
-    at = torch.arange(longest)
-    real = at[None, :] < lengths[:, None]  # (rows, longest)
+    lengths, longest, at, real = _grid(bounds)
+    rows = len(lengths)
     index = (torch.arange(rows)[:, None] * longest + at[None, :])[real]  # the packed tokens' places in the padded rows
     return index.to(device), rows, longest
 
@@ -45,10 +52,7 @@ def _places(bounds: tuple[int, ...], device: torch.device):
 @lru_cache(maxsize=2)  # the layers of one forward share it; each batch brings new bounds
 def _causal(bounds: tuple[int, ...], window: int | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The additive mask of those padded rows: causal, stopping at each example's end, within `window`."""
-    lengths = torch.tensor(bounds).diff()
-    longest = int(lengths.max())
-    at = torch.arange(longest)
-    real = at[None, :] < lengths[:, None]
+    lengths, longest, at, real = _grid(bounds)
     allowed = (at[:, None] >= at[None, :]) & real[:, None, :]  # (rows, query, key)
     if window is not None and window < longest:
         allowed &= at[:, None] - at[None, :] < window
