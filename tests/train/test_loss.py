@@ -183,6 +183,35 @@ def test_token_log_probs_match_full_logits(chunk, temperature):
         token_log_probs(hidden, weight, targets).entropy.sum().backward()
 
 
+def test_chunk_buffers_are_kept_per_thread_and_calls_in_between_change_no_result():
+    """A CPU call reuses the thread's last chunk buffers (no fresh vocabulary-sized block to page-fault in); calls with
+    another dtype, vocabulary, chunk size or length in between, or on another thread, leave every result exact."""
+    import threading
+
+    from tunesmith.train import loss
+    from tunesmith.train.loss import token_log_probs
+
+    torch.manual_seed(0)
+    hidden, weight, targets = torch.randn(13, 16), torch.randn(50, 16), torch.randint(0, 50, (13,))
+    first = loss._chunk_buffers(8, 13, 50, hidden)
+    assert loss._chunk_buffers(8, 3, 50, hidden)[0] is first[0]  # a shorter call: the same blocks
+    assert loss._chunk_buffers(8, 13, 60, hidden)[0] is not first[0]  # another vocabulary: new ones
+    expected = token_log_probs(hidden, weight, targets, chunk=8).log_probs
+    in_between = [
+        lambda: token_log_probs(hidden.bfloat16(), weight.bfloat16(), targets, chunk=8),
+        lambda: token_log_probs(torch.randn(3, 16), torch.randn(70, 16), torch.randint(0, 70, (3,)), chunk=5),
+        lambda: linear_cross_entropy(torch.randn(40, 16), weight, torch.randint(0, 50, (40,)), chunk=8),
+    ]
+    for call in in_between:
+        call()
+        assert torch.equal(token_log_probs(hidden, weight, targets, chunk=8).log_probs, expected)
+    seen = []
+    other = threading.Thread(target=lambda: seen.append(loss._chunk_buffers(8, 13, 50, hidden)[0]))
+    other.start()
+    other.join()
+    assert seen[0] is not loss._chunk_buffers(8, 13, 50, hidden)[0]  # each thread its own: a server's threads never share
+
+
 def test_token_log_probs_refuse_a_trainable_head():
     from tunesmith.train.loss import token_log_probs
 
