@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -25,11 +26,22 @@ BENCHMARKS = (
 )  # modules of tunesmith.bench, each with a Job dataclass and run_side(side, job)
 
 
+BASELINES = ("baseline", "trl-", "hf:")  # how the benches name a side that runs a plain TRL or transformers script
+
+
+def environment(side: str) -> dict[str, str]:
+    """The environment a side's process starts with: a baseline's is the user's own, without what importing tunesmith
+    adds (`heap.prefer_huge_pages`), so the plain script runs as it would from the same shell."""
+    from tunesmith.heap import plain_environment
+
+    return plain_environment() if side.startswith(BASELINES) else dict(os.environ)
+
+
 def spawn(bench: str, side: str, job, on_step=None) -> dict:
     """Run one side of `bench` once in a fresh Python process and return its figures. `on_step(line)` gets the
     run's progress lines ("step 3/5 ...") as they come, so a long run is never silent."""
     command = [sys.executable, "-m", "tunesmith.bench.worker", bench, side, json.dumps(asdict(job))]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment(side))
     tail: list[str] = []
 
     def read_stderr():
