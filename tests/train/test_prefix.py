@@ -1,12 +1,13 @@
 """Shared prompts run once (train/prefix.py): the packed rows give the hidden states, log-probabilities and
-gradients of the rows as given, for DPO's right-padded pairs and GRPO's left-padded groups, on every family."""
+gradients of the rows as given, for DPO's right-padded pairs and GRPO's left-padded groups, on every family; rows
+that share nothing (KTO's) run without their padding where the model runs padding-free."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tunesmith.train.prefix import pack_shared_prompts, scored_hidden_states, within_window
+from tunesmith.train.prefix import pack_rows, pack_shared_prompts, scored_hidden_states, within_window
 
 P1, P2 = [5, 6, 7, 8], [9, 10, 11]
 
@@ -33,6 +34,25 @@ def grpo_batch(pad: int = 0):
     labels = ids.masked_fill(mask == 0, -100)
     labels[:, :-3] = -100
     return ids, mask, labels
+
+
+def kto_batch(pad: int = 0, left: bool = False):
+    """Rows of four different prompts (TRL's KTO layout: flushed left, right-padded; or left-padded)."""
+    prompts = [P1, P2, [12, 13], [14, 15, 16, 17, 18]]
+    answers = [[20, 21, 22], [30, 31], [40, 41, 42, 43, 44, 45], [50]]
+    width = max(len(p) + len(a) for p, a in zip(prompts, answers))
+    ids, mask, labels = [], [], []
+    for prompt, answer in zip(prompts, answers):
+        gap = width - len(prompt) - len(answer)
+        row = ([pad] * gap if left else []) + prompt + answer + ([] if left else [pad] * gap)
+        real = ([0] * gap if left else []) + [1] * (len(prompt) + len(answer)) + ([] if left else [0] * gap)
+        label = [t if r and i >= (gap if left else 0) + len(prompt) else -100 for i, (t, r) in enumerate(zip(row, real))]
+        ids.append(row), mask.append(real), labels.append(label)
+    return torch.tensor(ids), torch.tensor(mask), torch.tensor(labels)
+
+
+def kto_left_padded():
+    return kto_batch(left=True)
 
 
 def test_packing_runs_each_prompt_once_and_answers_never_see_each_other():
@@ -66,6 +86,33 @@ def test_a_row_with_nothing_scored_is_left_out():
     assert packed.input_ids[1].tolist()[:4] == P2 + [50]  # the other row of that prompt alone
 
 
+@pytest.mark.parametrize("layout", [kto_batch, kto_left_padded])
+def test_rows_sharing_nothing_pack_as_they_are_without_padding(layout):
+    ids, mask, labels = layout()
+    scored = labels[:, 1:] != -100
+    assert pack_shared_prompts(ids, mask, scored) is None
+    packed = pack_rows(ids, mask, scored)
+    assert [row[:n] for row, n in zip(packed.input_ids.tolist(), packed.lengths)] == [r[m.bool()].tolist() for r, m in zip(ids, mask)]
+    assert packed.position_ids[2].tolist() == list(range(packed.length))
+    assert packed.attention_mask is None and packed.positions == int(mask.sum())
+    flat = packed.input_ids.flatten()
+    assert torch.equal(flat[packed.scored], ids[:, :-1][scored]) and torch.equal(flat[packed.scored + 1], ids[:, 1:][scored])
+    inputs, at = packed.padding_free()
+    assert torch.equal(inputs["input_ids"][0, at], ids[:, :-1][scored]) and torch.equal(inputs["input_ids"][0, at + 1], ids[:, 1:][scored])
+    assert inputs["cu_seq_lens_q"].tolist() == [0, 7, 12, 20, 26]
+
+
+def test_rows_pack_without_the_unscored_ones_and_refuse_a_hole():
+    ids, mask, labels = kto_batch()
+    labels[1] = -100
+    scored = labels[:, 1:] != -100
+    packed = pack_rows(ids, mask, scored)
+    assert packed.input_ids.shape[0] == 3 and packed.scored.numel() == int(scored.sum())
+    holed = mask.clone()
+    holed[0, 2] = 0
+    assert pack_rows(ids, holed, scored) is None
+
+
 def _tiny(impl: str, **extra):
     from families import TINY
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -84,15 +131,21 @@ def _run_recording(model, seen: list):
 
 @pytest.mark.parametrize("varlen", [False, True])
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
-@pytest.mark.parametrize("layout", [dpo_batch, grpo_batch])
+@pytest.mark.parametrize("layout", [dpo_batch, grpo_batch, kto_batch, kto_left_padded])
 def test_packed_hidden_states_are_the_rows_as_given(impl, layout, varlen):
-    """With train/varlen.py's attention (DPO, ORPO, CPO on a CPU) the packed rows also drop their padding: the
-    layers see one row of their real tokens, each packed row attending as its own mask says."""
+    """With train/varlen.py's attention (SFT, DPO, ORPO, CPO, KTO on a CPU) the packed rows also drop their padding:
+    the layers see one row of their real tokens, each packed row attending as its own mask says. Rows that share no
+    prompt (KTO's) run as given without it, and without their padding with it."""
     model = _tiny(impl)
     ids, mask, labels = layout()
     scored = labels[:, 1:] != -100
     packed = pack_shared_prompts(ids, mask, scored)
-    assert packed is not None and packed.input_ids.numel() > sum(packed.lengths)  # the packed rows hold padding
+    if layout in (kto_batch, kto_left_padded):
+        assert packed is None
+        runs = [(1, int(mask.sum()))] if varlen else [ids.shape]
+    else:
+        assert packed is not None and packed.input_ids.numel() > sum(packed.lengths)  # the packed rows hold padding
+        runs = [(1, sum(packed.lengths))] if varlen else [packed.input_ids.shape]
     expected = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1][scored]
     if varlen:
         from tunesmith.train import varlen as kernels
@@ -101,7 +154,7 @@ def test_packed_hidden_states_are_the_rows_as_given(impl, layout, varlen):
     seen: list = []
     got = scored_hidden_states(_run_recording(model, seen), model.config, ids, mask, scored)
     assert torch.allclose(got, expected, atol=1e-5)
-    assert seen == ([(1, sum(packed.lengths))] if varlen else [packed.input_ids.shape])
+    assert seen == runs
 
 
 def test_a_window_shorter_than_the_rows_runs_them_as_given(monkeypatch):
@@ -118,10 +171,11 @@ def test_a_window_shorter_than_the_rows_runs_them_as_given(monkeypatch):
     assert not within_window(multimodal, ids.shape[1]) and within_window(multimodal, 4)
 
 
-@pytest.mark.parametrize("layout", [dpo_batch, grpo_batch])
+@pytest.mark.parametrize("layout", [dpo_batch, grpo_batch, kto_batch])
 def test_tunesmiths_head_packs_and_gives_trls_outputs_and_gradients(layout, monkeypatch):
-    """TRL's fused head on the rows as given against tunesmith's on the packed rows: same log-probabilities and
-    metrics, the same adapter gradients under any upstream gradient."""
+    """TRL's fused head on the rows as given against tunesmith's on the packed rows (KTO's rows, which share
+    nothing: padding-free): same log-probabilities and metrics, the same adapter gradients under any upstream
+    gradient."""
     from peft import LoraConfig, get_peft_model
     from trl.trainer.utils import add_fused_lm_head
 
@@ -144,12 +198,17 @@ def test_tunesmiths_head_packs_and_gives_trls_outputs_and_gradients(layout, monk
 
     theirs, their_grads = run()
     packs = []
-    real = prefix.pack_shared_prompts
-    monkeypatch.setattr(prefix, "pack_shared_prompts", lambda *a, **k: packs.append(real(*a, **k)) or packs[-1])
+    packer = "pack_rows" if layout is kto_batch else "pack_shared_prompts"
+    real = getattr(prefix, packer)
+    monkeypatch.setattr(prefix, packer, lambda *a, **k: packs.append(real(*a, **k)) or packs[-1])
     assert replace_fused_head(model)
+    if layout is kto_batch:
+        from tunesmith.train import varlen as kernels
+
+        kernels.install(model.get_base_model(), "eager")
     ours, our_grads = run()
 
-    assert packs and packs[0] is not None and packs[0].input_ids.shape[0] == 2
+    assert packs and packs[0] is not None and packs[0].input_ids.shape[0] == (4 if layout is kto_batch else 2)
     for field in ("log_probs", "entropy", "mean_logits"):
         assert torch.allclose(getattr(ours, field), getattr(theirs, field), atol=1e-5), field
     assert torch.equal(ours.is_top1, theirs.is_top1)
@@ -157,9 +216,9 @@ def test_tunesmiths_head_packs_and_gives_trls_outputs_and_gradients(layout, monk
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("varlen", [False, True])
+@pytest.mark.parametrize(("layout", "varlen"), [(dpo_batch, False), (dpo_batch, True), (kto_batch, True)])
 @pytest.mark.parametrize("family", ["mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"])
-def test_every_family_packs_to_the_same_hidden_states(family, varlen, family_model):
+def test_every_family_packs_to_the_same_hidden_states(family, layout, varlen, family_model):
     """Biases, q/k norms, soft-capped attention, sliding windows, fused projections: packing (and dropping the
     packed rows' padding) changes none of it."""
     from transformers import AutoModelForCausalLM
@@ -169,10 +228,10 @@ def test_every_family_packs_to_the_same_hidden_states(family, varlen, family_mod
         from tunesmith.train import varlen as kernels
 
         kernels.install(model, "eager")
-    ids, mask, labels = dpo_batch()
+    ids, mask, labels = layout()
     ids = torch.where(mask.bool(), ids + 100, model.config.pad_token_id or 0)  # ordinary tokens of every vocabulary
     scored = labels[:, 1:] != -100
-    assert within_window(model.config, ids.shape[1]) and pack_shared_prompts(ids, mask, scored) is not None
+    assert within_window(model.config, ids.shape[1]) and (pack_shared_prompts if layout is dpo_batch else pack_rows)(ids, mask, scored) is not None
     expected = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1][scored]
     got = scored_hidden_states(lambda **kw: model.model(**kw).last_hidden_state, model.config, ids, mask, scored)
     assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()

@@ -30,7 +30,7 @@ class PackedBatch:
 
     input_ids: torch.Tensor  # (packed rows, length)
     position_ids: torch.Tensor  # (packed rows, length)
-    attention_mask: torch.Tensor  # (packed rows, 1, length, length): True where a query may see a key
+    attention_mask: torch.Tensor | None  # (packed rows, 1, length, length): True where a query may see a key; None: causal
     scored: torch.Tensor  # flat indices into (packed rows x length), in the row-major order of the scored mask
     positions: int  # real positions as given (what packing saves from)
     lengths: list[int]  # real positions of each packed row
@@ -134,6 +134,45 @@ def pack_shared_prompts(
     )
 
 
+def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, scored: torch.Tensor) -> PackedBatch | None:
+    """Each row with something scored as a packed row of its own: its real tokens, positions from 0, attending
+    causally (train/varlen.py runs them end to end without padding). KTO's rows share no prompt inside a forward
+    (TRL scores answers and KL pairs in separate calls), yet ~a third of their positions can be padding. Rows must be
+    one run of real tokens (padding on either side), else None."""
+    rows, length = input_ids.shape
+    real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    counts = real.sum(1)
+    starts = real.int().argmax(1)
+    spans, flat = [], []
+    for row in range(rows):
+        marked = scored[row].nonzero().flatten()
+        if not len(marked):
+            continue
+        start, count = int(starts[row]), int(counts[row])
+        if not bool(real[row, start : start + count].all()) or int(marked[0]) < start or int(marked[-1]) >= start + count:
+            return None
+        spans.append((row, start, count))
+    if not spans:
+        return None
+    width = max(count for _, _, count in spans)
+    at = torch.arange(width, device=input_ids.device)
+    row_of = torch.tensor([row for row, _, _ in spans], device=input_ids.device)
+    start_of = torch.tensor([start for _, start, _ in spans], device=input_ids.device)
+    lengths = [count for _, _, count in spans]
+    inside = at[None, :] < torch.tensor(lengths, device=input_ids.device)[:, None]
+    ids = input_ids[row_of[:, None], (start_of[:, None] + at[None, :]).clamp(max=length - 1)].masked_fill(~inside, 0)
+    for k, (row, start, _) in enumerate(spans):  # rows in order, as the scored mask's row-major order needs
+        flat.append(k * width + scored[row].nonzero().flatten() - start)
+    return PackedBatch(
+        input_ids=ids,
+        position_ids=at.expand(len(spans), width),
+        attention_mask=None,
+        scored=torch.cat(flat),
+        positions=int(counts.sum()),
+        lengths=lengths,
+    )
+
+
 def can_pack(config, attention_mask: torch.Tensor | None) -> bool:
     """Whether this model's attention takes a 4-D mask as given (eager, sdpa) and the batch comes with a 2-D one."""
     return getattr(config, "_attn_implementation", None) in ATTENTION + VARLEN and (attention_mask is None or attention_mask.dim() == 2)
@@ -151,15 +190,18 @@ def scored_hidden_states(
     run, config, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, scored: torch.Tensor, answers: torch.Tensor | None = None, pack: bool = True
 ) -> torch.Tensor:
     """The last hidden states at the scored positions, (scored positions, width) in row-major order, each distinct
-    prompt run once where rows share one (`pack_shared_prompts`), the rows as given otherwise. `run(**inputs)`
+    prompt run once where rows share one (`pack_shared_prompts`), else the rows without their padding where the model
+    runs padding-free (`pack_rows`), the rows as given otherwise. `run(**inputs)`
     runs the model on input_ids, attention_mask (and position_ids) and returns its last hidden states, unshifted;
     `pack=False` runs the rows as given (a forward with inputs other than text)."""
-    packed = None
+    packed, varlen = None, config._attn_implementation in VARLEN
     if pack and can_pack(config, attention_mask) and within_window(config, input_ids.shape[1]):
         packed = pack_shared_prompts(input_ids, attention_mask, scored, answers, pad_id=getattr(config, "pad_token_id", None) or 0)
-    if packed is None or packed.input_ids.numel() >= input_ids.numel():
+        if packed is None and varlen:  # nothing shared: the rows as given, without their padding
+            packed = pack_rows(input_ids, attention_mask, scored)
+    if packed is None or (not varlen and packed.input_ids.numel() >= input_ids.numel()):
         return run(input_ids=input_ids, attention_mask=attention_mask)[:, :-1][scored]
-    if config._attn_implementation in VARLEN:  # padding-free: the layers see only the packed rows' real tokens
+    if varlen:  # padding-free: the layers see only the packed rows' real tokens
         inputs, at = packed.padding_free()
         return run(**inputs)[0][at]
     mask = packed.attention_mask

@@ -182,14 +182,14 @@ def trains_padding_free(recipe: Recipe, precision: Precision, attention: str) ->
 
 
 def runs_varlen(recipe: Recipe, precision: Precision, attention: str) -> bool:
-    """The attention runs through train/varlen.py: for SFT's padding-free rows, and for the rows of the stages that
-    run each pair's prompt once (train/prefix.py), which then drop their padding too (the packed rows of the bench dpo
-    job are 14% padding). Without boundaries it is the kernel it wraps, so nothing else changes."""
+    """The attention runs through train/varlen.py (`Stage.unpadded_rows`): for SFT's padding-free rows, for the rows
+    of the stages that run each pair's prompt once (train/prefix.py), which then drop their padding too (the packed
+    rows of the bench dpo job are 14% padding), and for KTO's rows (their padding dropped, `prefix.pack_rows`).
+    Without boundaries it is the kernel it wraps, so nothing else changes."""
     from tunesmith.train.stages import get_stage
     from tunesmith.train.varlen import KERNELS
 
-    shares = get_stage(recipe.stage).shares_prompts == "pair"
-    return precision.device == "cpu" and attention in KERNELS and (recipe.stage == "sft" or shares)
+    return precision.device == "cpu" and attention in KERNELS and get_stage(recipe.stage).unpadded_rows
 
 
 def speed_settings(recipe: Recipe, precision: Precision, longest: int) -> SpeedSettings:

@@ -84,6 +84,7 @@ class Stage:
     chat: ClassVar[bool] = True  # sample prompts are chat turns (pretrain: raw text to continue)
     projects_every_position: ClassVar[bool] = False  # the trainer's loss takes the whole micro-batch's logits at once (ORPO, CPO)
     packs_documents: ClassVar[bool] = False  # rows hold several documents, positions restarting per document (pretrain's blocks)
+    unpadded_rows: ClassVar[bool] = False  # on a CPU its rows run without padding (train/varlen.py): SFT, DPO, ORPO, CPO, KTO
     shares_prompts: ClassVar[str] = ""  # what runs a prompt once on a CPU (train/prefix.py): "pair" (DPO, ORPO, CPO), "group" (GRPO, RLOO)
 
     def all_positions_projected(self, recipe, precision) -> bool:

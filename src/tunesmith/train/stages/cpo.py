@@ -9,6 +9,7 @@ class CPOStage(PreferenceStage):
     shares_prompts = "pair"
     projects_every_position = True  # trl.experimental's trainer takes outputs.logits of the whole micro-batch (off a CPU)
     name = "cpo"
+    unpadded_rows = True
     title = "contrastive preference optimisation"
     implicit_reward = False
     plot_metrics = ("rewards/margins", "rewards/accuracies", "nll_loss")

@@ -18,6 +18,7 @@ def dpo_loss_types() -> list[str]:
 class DPOStage(PreferenceStage):
     shares_prompts = "pair"
     name = "dpo"
+    unpadded_rows = True
     title = "direct preference optimisation"
     needs_reference = True
 

@@ -7,6 +7,7 @@ from tunesmith.train.stages.pairs import PreferenceStage
 
 class KTOStage(PreferenceStage):
     name = "kto"
+    unpadded_rows = True
     title = "Kahneman-Tversky optimisation"
     data_kind = "unpaired"
     needs_reference = True

@@ -9,6 +9,7 @@ class ORPOStage(PreferenceStage):
     shares_prompts = "pair"
     projects_every_position = True  # trl.experimental's trainer takes outputs.logits of the whole micro-batch (off a CPU)
     name = "orpo"
+    unpadded_rows = True
     title = "odds-ratio preference optimisation"
     implicit_reward = False
     progress_metrics = ("rewards/margins", "rewards/accuracies")

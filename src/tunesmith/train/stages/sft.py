@@ -7,6 +7,7 @@ from tunesmith.train.stages.base import Stage, StageData
 
 class SFTStage(Stage):
     name = "sft"
+    unpadded_rows = True
     title = "supervised fine-tuning"
     data_kind = "sft"
     trainer_wraps_adapter = False  # SFT wraps the model itself (the speed settings in train/speed.py were measured so)
