@@ -164,3 +164,7 @@ def test_the_plan_and_the_run_say_padding_free(tiny_recipe):
     assert speed_settings(tiny_recipe(), cpu, 64).padding_free
     assert "padding-free" in speed_settings(tiny_recipe(), cpu, 64).summary()
     assert not speed_settings(tiny_recipe(stage="dpo"), cpu, 64).padding_free  # DPO packs its own rows (train/prefix.py)
+    for stage in ("dpo", "kto"):  # ... and runs them without padding too, as the line says
+        assert speed_settings(tiny_recipe(stage=stage), cpu, 64).varlen
+        assert "padding-free" in speed_settings(tiny_recipe(stage=stage), cpu, 64).summary()
+    assert "padding-free" not in speed_settings(tiny_recipe(stage="reward"), cpu, 64).summary()

@@ -75,7 +75,7 @@ class SpeedSettings:
         parts = [
             f"{self.weights} weights",
             "autocast" if self.autocast else "no autocast",
-            f"{self.attention} attention" + (", padding-free" if self.padding_free else ""),
+            f"{self.attention} attention" + (", padding-free" if self.varlen else ""),  # SFT's examples, DPO/ORPO/CPO's packed pairs, KTO's rows
             self.checkpointing_summary(),
         ]
         if self.liger:
