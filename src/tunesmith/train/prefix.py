@@ -82,10 +82,10 @@ def pack_shared_prompts(
         if not len(answer):
             return None
         cut = int(answer[0]) + 1  # the prompt: positions [0, cut); its last position predicts the answer's first token
-        positions = real[row].nonzero().flatten()
-        start, end = int(positions[0]), int(positions[-1]) + 1
-        if len(positions) != end - start or start >= cut or int(marked[0]) < start or int(marked[-1]) >= end:
+        span = _real_span(real[row], marked)
+        if span is None or span[0] >= cut:
             return None
+        start, end = span
         prompt = tuple(input_ids[row, start:cut].tolist())
         groups.setdefault(prompt, []).append((row, cut, end))
         kept[row] = start, marked
@@ -134,41 +134,48 @@ def pack_shared_prompts(
     )
 
 
+def _real_span(real: torch.Tensor, marked: torch.Tensor) -> tuple[int, int] | None:
+    """[start, end) of a row's real tokens where they are one run (padding on either side) holding every marked
+    position, else None."""
+    positions = real.nonzero().flatten()
+    if not len(positions):
+        return None
+    start, end = int(positions[0]), int(positions[-1]) + 1
+    if len(positions) != end - start or int(marked[0]) < start or int(marked[-1]) >= end:
+        return None
+    return start, end
+
+
 def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, scored: torch.Tensor) -> PackedBatch | None:
     """Each row with something scored as a packed row of its own: its real tokens, positions from 0, attending
     causally (train/varlen.py runs them end to end without padding). KTO's rows share no prompt inside a forward
     (TRL scores answers and KL pairs in separate calls), yet ~a third of their positions can be padding. Rows must be
     one run of real tokens (padding on either side), else None."""
-    rows, length = input_ids.shape
     real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    counts = real.sum(1)
-    starts = real.int().argmax(1)
-    spans, flat = [], []
-    for row in range(rows):
+    spans = []  # (row, start, end, its scored positions)
+    for row in range(input_ids.shape[0]):
         marked = scored[row].nonzero().flatten()
         if not len(marked):
             continue
-        start, count = int(starts[row]), int(counts[row])
-        if not bool(real[row, start : start + count].all()) or int(marked[0]) < start or int(marked[-1]) >= start + count:
+        span = _real_span(real[row], marked)
+        if span is None:
             return None
-        spans.append((row, start, count))
+        spans.append((row, *span, marked))
     if not spans:
         return None
-    width = max(count for _, _, count in spans)
-    at = torch.arange(width, device=input_ids.device)
-    row_of = torch.tensor([row for row, _, _ in spans], device=input_ids.device)
-    start_of = torch.tensor([start for _, start, _ in spans], device=input_ids.device)
-    lengths = [count for _, _, count in spans]
-    inside = at[None, :] < torch.tensor(lengths, device=input_ids.device)[:, None]
-    ids = input_ids[row_of[:, None], (start_of[:, None] + at[None, :]).clamp(max=length - 1)].masked_fill(~inside, 0)
-    for k, (row, start, _) in enumerate(spans):  # rows in order, as the scored mask's row-major order needs
-        flat.append(k * width + scored[row].nonzero().flatten() - start)
+    lengths = [end - start for _, start, end, _ in spans]
+    width = max(lengths)
+    ids = input_ids.new_zeros((len(spans), width))
+    flat = []
+    for k, (row, start, end, marked) in enumerate(spans):  # rows in order, as the scored mask's row-major order needs
+        ids[k, : end - start] = input_ids[row, start:end]
+        flat.append(k * width + marked - start)
     return PackedBatch(
         input_ids=ids,
-        position_ids=at.expand(len(spans), width),
+        position_ids=torch.arange(width, device=input_ids.device).expand(len(spans), width),
         attention_mask=None,
         scored=torch.cat(flat),
-        positions=int(counts.sum()),
+        positions=int(real.sum()),
         lengths=lengths,
     )
 
